@@ -1,0 +1,185 @@
+//! The pooled upstream HTTP client: HTTP/1.1 and HTTP/2, HTTPS through rustls (ring, system
+//! roots), 307/308 followed inside the gateway with method, body and credential kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use url::Url;
+
+use super::BackendDef;
+
+/// Limits of the upstream client, from `[server]`.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    /// Bound on one whole exchange with a backend, redirects included.
+    pub request_timeout: Duration,
+    pub max_redirects: usize,
+    pub max_response_bytes: usize,
+}
+
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    settings: ClientSettings,
+}
+
+/// A backend's answer after redirects, with the URL that finally answered.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub url: Url,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Refused, unreachable, TLS failure: nothing reached the backend's application.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Redirect(String),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl UpstreamClient {
+    pub fn new(settings: ClientSettings) -> Result<Self, rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // One unparsable system certificate must not take every other root with it.
+            let _ = roots.add(cert);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let inner = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https);
+        Ok(Self { inner, settings })
+    }
+
+    /// Sends one request to `backend`, following 307/308 to hosts the backend allows.
+    pub async fn send(
+        &self,
+        backend: &BackendDef,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        tokio::time::timeout(
+            self.settings.request_timeout,
+            self.follow(backend, method, url, headers, body),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+    }
+
+    async fn follow(
+        &self,
+        backend: &BackendDef,
+        method: Method,
+        mut url: Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        for _ in 0..=self.settings.max_redirects {
+            let response = self
+                .once(method.clone(), &url, &headers, body.clone())
+                .await?;
+            if !matches!(
+                response.status,
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+            ) {
+                return Ok(response);
+            }
+            let location = response
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| UpstreamError::Redirect("redirect without Location".into()))?;
+            let next = url
+                .join(location)
+                .map_err(|_| UpstreamError::Redirect("redirect to an invalid URL".into()))?;
+            if !backend.allows_host(&next) {
+                return Err(UpstreamError::Redirect(
+                    "redirect to a host the backend's definition does not allow".into(),
+                ));
+            }
+            url = next;
+        }
+        Err(UpstreamError::Redirect(format!(
+            "more than {} redirects",
+            self.settings.max_redirects
+        )))
+    }
+
+    async fn once(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .body(Full::new(body))
+            .map_err(|_| UpstreamError::Protocol("backend URL is not a valid URI".into()))?;
+        *request.headers_mut() = headers.clone();
+        let response = self.inner.request(request).await.map_err(|e| {
+            if e.is_connect() {
+                UpstreamError::Connect(connect_reason(&e))
+            } else {
+                UpstreamError::Protocol("connection to backend failed mid-exchange".into())
+            }
+        })?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, self.settings.max_response_bytes)
+            .collect()
+            .await
+            .map_err(|_| UpstreamError::Protocol("backend response body too large or cut".into()))?
+            .to_bytes();
+        Ok(UpstreamResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            url: url.clone(),
+        })
+    }
+}
+
+/// A short cause without the URL (which may hold a vendor secret).
+fn connect_reason(error: &hyper_util::client::legacy::Error) -> String {
+    let mut source = std::error::Error::source(error);
+    let mut last = None;
+    while let Some(cause) = source {
+        last = Some(cause.to_string());
+        source = cause.source();
+    }
+    last.unwrap_or_else(|| "connection failed".into())
+}

@@ -1,0 +1,418 @@
+//! Loading routes.toml: raw serde structs → a validated [`Config`] that cannot hold an
+//! invalid table (unknown backend ids, empty candidate lists, bad globs or URL templates).
+//! Every error names the file, the line and the problem on one line.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+use url::Url;
+
+use crate::backend::{Adapter, AllowedHost, BackendAuth, BackendDef, Secret, UrlTemplate};
+use crate::kind::EndpointKind;
+use crate::routing::{BackendId, Route, RouteTable, StreamGlob};
+use raw::{RawAuth, RawBackend, RawBackendKind, RawConfig, RawRoute, RawServer};
+
+/// A validated routes.toml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub backends: HashMap<BackendId, Arc<BackendDef>>,
+    pub routes: RouteTable,
+}
+
+/// `[server]` with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub public_url: Option<Url>,
+    /// `(id, secret)`; empty means "generate an ephemeral key at start".
+    pub session_keys: Vec<(String, Secret)>,
+    pub session_ttl: Duration,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_redirects: usize,
+    pub retry_after: Duration,
+    pub not_live_retry_after: Duration,
+    pub cors_allow_origins: Vec<String>,
+    pub shutdown_grace: Duration,
+}
+
+/// A problem in routes.toml, located.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Where secrets come from; tests substitute their own.
+pub trait SecretSource {
+    fn env(&self, name: &str) -> Option<String>;
+    fn file(&self, path: &Path) -> std::io::Result<String>;
+}
+
+/// The process environment and the file system.
+pub struct SystemSecrets;
+
+impl SecretSource for SystemSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Whether to resolve secrets while loading (`serve`) or only check the file's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMode {
+    Resolve,
+    Skip,
+}
+
+impl Config {
+    /// Reads and validates a routes.toml file.
+    pub fn load(path: &Path, mode: SecretMode) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: name.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_toml(&text, &name, &base, mode, &SystemSecrets)
+    }
+
+    /// Validates routes.toml text; `base` resolves relative secret file paths.
+    pub fn from_toml(
+        text: &str,
+        file: &str,
+        base: &Path,
+        mode: SecretMode,
+        secrets: &dyn SecretSource,
+    ) -> Result<Self, ConfigError> {
+        let loader = Loader {
+            text,
+            file,
+            base,
+            mode,
+            secrets,
+        };
+        loader.load()
+    }
+
+    /// One line for `whipgate check` and the startup log.
+    pub fn summary(&self) -> String {
+        let mut ids: Vec<&str> = self.backends.keys().map(|id| id.0.as_str()).collect();
+        ids.sort_unstable();
+        format!(
+            "{} backend{} ({}), {} route{}, listen {}",
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" },
+            ids.join(", "),
+            self.routes.routes().len(),
+            if self.routes.routes().len() == 1 { "" } else { "s" },
+            self.server.listen
+        )
+    }
+}
+
+struct Loader<'a> {
+    text: &'a str,
+    file: &'a str,
+    base: &'a Path,
+    mode: SecretMode,
+    secrets: &'a dyn SecretSource,
+}
+
+impl Loader<'_> {
+    fn load(&self) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(self.text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            self.error_at(offset, e.message().trim().to_owned())
+        })?;
+        let server = self.server(raw.server)?;
+        let mut backends = HashMap::new();
+        let mut order = BTreeMap::new();
+        for (index, backend) in raw.backend.into_iter().enumerate() {
+            let span = backend.id.span();
+            let def = self.backend(backend)?;
+            if backends.contains_key(&def.id) {
+                return Err(self.error_at(span.start, format!("backend id `{}` appears twice", def.id)));
+            }
+            order.insert(index, def.id.clone());
+            backends.insert(def.id.clone(), Arc::new(def));
+        }
+        let mut routes = Vec::new();
+        for (index, route) in raw.route.into_iter().enumerate() {
+            routes.push(self.route(index, route, &backends)?);
+        }
+        if routes.is_empty() {
+            return Err(self.error_at(self.text.len(), "no [[route]]: nothing would be served".into()));
+        }
+        Ok(Config {
+            server,
+            backends,
+            routes: RouteTable::new(routes),
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerSettings, ConfigError> {
+        let listen = match raw.listen {
+            Some(listen) => listen.get_ref().parse().map_err(|_| {
+                self.error_at(listen.span().start, "listen is not an address like 0.0.0.0:8080".into())
+            })?,
+            None => SocketAddr::from(([0, 0, 0, 0], 8080)),
+        };
+        let public_url = match raw.public_url {
+            Some(value) => Some(self.public_url(&value)?),
+            None => None,
+        };
+        let mut session_keys = Vec::new();
+        for key in &raw.session_keys {
+            session_keys.push(self.session_key(key)?);
+        }
+        let ids: Vec<&str> = session_keys.iter().map(|(id, _)| id.as_str()).collect();
+        let keyring = crate::session::Keyring::new(
+            session_keys.iter().map(|(id, s)| (id.clone(), s.expose().as_bytes())),
+        );
+        if let (Err(e), false) = (keyring, ids.is_empty()) {
+            let offset = raw.session_keys.first().map_or(0, |k| k.span().start);
+            return Err(self.error_at(offset, e.to_string()));
+        }
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(64 * 1024);
+        if max_body_bytes < 1024 {
+            return Err(self.error_at(0, "max_body_bytes below 1024 would refuse every offer".into()));
+        }
+        Ok(ServerSettings {
+            listen,
+            public_url,
+            session_keys,
+            session_ttl: raw.session_ttl.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            max_body_bytes,
+            request_timeout: raw.request_timeout.unwrap_or(Duration::from_secs(20)),
+            upstream_timeout: raw.upstream_timeout.unwrap_or(Duration::from_secs(8)),
+            connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(3)),
+            header_read_timeout: raw.header_read_timeout.unwrap_or(Duration::from_secs(10)),
+            max_redirects: raw.max_redirects.unwrap_or(3),
+            retry_after: raw.retry_after.unwrap_or(Duration::from_secs(5)),
+            not_live_retry_after: raw.not_live_retry_after.unwrap_or(Duration::from_secs(2)),
+            cors_allow_origins: raw.cors_allow_origins.unwrap_or_else(|| vec!["*".into()]),
+            shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+        })
+    }
+
+    fn public_url(&self, value: &Spanned<String>) -> Result<Url, ConfigError> {
+        let at = value.span().start;
+        let url = Url::parse(value.get_ref())
+            .map_err(|e| self.error_at(at, format!("public_url is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(self.error_at(at, "public_url must be an http(s) origin".into()));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.error_at(at, "public_url may not have a query or fragment".into()));
+        }
+        Ok(url)
+    }
+
+    fn session_key(&self, key: &Spanned<raw::RawSessionKey>) -> Result<(String, Secret), ConfigError> {
+        let at = key.span().start;
+        let raw = key.get_ref();
+        let what = format!("session key `{}`", raw.id);
+        let secret = self.secret(at, &what, raw.secret_env.as_deref(), raw.secret_file.as_deref())?;
+        Ok((raw.id.clone(), secret))
+    }
+
+    /// Exactly one of env / file; resolved now unless only the shape is being checked.
+    fn secret(
+        &self,
+        at: usize,
+        what: &str,
+        env: Option<&str>,
+        file: Option<&str>,
+    ) -> Result<Secret, ConfigError> {
+        let placeholder = || Secret::new("x".repeat(crate::session::MIN_SECRET_LEN));
+        match (env, file) {
+            (Some(name), None) => match self.mode {
+                SecretMode::Skip => Ok(placeholder()),
+                SecretMode::Resolve => self
+                    .secrets
+                    .env(name)
+                    .map(|v| Secret::new(v.trim().to_owned()))
+                    .filter(|s| !s.expose().is_empty())
+                    .ok_or_else(|| {
+                        self.error_at(at, format!("{what}: environment variable {name} is not set"))
+                    }),
+            },
+            (None, Some(path)) => match self.mode {
+                SecretMode::Skip => Ok(placeholder()),
+                SecretMode::Resolve => {
+                    let full: PathBuf = self.base.join(path);
+                    let value = self.secrets.file(&full).map_err(|e| {
+                        self.error_at(at, format!("{what}: cannot read {}: {e}", full.display()))
+                    })?;
+                    let value = value.trim().to_owned();
+                    if value.is_empty() {
+                        return Err(self.error_at(at, format!("{what}: {} is empty", full.display())));
+                    }
+                    Ok(Secret::new(value))
+                }
+            },
+            _ => Err(self.error_at(at, format!("{what}: give exactly one of *_env or *_file"))),
+        }
+    }
+
+    fn backend(&self, raw: RawBackend) -> Result<BackendDef, ConfigError> {
+        let id_at = raw.id.span().start;
+        let id = raw.id.into_inner();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(self.error_at(id_at, format!("backend id `{id}` must be A-Z a-z 0-9 - _ .")));
+        }
+        let adapter = match raw.kind {
+            RawBackendKind::Whip => Adapter::Whip,
+        };
+        let template = |value: &Option<Spanned<String>>, key: &str| -> Result<Option<UrlTemplate>, ConfigError> {
+            value
+                .as_ref()
+                .map(|v| {
+                    UrlTemplate::parse(v.get_ref())
+                        .map_err(|e| self.error_at(v.span().start, format!("backend `{id}`: {key} {e}")))
+                })
+                .transpose()
+        };
+        let whip_url = template(&raw.whip_url, "whip_url")?;
+        let whep_url = template(&raw.whep_url, "whep_url")?;
+        if whip_url.is_none() && whep_url.is_none() {
+            return Err(self.error_at(id_at, format!("backend `{id}` needs whip_url, whep_url or both")));
+        }
+        let auth = match &raw.auth {
+            None => BackendAuth::None,
+            Some(auth) => self.auth(&id, auth)?,
+        };
+        let mut allowed_hosts: Vec<AllowedHost> = whip_url
+            .iter()
+            .chain(whep_url.iter())
+            .map(UrlTemplate::allowed_host)
+            .collect();
+        for host in &raw.allowed_hosts {
+            allowed_hosts.push(self.allowed_host(&id, host)?);
+        }
+        Ok(BackendDef {
+            id: BackendId(id),
+            adapter,
+            whip_url,
+            whep_url,
+            auth,
+            allowed_hosts,
+            trickle: raw.trickle.unwrap_or(true),
+        })
+    }
+
+    fn auth(&self, id: &str, auth: &Spanned<RawAuth>) -> Result<BackendAuth, ConfigError> {
+        let at = auth.span().start;
+        let raw = auth.get_ref();
+        let what = format!("backend `{id}` auth");
+        match (raw.passthrough, &raw.bearer_env, &raw.bearer_file) {
+            (Some(true), None, None) => Ok(BackendAuth::Passthrough),
+            (None | Some(false), env, file) if env.is_some() || file.is_some() => self
+                .secret(at, &what, env.as_deref(), file.as_deref())
+                .map(BackendAuth::Bearer),
+            (Some(false), None, None) => Ok(BackendAuth::None),
+            _ => Err(self.error_at(
+                at,
+                format!("{what}: give one of bearer_env, bearer_file or passthrough = true"),
+            )),
+        }
+    }
+
+    fn allowed_host(&self, id: &str, host: &Spanned<String>) -> Result<AllowedHost, ConfigError> {
+        AllowedHost::parse(host.get_ref()).ok_or_else(|| {
+            self.error_at(
+                host.span().start,
+                format!("backend `{id}`: allowed_hosts entry `{}` is not host or host:port", host.get_ref()),
+            )
+        })
+    }
+
+    fn route(
+        &self,
+        index: usize,
+        raw: RawRoute,
+        backends: &HashMap<BackendId, Arc<BackendDef>>,
+    ) -> Result<Route, ConfigError> {
+        let id = raw.id.unwrap_or_else(|| format!("route-{}", index + 1));
+        let stream = match &raw.matcher.stream {
+            Some(glob) => Some(StreamGlob::new(glob.get_ref()).map_err(|e| {
+                self.error_at(glob.span().start, format!("route `{id}`: bad stream glob: {e}"))
+            })?),
+            None => None,
+        };
+        let list_at = raw.backends.span().start;
+        let mut ids = Vec::new();
+        for name in raw.backends.into_inner() {
+            let backend_id = BackendId(name.get_ref().clone());
+            if !backends.contains_key(&backend_id) {
+                return Err(self.error_at(
+                    name.span().start,
+                    format!("route `{id}` names unknown backend `{backend_id}`"),
+                ));
+            }
+            ids.push(backend_id);
+        }
+        if ids.is_empty() {
+            return Err(self.error_at(list_at, format!("route `{id}` lists no backends")));
+        }
+        let kinds: &[EndpointKind] = match raw.matcher.kind {
+            Some(EndpointKind::Whip) => &[EndpointKind::Whip],
+            Some(EndpointKind::Whep) => &[EndpointKind::Whep],
+            None => &[EndpointKind::Whip, EndpointKind::Whep],
+        };
+        for kind in kinds {
+            let served = ids
+                .iter()
+                .filter_map(|b| backends.get(b))
+                .any(|b| b.endpoint(*kind).is_some());
+            if !served && raw.matcher.kind.is_some() {
+                return Err(self.error_at(
+                    list_at,
+                    format!("route `{id}` matches {kind} but none of its backends has a {kind}_url"),
+                ));
+            }
+        }
+        Ok(Route {
+            id,
+            kind: raw.matcher.kind,
+            stream,
+            backends: ids,
+        })
+    }
+
+    fn error_at(&self, offset: usize, message: String) -> ConfigError {
+        let offset = offset.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.lines().next().unwrap_or("").to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! routes.toml as written: serde structs that refuse unknown keys, so a typo is an error with
+//! its line rather than a silently ignored setting. Converted into validated types by
+//! [`super::Config::from_toml`].
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::kind::EndpointKind;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub backend: Vec<RawBackend>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+}
+
+/// `[server]`: every limit has a safe default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on (default `0.0.0.0:8080`).
+    pub listen: Option<Spanned<String>>,
+    /// Public origin for absolute `Location` URLs, e.g. `https://gw.example.com`.
+    pub public_url: Option<Spanned<String>>,
+    /// Keys sealing session tokens; the first seals, all open.
+    #[serde(default)]
+    pub session_keys: Vec<Spanned<RawSessionKey>>,
+    /// Lifetime of a session token (default 7 days).
+    #[serde(default, with = "humantime_serde")]
+    pub session_ttl: Option<Duration>,
+    /// Largest request body accepted (default 64 KiB).
+    pub max_body_bytes: Option<usize>,
+    /// Bound on a whole client request, failovers included (default 20 s).
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    /// Bound on one exchange with one backend, redirects included (default 8 s).
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_timeout: Option<Duration>,
+    /// Bound on opening a TCP connection to a backend (default 3 s).
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Bound on a client sending its request headers (default 10 s).
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    /// Upstream 307/308 hops followed (default 3).
+    pub max_redirects: Option<usize>,
+    /// `Retry-After` sent with 503 (default 5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub retry_after: Option<Duration>,
+    /// `Retry-After` sent with WHEP 409 when no publisher is live (default 2 s).
+    #[serde(default, with = "humantime_serde")]
+    pub not_live_retry_after: Option<Duration>,
+    /// Origins allowed by CORS (default `["*"]`).
+    pub cors_allow_origins: Option<Vec<String>>,
+    /// Bound on in-flight requests finishing at shutdown (default 10 s).
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+/// One `session_keys` entry: an id and where its secret lives.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSessionKey {
+    pub id: String,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawBackendKind {
+    Whip,
+}
+
+/// One `[[backend]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub id: Spanned<String>,
+    pub kind: RawBackendKind,
+    pub whip_url: Option<Spanned<String>>,
+    pub whep_url: Option<Spanned<String>>,
+    pub auth: Option<Spanned<RawAuth>>,
+    /// Extra `host[:port]`s the backend may redirect to or put in a Location.
+    #[serde(default)]
+    pub allowed_hosts: Vec<Spanned<String>>,
+    /// Whether PATCH (trickle, ICE restart) is forwarded (default true).
+    pub trickle: Option<bool>,
+}
+
+/// A backend's credential: exactly one of the three.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub bearer_env: Option<String>,
+    pub bearer_file: Option<String>,
+    pub passthrough: Option<bool>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub id: Option<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    pub backends: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub kind: Option<EndpointKind>,
+    pub stream: Option<Spanned<String>>,
+}

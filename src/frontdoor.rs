@@ -1,0 +1,273 @@
+//! Pure helpers for the headers clients see: ETags that carry the backend's, normalised
+//! ice-server `Link`s, content types. Backends differ in all of these; clients must not.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+/// The gateway's ETag for a backend's (possibly absent, unquoted, weak or `*`) ETag.
+///
+/// Always a quoted strong ETag; the backend's exact header value rides inside it, so the
+/// client's `If-Match` can be turned back into exactly what the backend sent.
+pub fn gateway_etag(upstream: Option<&str>) -> String {
+    match upstream {
+        Some(value) => format!("\"e{}\"", URL_SAFE_NO_PAD.encode(value.as_bytes())),
+        None => "\"n\"".to_owned(),
+    }
+}
+
+/// What to send upstream for a client's `If-Match`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamIfMatch {
+    /// The client sent none (tolerated; RFC 9725 clients should send one).
+    Absent,
+    /// `*`: an ICE restart.
+    Any,
+    /// The backend's own ETag value, as it sent it.
+    Value(String),
+    /// The backend never sent an ETag, so there is nothing to match upstream.
+    NoneUpstream,
+}
+
+/// Translates a client's `If-Match` header; `Err` when it is not an ETag this gateway issued.
+pub fn upstream_if_match(client: Option<&str>) -> Result<UpstreamIfMatch, ()> {
+    let Some(value) = client.map(str::trim) else {
+        return Ok(UpstreamIfMatch::Absent);
+    };
+    // RFC 9725 §4.4.1 says `"*"`; `*` is what RFC 9110 says; accept both.
+    if value == "*" || value == "\"*\"" {
+        return Ok(UpstreamIfMatch::Any);
+    }
+    let inner = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .ok_or(())?;
+    if inner == "n" {
+        return Ok(UpstreamIfMatch::NoneUpstream);
+    }
+    let encoded = inner.strip_prefix('e').ok_or(())?;
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| ())?;
+    let upstream = String::from_utf8(bytes).map_err(|_| ())?;
+    if upstream.is_empty() || upstream.chars().any(|c| c.is_control()) {
+        return Err(());
+    }
+    Ok(UpstreamIfMatch::Value(upstream))
+}
+
+/// Whether a `Content-Type` value names `expected`, parameters (`; charset=...`) tolerated.
+pub fn content_type_is(value: Option<&str>, expected: &str) -> bool {
+    value
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
+}
+
+/// One STUN/TURN server from a `Link: <uri>; rel="ice-server"` header (RFC 9725 §4.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub uri: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+    pub credential_type: Option<String>,
+}
+
+impl IceServer {
+    /// The canonical single-line header value.
+    pub fn to_header_value(&self) -> String {
+        let mut out = format!("<{}>; rel=\"ice-server\"", self.uri);
+        for (name, value) in [
+            ("username", &self.username),
+            ("credential", &self.credential),
+            ("credential-type", &self.credential_type),
+        ] {
+            if let Some(value) = value {
+                out.push_str(&format!("; {name}=\"{value}\""));
+            }
+        }
+        out
+    }
+}
+
+/// Every well-formed ice-server link in a backend's `Link` header lines; other relations
+/// (which point at the backend's own URLs) and malformed entries are dropped.
+pub fn ice_servers<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<IceServer> {
+    values
+        .into_iter()
+        .flat_map(split_top_level)
+        .filter_map(parse_link_value)
+        .collect()
+}
+
+/// Splits one header value at commas that are outside `<...>` and quoted strings.
+fn split_top_level(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut in_uri, mut in_quotes, mut escaped, mut start) = (false, false, false, 0);
+    for (i, c) in value.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' if !in_uri => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_uri = true,
+            '>' if !in_quotes => in_uri = false,
+            ',' if !in_uri && !in_quotes => {
+                parts.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts
+}
+
+fn parse_link_value(value: &str) -> Option<IceServer> {
+    let value = value.trim();
+    let rest = value.strip_prefix('<')?;
+    let (uri, params) = rest.split_once('>')?;
+    let uri = uri.trim();
+    let scheme = uri.split_once(':')?.0.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "stun" | "stuns" | "turn" | "turns") || !is_clean(uri) {
+        return None;
+    }
+    let mut server = IceServer {
+        uri: uri.to_owned(),
+        username: None,
+        credential: None,
+        credential_type: None,
+    };
+    let mut is_ice_server = false;
+    for param in split_params(params) {
+        let (name, raw) = param.split_once('=').unwrap_or((param, ""));
+        let name = name.trim().to_ascii_lowercase();
+        let value = unquote(raw.trim())?;
+        match name.as_str() {
+            "rel" => is_ice_server = value.split_ascii_whitespace().any(|r| r == "ice-server"),
+            "username" => server.username = Some(value),
+            "credential" => server.credential = Some(value),
+            "credential-type" => server.credential_type = Some(value),
+            _ => {}
+        }
+    }
+    is_ice_server.then_some(server)
+}
+
+fn split_params(params: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut in_quotes, mut escaped, mut start) = (false, false, 0);
+    for (i, c) in params.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            ';' if !in_quotes => {
+                parts.push(&params[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&params[start..]);
+    parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// A token or quoted-string parameter value; `None` when it could not be re-emitted safely.
+fn unquote(raw: &str) -> Option<String> {
+    let value = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' { chars.next()? } else { c });
+            }
+            out
+        }
+        None => raw.to_owned(),
+    };
+    is_clean(&value).then_some(value)
+}
+
+fn is_clean(value: &str) -> bool {
+    !value
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '"' | '\\' | '<' | '>'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn etags_round_trip_whatever_the_backend_sent() {
+        for upstream in ["\"abc\"", "abc", "*", "W/\"weak\"", "\"with space\""] {
+            let ours = gateway_etag(Some(upstream));
+            assert!(ours.starts_with('"') && ours.ends_with('"') && ours.len() > 2);
+            assert!(!ours[1..ours.len() - 1].contains('"'));
+            assert_eq!(
+                upstream_if_match(Some(&ours)),
+                Ok(UpstreamIfMatch::Value(upstream.to_owned()))
+            );
+        }
+        assert_eq!(
+            upstream_if_match(Some(&gateway_etag(None))),
+            Ok(UpstreamIfMatch::NoneUpstream)
+        );
+    }
+
+    #[test]
+    fn if_match_forms() {
+        assert_eq!(upstream_if_match(None), Ok(UpstreamIfMatch::Absent));
+        assert_eq!(upstream_if_match(Some("*")), Ok(UpstreamIfMatch::Any));
+        assert_eq!(upstream_if_match(Some("\"*\"")), Ok(UpstreamIfMatch::Any));
+        assert!(upstream_if_match(Some("\"foreign\"")).is_err());
+        assert!(upstream_if_match(Some("W/\"eYWJj\"")).is_err());
+        assert!(upstream_if_match(Some("eYWJj")).is_err());
+    }
+
+    #[test]
+    fn content_type_tolerates_parameters() {
+        assert!(content_type_is(Some("application/sdp"), "application/sdp"));
+        assert!(content_type_is(Some("Application/SDP; charset=utf-8"), "application/sdp"));
+        assert!(!content_type_is(Some("text/plain"), "application/sdp"));
+        assert!(!content_type_is(None, "application/sdp"));
+    }
+
+    #[test]
+    fn links_are_normalised() {
+        let servers = ice_servers([
+            "<turn:127.0.0.2:3478?transport=udp>; rel=\"ice-server\"; username=\"u:1\"; \
+             credential=\"p,w\"; credential-type=\"password\", <stun:stun.example.net>;rel=ice-server",
+            "<https://backend.internal/sse>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"",
+            "garbage, <turn:x>; rel=\"ice-server\"; username=\"a\"b\"",
+        ]);
+        assert_eq!(servers.len(), 2);
+        assert_eq!(
+            servers[0].to_header_value(),
+            "<turn:127.0.0.2:3478?transport=udp>; rel=\"ice-server\"; username=\"u:1\"; \
+             credential=\"p,w\"; credential-type=\"password\""
+        );
+        assert_eq!(
+            servers[1].to_header_value(),
+            "<stun:stun.example.net>; rel=\"ice-server\""
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn link_parser_never_panics(text in ".{0,300}") {
+            let _ = ice_servers([text.as_str()]);
+        }
+
+        #[test]
+        fn any_upstream_etag_round_trips(value in "[ -~]{1,80}") {
+            prop_assert_eq!(
+                upstream_if_match(Some(&gateway_etag(Some(&value)))),
+                Ok(UpstreamIfMatch::Value(value.clone()))
+            );
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! whipgate: a WHIP/WHEP gateway.
+//!
+//! Pure core: [`sdp`], [`routing`], [`session`], [`frontdoor`]. I/O shell: [`config`] (files),
+//! [`backend`] (HTTP client), [`server`] (sockets).
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod frontdoor;
+pub mod kind;
+pub mod routing;
+pub mod sdp;
+pub mod session;

@@ -1,0 +1,246 @@
+//! SDP handling: line-preserving parse and edit, validation, trickle sdpfrags.
+//!
+//! Pure: no I/O, no clock. The bytes whipgate forwards are always produced by [`Lines::write`],
+//! never by webrtc-sdp's serializer, which is lossy (it drops unknown attributes and rewrites
+//! fmtp lines); webrtc-sdp is used only to judge whether an offer is well formed.
+
+mod frag;
+mod lines;
+mod validate;
+
+pub use frag::{prepare_trickle, Trickle};
+pub use lines::{is_mdns_candidate, Eol, Line, Lines, SyntaxError};
+
+use crate::kind::EndpointKind;
+
+/// Why an SDP body was refused; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    /// Not parseable as SDP (400), with the parser's reason.
+    #[error("malformed SDP: {0}")]
+    Malformed(String),
+    /// Well formed but not acceptable for this endpoint (422).
+    #[error("{0}")]
+    Unacceptable(String),
+}
+
+/// Media direction of one m-section (RFC 8866 §6.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn from_attribute(name: &str) -> Option<Self> {
+        match name {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+}
+
+/// What the validator needs to know of one m-section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSummary {
+    pub media: String,
+    pub direction: Direction,
+    /// Port 0 without `a=bundle-only` means the section is rejected or disabled.
+    pub active: bool,
+}
+
+/// Checks a client's offer for `kind` and returns the bytes to send upstream: the offer as
+/// received, less its mDNS (`.local`) candidates.
+pub fn prepare_offer(kind: EndpointKind, text: &str) -> Result<String, SdpError> {
+    let mut lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
+    if lines.get(0).and_then(Line::kind) != Some(b'v') {
+        return Err(SdpError::Malformed("line 1: an SDP body starts with v=".into()));
+    }
+    validate::well_formed(&lines)?;
+    check_directions(kind, &summarise(&lines))?;
+    lines.remove_where(is_mdns_candidate);
+    Ok(lines.write())
+}
+
+/// A light check of a backend's answer: it must at least be SDP with media.
+pub fn check_answer(text: &str) -> Result<(), SdpError> {
+    let lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
+    if lines.get(0).and_then(Line::kind) != Some(b'v') {
+        return Err(SdpError::Malformed("line 1: an SDP body starts with v=".into()));
+    }
+    if lines.media_sections().is_empty() {
+        return Err(SdpError::Unacceptable("answer has no m-line".into()));
+    }
+    Ok(())
+}
+
+/// Direction and activity of every m-section, in order.
+pub fn summarise(lines: &Lines) -> Vec<MediaSummary> {
+    let session_direction = direction_in(lines, lines.session_section());
+    lines
+        .media_sections()
+        .into_iter()
+        .filter_map(|range| {
+            let m_line = lines.get(range.start)?;
+            let mut fields = m_line.value().split_ascii_whitespace();
+            let media = fields.next().unwrap_or("").to_owned();
+            let port_is_zero = fields
+                .next()
+                .map(|port| port.split('/').next() == Some("0"))
+                .unwrap_or(true);
+            let bundle_only = range
+                .clone()
+                .filter_map(|i| lines.get(i))
+                .any(|line| line.attribute_name() == Some("bundle-only"));
+            let direction = direction_in(lines, range)
+                .or(session_direction)
+                .unwrap_or(Direction::SendRecv);
+            Some(MediaSummary {
+                media,
+                direction,
+                active: !port_is_zero || bundle_only,
+            })
+        })
+        .collect()
+}
+
+fn direction_in(lines: &Lines, range: std::ops::Range<usize>) -> Option<Direction> {
+    range
+        .filter_map(|i| lines.get(i))
+        .filter_map(|line| line.attribute_name().and_then(Direction::from_attribute))
+        .last()
+}
+
+fn check_directions(kind: EndpointKind, media: &[MediaSummary]) -> Result<(), SdpError> {
+    if media.is_empty() {
+        return Err(SdpError::Unacceptable("offer has no m-line".into()));
+    }
+    let active = || media.iter().enumerate().filter(|(_, m)| m.active);
+    match kind {
+        EndpointKind::Whip => {
+            if active().any(|(_, m)| m.direction.sends()) {
+                Ok(())
+            } else {
+                Err(SdpError::Unacceptable(
+                    "WHIP offer sends no media: every m-line is recvonly, inactive or disabled"
+                        .into(),
+                ))
+            }
+        }
+        EndpointKind::Whep => {
+            if let Some((index, m)) = active().find(|(_, m)| m.direction.sends()) {
+                return Err(SdpError::Unacceptable(format!(
+                    "WHEP offer must be receive-only: m-line {} ({}) is {}",
+                    index + 1,
+                    m.media,
+                    m.direction.as_str()
+                )));
+            }
+            if active().any(|(_, m)| m.direction == Direction::RecvOnly) {
+                Ok(())
+            } else {
+                Err(SdpError::Unacceptable(
+                    "WHEP offer receives no media: every m-line is inactive or disabled".into(),
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+        a=group:BUNDLE 0 1\r\n";
+
+    fn offer(audio_dir: &str, video_dir: &str) -> String {
+        format!(
+            "{HEAD}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+             a=ice-ufrag:abcd\r\na=ice-pwd:aaaaaaaaaaaaaaaaaaaaaaaa\r\n\
+             a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB\r\na=setup:actpass\r\na={audio_dir}\r\n\
+             a=rtpmap:111 opus/48000/2\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+             a=ice-ufrag:abcd\r\na=ice-pwd:aaaaaaaaaaaaaaaaaaaaaaaa\r\n\
+             a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB\r\na=setup:actpass\r\na={video_dir}\r\n\
+             a=rtpmap:96 VP8/90000\r\n"
+        )
+    }
+
+    #[test]
+    fn whip_needs_a_sending_m_line() {
+        assert!(prepare_offer(EndpointKind::Whip, &offer("sendonly", "sendonly")).is_ok());
+        assert!(prepare_offer(EndpointKind::Whip, &offer("recvonly", "sendrecv")).is_ok());
+        let err = prepare_offer(EndpointKind::Whip, &offer("recvonly", "inactive"))
+            .expect_err("no sending media");
+        assert!(matches!(err, SdpError::Unacceptable(_)));
+    }
+
+    #[test]
+    fn whep_must_be_receive_only() {
+        assert!(prepare_offer(EndpointKind::Whep, &offer("recvonly", "recvonly")).is_ok());
+        let err = prepare_offer(EndpointKind::Whep, &offer("recvonly", "sendrecv"))
+            .expect_err("sends");
+        assert_eq!(
+            err.to_string(),
+            "WHEP offer must be receive-only: m-line 2 (video) is sendrecv"
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for body in ["", "hello", "v=0\r\nthis is not sdp\r\n", "m=audio\r\n"] {
+            let err = prepare_offer(EndpointKind::Whip, body).expect_err(body);
+            assert!(matches!(err, SdpError::Malformed(_)), "{body:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn drops_mdns_candidates_and_keeps_everything_else() {
+        let base = offer("sendonly", "sendonly");
+        let with_mdns = base.replacen(
+            "a=setup:actpass\r\n",
+            "a=setup:actpass\r\na=candidate:1 1 udp 2122260223 e0a1.local 5000 typ host\r\n\
+             a=candidate:2 1 udp 2122260223 192.0.2.7 5000 typ host\r\n",
+            1,
+        );
+        let out = prepare_offer(EndpointKind::Whip, &with_mdns).expect("valid");
+        assert!(!out.contains(".local"));
+        assert_eq!(
+            out,
+            base.replacen(
+                "a=setup:actpass\r\n",
+                "a=setup:actpass\r\na=candidate:2 1 udp 2122260223 192.0.2.7 5000 typ host\r\n",
+                1
+            )
+        );
+    }
+
+    #[test]
+    fn bundle_only_section_with_port_zero_is_active() {
+        let text = offer("sendonly", "sendonly").replace("m=video 9", "m=video 0");
+        let lines = Lines::parse(&text).expect("valid");
+        assert!(!summarise(&lines)[1].active);
+        let text = text.replace("a=mid:1\r\n", "a=mid:1\r\na=bundle-only\r\n");
+        let lines = Lines::parse(&text).expect("valid");
+        assert!(summarise(&lines)[1].active);
+    }
+}

@@ -1,0 +1,304 @@
+//! Sealing and opening session tokens with ChaCha20-Poly1305 under rotating, named keys.
+//!
+//! Token text: `{key id}.{base64url(nonce ‖ ciphertext ‖ tag)}`. The key id travels in clear so
+//! that the right key is found without trial decryption; it is also bound as associated data,
+//! so a token cannot be moved to another key's id. The first key of the ring seals; every key
+//! opens, which is how keys rotate: add the new key first, keep the old until its tokens are
+//! no longer wanted, then remove it to revoke them all.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::hkdf;
+use serde::{Deserialize, Serialize};
+
+use crate::kind::EndpointKind;
+
+/// What a token carries. Never shown to anyone: only whipgate reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// Random id of this session, for the per-replica registry and logs.
+    pub sid: String,
+    pub backend: String,
+    /// Absolute URL of the backend's resource (may hold a vendor secret).
+    pub resource: String,
+    pub kind: EndpointKind,
+    pub stream: String,
+    pub route: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds after which the token opens no more.
+    pub expires: u64,
+}
+
+/// Why a token did not open. Every variant is a 404 to the client, deliberately alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("session token is malformed")]
+    Malformed,
+    #[error("session token names an unknown key")]
+    UnknownKey,
+    #[error("session token does not authenticate")]
+    Forged,
+    #[error("session token has expired")]
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("session key id {0:?} must be 1-32 characters of A-Z a-z 0-9 _ -")]
+    BadId(String),
+    #[error("session key {0:?} must be at least {MIN_SECRET_LEN} bytes long")]
+    ShortSecret(String),
+    #[error("session key id {0:?} appears twice")]
+    DuplicateId(String),
+    #[error("at least one session key is needed")]
+    Empty,
+}
+
+pub const MIN_SECRET_LEN: usize = 32;
+
+const AAD_PREFIX: &[u8] = b"whipgate-session-v1.";
+const HKDF_SALT: &[u8] = b"whipgate session token key v1";
+
+struct NamedKey {
+    id: String,
+    key: LessSafeKey,
+}
+
+/// The session keys of this replica; the first one seals.
+pub struct Keyring {
+    keys: Vec<NamedKey>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        f.debug_struct("Keyring").field("ids", &ids).finish()
+    }
+}
+
+impl Keyring {
+    /// Builds the ring from `(id, secret)` pairs; secrets of any form are stretched with HKDF.
+    pub fn new<I, S>(keys: I) -> Result<Self, KeyError>
+    where
+        I: IntoIterator<Item = (String, S)>,
+        S: AsRef<[u8]>,
+    {
+        let mut named: Vec<NamedKey> = Vec::new();
+        for (id, secret) in keys {
+            let valid_id = !id.is_empty()
+                && id.len() <= 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_id {
+                return Err(KeyError::BadId(id));
+            }
+            if secret.as_ref().len() < MIN_SECRET_LEN {
+                return Err(KeyError::ShortSecret(id));
+            }
+            if named.iter().any(|k| k.id == id) {
+                return Err(KeyError::DuplicateId(id));
+            }
+            let key = derive_key(secret.as_ref(), &id);
+            named.push(NamedKey { id, key });
+        }
+        if named.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        Ok(Self { keys: named })
+    }
+
+    pub fn sealing_key_id(&self) -> &str {
+        // `new` refuses an empty ring.
+        self.keys.first().map_or("", |k| k.id.as_str())
+    }
+
+    /// Seals `claims` under the first key with the caller's fresh random `nonce`.
+    pub fn seal(&self, claims: &SessionClaims, nonce: [u8; NONCE_LEN]) -> String {
+        let Some(named) = self.keys.first() else {
+            return String::new();
+        };
+        // Serializing plain strings and integers cannot fail.
+        let mut buffer = serde_json::to_vec(claims).unwrap_or_default();
+        let aad = aad_for(&named.id);
+        // ChaCha20-Poly1305 seals any length below 2^38 bytes; claims are far smaller.
+        if named
+            .key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut buffer)
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut sealed = Vec::with_capacity(NONCE_LEN + buffer.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&buffer);
+        format!("{}.{}", named.id, URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    /// Opens a token; `now` is Unix seconds.
+    pub fn open(&self, token: &str, now: u64) -> Result<SessionClaims, TokenError> {
+        let (id, body) = token.split_once('.').ok_or(TokenError::Malformed)?;
+        let named = self
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or(TokenError::UnknownKey)?;
+        let mut sealed = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Malformed)?;
+        if sealed.len() < NONCE_LEN + CHACHA20_POLY1305.tag_len() {
+            return Err(TokenError::Malformed);
+        }
+        let mut ciphertext = sealed.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&sealed).map_err(|_| TokenError::Malformed)?;
+        let aad = aad_for(&named.id);
+        let plain = named
+            .key
+            .open_in_place(nonce, Aad::from(&aad), &mut ciphertext)
+            .map_err(|_| TokenError::Forged)?;
+        let claims: SessionClaims =
+            serde_json::from_slice(plain).map_err(|_| TokenError::Forged)?;
+        if now >= claims.expires {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+fn aad_for(id: &str) -> Vec<u8> {
+    [AAD_PREFIX, id.as_bytes()].concat()
+}
+
+struct KeyLen;
+
+impl hkdf::KeyType for KeyLen {
+    fn len(&self) -> usize {
+        CHACHA20_POLY1305.key_len()
+    }
+}
+
+fn derive_key(secret: &[u8], id: &str) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(secret);
+    let info = [id.as_bytes()];
+    let mut bytes = [0u8; 32];
+    // Expanding 32 bytes of SHA-256 HKDF output is always within the 255-block limit.
+    if let Ok(okm) = prk.expand(&info, KeyLen) {
+        let _ = okm.fill(&mut bytes);
+    }
+    // A 32-byte key is exactly what ChaCha20-Poly1305 takes.
+    let unbound = UnboundKey::new(&CHACHA20_POLY1305, &bytes)
+        .unwrap_or_else(|_| unreachable!("32-byte key for ChaCha20-Poly1305"));
+    LessSafeKey::new(unbound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ring(ids: &[(&str, &str)]) -> Keyring {
+        Keyring::new(ids.iter().map(|(id, s)| (id.to_string(), s.as_bytes())))
+            .expect("valid keys")
+    }
+
+    fn claims() -> SessionClaims {
+        SessionClaims {
+            sid: "0123456789abcdef".into(),
+            backend: "janus".into(),
+            resource: "https://vendor.example/resource/abc?secret=s3cr3t".into(),
+            kind: EndpointKind::Whip,
+            stream: "cam-1".into(),
+            route: "route-1".into(),
+            created: 1_000,
+            expires: 2_000,
+        }
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    #[test]
+    fn seals_and_opens_with_rotated_keys() {
+        let old = ring(&[("k1", A)]);
+        let token = old.seal(&claims(), [7; 12]);
+        assert!(token.starts_with("k1."));
+        assert!(!token.contains("s3cr3t"));
+        let rotated = ring(&[("k2", B), ("k1", A)]);
+        assert_eq!(rotated.open(&token, 1_500), Ok(claims()));
+        assert!(rotated.seal(&claims(), [1; 12]).starts_with("k2."));
+        let retired = ring(&[("k2", B)]);
+        assert_eq!(retired.open(&token, 1_500), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn expired_tokens_do_not_open() {
+        let keys = ring(&[("k1", A)]);
+        let token = keys.seal(&claims(), [7; 12]);
+        assert_eq!(keys.open(&token, 2_000), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn same_id_other_secret_is_forged() {
+        let token = ring(&[("k1", A)]).seal(&claims(), [7; 12]);
+        assert_eq!(ring(&[("k1", B)]).open(&token, 1_500), Err(TokenError::Forged));
+    }
+
+    #[test]
+    fn key_id_is_bound_to_the_ciphertext() {
+        let keys = ring(&[("k1", A), ("k2", A)]);
+        let token = keys.seal(&claims(), [7; 12]);
+        let moved = token.replacen("k1.", "k2.", 1);
+        assert_eq!(keys.open(&moved, 1_500), Err(TokenError::Forged));
+    }
+
+    #[test]
+    fn refuses_weak_or_odd_keys() {
+        assert!(matches!(
+            Keyring::new([("k1".to_string(), "short")]),
+            Err(KeyError::ShortSecret(_))
+        ));
+        assert!(matches!(
+            Keyring::new([("k/1".to_string(), A)]),
+            Err(KeyError::BadId(_))
+        ));
+        assert!(matches!(
+            Keyring::new([("k".to_string(), A), ("k".to_string(), B)]),
+            Err(KeyError::DuplicateId(_))
+        ));
+        assert!(matches!(
+            Keyring::new(Vec::<(String, &str)>::new()),
+            Err(KeyError::Empty)
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_single_byte_change_is_refused(index in 0usize..400, byte in any::<u8>()) {
+            let keys = ring(&[("k1", A)]);
+            let token = keys.seal(&claims(), [9; 12]);
+            let mut bytes = token.clone().into_bytes();
+            let index = index % bytes.len();
+            prop_assume!(bytes[index] != byte);
+            bytes[index] = byte;
+            if let Ok(tampered) = String::from_utf8(bytes) {
+                prop_assert!(keys.open(&tampered, 1_500).is_err());
+            }
+        }
+
+        #[test]
+        fn truncation_is_refused(cut in 0usize..400) {
+            let keys = ring(&[("k1", A)]);
+            let token = keys.seal(&claims(), [9; 12]);
+            let cut = cut % token.len();
+            prop_assert!(keys.open(&token[..cut], 1_500).is_err());
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,600}") {
+            let keys = ring(&[("k1", A)]);
+            let _ = keys.open(&text, 1_500);
+        }
+    }
+}

@@ -1,0 +1,494 @@
+#!/usr/bin/env bash
+# End-to-end test: real WebRTC publishers -> whipgate -> simple-whip-server -> Janus 1.1.2.
+#
+#   tests/e2e/janus.sh WHIPGATE_BIN          # the real thing
+#   E2E_DIRECT=1 tests/e2e/janus.sh          # peers talk straight to simple-whip-server
+#
+# Needs root (network namespace) and the deps of scripts/install-test-deps
+# (deps dir ${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}).
+# Env: E2E_DIRECT=1 bypass whipgate; E2E_KEEP=1 keep the temp dir; E2E_VERBOSE=1 dump logs
+# even on success; E2E_TESTS="A B C" pick tests.
+# Prints "ok - NAME" / "not ok - NAME: reason" per test and ends with "N passed, M failed".
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+DEPS=${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}
+VENV_PY=$DEPS/venv/bin/python
+SWS_DIR=$DEPS/simple-whip-server
+STUB_DIR=$DEPS/gupnp-stub
+DIRECT=${E2E_DIRECT:-0}
+TESTS=${E2E_TESTS:-A B C}
+WHIPGATE_BIN=${1:-}
+
+BACKEND_TOKEN=backend-secret-123
+CLIENT_TOKEN=client-token-not-forwarded
+ADMIN_SECRET=janusoverlord
+ROOM=1234
+JANUS_PLUGINS=/usr/lib/x86_64-linux-gnu/janus
+
+T0=$(date +%s.%N)
+elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+note() { echo "# [$(elapsed)s] $*"; }
+
+# ------------------------------------------------------------------ preconditions
+die_early() { echo "not ok - setup: $*"; echo "0 passed, 1 failed"; exit 1; }
+[ "$(id -u)" -eq 0 ] || die_early "must run as root (ip netns)"
+if [ "$DIRECT" != 1 ]; then
+  [ -n "$WHIPGATE_BIN" ] || die_early "usage: $0 WHIPGATE_BIN  (or E2E_DIRECT=1 $0)"
+  [ -x "$WHIPGATE_BIN" ] || die_early "whipgate binary $WHIPGATE_BIN not found or not executable"
+  WHIPGATE_BIN=$(cd "$(dirname "$WHIPGATE_BIN")" && pwd)/$(basename "$WHIPGATE_BIN")
+fi
+for f in /usr/bin/janus /usr/bin/whip-client "$VENV_PY" "$SWS_DIR/src/server.js" \
+         "$STUB_DIR/libgupnp-igd-1.0.so.4"; do
+  [ -e "$f" ] || die_early "missing $f: run scripts/install-test-deps"
+done
+for c in ip curl jq node; do
+  command -v "$c" >/dev/null || die_early "missing $c: run scripts/install-test-deps"
+done
+
+# ------------------------------------------------------------------ cleanup of stale runs
+# A run killed with SIGKILL leaves its namespace behind: remove those whose owner is gone.
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^wg-e2e-[0-9]+$' || true); do
+  owner=${ns#wg-e2e-}
+  if ! kill -0 "$owner" 2>/dev/null; then
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null && note "removed stale namespace $ns"
+    rm -rf /tmp/whipgate-e2e-"$owner"-*
+  fi
+done
+
+NS=wg-e2e-$$
+TMP=$(mktemp -d /tmp/whipgate-e2e-$$-XXXXXX)
+PIDS=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  # Give them a moment, then make sure nothing of ours survives in the namespace.
+  local i
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  if ip netns list 2>/dev/null | grep -qw "$NS"; then
+    for p in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+    ip netns del "$NS" 2>/dev/null || true
+  fi
+  if [ "${E2E_KEEP:-0}" = 1 ]; then echo "# kept $TMP"; else rm -rf "$TMP"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+nsx() { ip netns exec "$NS" "$@"; }
+# Start CMD in the namespace in the background, logging to $TMP/NAME.log; pid in $LAST_PID.
+start_bg() {
+  local name=$1; shift
+  ip netns exec "$NS" "$@" >"$TMP/$name.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+# ------------------------------------------------------------------ result bookkeeping
+PASSED=0; FAILED=0
+declare -A DONE=()
+ok() { echo "ok - $1"; PASSED=$((PASSED + 1)); DONE[$1]=1; }
+not_ok() { echo "not ok - $1: $2"; FAILED=$((FAILED + 1)); DONE[$1]=1; }
+dump() {
+  local f
+  for f in "$@"; do
+    [ -f "$TMP/$f" ] || continue
+    echo "# ---------- $f (last 80 lines)"
+    tail -n 80 "$TMP/$f" | sed 's/^/#   /'
+  done
+}
+dump_all() { dump whipgate.log sws.log whip-client.log aiortc.log aiortc-mdns.log janus.log; }
+
+NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
+NAME_B="aiortc 1.16 publishes, media reaches Janus, DELETE 200 then 404"
+NAME_C="offer with a .local (mDNS) candidate is accepted"
+ALL_NAMES=()
+for t in $TESTS; do
+  case $t in A) ALL_NAMES+=("$NAME_A");; B) ALL_NAMES+=("$NAME_B");; C) ALL_NAMES+=("$NAME_C");; esac
+done
+setup_failed() {
+  local n
+  echo "# setup failed: $1"
+  for n in "${ALL_NAMES[@]}"; do not_ok "$n" "setup failed: $1"; done
+  dump_all
+  echo "$PASSED passed, $FAILED failed"
+  exit 1
+}
+
+# ------------------------------------------------------------------ network namespace
+ip netns add "$NS" || setup_failed "ip netns add $NS"
+nsx ip link set lo up &&
+  nsx ip link add v0 type veth peer name v1 &&
+  nsx sysctl -qw net.ipv6.conf.v0.disable_ipv6=1 net.ipv6.conf.v1.disable_ipv6=1 &&
+  nsx ip addr add 127.0.0.2/32 dev v0 &&
+  nsx ip link set v0 up && nsx ip link set v1 up || setup_failed "namespace network"
+note "namespace $NS ready, temp dir $TMP"
+
+# ------------------------------------------------------------------ Janus
+JCFG=$TMP/janus-conf
+mkdir -p "$JCFG"
+cat >"$JCFG/janus.jcfg" <<EOF
+general: {
+  configs_folder = "$JCFG"
+  plugins_folder = "$JANUS_PLUGINS/plugins"
+  transports_folder = "$JANUS_PLUGINS/transports"
+  events_folder = "$JANUS_PLUGINS/events"
+  loggers_folder = "$JANUS_PLUGINS/loggers"
+  debug_level = 4
+  admin_secret = "$ADMIN_SECRET"
+  session_timeout = 60
+  protected_folders = [ "/bin", "/boot", "/dev", "/etc", "/initrd", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var" ]
+}
+certificates: {
+}
+media: {
+  ipv6 = false
+  rtp_port_range = "20000-20999"
+}
+nat: {
+  ice_enforce_list = "v0"
+  full_trickle = false
+  nice_debug = false
+}
+plugins: {
+  disable = "libjanus_audiobridge.so,libjanus_duktape.so,libjanus_echotest.so,libjanus_lua.so,libjanus_nosip.so,libjanus_recordplay.so,libjanus_sip.so,libjanus_streaming.so,libjanus_textroom.so,libjanus_videocall.so,libjanus_voicemail.so"
+}
+transports: {
+  disable = "libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_rabbitmq.so,libjanus_pfunix.so"
+}
+loggers: {
+  disable = "libjanus_jsonlog.so"
+}
+events: {
+  broadcast = false
+}
+EOF
+cat >"$JCFG/janus.transport.websockets.jcfg" <<'EOF'
+general: {
+  json = "indented"
+  ws = true
+  ws_port = 8188
+  ws_ip = "127.0.0.1"
+  wss = false
+}
+admin: {
+  admin_ws = false
+}
+EOF
+cat >"$JCFG/janus.transport.http.jcfg" <<'EOF'
+general: {
+  json = "indented"
+  base_path = "/janus"
+  http = true
+  port = 8088
+  ip = "127.0.0.1"
+  https = false
+}
+admin: {
+  admin_base_path = "/admin"
+  admin_http = true
+  admin_port = 7088
+  admin_ip = "127.0.0.1"
+  admin_https = false
+}
+EOF
+cat >"$JCFG/janus.plugin.videoroom.jcfg" <<EOF
+general: {
+  admin_key = "supersecret"
+}
+room-$ROOM: {
+  description = "whipgate e2e"
+  secret = "adminpwd"
+  publishers = 6
+  bitrate = 512000
+  fir_freq = 10
+  audiocodec = "opus"
+  videocodec = "vp8,h264"
+}
+EOF
+start_bg janus janus -F "$JCFG" -C "$JCFG/janus.jcfg" -o
+JANUS_PID=$LAST_PID
+wait_for() { # wait_for SECONDS PID DESC CMD... : poll CMD every 0.1 s while PID lives
+  local secs=$1 pid=$2 desc=$3; shift 3
+  local end=$((SECONDS + secs))
+  while [ $SECONDS -lt $end ]; do
+    "$@" >/dev/null 2>&1 && return 0
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null; echo "# $desc: process exited with status $?"; return 1
+    fi
+    sleep 0.1
+  done
+  echo "# $desc: timeout after ${secs}s"; return 1
+}
+janus_ready() { nsx curl -sf -m 1 http://127.0.0.1:8088/janus/info | grep -q '"server_info"'; }
+wait_for 20 "$JANUS_PID" "janus" janus_ready || setup_failed "Janus not ready"
+note "janus $(nsx curl -s http://127.0.0.1:8088/janus/info | jq -r .version_string) ready"
+
+# Janus Admin API helper: admin PATH JSON-EXTRA -> prints the reply
+admin() {
+  local path=$1 extra=${2:-}
+  nsx curl -s -m 3 -H 'Content-Type: application/json' -X POST \
+    "http://127.0.0.1:7088/admin$path" \
+    -d "{\"transaction\":\"e2e$RANDOM\",\"admin_secret\":\"$ADMIN_SECRET\"$extra}"
+}
+# All videoroom handles as lines "SESSION HANDLE"
+list_all_handles() {
+  local s h
+  for s in $(admin "" ',"janus":"list_sessions"' | jq -r '.sessions[]?'); do
+    for h in $(admin "/$s" ',"janus":"list_handles"' | jq -r '.handles[]?'); do
+      echo "$s $h"
+    done
+  done
+}
+# handle_stats LABEL -> "SESSION HANDLE AUDIO_IN_PACKETS VIDEO_IN_PACKETS" of the videoroom
+# publisher whose display is LABEL (nothing if none).
+handle_stats() {
+  local label=$1 s h info
+  while read -r s h; do
+    [ -n "$h" ] || continue
+    info=$(admin "/$s/$h" ',"janus":"handle_info"')
+    echo "$info" >"$TMP/handle-$h.json"
+    if [ "$(jq -r '.info.plugin_specific.display // empty' <<<"$info")" = "$label" ]; then
+      jq -r --arg s "$s" --arg h "$h" '
+        [.info.webrtc.media // {} | to_entries[] | .value] as $m
+        | ([$m[] | select(.type == "audio") | .stats.in.packets // 0] | add // 0) as $a
+        | ([$m[] | select(.type == "video") | .stats.in.packets // 0] | add // 0) as $v
+        | "\($s) \($h) \($a) \($v)"' <<<"$info"
+      return 0
+    fi
+  done < <(list_all_handles)
+}
+handle_exists() { list_all_handles | awk -v h="$2" '$2 == h { found = 1 } END { exit !found }'; }
+# participant_publishing LABEL: videoroom listparticipants shows LABEL with publisher true
+participant_publishing() {
+  admin "" ",\"janus\":\"message_plugin\",\"plugin\":\"janus.plugin.videoroom\",\"request\":{\"request\":\"listparticipants\",\"room\":$ROOM}" |
+    jq -e --arg l "$1" '[.response.participants[]? | select(.display == $l and .publisher == true)] | length > 0' >/dev/null
+}
+participant_present() {
+  admin "" ",\"janus\":\"message_plugin\",\"plugin\":\"janus.plugin.videoroom\",\"request\":{\"request\":\"listparticipants\",\"room\":$ROOM}" |
+    jq -e --arg l "$1" '[.response.participants[]? | select(.display == $l)] | length > 0' >/dev/null
+}
+
+# ------------------------------------------------------------------ simple-whip-server
+SWS=$TMP/simple-whip-server
+mkdir -p "$SWS"
+cp "$SWS_DIR/src/server.js" "$SWS_DIR/src/whip-janus.js" "$SWS/"
+cat >"$SWS/config.js" <<'EOF'
+module.exports = { janus: { address: 'ws://127.0.0.1:8188' }, port: 7080, rest: '/whip',
+  allowTrickle: true, strictETags: false, iceServers: [] };
+EOF
+(cd "$SWS" && NODE_PATH="$SWS_DIR/node_modules" DEBUG='whip:*' DEBUG_COLORS=0 \
+  exec ip netns exec "$NS" node "$SWS/server.js") >"$TMP/sws.log" 2>&1 &
+SWS_PID=$!; PIDS+=("$SWS_PID")
+sws_ready() { nsx curl -sf -m 1 http://127.0.0.1:7080/whip/healthcheck; }
+wait_for 15 "$SWS_PID" "simple-whip-server" sws_ready || setup_failed "simple-whip-server not ready"
+STREAM_A=e2e-whipclient STREAM_B=e2e-aiortc STREAM_C=e2e-mdns
+for id in $STREAM_A $STREAM_B $STREAM_C; do
+  code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
+    -X POST http://127.0.0.1:7080/whip/create \
+    -d "{\"id\":\"$id\",\"room\":$ROOM,\"label\":\"label-$id\",\"token\":\"$BACKEND_TOKEN\"}")
+  [ "$code" = 200 ] || setup_failed "POST /whip/create $id answered $code"
+done
+note "simple-whip-server ready, endpoints $STREAM_A $STREAM_B $STREAM_C"
+
+# ------------------------------------------------------------------ whipgate
+if [ "$DIRECT" = 1 ]; then
+  url_for() { echo "http://127.0.0.1:7080/whip/endpoint/$1"; }
+  TOKEN=$BACKEND_TOKEN
+  LOCATION_PREFIX=http://127.0.0.1:7080/whip/resource/  # whip-client resolves the relative one
+  PY_ABS=()
+  note "E2E_DIRECT=1: peers talk to simple-whip-server directly"
+else
+  cat >"$TMP/routes.toml" <<'EOF'
+[server]
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+session_keys = [{ id = "k1", secret_env = "WHIPGATE_SESSION_KEY" }]
+
+[[backend]]
+id = "dead"
+kind = "whip"
+whip_url = "http://127.0.0.1:1/whip/endpoint/{stream}"   # connection refused -> failover
+
+[[backend]]
+id = "janus"
+kind = "whip"
+whip_url = "http://127.0.0.1:7080/whip/endpoint/{stream}"
+auth = { bearer_env = "JANUS_TOKEN" }
+
+[[route]]
+match = { kind = "whip", stream = "*" }
+backends = ["dead", "janus"]
+EOF
+  SESSION_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+  (cd "$TMP" && exec env JANUS_TOKEN=$BACKEND_TOKEN WHIPGATE_SESSION_KEY="$SESSION_KEY" \
+    RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 \
+    ip netns exec "$NS" "$WHIPGATE_BIN" serve --config "$TMP/routes.toml") >"$TMP/whipgate.log" 2>&1 &
+  WG_PID=$!; PIDS+=("$WG_PID")
+  wg_ready() {
+    local c
+    c=$(nsx curl -s -o /dev/null -m 1 -w '%{http_code}' -X OPTIONS http://127.0.0.1:8080/whip/x)
+    [ "${c:0:1}" = 2 ]
+  }
+  wait_for 20 "$WG_PID" "whipgate" wg_ready || setup_failed "whipgate not ready"
+  url_for() { echo "http://127.0.0.1:8080/whip/$1"; }
+  TOKEN=$CLIENT_TOKEN
+  LOCATION_PREFIX=http://127.0.0.1:8080/session/
+  PY_ABS=(--expect-absolute "$LOCATION_PREFIX")
+  note "whipgate ready"
+fi
+
+# Wait until LABEL's publisher handle has > MIN audio and video packets; sets STATS.
+wait_media() {
+  local label=$1 min=$2 secs=$3 end=$((SECONDS + $3))
+  STATS=
+  while [ $SECONDS -lt $end ]; do
+    STATS=$(handle_stats "$label")
+    if [ -n "$STATS" ]; then
+      read -r _ _ a v <<<"$STATS"
+      [ "${a:-0}" -gt "$min" ] && [ "${v:-0}" -gt "$min" ] && return 0
+    fi
+    sleep 0.5
+  done
+  return 1
+}
+# Wait until handle H (of LABEL) is gone and LABEL left the room.
+wait_gone() {
+  local label=$1 h=$2 end=$((SECONDS + $3))
+  while [ $SECONDS -lt $end ]; do
+    if ! handle_exists x "$h" && ! participant_present "$label"; then return 0; fi
+    sleep 0.3
+  done
+  return 1
+}
+
+# ------------------------------------------------------------------ test A: simple-whip-client
+test_a() {
+  local name=$NAME_A label=label-$STREAM_A url
+  url=$(url_for "$STREAM_A")
+  note "A: whip-client -> $url"
+  (exec env LD_LIBRARY_PATH="$STUB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" GST_DEBUG_NO_COLOR=1 \
+    ip netns exec "$NS" whip-client -u "$url" -t "$TOKEN" -o -L \
+    -A "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt=111 ssrc=1 ! queue ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111" \
+    -V "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert ! queue ! vp8enc deadline=1 target-bitrate=300000 keyframe-max-dist=30 ! rtpvp8pay pt=96 ssrc=2 ! queue ! application/x-rtp,media=video,encoding-name=VP8,payload=96") \
+    >"$TMP/whip-client.log" 2>&1 &
+  local wc=$!; PIDS+=("$wc")
+  if ! wait_for 15 "$wc" "whip-client" grep -q 'PeerConnection connected' "$TMP/whip-client.log"; then
+    not_ok "$name" "whip-client never logged 'PeerConnection connected' ($(grep -oE 'Disconnecting from server.*|[A-Za-z]+ failed.*' "$TMP/whip-client.log" | head -1))"
+    kill -INT "$wc" 2>/dev/null; return
+  fi
+  if ! grep -q "Resource URL: $LOCATION_PREFIX" "$TMP/whip-client.log"; then
+    not_ok "$name" "whip-client log lacks 'Resource URL: $LOCATION_PREFIX' ($(grep -o 'Resource URL: .*' "$TMP/whip-client.log" | head -1))"
+    kill -INT "$wc" 2>/dev/null; return
+  fi
+  note "A: $(grep -o 'Resource URL: .*' "$TMP/whip-client.log" | head -1)"
+  # ~6 s of media, checked on Janus' side
+  sleep 5
+  if ! wait_media "$label" 20 8; then
+    not_ok "$name" "Janus admin: no publisher handle with audio+video packets for $label (got '${STATS}')"
+    kill -INT "$wc" 2>/dev/null; return
+  fi
+  local s h a v; read -r s h a v <<<"$STATS"
+  note "A: Janus handle $h in packets: audio $a video $v"
+  if ! participant_publishing "$label"; then
+    not_ok "$name" "videoroom listparticipants does not show $label as publisher"
+    kill -INT "$wc" 2>/dev/null; return
+  fi
+  kill -INT "$wc" 2>/dev/null
+  local end=$((SECONDS + 5))
+  while kill -0 "$wc" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  if kill -0 "$wc" 2>/dev/null; then
+    not_ok "$name" "whip-client still running 5 s after SIGINT"; kill -KILL "$wc"; return
+  fi
+  if ! wait_gone "$label" "$h" 6; then
+    not_ok "$name" "Janus handle $h / participant $label still there after whip-client's DELETE"; return
+  fi
+  # The trickle PATCH and the DELETE (sent to the Location the client got) reached the backend
+  # with the backend's token (simple-whip-server answers 403 to any other).
+  if grep -q ' \[trickle\] ' "$TMP/whip-client.log"; then
+    not_ok "$name" "trickle PATCH failed: $(grep -o '\[trickle\] .*' "$TMP/whip-client.log" | head -1)"; return
+  fi
+  if ! grep -q "/resource\[trickle\]/: $STREAM_A" "$TMP/sws.log"; then
+    not_ok "$name" "no trickle PATCH for $STREAM_A reached simple-whip-server"; return
+  fi
+  if ! grep -q "\[$STREAM_A\] Terminating WHIP session" "$TMP/sws.log"; then
+    not_ok "$name" "whip-client's DELETE did not reach simple-whip-server"; return
+  fi
+  ok "$name"
+}
+
+# ------------------------------------------------------------------ test B: aiortc
+test_b() {
+  local name=$NAME_B label=label-$STREAM_B url ready=$TMP/aiortc.ready release=$TMP/aiortc.release
+  url=$(url_for "$STREAM_B")
+  note "B: aiortc -> $url"
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$url" --token "$TOKEN" \
+    "${PY_ABS[@]}" --ready-file "$ready" --release-file "$release" --hold 25) \
+    >"$TMP/aiortc.log" 2>&1 &
+  local py=$!; PIDS+=("$py")
+  if ! wait_for 20 "$py" "aiortc" test -f "$ready"; then
+    not_ok "$name" "$(grep -E '^RESULT' "$TMP/aiortc.log" || echo 'no connection within 20 s')"; return
+  fi
+  note "B: $(cat "$ready")"
+  sleep 5
+  local fail=
+  if ! wait_media "$label" 20 8; then
+    fail="Janus admin: no publisher handle with audio+video packets for $label (got '${STATS}')"
+  fi
+  local s h a v; read -r s h a v <<<"$STATS"
+  [ -n "$fail" ] || note "B: Janus handle $h in packets: audio $a video $v"
+  if [ -z "$fail" ] && ! participant_publishing "$label"; then
+    fail="videoroom listparticipants does not show $label as publisher"
+  fi
+  touch "$release"
+  local end=$((SECONDS + 10))
+  while kill -0 "$py" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  wait "$py"; local rc=$?
+  [ -n "$fail" ] && { not_ok "$name" "$fail"; return; }
+  if [ $rc -ne 0 ]; then
+    not_ok "$name" "$(grep -E '^RESULT' "$TMP/aiortc.log" || echo "aiortc_publish.py exited $rc")"; return
+  fi
+  if ! wait_gone "$label" "$h" 6; then
+    not_ok "$name" "Janus handle $h / participant $label still there after DELETE"; return
+  fi
+  if ! grep -q "\[$STREAM_B\] Terminating WHIP session" "$TMP/sws.log"; then
+    not_ok "$name" "the DELETE did not reach simple-whip-server"; return
+  fi
+  ok "$name"
+}
+
+# ------------------------------------------------------------------ test C: .local candidate
+test_c() {
+  local name=$NAME_C url
+  url=$(url_for "$STREAM_C")
+  note "C: aiortc with a .local candidate -> $url"
+  if nsx "$VENV_PY" "$HERE/aiortc_publish.py" "$url" --token "$TOKEN" "${PY_ABS[@]}" \
+      --local-candidate --hold 0.5 >"$TMP/aiortc-mdns.log" 2>&1; then
+    ok "$name"
+  else
+    not_ok "$name" "$(grep -E '^RESULT' "$TMP/aiortc-mdns.log" || echo 'aiortc_publish.py failed')"
+  fi
+}
+
+for t in $TESTS; do
+  case $t in
+    A) test_a ;;
+    B) test_b ;;
+    C) test_c ;;
+    *) echo "# unknown test $t" ;;
+  esac
+done
+
+if [ "$FAILED" -gt 0 ] || [ "${E2E_VERBOSE:-0}" = 1 ]; then dump_all; fi
+note "done"
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
