@@ -28,8 +28,13 @@ pub enum UpstreamIfMatch {
     NoneUpstream,
 }
 
-/// Translates a client's `If-Match` header; `Err` when it is not an ETag this gateway issued.
-pub fn upstream_if_match(client: Option<&str>) -> Result<UpstreamIfMatch, ()> {
+/// A client's `If-Match` that names no ETag this gateway issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("If-Match does not name this session's ETag")]
+pub struct ForeignETag;
+
+/// Translates a client's `If-Match` header.
+pub fn upstream_if_match(client: Option<&str>) -> Result<UpstreamIfMatch, ForeignETag> {
     let Some(value) = client.map(str::trim) else {
         return Ok(UpstreamIfMatch::Absent);
     };
@@ -40,15 +45,15 @@ pub fn upstream_if_match(client: Option<&str>) -> Result<UpstreamIfMatch, ()> {
     let inner = value
         .strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
-        .ok_or(())?;
+        .ok_or(ForeignETag)?;
     if inner == "n" {
         return Ok(UpstreamIfMatch::NoneUpstream);
     }
-    let encoded = inner.strip_prefix('e').ok_or(())?;
-    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| ())?;
-    let upstream = String::from_utf8(bytes).map_err(|_| ())?;
+    let encoded = inner.strip_prefix('e').ok_or(ForeignETag)?;
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| ForeignETag)?;
+    let upstream = String::from_utf8(bytes).map_err(|_| ForeignETag)?;
     if upstream.is_empty() || upstream.chars().any(|c| c.is_control()) {
-        return Err(());
+        return Err(ForeignETag);
     }
     Ok(UpstreamIfMatch::Value(upstream))
 }
@@ -231,7 +236,10 @@ mod tests {
     #[test]
     fn content_type_tolerates_parameters() {
         assert!(content_type_is(Some("application/sdp"), "application/sdp"));
-        assert!(content_type_is(Some("Application/SDP; charset=utf-8"), "application/sdp"));
+        assert!(content_type_is(
+            Some("Application/SDP; charset=utf-8"),
+            "application/sdp"
+        ));
         assert!(!content_type_is(Some("text/plain"), "application/sdp"));
         assert!(!content_type_is(None, "application/sdp"));
     }

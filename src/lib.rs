@@ -10,4 +10,5 @@ pub mod frontdoor;
 pub mod kind;
 pub mod routing;
 pub mod sdp;
+pub mod server;
 pub mod session;

@@ -159,7 +159,12 @@ mod tests {
     #[test]
     fn first_matching_route_wins() {
         let table = RouteTable::new(vec![
-            route("premium", Some(EndpointKind::Whip), Some("premium-*"), &["cf"]),
+            route(
+                "premium",
+                Some(EndpointKind::Whip),
+                Some("premium-*"),
+                &["cf"],
+            ),
             route("viewers", Some(EndpointKind::Whep), None, &["sfu"]),
             route("rest", None, Some("*"), &["janus", "cf"]),
         ]);
@@ -186,7 +191,10 @@ mod tests {
             StreamName::from_path_segment("%2e%2E"),
             Err(StreamNameError::DotSegment)
         );
-        assert_eq!(StreamName::from_path_segment(""), Err(StreamNameError::Empty));
+        assert_eq!(
+            StreamName::from_path_segment(""),
+            Err(StreamNameError::Empty)
+        );
         assert_eq!(
             StreamName::from_path_segment("a%0d%0ab"),
             Err(StreamNameError::Control)

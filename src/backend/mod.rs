@@ -11,7 +11,7 @@ mod whip;
 use std::fmt;
 use std::sync::Arc;
 
-pub use client::{UpstreamClient, UpstreamError, UpstreamResponse};
+pub use client::{ClientSettings, UpstreamClient, UpstreamError, UpstreamResponse};
 pub use template::{TemplateError, UrlTemplate};
 pub use whip::{Created, Patched};
 
@@ -92,14 +92,22 @@ impl AllowedHost {
             return None;
         }
         let host = url.host_str()?.to_owned();
-        let explicit_port = value.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
-        let port = if explicit_port { url.port_or_known_default() } else { None };
+        let explicit_port = value
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        let port = if explicit_port {
+            url.port_or_known_default()
+        } else {
+            None
+        };
         Some(Self { host, port })
     }
 
     pub fn allows(&self, url: &url::Url) -> bool {
         url.host_str() == Some(self.host.as_str())
-            && self.port.is_none_or(|port| url.port_or_known_default() == Some(port))
+            && self
+                .port
+                .is_none_or(|port| url.port_or_known_default() == Some(port))
     }
 }
 

@@ -63,8 +63,7 @@ impl UrlTemplate {
         if sample.fragment().is_some() {
             return Err(TemplateError::Fragment);
         }
-        let host = host_key(&sample)
-            .ok_or_else(|| TemplateError::NotAbsolute("no host".into()))?;
+        let host = host_key(&sample).ok_or_else(|| TemplateError::NotAbsolute("no host".into()))?;
         let segments = segment_count(&sample);
         let allowed = super::AllowedHost {
             host: sample.host_str().unwrap_or_default().to_owned(),
@@ -104,7 +103,11 @@ impl UrlTemplate {
 
 /// `host:port` with the scheme's default port filled in.
 fn host_key(url: &Url) -> Option<String> {
-    Some(format!("{}:{}", url.host_str()?, url.port_or_known_default()?))
+    Some(format!(
+        "{}:{}",
+        url.host_str()?,
+        url.port_or_known_default()?
+    ))
 }
 
 fn segment_count(url: &Url) -> usize {
@@ -125,10 +128,22 @@ mod tests {
         let t = UrlTemplate::parse("http://10.0.0.5:7080/whip/endpoint/{stream}").expect("ok");
         let expand = |s: &str| t.expand(&stream(s)).expect("expands").to_string();
         assert_eq!(expand("cam-1"), "http://10.0.0.5:7080/whip/endpoint/cam-1");
-        assert_eq!(expand("../admin"), "http://10.0.0.5:7080/whip/endpoint/..%2Fadmin");
-        assert_eq!(expand("a?b#c"), "http://10.0.0.5:7080/whip/endpoint/a%3Fb%23c");
-        assert_eq!(expand("u@evil.com"), "http://10.0.0.5:7080/whip/endpoint/u%40evil.com");
-        assert_eq!(expand("%2e%2e"), "http://10.0.0.5:7080/whip/endpoint/%252e%252e");
+        assert_eq!(
+            expand("../admin"),
+            "http://10.0.0.5:7080/whip/endpoint/..%2Fadmin"
+        );
+        assert_eq!(
+            expand("a?b#c"),
+            "http://10.0.0.5:7080/whip/endpoint/a%3Fb%23c"
+        );
+        assert_eq!(
+            expand("u@evil.com"),
+            "http://10.0.0.5:7080/whip/endpoint/u%40evil.com"
+        );
+        assert_eq!(
+            expand("%2e%2e"),
+            "http://10.0.0.5:7080/whip/endpoint/%252e%252e"
+        );
     }
 
     #[test]

@@ -63,7 +63,12 @@ pub async fn create(
         .map_err(|e| transport_error(backend, e))?;
     match response.status {
         StatusCode::CREATED | StatusCode::OK => created(backend, response),
-        status => Err(create_refused(backend, request.kind, status, &response.headers)),
+        status => Err(create_refused(
+            backend,
+            request.kind,
+            status,
+            &response.headers,
+        )),
     }
 }
 
@@ -84,7 +89,9 @@ fn created(backend: &BackendDef, response: UpstreamResponse) -> Result<Created, 
         .join(location.trim())
         .map_err(|_| bad("answered with an invalid Location"))?;
     if !matches!(resource.scheme(), "http" | "https") || !backend.allows_host(&resource) {
-        return Err(bad("answered with a Location on a host it is not allowed to use"));
+        return Err(bad(
+            "answered with a Location on a host it is not allowed to use",
+        ));
     }
     if response.body.is_empty() {
         return Err(bad("answered without SDP"));
@@ -176,7 +183,13 @@ pub async fn patch(
         headers.insert(header::IF_MATCH, value);
     }
     let response = client
-        .send(backend, Method::PATCH, session.resource.clone(), headers, body)
+        .send(
+            backend,
+            Method::PATCH,
+            session.resource.clone(),
+            headers,
+            body,
+        )
         .await
         .map_err(|e| transport_error(backend, e).error)?;
     let etag = || {
@@ -213,7 +226,13 @@ pub async fn delete(
 ) -> Result<(), GatewayError> {
     let headers = base_headers(backend, session.client_authorization, session.request_id);
     let response = client
-        .send(backend, Method::DELETE, session.resource.clone(), headers, Bytes::new())
+        .send(
+            backend,
+            Method::DELETE,
+            session.resource.clone(),
+            headers,
+            Bytes::new(),
+        )
         .await
         .map_err(|e| transport_error(backend, e).error)?;
     match response.status.as_u16() {

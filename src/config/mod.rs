@@ -124,7 +124,11 @@ impl Config {
             if ids.len() == 1 { "" } else { "s" },
             ids.join(", "),
             self.routes.routes().len(),
-            if self.routes.routes().len() == 1 { "" } else { "s" },
+            if self.routes.routes().len() == 1 {
+                ""
+            } else {
+                "s"
+            },
             self.server.listen
         )
     }
@@ -151,7 +155,9 @@ impl Loader<'_> {
             let span = backend.id.span();
             let def = self.backend(backend)?;
             if backends.contains_key(&def.id) {
-                return Err(self.error_at(span.start, format!("backend id `{}` appears twice", def.id)));
+                return Err(
+                    self.error_at(span.start, format!("backend id `{}` appears twice", def.id))
+                );
             }
             order.insert(index, def.id.clone());
             backends.insert(def.id.clone(), Arc::new(def));
@@ -161,7 +167,10 @@ impl Loader<'_> {
             routes.push(self.route(index, route, &backends)?);
         }
         if routes.is_empty() {
-            return Err(self.error_at(self.text.len(), "no [[route]]: nothing would be served".into()));
+            return Err(self.error_at(
+                self.text.len(),
+                "no [[route]]: nothing would be served".into(),
+            ));
         }
         Ok(Config {
             server,
@@ -173,7 +182,10 @@ impl Loader<'_> {
     fn server(&self, raw: RawServer) -> Result<ServerSettings, ConfigError> {
         let listen = match raw.listen {
             Some(listen) => listen.get_ref().parse().map_err(|_| {
-                self.error_at(listen.span().start, "listen is not an address like 0.0.0.0:8080".into())
+                self.error_at(
+                    listen.span().start,
+                    "listen is not an address like 0.0.0.0:8080".into(),
+                )
             })?,
             None => SocketAddr::from(([0, 0, 0, 0], 8080)),
         };
@@ -187,7 +199,9 @@ impl Loader<'_> {
         }
         let ids: Vec<&str> = session_keys.iter().map(|(id, _)| id.as_str()).collect();
         let keyring = crate::session::Keyring::new(
-            session_keys.iter().map(|(id, s)| (id.clone(), s.expose().as_bytes())),
+            session_keys
+                .iter()
+                .map(|(id, s)| (id.clone(), s.expose().as_bytes())),
         );
         if let (Err(e), false) = (keyring, ids.is_empty()) {
             let offset = raw.session_keys.first().map_or(0, |k| k.span().start);
@@ -195,13 +209,18 @@ impl Loader<'_> {
         }
         let max_body_bytes = raw.max_body_bytes.unwrap_or(64 * 1024);
         if max_body_bytes < 1024 {
-            return Err(self.error_at(0, "max_body_bytes below 1024 would refuse every offer".into()));
+            return Err(self.error_at(
+                0,
+                "max_body_bytes below 1024 would refuse every offer".into(),
+            ));
         }
         Ok(ServerSettings {
             listen,
             public_url,
             session_keys,
-            session_ttl: raw.session_ttl.unwrap_or(Duration::from_secs(7 * 24 * 3600)),
+            session_ttl: raw
+                .session_ttl
+                .unwrap_or(Duration::from_secs(7 * 24 * 3600)),
             max_body_bytes,
             request_timeout: raw.request_timeout.unwrap_or(Duration::from_secs(20)),
             upstream_timeout: raw.upstream_timeout.unwrap_or(Duration::from_secs(8)),
@@ -228,11 +247,19 @@ impl Loader<'_> {
         Ok(url)
     }
 
-    fn session_key(&self, key: &Spanned<raw::RawSessionKey>) -> Result<(String, Secret), ConfigError> {
+    fn session_key(
+        &self,
+        key: &Spanned<raw::RawSessionKey>,
+    ) -> Result<(String, Secret), ConfigError> {
         let at = key.span().start;
         let raw = key.get_ref();
         let what = format!("session key `{}`", raw.id);
-        let secret = self.secret(at, &what, raw.secret_env.as_deref(), raw.secret_file.as_deref())?;
+        let secret = self.secret(
+            at,
+            &what,
+            raw.secret_env.as_deref(),
+            raw.secret_file.as_deref(),
+        )?;
         Ok((raw.id.clone(), secret))
     }
 
@@ -254,7 +281,10 @@ impl Loader<'_> {
                     .map(|v| Secret::new(v.trim().to_owned()))
                     .filter(|s| !s.expose().is_empty())
                     .ok_or_else(|| {
-                        self.error_at(at, format!("{what}: environment variable {name} is not set"))
+                        self.error_at(
+                            at,
+                            format!("{what}: environment variable {name} is not set"),
+                        )
                     }),
             },
             (None, Some(path)) => match self.mode {
@@ -266,7 +296,9 @@ impl Loader<'_> {
                     })?;
                     let value = value.trim().to_owned();
                     if value.is_empty() {
-                        return Err(self.error_at(at, format!("{what}: {} is empty", full.display())));
+                        return Err(
+                            self.error_at(at, format!("{what}: {} is empty", full.display()))
+                        );
                     }
                     Ok(Secret::new(value))
                 }
@@ -278,25 +310,38 @@ impl Loader<'_> {
     fn backend(&self, raw: RawBackend) -> Result<BackendDef, ConfigError> {
         let id_at = raw.id.span().start;
         let id = raw.id.into_inner();
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(self.error_at(id_at, format!("backend id `{id}` must be A-Z a-z 0-9 - _ .")));
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(self.error_at(
+                id_at,
+                format!("backend id `{id}` must be A-Z a-z 0-9 - _ ."),
+            ));
         }
         let adapter = match raw.kind {
             RawBackendKind::Whip => Adapter::Whip,
         };
-        let template = |value: &Option<Spanned<String>>, key: &str| -> Result<Option<UrlTemplate>, ConfigError> {
+        let template = |value: &Option<Spanned<String>>,
+                        key: &str|
+         -> Result<Option<UrlTemplate>, ConfigError> {
             value
                 .as_ref()
                 .map(|v| {
-                    UrlTemplate::parse(v.get_ref())
-                        .map_err(|e| self.error_at(v.span().start, format!("backend `{id}`: {key} {e}")))
+                    UrlTemplate::parse(v.get_ref()).map_err(|e| {
+                        self.error_at(v.span().start, format!("backend `{id}`: {key} {e}"))
+                    })
                 })
                 .transpose()
         };
         let whip_url = template(&raw.whip_url, "whip_url")?;
         let whep_url = template(&raw.whep_url, "whep_url")?;
         if whip_url.is_none() && whep_url.is_none() {
-            return Err(self.error_at(id_at, format!("backend `{id}` needs whip_url, whep_url or both")));
+            return Err(self.error_at(
+                id_at,
+                format!("backend `{id}` needs whip_url, whep_url or both"),
+            ));
         }
         let auth = match &raw.auth {
             None => BackendAuth::None,
@@ -342,7 +387,10 @@ impl Loader<'_> {
         AllowedHost::parse(host.get_ref()).ok_or_else(|| {
             self.error_at(
                 host.span().start,
-                format!("backend `{id}`: allowed_hosts entry `{}` is not host or host:port", host.get_ref()),
+                format!(
+                    "backend `{id}`: allowed_hosts entry `{}` is not host or host:port",
+                    host.get_ref()
+                ),
             )
         })
     }
@@ -356,7 +404,10 @@ impl Loader<'_> {
         let id = raw.id.unwrap_or_else(|| format!("route-{}", index + 1));
         let stream = match &raw.matcher.stream {
             Some(glob) => Some(StreamGlob::new(glob.get_ref()).map_err(|e| {
-                self.error_at(glob.span().start, format!("route `{id}`: bad stream glob: {e}"))
+                self.error_at(
+                    glob.span().start,
+                    format!("route `{id}`: bad stream glob: {e}"),
+                )
             })?),
             None => None,
         };
@@ -388,7 +439,9 @@ impl Loader<'_> {
             if !served && raw.matcher.kind.is_some() {
                 return Err(self.error_at(
                     list_at,
-                    format!("route `{id}` matches {kind} but none of its backends has a {kind}_url"),
+                    format!(
+                        "route `{id}` matches {kind} but none of its backends has a {kind}_url"
+                    ),
                 ));
             }
         }

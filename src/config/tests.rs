@@ -29,7 +29,13 @@ fn secrets() -> FakeSecrets {
 }
 
 fn load(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml(text, "routes.toml", Path::new("/etc/wg"), SecretMode::Resolve, &secrets())
+    Config::from_toml(
+        text,
+        "routes.toml",
+        Path::new("/etc/wg"),
+        SecretMode::Resolve,
+        &secrets(),
+    )
 }
 
 const GOOD: &str = r#"
@@ -71,7 +77,10 @@ fn loads_a_good_file() {
     assert_eq!(config.routes.routes()[0].id, "route-1");
     assert_eq!(config.routes.routes()[1].id, "viewers");
     let vendor = &config.backends[&BackendId("vendor".into())];
-    assert_eq!(vendor.auth, BackendAuth::Bearer(Secret::new("file-token".into())));
+    assert_eq!(
+        vendor.auth,
+        BackendAuth::Bearer(Secret::new("file-token".into()))
+    );
     assert!(vendor.allows_host(&Url::parse("https://media.vendor.example:8443/r").expect("url")));
     assert!(vendor.allows_host(&Url::parse("https://whip.vendor.example/r").expect("url")));
     assert!(!vendor.allows_host(&Url::parse("https://whip.vendor.example:444/r").expect("url")));
@@ -106,7 +115,10 @@ fn unknown_keys_are_errors_with_their_line() {
 
 #[test]
 fn unknown_backend_in_a_route_is_an_error() {
-    let text = GOOD.replace("backends = [\"janus\", \"vendor\"]", "backends = [\"janus\", \"nope\"]");
+    let text = GOOD.replace(
+        "backends = [\"janus\", \"vendor\"]",
+        "backends = [\"janus\", \"nope\"]",
+    );
     let message = error(&text);
     assert!(message.starts_with("routes.toml:24:"), "{message}");
     assert!(message.contains("unknown backend `nope`"), "{message}");
@@ -115,23 +127,74 @@ fn unknown_backend_in_a_route_is_an_error() {
 #[test]
 fn other_mistakes_are_located() {
     let cases = [
-        (GOOD.replace("{ bearer_env = \"JANUS\" }", "{ bearer_env = \"MISSING\" }"), "MISSING is not set"),
-        (GOOD.replace("http://10.0.0.5:7080/whip/endpoint/{stream}", "http://{stream}.evil/x"), "not in its scheme or host"),
-        (GOOD.replace("kind = \"whip\"\nwhip_url = \"http", "kind = \"janus\"\nwhip_url = \"http"), "unknown variant"),
-        (GOOD.replace("stream = \"cam-*\"", "stream = \"cam-[\""), "bad stream glob"),
-        (GOOD.replace("listen = \"127.0.0.1:9000\"", "listen = \"nowhere\""), "listen is not an address"),
-        (GOOD.replace("public_url = \"https://gw.example.com\"", "public_url = \"https://gw/?a=b\""), "query"),
-        (GOOD.replace("id = \"vendor\"", "id = \"janus\""), "appears twice"),
-        (GOOD.replace("backends = [\"vendor\"]", "backends = []"), "lists no backends"),
-        (GOOD.replace("match = { kind = \"whep\" }\nbackends = [\"vendor\"]", "match = { kind = \"whep\" }\nbackends = [\"janus\"]"), "none of its backends has a whep_url"),
-        (GOOD.replace("secret_env = \"KEY\"", "secret_env = \"JANUS\""), "at least 32 bytes"),
-        (GOOD.replace("auth = { bearer_file = \"token\" }", "auth = { bearer_file = \"token\", passthrough = true }"), "give one of"),
+        (
+            GOOD.replace("{ bearer_env = \"JANUS\" }", "{ bearer_env = \"MISSING\" }"),
+            "MISSING is not set",
+        ),
+        (
+            GOOD.replace(
+                "http://10.0.0.5:7080/whip/endpoint/{stream}",
+                "http://{stream}.evil/x",
+            ),
+            "not in its scheme or host",
+        ),
+        (
+            GOOD.replace(
+                "kind = \"whip\"\nwhip_url = \"http",
+                "kind = \"janus\"\nwhip_url = \"http",
+            ),
+            "unknown variant",
+        ),
+        (
+            GOOD.replace("stream = \"cam-*\"", "stream = \"cam-[\""),
+            "bad stream glob",
+        ),
+        (
+            GOOD.replace("listen = \"127.0.0.1:9000\"", "listen = \"nowhere\""),
+            "listen is not an address",
+        ),
+        (
+            GOOD.replace(
+                "public_url = \"https://gw.example.com\"",
+                "public_url = \"https://gw/?a=b\"",
+            ),
+            "query",
+        ),
+        (
+            GOOD.replace("id = \"vendor\"", "id = \"janus\""),
+            "appears twice",
+        ),
+        (
+            GOOD.replace("backends = [\"vendor\"]", "backends = []"),
+            "lists no backends",
+        ),
+        (
+            GOOD.replace(
+                "match = { kind = \"whep\" }\nbackends = [\"vendor\"]",
+                "match = { kind = \"whep\" }\nbackends = [\"janus\"]",
+            ),
+            "none of its backends has a whep_url",
+        ),
+        (
+            GOOD.replace("secret_env = \"KEY\"", "secret_env = \"JANUS\""),
+            "at least 32 bytes",
+        ),
+        (
+            GOOD.replace(
+                "auth = { bearer_file = \"token\" }",
+                "auth = { bearer_file = \"token\", passthrough = true }",
+            ),
+            "give one of",
+        ),
         ("[server]\n".to_owned(), "no [[route]]"),
         ("this is = = not toml".to_owned(), "routes.toml:1:"),
     ];
     for (text, expected) in cases {
         let message = error(&text);
-        assert!(message.contains(expected), "expected {expected:?} in {message:?}");
+        assert!(
+            message.contains(expected),
+            "expected {expected:?} in {message:?}"
+        );
         assert!(!message.contains('\n'), "{message:?}");
     }
 }
@@ -139,7 +202,13 @@ fn other_mistakes_are_located() {
 #[test]
 fn skip_mode_checks_shape_without_secrets() {
     let text = GOOD.replace("{ bearer_env = \"JANUS\" }", "{ bearer_env = \"MISSING\" }");
-    let config = Config::from_toml(&text, "routes.toml", Path::new("."), SecretMode::Skip, &secrets());
+    let config = Config::from_toml(
+        &text,
+        "routes.toml",
+        Path::new("."),
+        SecretMode::Skip,
+        &secrets(),
+    );
     assert!(config.is_ok());
 }
 

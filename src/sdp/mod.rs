@@ -72,7 +72,9 @@ pub struct MediaSummary {
 pub fn prepare_offer(kind: EndpointKind, text: &str) -> Result<String, SdpError> {
     let mut lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
     if lines.get(0).and_then(Line::kind) != Some(b'v') {
-        return Err(SdpError::Malformed("line 1: an SDP body starts with v=".into()));
+        return Err(SdpError::Malformed(
+            "line 1: an SDP body starts with v=".into(),
+        ));
     }
     validate::well_formed(&lines)?;
     check_directions(kind, &summarise(&lines))?;
@@ -84,7 +86,9 @@ pub fn prepare_offer(kind: EndpointKind, text: &str) -> Result<String, SdpError>
 pub fn check_answer(text: &str) -> Result<(), SdpError> {
     let lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
     if lines.get(0).and_then(Line::kind) != Some(b'v') {
-        return Err(SdpError::Malformed("line 1: an SDP body starts with v=".into()));
+        return Err(SdpError::Malformed(
+            "line 1: an SDP body starts with v=".into(),
+        ));
     }
     if lines.media_sections().is_empty() {
         return Err(SdpError::Unacceptable("answer has no m-line".into()));
@@ -124,9 +128,9 @@ pub fn summarise(lines: &Lines) -> Vec<MediaSummary> {
 
 fn direction_in(lines: &Lines, range: std::ops::Range<usize>) -> Option<Direction> {
     range
+        .rev()
         .filter_map(|i| lines.get(i))
-        .filter_map(|line| line.attribute_name().and_then(Direction::from_attribute))
-        .last()
+        .find_map(|line| line.attribute_name().and_then(Direction::from_attribute))
 }
 
 fn check_directions(kind: EndpointKind, media: &[MediaSummary]) -> Result<(), SdpError> {
@@ -197,8 +201,8 @@ mod tests {
     #[test]
     fn whep_must_be_receive_only() {
         assert!(prepare_offer(EndpointKind::Whep, &offer("recvonly", "recvonly")).is_ok());
-        let err = prepare_offer(EndpointKind::Whep, &offer("recvonly", "sendrecv"))
-            .expect_err("sends");
+        let err =
+            prepare_offer(EndpointKind::Whep, &offer("recvonly", "sendrecv")).expect_err("sends");
         assert_eq!(
             err.to_string(),
             "WHEP offer must be receive-only: m-line 2 (video) is sendrecv"

@@ -9,7 +9,14 @@
 use super::{Lines, SdpError};
 
 /// Attributes whose lines webrtc-sdp is known to reject while they are valid.
-const MISJUDGED: &[&str] = &["candidate", "extmap", "fmtp", "rtcp-fb", "ssrc", "ssrc-group"];
+const MISJUDGED: &[&str] = &[
+    "candidate",
+    "extmap",
+    "fmtp",
+    "rtcp-fb",
+    "ssrc",
+    "ssrc-group",
+];
 
 /// Lines that may be set aside before the offer is called malformed anyway.
 const MAX_SET_ASIDE: usize = 16;

@@ -126,7 +126,11 @@ impl Keyring {
         // ChaCha20-Poly1305 seals any length below 2^38 bytes; claims are far smaller.
         if named
             .key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut buffer)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut buffer,
+            )
             .is_err()
         {
             return String::new();
@@ -199,8 +203,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn ring(ids: &[(&str, &str)]) -> Keyring {
-        Keyring::new(ids.iter().map(|(id, s)| (id.to_string(), s.as_bytes())))
-            .expect("valid keys")
+        Keyring::new(ids.iter().map(|(id, s)| (id.to_string(), s.as_bytes()))).expect("valid keys")
     }
 
     fn claims() -> SessionClaims {
@@ -242,7 +245,10 @@ mod tests {
     #[test]
     fn same_id_other_secret_is_forged() {
         let token = ring(&[("k1", A)]).seal(&claims(), [7; 12]);
-        assert_eq!(ring(&[("k1", B)]).open(&token, 1_500), Err(TokenError::Forged));
+        assert_eq!(
+            ring(&[("k1", B)]).open(&token, 1_500),
+            Err(TokenError::Forged)
+        );
     }
 
     #[test]

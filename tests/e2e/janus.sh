@@ -7,7 +7,8 @@
 # Needs root (network namespace) and the deps of scripts/install-test-deps
 # (deps dir ${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}).
 # Env: E2E_DIRECT=1 bypass whipgate; E2E_KEEP=1 keep the temp dir; E2E_VERBOSE=1 dump logs
-# even on success; E2E_TESTS="A B C" pick tests.
+# even on success; E2E_TESTS="A B C" pick tests (A whip-client, B aiortc, C .local offer;
+# with whipgate, D (.local stripped) and E (backend token never leaks) are added).
 # Prints "ok - NAME" / "not ok - NAME: reason" per test and ends with "N passed, M failed".
 set -uo pipefail
 
@@ -65,8 +66,7 @@ cleanup() {
   trap - EXIT INT TERM
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   # Give them a moment, then make sure nothing of ours survives in the namespace.
-  local i
-  for i in 1 2 3 4 5 6 7 8 9 10; do
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
     local alive=0
     for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
     [ $alive = 0 ] && break
@@ -95,9 +95,8 @@ start_bg() {
 
 # ------------------------------------------------------------------ result bookkeeping
 PASSED=0; FAILED=0
-declare -A DONE=()
-ok() { echo "ok - $1"; PASSED=$((PASSED + 1)); DONE[$1]=1; }
-not_ok() { echo "not ok - $1: $2"; FAILED=$((FAILED + 1)); DONE[$1]=1; }
+ok() { echo "ok - $1"; PASSED=$((PASSED + 1)); }
+not_ok() { echo "not ok - $1: $2"; FAILED=$((FAILED + 1)); }
 dump() {
   local f
   for f in "$@"; do
@@ -111,9 +110,17 @@ dump_all() { dump whipgate.log sws.log whip-client.log aiortc.log aiortc-mdns.lo
 NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
 NAME_B="aiortc 1.16 publishes, media reaches Janus, DELETE 200 then 404"
 NAME_C="offer with a .local (mDNS) candidate is accepted"
+NAME_D="whipgate drops the .local candidate before forwarding the offer (RFC 9725 4.3.2)"
+# D checks what whipgate did, so it needs whipgate and test C.
+if [ "$DIRECT" != 1 ] && [[ " $TESTS " == *" C "* ]] && [[ " $TESTS " != *" D "* ]]; then TESTS="$TESTS D"; fi
+NAME_E="the backend token never shows in whipgate's log or in what clients received"
+if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
 ALL_NAMES=()
 for t in $TESTS; do
-  case $t in A) ALL_NAMES+=("$NAME_A");; B) ALL_NAMES+=("$NAME_B");; C) ALL_NAMES+=("$NAME_C");; esac
+  case $t in
+    A) ALL_NAMES+=("$NAME_A");; B) ALL_NAMES+=("$NAME_B");;
+    C) ALL_NAMES+=("$NAME_C");; D) ALL_NAMES+=("$NAME_D");; E) ALL_NAMES+=("$NAME_E");;
+  esac
 done
 setup_failed() {
   local n
@@ -479,8 +486,34 @@ test_c() {
   fi
 }
 
+# ------------------------------------------------------------------ test D: .local dropped
+test_d() {
+  local name=$NAME_D
+  if [ "$DIRECT" = 1 ]; then echo "# D needs whipgate: skipped in direct mode"; return; fi
+  # simple-whip-server (DEBUG=whip:*) logs every offer it receives.
+  if ! grep -q "/endpoint/: $STREAM_C" "$TMP/sws.log"; then
+    not_ok "$name" "no offer for $STREAM_C reached simple-whip-server"
+  elif grep -q '3f1c9b2e-5d7a-4c1e-9f0a-[0-9]*\.local' "$TMP/sws.log"; then
+    not_ok "$name" "the backend received the .local candidate: $(grep -m1 -o 'a=candidate:[^ ]* .*\.local.*' "$TMP/sws.log")"
+  else
+    ok "$name"
+  fi
+}
+
+# ------------------------------------------------------------------ test E: secret stays
+test_e() {
+  local name=$NAME_E f hits=
+  if [ "$DIRECT" = 1 ]; then echo "# E needs whipgate: skipped in direct mode"; return; fi
+  for f in whipgate.log whip-client.log aiortc.log aiortc-mdns.log; do
+    [ -f "$TMP/$f" ] && grep -q "$BACKEND_TOKEN" "$TMP/$f" && hits="$hits $f"
+  done
+  if [ -n "$hits" ]; then not_ok "$name" "found in:$hits"; else ok "$name"; fi
+}
+
 for t in $TESTS; do
   case $t in
+    D) test_d ;;
+    E) test_e ;;
     A) test_a ;;
     B) test_b ;;
     C) test_c ;;

@@ -1,0 +1,262 @@
+//! Test support: in-process fake backends and a running gateway on loopback.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use whipgate::config::{Config, SecretMode, SecretSource};
+use whipgate::server::{self, Gateway, RunningServer};
+
+/// One request a fake backend received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What a fake backend answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn new(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+/// A WHIP/WHEP backend on 127.0.0.1 that records what it receives.
+pub struct FakeBackend {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeBackend {
+    pub async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake backend");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler: Handler = Arc::new(handler);
+        let task = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let seen = seen.clone();
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(move |request: Request<Incoming>| {
+                                let seen = seen.clone();
+                                let handler = handler.clone();
+                                async move {
+                                    let (parts, body) = request.into_parts();
+                                    let body = body
+                                        .collect()
+                                        .await
+                                        .map(|b| b.to_bytes())
+                                        .unwrap_or_default();
+                                    let record = Seen {
+                                        method: parts.method,
+                                        path: parts.uri.path().to_owned(),
+                                        query: parts.uri.query().map(str::to_owned),
+                                        headers: parts.headers,
+                                        body,
+                                    };
+                                    seen.lock().expect("lock").push(record.clone());
+                                    let reply = handler(&record);
+                                    if !reply.delay.is_zero() {
+                                        tokio::time::sleep(reply.delay).await;
+                                    }
+                                    let mut response = Response::new(Full::new(reply.body));
+                                    *response.status_mut() =
+                                        StatusCode::from_u16(reply.status).expect("status");
+                                    for (name, value) in reply.headers {
+                                        response.headers_mut().append(
+                                            http::HeaderName::from_bytes(name.as_bytes())
+                                                .expect("name"),
+                                            HeaderValue::from_str(&value).expect("value"),
+                                        );
+                                    }
+                                    Ok::<_, Infallible>(response)
+                                }
+                            });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            })
+        };
+        Self { addr, seen, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+}
+
+impl Drop for FakeBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Secrets for tests, from a fixed table.
+pub struct TestSecrets;
+
+impl SecretSource for TestSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        match name {
+            "KEY1" => Some("k1-secret-k1-secret-k1-secret-k1-secret".into()),
+            "KEY2" => Some("k2-secret-k2-secret-k2-secret-k2-secret".into()),
+            "BACKEND_TOKEN" => Some("backend-secret-token".into()),
+            _ => None,
+        }
+    }
+
+    fn file(&self, _: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no files in tests",
+        ))
+    }
+}
+
+pub fn config(text: &str) -> Config {
+    Config::from_toml(
+        text,
+        "test.toml",
+        Path::new("."),
+        SecretMode::Resolve,
+        &TestSecrets,
+    )
+    .unwrap_or_else(|e| panic!("test config invalid: {e}"))
+}
+
+/// A gateway serving `text` on an ephemeral loopback port.
+pub async fn gateway(text: &str) -> RunningServer {
+    let gateway = Gateway::new(config(text)).expect("gateway");
+    server::start(gateway, Some("127.0.0.1:0".parse().expect("addr")))
+        .await
+        .expect("start gateway")
+}
+
+/// A response as a test sees it.
+#[derive(Debug)]
+pub struct Got {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    }
+
+    /// The path of the Location (which is on the public origin, not the test's address).
+    pub fn location_path(&self) -> String {
+        let location = self.header("location").expect("Location");
+        let url = url::Url::parse(location).expect("absolute Location");
+        url.path().to_owned()
+    }
+}
+
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Got {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into())).expect("request");
+    let response = client.request(request).await.expect("gateway answers");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+pub fn corpus(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sdp-corpus")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
