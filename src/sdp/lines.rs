@@ -242,3 +242,46 @@ mod tests {
         assert_eq!(flags, vec![true, false, true]);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parse_then_write_is_the_identity(
+            lines in proptest::collection::vec(("[a-z]", "[ -~]{0,40}", prop_oneof!["\r\n", "\n"]), 0..30),
+            last in proptest::option::of("[a-z]=[ -~]{0,10}"),
+        ) {
+            let mut text: String = lines
+                .iter()
+                .map(|(kind, value, eol)| format!("{kind}={value}{eol}"))
+                .collect();
+            if let Some(last) = last {
+                text.push_str(&last);
+            }
+            let parsed = Lines::parse(&text).expect("well-formed lines");
+            prop_assert_eq!(parsed.write(), text);
+        }
+
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,400}") {
+            let _ = Lines::parse(&text);
+        }
+
+        #[test]
+        fn dropping_mdns_is_idempotent(hosts in proptest::collection::vec("[a-z0-9]{1,8}(\\.local)?", 1..8)) {
+            let text: String = hosts
+                .iter()
+                .enumerate()
+                .map(|(i, host)| format!("a=candidate:{i} 1 udp 1 {host} 9 typ host\r\n"))
+                .collect();
+            let mut once = Lines::parse(&text).expect("valid");
+            once.remove_where(is_mdns_candidate);
+            let mut twice = once.clone();
+            prop_assert_eq!(twice.remove_where(is_mdns_candidate), 0);
+            prop_assert_eq!(twice.write(), once.write());
+        }
+    }
+}
