@@ -13,6 +13,8 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
 DEPS=${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}
 VENV_PY=$DEPS/venv/bin/python
 SWS_DIR=$DEPS/simple-whip-server
@@ -25,7 +27,6 @@ BACKEND_TOKEN=backend-secret-123
 CLIENT_TOKEN=client-token-not-forwarded
 ADMIN_SECRET=janusoverlord
 ROOM=1234
-JANUS_PLUGINS=/usr/lib/x86_64-linux-gnu/janus
 
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -133,95 +134,12 @@ setup_failed() {
 
 # ------------------------------------------------------------------ network namespace
 ip netns add "$NS" || setup_failed "ip netns add $NS"
-nsx ip link set lo up &&
-  nsx ip link add v0 type veth peer name v1 &&
-  nsx sysctl -qw net.ipv6.conf.v0.disable_ipv6=1 net.ipv6.conf.v1.disable_ipv6=1 &&
-  nsx ip addr add 127.0.0.2/32 dev v0 &&
-  nsx ip link set v0 up && nsx ip link set v1 up || setup_failed "namespace network"
+netns_add_veth "$NS" || setup_failed "namespace network"
 note "namespace $NS ready, temp dir $TMP"
 
 # ------------------------------------------------------------------ Janus
 JCFG=$TMP/janus-conf
-mkdir -p "$JCFG"
-cat >"$JCFG/janus.jcfg" <<EOF
-general: {
-  configs_folder = "$JCFG"
-  plugins_folder = "$JANUS_PLUGINS/plugins"
-  transports_folder = "$JANUS_PLUGINS/transports"
-  events_folder = "$JANUS_PLUGINS/events"
-  loggers_folder = "$JANUS_PLUGINS/loggers"
-  debug_level = 4
-  admin_secret = "$ADMIN_SECRET"
-  session_timeout = 60
-  protected_folders = [ "/bin", "/boot", "/dev", "/etc", "/initrd", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr", "/var" ]
-}
-certificates: {
-}
-media: {
-  ipv6 = false
-  rtp_port_range = "20000-20999"
-}
-nat: {
-  ice_enforce_list = "v0"
-  full_trickle = false
-  nice_debug = false
-}
-plugins: {
-  disable = "libjanus_audiobridge.so,libjanus_duktape.so,libjanus_echotest.so,libjanus_lua.so,libjanus_nosip.so,libjanus_recordplay.so,libjanus_sip.so,libjanus_streaming.so,libjanus_textroom.so,libjanus_videocall.so,libjanus_voicemail.so"
-}
-transports: {
-  disable = "libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_rabbitmq.so,libjanus_pfunix.so"
-}
-loggers: {
-  disable = "libjanus_jsonlog.so"
-}
-events: {
-  broadcast = false
-}
-EOF
-cat >"$JCFG/janus.transport.websockets.jcfg" <<'EOF'
-general: {
-  json = "indented"
-  ws = true
-  ws_port = 8188
-  ws_ip = "127.0.0.1"
-  wss = false
-}
-admin: {
-  admin_ws = false
-}
-EOF
-cat >"$JCFG/janus.transport.http.jcfg" <<'EOF'
-general: {
-  json = "indented"
-  base_path = "/janus"
-  http = true
-  port = 8088
-  ip = "127.0.0.1"
-  https = false
-}
-admin: {
-  admin_base_path = "/admin"
-  admin_http = true
-  admin_port = 7088
-  admin_ip = "127.0.0.1"
-  admin_https = false
-}
-EOF
-cat >"$JCFG/janus.plugin.videoroom.jcfg" <<EOF
-general: {
-  admin_key = "supersecret"
-}
-room-$ROOM: {
-  description = "whipgate e2e"
-  secret = "adminpwd"
-  publishers = 6
-  bitrate = 512000
-  fir_freq = 10
-  audiocodec = "opus"
-  videocodec = "vp8,h264"
-}
-EOF
+janus_write_config "$JCFG" "$ADMIN_SECRET" "$ROOM" "whipgate e2e" v0 || setup_failed "Janus config"
 start_bg janus janus -F "$JCFG" -C "$JCFG/janus.jcfg" -o
 JANUS_PID=$LAST_PID
 wait_for() { # wait_for SECONDS PID DESC CMD... : poll CMD every 0.1 s while PID lives
