@@ -23,6 +23,8 @@ pub struct ClientSettings {
     pub request_timeout: Duration,
     pub max_redirects: usize,
     pub max_response_bytes: usize,
+    /// Trusted besides the system's roots.
+    pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 #[derive(Clone)]
@@ -60,6 +62,9 @@ impl UpstreamClient {
         for cert in native.certs {
             // One unparsable system certificate must not take every other root with it.
             let _ = roots.add(cert);
+        }
+        for cert in &settings.extra_roots {
+            roots.add(cert.clone())?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 use url::Url;
 
@@ -44,6 +46,8 @@ pub struct ServerSettings {
     pub not_live_retry_after: Duration,
     pub cors_allow_origins: Vec<String>,
     pub shutdown_grace: Duration,
+    /// Extra trust roots for HTTPS backends (from `upstream_ca_file`).
+    pub upstream_roots: Vec<CertificateDer<'static>>,
 }
 
 /// A problem in routes.toml, located.
@@ -231,7 +235,26 @@ impl Loader<'_> {
             not_live_retry_after: raw.not_live_retry_after.unwrap_or(Duration::from_secs(2)),
             cors_allow_origins: raw.cors_allow_origins.unwrap_or_else(|| vec!["*".into()]),
             shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+            upstream_roots: match &raw.upstream_ca_file {
+                Some(path) => self.roots(path)?,
+                None => Vec::new(),
+            },
         })
+    }
+
+    fn roots(&self, path: &Spanned<String>) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+        let at = path.span().start;
+        let full = self.base.join(path.get_ref());
+        let roots = CertificateDer::pem_file_iter(&full)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.error_at(at, format!("upstream_ca_file {}: {e}", full.display())))?;
+        if roots.is_empty() {
+            return Err(self.error_at(
+                at,
+                format!("upstream_ca_file {} holds no certificate", full.display()),
+            ));
+        }
+        Ok(roots)
     }
 
     fn public_url(&self, value: &Spanned<String>) -> Result<Url, ConfigError> {

@@ -58,6 +58,8 @@ pub struct RawServer {
     pub not_live_retry_after: Option<Duration>,
     /// Origins allowed by CORS (default `["*"]`).
     pub cors_allow_origins: Option<Vec<String>>,
+    /// PEM file of extra roots trusted for HTTPS backends, besides the system's.
+    pub upstream_ca_file: Option<Spanned<String>>,
     /// Bound on in-flight requests finishing at shutdown (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,

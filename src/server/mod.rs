@@ -80,6 +80,7 @@ impl Gateway {
             request_timeout: config.server.upstream_timeout,
             max_redirects: config.server.max_redirects,
             max_response_bytes: config.server.max_body_bytes.max(256 * 1024),
+            extra_roots: config.server.upstream_roots.clone(),
         })?;
         Ok(Self {
             config: ArcSwap::from_pointee(config),

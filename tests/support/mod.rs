@@ -79,6 +79,21 @@ pub struct FakeBackend {
 
 impl FakeBackend {
     pub async fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_with(None, handler).await
+    }
+
+    /// The same over HTTPS, with `acceptor`'s certificate.
+    pub async fn start_tls(
+        acceptor: tokio_rustls::TlsAcceptor,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with(Some(acceptor), handler).await
+    }
+
+    async fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake backend");
@@ -94,6 +109,7 @@ impl FakeBackend {
                     };
                     let seen = seen.clone();
                     let handler = handler.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let service =
                             hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -131,9 +147,18 @@ impl FakeBackend {
                                     Ok::<_, Infallible>(response)
                                 }
                             });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let http = hyper::server::conn::http1::Builder::new();
+                        match tls {
+                            Some(acceptor) => {
+                                if let Ok(stream) = acceptor.accept(stream).await {
+                                    let _ =
+                                        http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                            }
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
                     });
                 }
             })
@@ -143,6 +168,10 @@ impl FakeBackend {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn https_url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{}", self.addr.port(), path)
     }
 
     pub fn seen(&self) -> Vec<Seen> {
