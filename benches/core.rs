@@ -17,14 +17,14 @@ fn corpus(name: &str) -> String {
 fn sdp_benches(c: &mut Criterion) {
     let offer = corpus("chromium-whip-offer-simulcast.sdp");
     c.bench_function("sdp/prepare_offer chromium simulcast (5.8 KB)", |b| {
-        b.iter(|| sdp::prepare_offer(EndpointKind::Whip, black_box(&offer)))
+        b.iter(|| sdp::prepare_offer(EndpointKind::Whip, black_box(&offer)).map(|o| o.text()))
     });
     c.bench_function("sdp/lines parse+write chromium simulcast", |b| {
         b.iter(|| sdp::Lines::parse(black_box(&offer)).map(|l| l.write()))
     });
     let frag = corpus("gstreamer-trickle-1.sdpfrag");
     c.bench_function("sdp/prepare_trickle gstreamer", |b| {
-        b.iter(|| sdp::prepare_trickle(black_box(&frag)))
+        b.iter(|| sdp::prepare_trickle(black_box(&frag), &[]))
     });
 }
 
@@ -61,6 +61,7 @@ fn routing_benches(c: &mut Criterion) {
             kind: Some(EndpointKind::Whip),
             stream: Some(StreamGlob::new(&format!("tenant{i}-*")).expect("glob")),
             backends: vec![BackendId(format!("b{i}"))],
+            sdp: Default::default(),
         })
         .collect();
     let table = RouteTable::new(routes);

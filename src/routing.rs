@@ -84,6 +84,8 @@ pub struct Route {
     pub stream: Option<StreamGlob>,
     /// Tried in order; never empty.
     pub backends: Vec<BackendId>,
+    /// Overrides the chosen backend's default policy, field by field.
+    pub sdp: crate::sdp::Policy,
 }
 
 impl Route {
@@ -137,6 +139,10 @@ impl RouteTable {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+
+    pub fn by_id(&self, id: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| route.id == id)
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +155,7 @@ mod tests {
             kind,
             stream: glob.map(|g| StreamGlob::new(g).expect("glob")),
             backends: backends.iter().map(|b| BackendId(b.to_string())).collect(),
+            sdp: Default::default(),
         }
     }
 

@@ -504,7 +504,7 @@ async fn whep_happy_path_forwards_to_the_whep_url() {
         "POST",
         "/whep/live",
         &[("content-type", "application/sdp")],
-        corpus("aiortc116-whep-offer.sdp"),
+        corpus("chromium-whep-offer.sdp"),
     )
     .await;
     assert_eq!(got.status, 201, "{}", got.body);

@@ -62,6 +62,8 @@ pub struct BackendDef {
     pub allowed_hosts: Vec<AllowedHost>,
     /// Whether the backend takes trickle / ICE-restart PATCH requests.
     pub trickle: bool,
+    /// Default SDP policy for routes to this backend.
+    pub sdp: crate::sdp::Policy,
 }
 
 impl BackendDef {

@@ -378,8 +378,10 @@ impl Loader<'_> {
         for host in &raw.allowed_hosts {
             allowed_hosts.push(self.allowed_host(&id, host)?);
         }
+        let sdp = self.policy(&format!("backend `{id}`"), raw.sdp)?;
         Ok(BackendDef {
             id: BackendId(id),
+            sdp,
             adapter,
             whip_url,
             whep_url,
@@ -468,12 +470,30 @@ impl Loader<'_> {
                 ));
             }
         }
+        let sdp = self.policy(&format!("route `{id}`"), raw.sdp)?;
         Ok(Route {
+            sdp,
             id,
             kind: raw.matcher.kind,
             stream,
             backends: ids,
         })
+    }
+
+    fn policy(
+        &self,
+        owner: &str,
+        raw: Option<Spanned<crate::sdp::Policy>>,
+    ) -> Result<crate::sdp::Policy, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(crate::sdp::Policy::default());
+        };
+        let at = raw.span().start;
+        let policy = raw.into_inner();
+        policy
+            .validate()
+            .map_err(|e| self.error_at(at, format!("{owner} sdp: {e}")))?;
+        Ok(policy)
     }
 
     fn error_at(&self, offset: usize, message: String) -> ConfigError {

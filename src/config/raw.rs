@@ -94,6 +94,8 @@ pub struct RawBackend {
     pub allowed_hosts: Vec<Spanned<String>>,
     /// Whether PATCH (trickle, ICE restart) is forwarded (default true).
     pub trickle: Option<bool>,
+    /// Default SDP policy of routes to this backend (a route's own `sdp` overrides it).
+    pub sdp: Option<Spanned<crate::sdp::Policy>>,
 }
 
 /// A backend's credential: exactly one of the three.
@@ -113,6 +115,8 @@ pub struct RawRoute {
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
     pub backends: Spanned<Vec<Spanned<String>>>,
+    /// SDP policy; fields it sets override the backend's default.
+    pub sdp: Option<Spanned<crate::sdp::Policy>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

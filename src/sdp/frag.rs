@@ -5,7 +5,7 @@
 //! m= line of a fragment need not match its m-section (GStreamer sends `m=audio 9 RTP/AVP 0`
 //! for a video mid), so it is kept exactly as sent.
 
-use super::{is_mdns_candidate, Lines, SdpError};
+use super::{policy, CandidateClass, Lines, SdpError};
 
 /// A fragment checked and ready to go upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,8 @@ pub struct Trickle {
     pub has_ice_credentials: bool,
 }
 
-pub fn prepare_trickle(text: &str) -> Result<Trickle, SdpError> {
+/// Checks a fragment and drops `.local` candidates and those of `drop` (a route's policy).
+pub fn prepare_trickle(text: &str, drop: &[CandidateClass]) -> Result<Trickle, SdpError> {
     let mut lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
     if lines.iter().all(|line| line.is_blank()) {
         return Err(SdpError::Malformed("empty sdpfrag".into()));
@@ -41,7 +42,7 @@ pub fn prepare_trickle(text: &str) -> Result<Trickle, SdpError> {
                 .map_err(|reason| SdpError::Malformed(format!("line {number}: {reason}")))?;
         }
     }
-    lines.remove_where(is_mdns_candidate);
+    policy::drop_candidates(&mut lines, drop);
     let candidates = lines
         .iter()
         .filter(|line| line.attribute_name() == Some("candidate"))
@@ -101,7 +102,7 @@ mod tests {
 
     #[test]
     fn gstreamer_fragment_passes_unchanged() {
-        let trickle = prepare_trickle(GSTREAMER).expect("valid");
+        let trickle = prepare_trickle(GSTREAMER, &[]).expect("valid");
         assert_eq!(trickle.body, GSTREAMER);
         assert_eq!(trickle.candidates, 2);
         assert!(trickle.has_ice_credentials);
@@ -110,7 +111,7 @@ mod tests {
     #[test]
     fn mdns_candidates_are_dropped() {
         let text = GSTREAMER.replace("127.0.0.2 40261", "abc-def.local 40261");
-        let trickle = prepare_trickle(&text).expect("valid");
+        let trickle = prepare_trickle(&text, &[]).expect("valid");
         assert_eq!(trickle.candidates, 1);
         assert!(!trickle.body.contains(".local"));
     }
@@ -126,7 +127,7 @@ mod tests {
             "m=audio\r\n",
             "garbage",
         ] {
-            assert!(prepare_trickle(bad).is_err(), "{bad:?}");
+            assert!(prepare_trickle(bad, &[]).is_err(), "{bad:?}");
         }
     }
 }

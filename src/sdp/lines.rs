@@ -142,6 +142,44 @@ impl Lines {
         self.lines.get(index)
     }
 
+    /// Replaces the text of line `index`, keeping its terminator.
+    pub fn set_text(&mut self, index: usize, text: String) {
+        if let Some(line) = self.lines.get_mut(index) {
+            line.text = text;
+        }
+    }
+
+    /// Inserts a line before `index` with the terminator of its neighbours.
+    pub fn insert(&mut self, index: usize, text: String) {
+        let eol = self
+            .lines
+            .get(index.saturating_sub(1))
+            .or_else(|| self.lines.first())
+            .map_or(Eol::CrLf, |l| if l.eol == Eol::None { Eol::CrLf } else { l.eol });
+        let index = index.min(self.lines.len());
+        // A new last line after an unterminated one: that one now needs a terminator.
+        if index == self.lines.len() {
+            if let Some(last) = self.lines.last_mut() {
+                if last.eol == Eol::None {
+                    last.eol = eol;
+                }
+            }
+        }
+        self.lines.insert(index, Line { text, eol });
+    }
+
+    /// Removes the lines whose indices are in `indices` (any order, duplicates ignored).
+    pub fn remove_indices(&mut self, indices: &[usize]) -> usize {
+        let before = self.lines.len();
+        let mut index = 0;
+        self.lines.retain(|_| {
+            let keep = !indices.contains(&index);
+            index += 1;
+            keep
+        });
+        before - self.lines.len()
+    }
+
     /// Removes every line for which `drop` is true; returns how many went.
     pub fn remove_where(&mut self, mut drop: impl FnMut(&Line) -> bool) -> usize {
         let before = self.lines.len();

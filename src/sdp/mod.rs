@@ -4,12 +4,17 @@
 //! never by webrtc-sdp's serializer, which is lossy (it drops unknown attributes and rewrites
 //! fmtp lines); webrtc-sdp is used only to judge whether an offer is well formed.
 
+mod answer;
+mod candidate;
 mod frag;
 mod lines;
+mod policy;
 mod validate;
 
+pub use candidate::CandidateClass;
 pub use frag::{prepare_trickle, Trickle};
 pub use lines::{is_mdns_candidate, Eol, Line, Lines, SyntaxError};
+pub use policy::{AnswerPolicy, CodecSpec, ExtensionFilter, Policy, Simulcast};
 
 use crate::kind::EndpointKind;
 
@@ -67,33 +72,62 @@ pub struct MediaSummary {
     pub active: bool,
 }
 
-/// Checks a client's offer for `kind` and returns the bytes to send upstream: the offer as
-/// received, less its mDNS (`.local`) candidates.
-pub fn prepare_offer(kind: EndpointKind, text: &str) -> Result<String, SdpError> {
-    let mut lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
-    if lines.get(0).and_then(Line::kind) != Some(b'v') {
-        return Err(SdpError::Malformed(
-            "line 1: an SDP body starts with v=".into(),
-        ));
-    }
+/// A client's offer, checked for its endpoint kind, less its mDNS (`.local`) candidates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    lines: Lines,
+}
+
+/// Checks a client's offer for `kind`.
+pub fn prepare_offer(kind: EndpointKind, text: &str) -> Result<Offer, SdpError> {
+    let mut lines = parse_sdp(text)?;
     validate::well_formed(&lines)?;
     check_directions(kind, &summarise(&lines))?;
     lines.remove_where(is_mdns_candidate);
-    Ok(lines.write())
+    Ok(Offer { lines })
 }
 
-/// A light check of a backend's answer: it must at least be SDP with media.
-pub fn check_answer(text: &str) -> Result<(), SdpError> {
+impl Offer {
+    /// The offer as one backend's policy wants it; `Unacceptable` when nothing it accepts
+    /// remains (e.g. only H264 accepted, VP8 offered).
+    pub fn rewrite(&self, policy: &Policy) -> Result<Offer, SdpError> {
+        if policy.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut lines = self.lines.clone();
+        policy::apply_to_offer(&mut lines, policy)?;
+        Ok(Offer { lines })
+    }
+
+    /// The bytes to send upstream.
+    pub fn text(&self) -> String {
+        self.lines.write()
+    }
+
+    pub fn lines(&self) -> &Lines {
+        &self.lines
+    }
+
+    /// Applies the answer policy to a backend's answer to this offer and checks the result
+    /// answers this offer; returns the bytes for the client.
+    pub fn accept_answer(&self, answer: &str, policy: &Policy) -> Result<String, SdpError> {
+        let mut lines = parse_sdp(answer)?;
+        if let Some(answer_policy) = &policy.answer {
+            policy::apply_to_answer(&mut lines, answer_policy);
+        }
+        answer::check_against_offer(&self.lines, &lines)?;
+        Ok(lines.write())
+    }
+}
+
+fn parse_sdp(text: &str) -> Result<Lines, SdpError> {
     let lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
     if lines.get(0).and_then(Line::kind) != Some(b'v') {
         return Err(SdpError::Malformed(
             "line 1: an SDP body starts with v=".into(),
         ));
     }
-    if lines.media_sections().is_empty() {
-        return Err(SdpError::Unacceptable("answer has no m-line".into()));
-    }
-    Ok(())
+    Ok(lines)
 }
 
 /// Direction and activity of every m-section, in order.
@@ -226,7 +260,7 @@ mod tests {
              a=candidate:2 1 udp 2122260223 192.0.2.7 5000 typ host\r\n",
             1,
         );
-        let out = prepare_offer(EndpointKind::Whip, &with_mdns).expect("valid");
+        let out = prepare_offer(EndpointKind::Whip, &with_mdns).expect("valid").text();
         assert!(!out.contains(".local"));
         assert_eq!(
             out,

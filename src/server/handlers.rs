@@ -188,10 +188,11 @@ impl Gateway {
         let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
-        let offer = Bytes::from(sdp::prepare_offer(kind, text)?);
+        let offer = sdp::prepare_offer(kind, text)?;
         let authorization = parts.headers.get(header::AUTHORIZATION);
 
         let mut last_error = None;
+        let mut refused_by_policy = None;
         for backend_id in &route.backends {
             let Some(backend) = config.backends.get(backend_id) else {
                 continue;
@@ -199,6 +200,15 @@ impl Gateway {
             if backend.endpoint(kind).is_none() {
                 continue;
             }
+            let policy = backend.sdp.overridden_by(&route.sdp);
+            let upstream_offer = match offer.rewrite(&policy) {
+                Ok(rewritten) => rewritten,
+                Err(error) => {
+                    tracing::debug!(request_id, backend = %backend.id, %error, "offer refused by the backend's SDP policy");
+                    refused_by_policy = Some(error);
+                    continue;
+                }
+            };
             if last_error.is_some() {
                 outcome.failovers += 1;
             }
@@ -211,7 +221,7 @@ impl Gateway {
                     CreateRequest {
                         kind,
                         stream: &stream,
-                        offer: offer.clone(),
+                        offer: Bytes::from(upstream_offer.text()),
                         client_authorization: authorization,
                         request_id,
                     },
@@ -231,13 +241,18 @@ impl Gateway {
                 }
                 Err(failure) => return Err(self.with_retry_after(config, failure.error)),
             };
-            if let Err(error) = sdp::check_answer(&String::from_utf8_lossy(&created.answer)) {
-                self.release(backend.clone(), created.resource, request_id);
-                return Err(GatewayError::BadGateway(format!(
-                    "backend {} gave an unusable answer: {error}",
-                    backend.id
-                )));
-            }
+            let answer = match upstream_offer
+                .accept_answer(&String::from_utf8_lossy(&created.answer), &policy)
+            {
+                Ok(answer) => answer,
+                Err(error) => {
+                    self.release(backend.clone(), created.resource, request_id);
+                    return Err(GatewayError::BadGateway(format!(
+                        "backend {} gave an unusable answer: {error}",
+                        backend.id
+                    )));
+                }
+            };
             let now = (self.clock)();
             let claims = SessionClaims {
                 sid: hex(&self.random_bytes::<12>()),
@@ -260,7 +275,7 @@ impl Gateway {
                     created: now,
                 },
             );
-            let mut response = Response::new(http_body_util::Full::new(created.answer));
+            let mut response = Response::new(http_body_util::Full::new(Bytes::from(answer)));
             *response.status_mut() = StatusCode::CREATED;
             let headers = response.headers_mut();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
@@ -276,9 +291,10 @@ impl Gateway {
             }
             return Ok(response);
         }
-        let reason = match last_error {
-            Some(error) => format!("no backend could serve this stream (last: {error})"),
-            None => format!("no backend of this route serves {kind}"),
+        let reason = match (last_error, refused_by_policy) {
+            (Some(error), _) => format!("no backend could serve this stream (last: {error})"),
+            (None, Some(refusal)) => return Err(refusal.into()),
+            (None, None) => format!("no backend of this route serves {kind}"),
         };
         Err(GatewayError::Unavailable {
             reason,
@@ -320,7 +336,12 @@ impl Gateway {
         let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
-        let trickle = sdp::prepare_trickle(text)?;
+        let route_policy = config.routes.by_id(&claims.route).map(|r| &r.sdp);
+        let policy = match route_policy {
+            Some(route) => backend.sdp.overridden_by(route),
+            None => backend.sdp.clone(),
+        };
+        let trickle = sdp::prepare_trickle(text, policy.drop_candidates.as_deref().unwrap_or(&[]))?;
         let patched = backend
             .adapter
             .patch(
