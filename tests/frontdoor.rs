@@ -868,12 +868,7 @@ async fn unusable_answers_are_502_and_the_backend_session_is_released() {
     let gw = gateway(&one_backend(&backend, "")).await;
     let got = publish(gw.local_addr, "s").await;
     assert_eq!(got.status, 502);
-    for _ in 0..50 {
-        if backend.count() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_requests(&backend, 2).await;
     let seen = backend.seen();
     assert_eq!(seen.len(), 2);
     assert_eq!(
@@ -893,4 +888,104 @@ async fn no_route_is_404() {
     let got = publish(gw.local_addr, "other").await;
     assert_eq!(got.status, 404);
     assert_eq!(publish(gw.local_addr, "cam-1").await.status, 201);
+}
+
+#[tokio::test]
+async fn route_policy_rewrites_the_offer_and_refuses_what_no_backend_takes() {
+    let backend = FakeBackend::start(janus_like()).await;
+    let config = one_backend(&backend, "").replace(
+        "[[route]]\nbackends = [\"b1\"]",
+        "[[route]]\nbackends = [\"b1\"]\nsdp = { video_codecs = [\"H264\"], drop_candidates = [\"tcp\"] }",
+    );
+    let gw = gateway(&config).await;
+    let created = publish(gw.local_addr, "s").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let sent = String::from_utf8_lossy(&backend.seen()[0].body).into_owned();
+    assert!(!sent.contains("VP8/90000"));
+    assert!(sent.contains("H264/90000"));
+    assert!(!sent.contains(" tcp "));
+
+    let patched = send(
+        gw.local_addr,
+        "PATCH",
+        &created.location_path(),
+        &[("content-type", "application/trickle-ice-sdpfrag")],
+        corpus("gstreamer-trickle-1.sdpfrag"),
+    )
+    .await;
+    assert_eq!(patched.status, 204);
+    let fragment = String::from_utf8_lossy(&backend.seen()[1].body).into_owned();
+    assert!(!fragment.contains("TCP"), "{fragment}");
+    assert!(fragment.contains("UDP"));
+
+    let refused = send(
+        gw.local_addr,
+        "POST",
+        "/whip/s",
+        &[("content-type", "application/sdp")],
+        corpus("gstreamer-whip-offer.sdp"),
+    )
+    .await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(
+        refused.body,
+        "backend accepts only H264 for video, offer has VP8\n"
+    );
+    assert_eq!(backend.count(), 2);
+}
+
+#[tokio::test]
+async fn a_backend_whose_policy_refuses_is_skipped_for_one_that_accepts() {
+    let h264_only = FakeBackend::start(janus_like()).await;
+    let anything = FakeBackend::start(janus_like()).await;
+    let config = format!(
+        r#"{SERVER}
+[[backend]]
+id = "h264"
+kind = "whip"
+whip_url = "{first}"
+sdp = {{ video_codecs = ["H264"] }}
+
+[[backend]]
+id = "any"
+kind = "whip"
+whip_url = "{second}"
+
+[[route]]
+backends = ["h264", "any"]
+"#,
+        first = h264_only.url("/whip/{stream}"),
+        second = anything.url("/whip/{stream}"),
+    );
+    let gw = gateway(&config).await;
+    let got = send(
+        gw.local_addr,
+        "POST",
+        "/whip/s",
+        &[("content-type", "application/sdp")],
+        corpus("gstreamer-whip-offer.sdp"),
+    )
+    .await;
+    assert_eq!(
+        got.status, 502,
+        "Janus's answer does not answer GStreamer's offer: {}",
+        got.body
+    );
+    assert_eq!(h264_only.count(), 0);
+    wait_for_requests(&anything, 2).await;
+    assert_eq!(
+        anything.count(),
+        2,
+        "POST, then the release of the unusable session"
+    );
+}
+
+/// The gateway releases unusable backend sessions in the background.
+async fn wait_for_requests(backend: &FakeBackend, count: usize) {
+    for _ in 0..100 {
+        if backend.count() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -24,14 +24,32 @@ fn corpus_files(extension: &str) -> Vec<PathBuf> {
 }
 
 const PAIRS: &[(&str, &str, EndpointKind)] = &[
-    ("chromium-whip-offer-vp8.sdp", "janus-whip-answer.sdp", EndpointKind::Whip),
-    ("chromium-whip-offer-simulcast.sdp", "janus-whip-answer-simulcast.sdp", EndpointKind::Whip),
-    ("chromium-whep-offer.sdp", "pion-whep-answer.sdp", EndpointKind::Whep),
-    ("aiortc116-whip-offer.sdp", "pion-whip-answer.sdp", EndpointKind::Whip),
+    (
+        "chromium-whip-offer-vp8.sdp",
+        "janus-whip-answer.sdp",
+        EndpointKind::Whip,
+    ),
+    (
+        "chromium-whip-offer-simulcast.sdp",
+        "janus-whip-answer-simulcast.sdp",
+        EndpointKind::Whip,
+    ),
+    (
+        "chromium-whep-offer.sdp",
+        "pion-whep-answer.sdp",
+        EndpointKind::Whep,
+    ),
+    (
+        "aiortc116-whip-offer.sdp",
+        "pion-whip-answer.sdp",
+        EndpointKind::Whip,
+    ),
 ];
 
 fn read(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/sdp-corpus").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/sdp-corpus")
+        .join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -99,8 +117,8 @@ fn every_answer_answers_its_offer() {
 fn every_sdpfrag_passes_unchanged() {
     for path in corpus_files("sdpfrag") {
         let text = std::fs::read_to_string(&path).expect("read");
-        let trickle = sdp::prepare_trickle(&text, &[])
-            .unwrap_or_else(|e| panic!("{}: {e}", name(&path)));
+        let trickle =
+            sdp::prepare_trickle(&text, &[]).unwrap_or_else(|e| panic!("{}: {e}", name(&path)));
         assert_eq!(trickle.body, text);
         assert!(trickle.candidates > 0);
     }

@@ -44,12 +44,17 @@ pub fn check_against_offer(offer: &Lines, answer: &Lines) -> Result<(), SdpError
         return bad("answer's BUNDLE group is empty".into());
     }
     if let Some(stranger) = answer_bundle.iter().find(|mid| !offer_bundle.contains(mid)) {
-        return bad(format!("answer bundles mid {stranger}, which the offer did not"));
+        return bad(format!(
+            "answer bundles mid {stranger}, which the offer did not"
+        ));
     }
     for (index, a) in answered.iter().enumerate() {
         if let Some(mid) = &a.mid {
             if a.accepted && offer_bundle.contains(mid) && !answer_bundle.contains(mid) {
-                return bad(format!("answer m-line {} leaves the BUNDLE group", index + 1));
+                return bad(format!(
+                    "answer m-line {} leaves the BUNDLE group",
+                    index + 1
+                ));
             }
         }
     }
@@ -68,9 +73,14 @@ fn sections(lines: &Lines) -> Vec<Section> {
         .into_iter()
         .map(|range| {
             let m_line = lines.get(range.start);
-            let mut fields = m_line.map(|l| l.value()).unwrap_or("").split_ascii_whitespace();
+            let mut fields = m_line
+                .map(|l| l.value())
+                .unwrap_or("")
+                .split_ascii_whitespace();
             let media = fields.next().unwrap_or("").to_owned();
-            let port_zero = fields.next().is_some_and(|p| p.split('/').next() == Some("0"));
+            let port_zero = fields
+                .next()
+                .is_some_and(|p| p.split('/').next() == Some("0"));
             let mut mid = None;
             let mut bundle_only = false;
             for line in range.filter_map(|i| lines.get(i)) {

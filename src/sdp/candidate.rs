@@ -129,23 +129,55 @@ mod tests {
     #[test]
     fn classifies_candidates() {
         use CandidateClass::*;
-        assert_eq!(classes("a=candidate:1 1 udp 1 abc.local 9 typ host"), vec![Mdns]);
-        assert_eq!(classes("a=candidate:1 1 udp 1 192.168.1.4 9 typ host"), vec![Private]);
-        assert_eq!(classes("a=candidate:1 1 udp 1 100.80.1.4 9 typ srflx raddr 0.0.0.0 rport 0"), vec![Private]);
-        assert_eq!(classes("a=candidate:1 1 UDP 1 127.0.0.2 9 typ host"), vec![Loopback]);
-        assert_eq!(classes("a=candidate:1 1 TCP 1 203.0.113.9 9 typ host tcptype active"), vec![Tcp]);
-        assert_eq!(classes("a=candidate:1 1 udp 1 fe80::1 9 typ host"), vec![Private, Ipv6]);
-        assert_eq!(classes("a=candidate:1 1 udp 1 2001:db8::1 9 typ relay"), vec![Ipv6, Relay]);
-        assert_eq!(classes("a=candidate:1 1 udp 1 198.51.100.1 9 typ host"), Vec::<CandidateClass>::new());
+        assert_eq!(
+            classes("a=candidate:1 1 udp 1 abc.local 9 typ host"),
+            vec![Mdns]
+        );
+        assert_eq!(
+            classes("a=candidate:1 1 udp 1 192.168.1.4 9 typ host"),
+            vec![Private]
+        );
+        assert_eq!(
+            classes("a=candidate:1 1 udp 1 100.80.1.4 9 typ srflx raddr 0.0.0.0 rport 0"),
+            vec![Private]
+        );
+        assert_eq!(
+            classes("a=candidate:1 1 UDP 1 127.0.0.2 9 typ host"),
+            vec![Loopback]
+        );
+        assert_eq!(
+            classes("a=candidate:1 1 TCP 1 203.0.113.9 9 typ host tcptype active"),
+            vec![Tcp]
+        );
+        assert_eq!(
+            classes("a=candidate:1 1 udp 1 fe80::1 9 typ host"),
+            vec![Private, Ipv6]
+        );
+        assert_eq!(
+            classes("a=candidate:1 1 udp 1 2001:db8::1 9 typ relay"),
+            vec![Ipv6, Relay]
+        );
+        assert_eq!(
+            classes("a=candidate:1 1 udp 1 198.51.100.1 9 typ host"),
+            Vec::<CandidateClass>::new()
+        );
     }
 
     #[test]
     fn replaces_a_field_in_place() {
         assert_eq!(
-            replace_field("candidate:1 1 udp 5 10.0.0.5 40000 typ host", 4, "203.0.113.7").as_deref(),
+            replace_field(
+                "candidate:1 1 udp 5 10.0.0.5 40000 typ host",
+                4,
+                "203.0.113.7"
+            )
+            .as_deref(),
             Some("candidate:1 1 udp 5 203.0.113.7 40000 typ host")
         );
-        assert_eq!(replace_field("IN IP4 10.0.0.5", 2, "1.2.3.4").as_deref(), Some("IN IP4 1.2.3.4"));
+        assert_eq!(
+            replace_field("IN IP4 10.0.0.5", 2, "1.2.3.4").as_deref(),
+            Some("IN IP4 1.2.3.4")
+        );
         assert_eq!(replace_field("a b", 5, "x"), None);
     }
 }

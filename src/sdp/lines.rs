@@ -155,7 +155,13 @@ impl Lines {
             .lines
             .get(index.saturating_sub(1))
             .or_else(|| self.lines.first())
-            .map_or(Eol::CrLf, |l| if l.eol == Eol::None { Eol::CrLf } else { l.eol });
+            .map_or(Eol::CrLf, |l| {
+                if l.eol == Eol::None {
+                    Eol::CrLf
+                } else {
+                    l.eol
+                }
+            });
         let index = index.min(self.lines.len());
         // A new last line after an unterminated one: that one now needs a terminator.
         if index == self.lines.len() {

@@ -260,7 +260,9 @@ mod tests {
              a=candidate:2 1 udp 2122260223 192.0.2.7 5000 typ host\r\n",
             1,
         );
-        let out = prepare_offer(EndpointKind::Whip, &with_mdns).expect("valid").text();
+        let out = prepare_offer(EndpointKind::Whip, &with_mdns)
+            .expect("valid")
+            .text();
         assert!(!out.contains(".local"));
         assert_eq!(
             out,

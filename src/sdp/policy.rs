@@ -120,8 +120,14 @@ impl Policy {
     /// This (backend default) policy with every field the route sets taken from the route.
     pub fn overridden_by(&self, route: &Policy) -> Policy {
         Policy {
-            audio_codecs: route.audio_codecs.clone().or_else(|| self.audio_codecs.clone()),
-            video_codecs: route.video_codecs.clone().or_else(|| self.video_codecs.clone()),
+            audio_codecs: route
+                .audio_codecs
+                .clone()
+                .or_else(|| self.audio_codecs.clone()),
+            video_codecs: route
+                .video_codecs
+                .clone()
+                .or_else(|| self.video_codecs.clone()),
             simulcast: route.simulcast.or(self.simulcast),
             header_extensions: route
                 .header_extensions
@@ -150,14 +156,19 @@ impl Policy {
             }
             for spec in list {
                 if spec.name().is_empty() || spec.name().contains(char::is_whitespace) {
-                    return Err(format!("{kind}_codecs has a bad codec name {:?}", spec.name()));
+                    return Err(format!(
+                        "{kind}_codecs has a bad codec name {:?}",
+                        spec.name()
+                    ));
                 }
                 if let CodecSpec::Detailed {
                     profile_level_id: Some(id),
                     ..
                 } = spec
                 {
-                    if !(id.len() == 4 || id.len() == 6) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    if !(id.len() == 4 || id.len() == 6)
+                        || !id.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
                         return Err(format!("profile_level_id {id:?} is not 4 or 6 hex digits"));
                     }
                 }
@@ -188,9 +199,8 @@ pub fn apply_to_offer(lines: &mut Lines, policy: &Policy) -> Result<(), SdpError
 /// Drops `.local` candidates and those of `classes` (offers, PATCH bodies).
 pub fn drop_candidates(lines: &mut Lines, classes: &[CandidateClass]) -> usize {
     lines.remove_where(|line| {
-        Candidate::parse(line).is_some_and(|c| {
-            c.is(CandidateClass::Mdns) || classes.iter().any(|class| c.is(*class))
-        })
+        Candidate::parse(line)
+            .is_some_and(|c| c.is(CandidateClass::Mdns) || classes.iter().any(|class| c.is(*class)))
     })
 }
 
@@ -198,7 +208,9 @@ pub fn drop_candidates(lines: &mut Lines, classes: &[CandidateClass]) -> usize {
 pub fn apply_to_answer(lines: &mut Lines, policy: &AnswerPolicy) {
     if !policy.address_map.is_empty() {
         for index in 0..lines.len() {
-            let Some(line) = lines.get(index) else { continue };
+            let Some(line) = lines.get(index) else {
+                continue;
+            };
             let mapped = match line.kind() {
                 Some(b'c') => map_address(line.text(), 2, &policy.address_map),
                 Some(b'a') if line.attribute_name() == Some("candidate") => {
@@ -259,7 +271,12 @@ fn apply_to_section(
     let Some(m_line) = lines.get(range.start) else {
         return Ok(());
     };
-    let media = m_line.value().split_ascii_whitespace().next().unwrap_or("").to_owned();
+    let media = m_line
+        .value()
+        .split_ascii_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_owned();
     let (codecs, cap) = match media.as_str() {
         "audio" => (policy.audio_codecs.as_deref(), policy.max_audio_kbps),
         "video" => (policy.video_codecs.as_deref(), policy.max_video_kbps),
@@ -270,7 +287,9 @@ fn apply_to_section(
         filter_codecs(lines, range.clone(), &media, specs, &mut doomed)?;
     }
     for index in range.clone() {
-        let Some(line) = lines.get(index) else { continue };
+        let Some(line) = lines.get(index) else {
+            continue;
+        };
         let strip_simulcast = policy.simulcast == Some(Simulcast::Strip)
             && (matches!(line.attribute_name(), Some("rid" | "simulcast"))
                 || extmap_uri(line).is_some_and(|uri| RID_EXTENSIONS.contains(&uri)));
@@ -304,7 +323,10 @@ fn extmap_uri(line: &super::Line) -> Option<&str> {
 fn extmap_denied(line: &super::Line, filter: &ExtensionFilter) -> bool {
     extmap_uri(line).is_some_and(|uri| {
         filter.deny.iter().any(|d| d == uri)
-            || filter.allow.as_ref().is_some_and(|allow| !allow.iter().any(|a| a == uri))
+            || filter
+                .allow
+                .as_ref()
+                .is_some_and(|allow| !allow.iter().any(|a| a == uri))
     })
 }
 
@@ -346,11 +368,16 @@ fn filter_codecs(
     let mut fmtps: BTreeMap<String, String> = BTreeMap::new();
     let mut bundle_only = false;
     for index in range.clone() {
-        let Some(line) = lines.get(index) else { continue };
+        let Some(line) = lines.get(index) else {
+            continue;
+        };
         match (line.attribute_name(), line.attribute_value()) {
             (Some("rtpmap"), Some(value)) => {
                 if let Some((pt, rest)) = value.split_once(' ') {
-                    names.insert(pt.to_owned(), rest.split('/').next().unwrap_or("").to_owned());
+                    names.insert(
+                        pt.to_owned(),
+                        rest.split('/').next().unwrap_or("").to_owned(),
+                    );
                 }
             }
             (Some("fmtp"), Some(value)) => {
@@ -363,7 +390,11 @@ fn filter_codecs(
         }
     }
     let role = |pt: &str| -> Role<'_> {
-        let name = names.get(pt).map(String::as_str).or_else(|| static_name(pt)).unwrap_or("");
+        let name = names
+            .get(pt)
+            .map(String::as_str)
+            .or_else(|| static_name(pt))
+            .unwrap_or("");
         let fmtp = fmtps.get(pt).map(String::as_str).unwrap_or("");
         if name.eq_ignore_ascii_case("rtx") {
             let apt = fmtp
@@ -372,10 +403,21 @@ fn filter_codecs(
                 .unwrap_or("");
             Role::Rtx(apt)
         } else if name.eq_ignore_ascii_case("red") {
-            Role::Redundancy(fmtp.split('/').map(str::trim).filter(|p| !p.is_empty()).collect())
-        } else if ["ulpfec", "flexfec", "flexfec-03"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            Role::Redundancy(
+                fmtp.split('/')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .collect(),
+            )
+        } else if ["ulpfec", "flexfec", "flexfec-03"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        {
             Role::Redundancy(Vec::new())
-        } else if ["telephone-event", "CN"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        } else if ["telephone-event", "CN"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+        {
             Role::Auxiliary
         } else {
             Role::Primary(Codec { name, fmtp })
@@ -388,7 +430,11 @@ fn filter_codecs(
             _ => None,
         }
     };
-    let kept_primaries: Vec<&str> = payload_types.iter().copied().filter(|pt| rank(pt).is_some()).collect();
+    let kept_primaries: Vec<&str> = payload_types
+        .iter()
+        .copied()
+        .filter(|pt| rank(pt).is_some())
+        .collect();
     if kept_primaries.is_empty() {
         if port_zero && !bundle_only {
             return Ok(());
@@ -405,7 +451,11 @@ fn filter_codecs(
         return Err(SdpError::Unacceptable(format!(
             "backend accepts only {} for {media}, offer has {}",
             wanted.join(", "),
-            if offered.is_empty() { "none".to_owned() } else { offered.join(", ") }
+            if offered.is_empty() {
+                "none".to_owned()
+            } else {
+                offered.join(", ")
+            }
         )));
     }
     let mut kept: Vec<&str> = Vec::new();
@@ -426,7 +476,9 @@ fn filter_codecs(
     let mut with_rtx: Vec<&str> = payload_types
         .iter()
         .copied()
-        .filter(|pt| repaired.contains(pt) || matches!(role(pt), Role::Rtx(apt) if repaired.contains(&apt)))
+        .filter(|pt| {
+            repaired.contains(pt) || matches!(role(pt), Role::Rtx(apt) if repaired.contains(&apt))
+        })
         .collect();
     // Preference: primaries by their place in the allow-list, each rtx beside what it repairs;
     // the stable sort keeps the offer's own order within one rank.
@@ -447,7 +499,9 @@ fn filter_codecs(
             .map(|pt| pt.to_string())
             .collect();
         for index in range.clone() {
-            let Some(line) = lines.get(index) else { continue };
+            let Some(line) = lines.get(index) else {
+                continue;
+            };
             if let (Some("rtpmap" | "fmtp" | "rtcp-fb"), Some(value)) =
                 (line.attribute_name(), line.attribute_value())
             {
@@ -480,13 +534,20 @@ fn nth_field_end(text: &str, n: usize) -> Option<usize> {
 }
 
 /// Lowers or adds `b=AS` and `b=TIAS` in one m-section (RFC 8866 order: m i c b k a).
-fn cap_bandwidth(lines: &mut Lines, range: std::ops::Range<usize>, kbps: u32, doomed: &mut Vec<usize>) {
+fn cap_bandwidth(
+    lines: &mut Lines,
+    range: std::ops::Range<usize>,
+    kbps: u32,
+    doomed: &mut [usize],
+) {
     let bps = u64::from(kbps) * 1000;
     let mut has_as = false;
     let mut has_tias = false;
     let mut insert_at = range.start + 1;
     for index in range.clone() {
-        let Some(line) = lines.get(index) else { continue };
+        let Some(line) = lines.get(index) else {
+            continue;
+        };
         match line.kind() {
             Some(b'i' | b'c') => insert_at = index + 1,
             Some(b'b') => {
@@ -494,7 +555,11 @@ fn cap_bandwidth(lines: &mut Lines, range: std::ops::Range<usize>, kbps: u32, do
                 let value = line.value();
                 if let Some(current) = value.strip_prefix("AS:") {
                     has_as = true;
-                    if current.trim().parse::<u64>().is_ok_and(|c| c > u64::from(kbps)) {
+                    if current
+                        .trim()
+                        .parse::<u64>()
+                        .is_ok_and(|c| c > u64::from(kbps))
+                    {
                         lines.set_text(index, format!("b=AS:{kbps}"));
                     }
                 } else if let Some(current) = value.strip_prefix("TIAS:") {
