@@ -22,6 +22,30 @@ fn sdp_benches(c: &mut Criterion) {
     c.bench_function("sdp/lines parse+write chromium simulcast", |b| {
         b.iter(|| sdp::Lines::parse(black_box(&offer)).map(|l| l.write()))
     });
+    let policy: sdp::Policy = toml::from_str(
+        "video_codecs = [\"H264\", \"VP8\"]\nsimulcast = \"strip\"\nmax_video_kbps = 2500\n\
+         drop_candidates = [\"tcp\"]\nheader_extensions = { deny = [\"http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\"] }",
+    )
+    .expect("policy");
+    c.bench_function(
+        "sdp/parse+policy+write chromium simulcast (no validation)",
+        |b| {
+            b.iter(|| {
+                let mut lines = sdp::Lines::parse(black_box(&offer)).expect("parses");
+                sdp::apply_policy(&mut lines, &policy).map(|()| lines.write())
+            })
+        },
+    );
+    c.bench_function(
+        "sdp/prepare_offer+rewrite chromium simulcast (full request path)",
+        |b| {
+            b.iter(|| {
+                sdp::prepare_offer(EndpointKind::Whip, black_box(&offer))
+                    .and_then(|o| o.rewrite(&policy))
+                    .map(|o| o.text())
+            })
+        },
+    );
     let frag = corpus("gstreamer-trickle-1.sdpfrag");
     c.bench_function("sdp/prepare_trickle gstreamer", |b| {
         b.iter(|| sdp::prepare_trickle(black_box(&frag), &[]))

@@ -5,6 +5,9 @@
 --   BENCH_OFFER              path of the SDP offer to POST (sent with Content-Type application/sdp)
 --   BENCH_POST_PATH          path to POST to (default /whip/bench)
 --   BENCH_CYCLES_PER_THREAD  stop each thread after this many successful DELETEs (0: run for -d)
+--   BENCH_DONE_DIR           with a cycle cap: a thread that reaches it creates a file here
+--                            (wrk's main thread sleeps for -d regardless, so the caller watches
+--                            for one file per thread and then sends wrk SIGINT to end the run)
 --
 -- Each wrk thread keeps a queue of Locations from 201 answers; whenever one of its connections
 -- is ready to send and the queue is not empty it sends a DELETE of the oldest one, otherwise a
@@ -16,6 +19,7 @@
 local offer_path = os.getenv("BENCH_OFFER")
 local post_path = os.getenv("BENCH_POST_PATH") or "/whip/bench"
 local cap = tonumber(os.getenv("BENCH_CYCLES_PER_THREAD") or "0") or 0
+local done_dir = os.getenv("BENCH_DONE_DIR")
 
 local offer
 do
@@ -27,6 +31,7 @@ end
 -- Per-thread counters: globals, so that done() can read them with thread:get().
 created, deleted, bad_status, no_location, foreign_location = 0, 0, 0, 0, 0
 first_bad = ""
+tid = 0
 
 local post_request
 local queue, qhead, qtail = {}, 1, 0
@@ -34,6 +39,7 @@ local threads = {}
 
 function setup(thread)
   table.insert(threads, thread)
+  thread:set("tid", #threads)
 end
 
 function init(args)
@@ -68,7 +74,11 @@ function response(status, headers, body)
     queue[qtail] = path
   elseif status == 200 then
     deleted = deleted + 1
-    if cap > 0 and deleted >= cap then
+    if cap > 0 and deleted == cap then
+      if done_dir and done_dir ~= "" then
+        local f = io.open(done_dir .. "/thread-" .. tid, "w")
+        if f then f:close() end
+      end
       wrk.thread:stop()
     end
   else

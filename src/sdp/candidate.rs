@@ -55,7 +55,7 @@ impl<'a> Candidate<'a> {
     pub fn is(&self, class: CandidateClass) -> bool {
         let ip = self.address.parse::<IpAddr>().ok();
         match class {
-            CandidateClass::Mdns => self.address.to_ascii_lowercase().ends_with(".local"),
+            CandidateClass::Mdns => super::lines::is_mdns_name(self.address),
             CandidateClass::Private => ip.is_some_and(is_private),
             CandidateClass::Loopback => ip.is_some_and(|ip| ip.is_loopback()),
             CandidateClass::Ipv6 => matches!(ip, Some(IpAddr::V6(_))),

@@ -30,6 +30,9 @@ impl Eol {
 pub struct Line {
     text: String,
     eol: Eol,
+    /// Byte offset in `text` where an `a=` line's name ends (its `:` or the end); policy
+    /// asks for names many times per line, so they are found once.
+    name_end: usize,
 }
 
 impl Line {
@@ -49,16 +52,28 @@ impl Line {
         if self.kind() != Some(b'a') {
             return None;
         }
-        let value = self.value();
-        Some(value.split_once(':').map_or(value, |(name, _)| name))
+        self.text.get(2..self.name_end)
     }
 
     /// For an `a=name:value` line, the value after the first colon.
     pub fn attribute_value(&self) -> Option<&str> {
-        if self.kind() != Some(b'a') {
+        if self.kind() != Some(b'a') || self.name_end >= self.text.len() {
             return None;
         }
-        self.value().split_once(':').map(|(_, value)| value)
+        self.text.get(self.name_end + 1..)
+    }
+
+    fn new(text: String, eol: Eol) -> Self {
+        let name_end = text
+            .bytes()
+            .skip(2)
+            .position(|b| b == b':')
+            .map_or(text.len(), |i| i + 2);
+        Self {
+            text,
+            eol,
+            name_end,
+        }
     }
 
     pub fn text(&self) -> &str {
@@ -110,10 +125,7 @@ impl Lines {
                     reason: "stray carriage return",
                 });
             }
-            let line = Line {
-                text: body.to_owned(),
-                eol,
-            };
+            let line = Line::new(body.to_owned(), eol);
             if !line.is_blank() && !is_type_letter(&line) {
                 return Err(SyntaxError {
                     line: number,
@@ -145,7 +157,7 @@ impl Lines {
     /// Replaces the text of line `index`, keeping its terminator.
     pub fn set_text(&mut self, index: usize, text: String) {
         if let Some(line) = self.lines.get_mut(index) {
-            line.text = text;
+            *line = Line::new(text, line.eol);
         }
     }
 
@@ -171,15 +183,24 @@ impl Lines {
                 }
             }
         }
-        self.lines.insert(index, Line { text, eol });
+        self.lines.insert(index, Line::new(text, eol));
     }
 
     /// Removes the lines whose indices are in `indices` (any order, duplicates ignored).
     pub fn remove_indices(&mut self, indices: &[usize]) -> usize {
+        if indices.is_empty() {
+            return 0;
+        }
         let before = self.lines.len();
+        let mut doomed = vec![false; before];
+        for &index in indices {
+            if let Some(flag) = doomed.get_mut(index) {
+                *flag = true;
+            }
+        }
         let mut index = 0;
         self.lines.retain(|_| {
-            let keep = !indices.contains(&index);
+            let keep = !doomed[index];
             index += 1;
             keep
         });
@@ -240,7 +261,13 @@ pub fn is_mdns_candidate(line: &Line) -> bool {
         && line
             .attribute_value()
             .and_then(|value| value.split_ascii_whitespace().nth(4))
-            .is_some_and(|address| address.to_ascii_lowercase().ends_with(".local"))
+            .is_some_and(is_mdns_name)
+}
+
+/// `name.local`, any case, without allocating.
+pub(crate) fn is_mdns_name(address: &str) -> bool {
+    let bytes = address.as_bytes();
+    bytes.len() > 6 && bytes[bytes.len() - 6..].eq_ignore_ascii_case(b".local")
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ mod validate;
 pub use candidate::CandidateClass;
 pub use frag::{prepare_trickle, Trickle};
 pub use lines::{is_mdns_candidate, Eol, Line, Lines, SyntaxError};
-pub use policy::{AnswerPolicy, CodecSpec, ExtensionFilter, Policy, Simulcast};
+pub use policy::{
+    apply_to_offer as apply_policy, AnswerPolicy, CodecSpec, ExtensionFilter, Policy, Simulcast,
+};
 
 use crate::kind::EndpointKind;
 

@@ -290,13 +290,21 @@ fn apply_to_section(
         let Some(line) = lines.get(index) else {
             continue;
         };
+        let name = line.attribute_name();
+        let uri = if name == Some("extmap") {
+            extmap_uri(line)
+        } else {
+            None
+        };
         let strip_simulcast = policy.simulcast == Some(Simulcast::Strip)
-            && (matches!(line.attribute_name(), Some("rid" | "simulcast"))
-                || extmap_uri(line).is_some_and(|uri| RID_EXTENSIONS.contains(&uri)));
-        let denied = policy
-            .header_extensions
-            .as_ref()
-            .is_some_and(|filter| extmap_denied(line, filter));
+            && (matches!(name, Some("rid" | "simulcast"))
+                || uri.is_some_and(|uri| RID_EXTENSIONS.contains(&uri)));
+        let denied = uri.is_some_and(|uri| {
+            policy
+                .header_extensions
+                .as_ref()
+                .is_some_and(|filter| uri_denied(uri, filter))
+        });
         if strip_simulcast || denied {
             doomed.push(index);
         }
@@ -321,13 +329,15 @@ fn extmap_uri(line: &super::Line) -> Option<&str> {
 }
 
 fn extmap_denied(line: &super::Line, filter: &ExtensionFilter) -> bool {
-    extmap_uri(line).is_some_and(|uri| {
-        filter.deny.iter().any(|d| d == uri)
-            || filter
-                .allow
-                .as_ref()
-                .is_some_and(|allow| !allow.iter().any(|a| a == uri))
-    })
+    extmap_uri(line).is_some_and(|uri| uri_denied(uri, filter))
+}
+
+fn uri_denied(uri: &str, filter: &ExtensionFilter) -> bool {
+    filter.deny.iter().any(|d| d == uri)
+        || filter
+            .allow
+            .as_ref()
+            .is_some_and(|allow| !allow.iter().any(|a| a == uri))
 }
 
 /// Static RTP/AVP payload types (RFC 3551) that need no rtpmap.
@@ -364,8 +374,8 @@ fn filter_codecs(
     let payload_types: Vec<&str> = fields[3..].to_vec();
 
     // Names and fmtp of each payload type in this section.
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    let mut fmtps: BTreeMap<String, String> = BTreeMap::new();
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut fmtps: BTreeMap<&str, &str> = BTreeMap::new();
     let mut bundle_only = false;
     for index in range.clone() {
         let Some(line) = lines.get(index) else {
@@ -374,15 +384,12 @@ fn filter_codecs(
         match (line.attribute_name(), line.attribute_value()) {
             (Some("rtpmap"), Some(value)) => {
                 if let Some((pt, rest)) = value.split_once(' ') {
-                    names.insert(
-                        pt.to_owned(),
-                        rest.split('/').next().unwrap_or("").to_owned(),
-                    );
+                    names.insert(pt, rest.split('/').next().unwrap_or(""));
                 }
             }
             (Some("fmtp"), Some(value)) => {
                 if let Some((pt, rest)) = value.split_once(' ') {
-                    fmtps.insert(pt.to_owned(), rest.to_owned());
+                    fmtps.insert(pt, rest);
                 }
             }
             (Some("bundle-only"), _) => bundle_only = true,
@@ -392,10 +399,10 @@ fn filter_codecs(
     let role = |pt: &str| -> Role<'_> {
         let name = names
             .get(pt)
-            .map(String::as_str)
+            .copied()
             .or_else(|| static_name(pt))
             .unwrap_or("");
-        let fmtp = fmtps.get(pt).map(String::as_str).unwrap_or("");
+        let fmtp = fmtps.get(pt).copied().unwrap_or("");
         if name.eq_ignore_ascii_case("rtx") {
             let apt = fmtp
                 .split(';')
@@ -424,24 +431,26 @@ fn filter_codecs(
         }
     };
 
-    let rank = |pt: &str| -> Option<usize> {
-        match role(pt) {
-            Role::Primary(codec) => specs.iter().position(|spec| spec.matches(&codec)),
-            _ => None,
-        }
-    };
-    let kept_primaries: Vec<&str> = payload_types
+    // Each payload type's role and allow-list rank, computed once.
+    let roles: Vec<Role<'_>> = payload_types.iter().map(|pt| role(pt)).collect();
+    let ranks: BTreeMap<&str, usize> = payload_types
         .iter()
-        .copied()
-        .filter(|pt| rank(pt).is_some())
+        .zip(&roles)
+        .filter_map(|(pt, role)| match role {
+            Role::Primary(codec) => specs
+                .iter()
+                .position(|spec| spec.matches(codec))
+                .map(|rank| (*pt, rank)),
+            _ => None,
+        })
         .collect();
-    if kept_primaries.is_empty() {
+    if ranks.is_empty() {
         if port_zero && !bundle_only {
             return Ok(());
         }
-        let mut offered: Vec<&str> = payload_types
+        let mut offered: Vec<&str> = roles
             .iter()
-            .filter_map(|pt| match role(pt) {
+            .filter_map(|role| match role {
                 Role::Primary(codec) if !codec.name.is_empty() => Some(codec.name),
                 _ => None,
             })
@@ -458,37 +467,35 @@ fn filter_codecs(
             }
         )));
     }
-    let mut kept: Vec<&str> = Vec::new();
-    for pt in &payload_types {
-        let keep = match role(pt) {
-            Role::Primary(_) => rank(pt).is_some(),
-            Role::Redundancy(refs) if refs.is_empty() => true,
-            Role::Redundancy(refs) => refs.iter().all(|r| kept_primaries.contains(r)),
+    let kept: Vec<&str> = payload_types
+        .iter()
+        .zip(&roles)
+        .filter(|(pt, role)| match role {
+            Role::Primary(_) => ranks.contains_key(*pt),
+            Role::Redundancy(refs) => refs.iter().all(|r| ranks.contains_key(r)),
             Role::Auxiliary => true,
             Role::Rtx(_) => false,
-        };
-        if keep {
-            kept.push(pt);
-        }
-    }
-    // Retransmission follows whatever it repairs, RED and FEC included.
-    let repaired: Vec<&str> = kept.clone();
-    let mut with_rtx: Vec<&str> = payload_types
+        })
+        .map(|(pt, _)| *pt)
+        .collect();
+    // Retransmission follows whatever it repairs, RED and FEC included. Preference: primaries
+    // by their place in the allow-list, each rtx beside what it repairs; the stable sort keeps
+    // the offer's own order within one rank.
+    let mut with_rtx: Vec<(usize, &str)> = payload_types
         .iter()
-        .copied()
-        .filter(|pt| {
-            repaired.contains(pt) || matches!(role(pt), Role::Rtx(apt) if repaired.contains(&apt))
+        .zip(&roles)
+        .filter_map(|(pt, role)| {
+            let key = match role {
+                Role::Rtx(apt) if kept.contains(apt) => ranks.get(apt),
+                Role::Rtx(_) => return None,
+                _ if kept.contains(pt) => ranks.get(pt),
+                _ => return None,
+            };
+            Some((key.copied().unwrap_or(specs.len()), *pt))
         })
         .collect();
-    // Preference: primaries by their place in the allow-list, each rtx beside what it repairs;
-    // the stable sort keeps the offer's own order within one rank.
-    let key = |pt: &str| -> usize {
-        match role(pt) {
-            Role::Rtx(apt) => rank(apt).unwrap_or(specs.len()),
-            _ => rank(pt).unwrap_or(specs.len()),
-        }
-    };
-    with_rtx.sort_by_key(|pt| key(pt));
+    with_rtx.sort_by_key(|(key, _)| *key);
+    let with_rtx: Vec<&str> = with_rtx.into_iter().map(|(_, pt)| pt).collect();
 
     if with_rtx != payload_types {
         let prefix_end = nth_field_end(&m_text, 2).unwrap_or(m_text.len());

@@ -3,6 +3,7 @@
 
     aiortc_publish.py URL [--token T] [--ready-file F] [--release-file F] [--hold S]
                           [--expect-absolute PREFIX] [--local-candidate] [--state-file F]
+                          [--offer-file F] [--answer-file F] [--expect-video-codec NAME]
 
 Creates a peer connection with a synthetic video track (moving gradient, VP8/H264 as the
 server picks) and a synthetic audio track (a tone), gathers all candidates (aiortc does not
@@ -14,6 +15,10 @@ until --release-file exists (or --hold seconds pass), sends DELETE to the Locati
 
 --local-candidate adds a `.local` (mDNS) host candidate to the real offer before POSTing it
 (RFC 9725 4.3.2: a WHIP endpoint must accept such an offer).
+
+--offer-file / --answer-file save the SDP POSTed and the one received. --expect-video-codec NAME
+checks that the answer's video m-line puts NAME first (the codec aiortc then encodes) and, once
+sending, that aiortc's video encoder is the one for NAME.
 
 Prints one "check: ..." line per verified step; the last line is "RESULT ok" or
 "RESULT fail: reason". Exit status 0 on success.
@@ -107,6 +112,29 @@ class ToneTrack(AudioStreamTrack):
         return frame
 
 
+def video_codecs(sdp):
+    """[(n, [codec names in m-line order])] for the n-th video m-line of sdp, n = 0, 1, ..."""
+    out, names, current = [], {}, None
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if line.startswith("m="):
+            current = None
+            fields = line[2:].split()
+            if fields and fields[0] == "video":
+                current = (len(out), fields[3:])
+                out.append(current)
+        elif current and line.startswith("a=rtpmap:"):
+            pt, _, rest = line[len("a=rtpmap:"):].partition(" ")
+            names[(current[0], pt)] = rest.split("/")[0]
+    return [(i, [names.get((i, pt), pt) for pt in pts]) for i, pts in out]
+
+
+def write_file(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, path)
+
+
 def add_local_candidate(sdp):
     """Add a .local host candidate to every media section that has candidates."""
     out, media_idx = [], -1
@@ -169,6 +197,9 @@ async def run(args):
     if args.local_candidate:
         sdp = add_local_candidate(sdp)
         log("check: offer carries a .local candidate (%d bytes)" % len(sdp))
+    log("check: offer video codecs %s" % [c for _, c in video_codecs(sdp)])
+    if args.offer_file:
+        write_file(args.offer_file, sdp)
 
     headers = {"Content-Type": "application/sdp"}
     if args.token:
@@ -201,6 +232,15 @@ async def run(args):
             if "v=0" not in body or "a=candidate" not in body:
                 raise Fail("answer is not a full SDP with candidates")
 
+            if args.answer_file:
+                write_file(args.answer_file, body)
+            answered = video_codecs(body)
+            log("check: answer video codecs %s" % [c for _, c in answered])
+            if args.expect_video_codec:
+                want = args.expect_video_codec.lower()
+                if not answered or not answered[0][1] or answered[0][1][0].lower() != want:
+                    raise Fail("answer does not pick %s for video: %s"
+                               % (args.expect_video_codec, answered))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
             try:
                 await asyncio.wait_for(state["connected"].wait(), args.connect_timeout)
@@ -221,6 +261,21 @@ async def run(args):
                 if state["failed"].is_set():
                     raise Fail("connection went %s while sending" % pc.connectionState)
                 await asyncio.sleep(0.1)
+            if args.expect_video_codec:
+                want = args.expect_video_codec.lower()
+                for t in pc.getTransceivers():
+                    if t.kind != "video":
+                        continue
+                    codecs = getattr(t, "_codecs", None) or []
+                    mime = codecs[0].mimeType if codecs else "?"
+                    # aiortc 1.16 keeps the encoder it built from the negotiated codec here.
+                    encoder = getattr(t.sender, "_RTCRtpSender__encoder", None)
+                    enc_name = type(encoder).__name__ if encoder is not None else "?"
+                    log("check: video sent as %s by %s" % (mime, enc_name))
+                    if mime.lower() != "video/" + want:
+                        raise Fail("aiortc negotiated %s, not %s" % (mime, args.expect_video_codec))
+                    if encoder is not None and not enc_name.lower().startswith(want):
+                        raise Fail("aiortc encodes video with %s, not %s" % (enc_name, args.expect_video_codec))
             pkts = await outbound_packets(pc)
             log("check: sent %s packets, %d video frames" % (pkts, video.frames))
             if pkts.get("audio", 0) == 0 or pkts.get("video", 0) == 0:
@@ -259,6 +314,10 @@ def main():
     ap.add_argument("--connect-timeout", type=float, default=10.0)
     ap.add_argument("--expect-absolute", metavar="PREFIX")
     ap.add_argument("--local-candidate", action="store_true")
+    ap.add_argument("--offer-file", help="save the offer POSTed here")
+    ap.add_argument("--answer-file", help="save the answer received here")
+    ap.add_argument("--expect-video-codec", metavar="NAME",
+                    help="fail unless video is negotiated and encoded as NAME (e.g. H264)")
     args = ap.parse_args()
     try:
         asyncio.run(run(args))

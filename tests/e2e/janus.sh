@@ -8,7 +8,9 @@
 # (deps dir ${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}).
 # Env: E2E_DIRECT=1 bypass whipgate; E2E_KEEP=1 keep the temp dir; E2E_VERBOSE=1 dump logs
 # even on success; E2E_TESTS="A B C" pick tests (A whip-client, B aiortc, C .local offer;
-# with whipgate, D (.local stripped) and E (backend token never leaks) are added).
+# with whipgate, D (.local stripped) and E (backend token never leaks) are added, and by default
+# F G H: a route with sdp = { video_codecs = ["H264"] } -- F aiortc offering VP8+H264,
+# G whip-client publishing H264, H whip-client / the GStreamer corpus offer with VP8 only: 422).
 # Prints "ok - NAME" / "not ok - NAME: reason" per test and ends with "N passed, M failed".
 set -uo pipefail
 
@@ -18,6 +20,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DEPS=${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}
 VENV_PY=$DEPS/venv/bin/python
 SWS_DIR=$DEPS/simple-whip-server
+# Real offers captured from the peers (test H posts GStreamer's); the Rust tests use it too.
+SDP_CORPUS=${WHIPGATE_SDP_CORPUS:-$HERE/../../../shared/sdp-corpus}
 STUB_DIR=$DEPS/gupnp-stub
 DIRECT=${E2E_DIRECT:-0}
 TESTS=${E2E_TESTS:-A B C}
@@ -106,7 +110,10 @@ dump() {
     tail -n 80 "$TMP/$f" | sed 's/^/#   /'
   done
 }
-dump_all() { dump whipgate.log sws.log whip-client.log aiortc.log aiortc-mdns.log janus.log; }
+dump_all() {
+  dump whipgate.log sws.log whip-client.log aiortc.log aiortc-mdns.log aiortc-h264.log \
+    whip-client-h264.log whip-client-vp8.log janus.log
+}
 
 NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
 NAME_B="aiortc 1.16 publishes, media reaches Janus, DELETE 200 then 404"
@@ -114,6 +121,11 @@ NAME_C="offer with a .local (mDNS) candidate is accepted"
 NAME_D="whipgate drops the .local candidate before forwarding the offer (RFC 9725 4.3.2)"
 # D checks what whipgate did, so it needs whipgate and test C.
 if [ "$DIRECT" != 1 ] && [[ " $TESTS " == *" C "* ]] && [[ " $TESTS " != *" D "* ]]; then TESTS="$TESTS D"; fi
+NAME_F="route forcing H264: aiortc offers VP8+H264 in one m-line, the backend gets H264 only, Janus negotiates and receives H264"
+NAME_G="route forcing H264: whip-client (GStreamer) publishes H264, Janus negotiates and receives H264"
+NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offer) gets 422 and never reaches the backend"
+# F G H test whipgate's per-route SDP policy: added in gateway mode unless E2E_TESTS picks tests.
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H"; fi
 NAME_E="the backend token never shows in whipgate's log or in what clients received"
 if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
 ALL_NAMES=()
@@ -121,6 +133,7 @@ for t in $TESTS; do
   case $t in
     A) ALL_NAMES+=("$NAME_A");; B) ALL_NAMES+=("$NAME_B");;
     C) ALL_NAMES+=("$NAME_C");; D) ALL_NAMES+=("$NAME_D");; E) ALL_NAMES+=("$NAME_E");;
+    F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
   esac
 done
 setup_failed() {
@@ -217,13 +230,15 @@ SWS_PID=$!; PIDS+=("$SWS_PID")
 sws_ready() { nsx curl -sf -m 1 http://127.0.0.1:7080/whip/healthcheck; }
 wait_for 15 "$SWS_PID" "simple-whip-server" sws_ready || setup_failed "simple-whip-server not ready"
 STREAM_A=e2e-whipclient STREAM_B=e2e-aiortc STREAM_C=e2e-mdns
-for id in $STREAM_A $STREAM_B $STREAM_C; do
+# Streams named h264-* take the route whose SDP policy allows only H264 for video (F G H).
+STREAM_F=h264-aiortc STREAM_G=h264-whipclient STREAM_H=h264-vp8only
+for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H; do
   code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
     -X POST http://127.0.0.1:7080/whip/create \
     -d "{\"id\":\"$id\",\"room\":$ROOM,\"label\":\"label-$id\",\"token\":\"$BACKEND_TOKEN\"}")
   [ "$code" = 200 ] || setup_failed "POST /whip/create $id answered $code"
 done
-note "simple-whip-server ready, endpoints $STREAM_A $STREAM_B $STREAM_C"
+note "simple-whip-server ready, endpoints $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H"
 
 # ------------------------------------------------------------------ whipgate
 if [ "$DIRECT" = 1 ]; then
@@ -249,6 +264,13 @@ id = "janus"
 kind = "whip"
 whip_url = "http://127.0.0.1:7080/whip/endpoint/{stream}"
 auth = { bearer_env = "JANUS_TOKEN" }
+
+# Routes are tried in file order: this one first. The backend only ever sees H264 video
+# (VP8 and its rtx removed), or the client gets 422 when its offer has no H264.
+[[route]]
+match = { kind = "whip", stream = "h264-*" }
+backends = ["janus"]
+sdp = { video_codecs = ["H264"] }
 
 [[route]]
 match = { kind = "whip", stream = "*" }
@@ -422,10 +444,191 @@ test_d() {
 test_e() {
   local name=$NAME_E f hits=
   if [ "$DIRECT" = 1 ]; then echo "# E needs whipgate: skipped in direct mode"; return; fi
-  for f in whipgate.log whip-client.log aiortc.log aiortc-mdns.log; do
+  for f in whipgate.log whip-client.log aiortc.log aiortc-mdns.log aiortc-h264.log \
+           whip-client-h264.log whip-client-vp8.log h264-refused.body; do
     [ -f "$TMP/$f" ] && grep -q "$BACKEND_TOKEN" "$TMP/$f" && hits="$hits $f"
   done
   if [ -n "$hits" ]; then not_ok "$name" "found in:$hits"; else ok "$name"; fi
+}
+
+# ------------------------------------------------------------------ SDP policy helpers (F G H)
+# The offer simple-whip-server received for stream ID (with DEBUG=whip:* it logs
+# "/endpoint/: ID", then the SDP up to an empty line), without CRs.
+sws_offer() {
+  awk -v id="$1" '
+    { sub(/\r$/, "") }
+    !grab && $0 ~ ("whip:debug /endpoint/: " id "$") { grab = 1; next }
+    grab && $0 == "" { exit }
+    grab { sub(/^[0-9TZ:.-]+ whip:debug /, ""); print }' "$TMP/sws.log"
+}
+# SDP on stdin -> one line per video m-line: the codec names of its payload types in m-line
+# order, an rtx as rtx/NAME of what it repairs (e.g. "VP8 rtx/VP8 H264 rtx/H264").
+sdp_video_codecs() {
+  awk '
+    function flush(   i, n, pt, nm, out) {
+      if (!video) return
+      n = split(pts, p, " "); out = ""
+      for (i = 1; i <= n; i++) {
+        pt = p[i]; nm = (pt in name) ? name[pt] : pt
+        if (tolower(nm) == "rtx") nm = "rtx/" ((apt[pt] in name) ? name[apt[pt]] : "?")
+        out = out (out == "" ? "" : " ") nm
+      }
+      print out
+    }
+    { sub(/\r$/, "") }
+    /^m=/ {
+      flush(); delete name; delete apt; pts = ""
+      video = ($0 ~ /^m=video /)
+      if (video) { k = split($0, f, " "); for (j = 4; j <= k; j++) pts = pts " " f[j] }
+    }
+    video && /^a=rtpmap:/ { split($2, r, "/"); name[substr($1, 10)] = r[1] }
+    video && /^a=fmtp:/ && /apt=/ { match($0, /apt=[0-9]+/); apt[substr($1, 8)] = substr($0, RSTART + 4, RLENGTH - 4) }
+    END { flush() }'
+}
+# only_h264 "CODEC LIST": at least one H264, and nothing but H264 and rtx/H264.
+only_h264() {
+  [[ " $1 " == *" H264 "* ]] && ! tr ' ' '\n' <<<"$1" | grep -qvxE 'H264|rtx/H264'
+}
+# janus_video_codec H -> "VIDEOROOM_CODEC CORE_CODEC" from handle H's last handle_info (saved
+# by handle_stats): the VideoRoom's .info.plugin_specific.streams[].codec and Janus core's
+# .info.webrtc.media[].codecs.codec of the video stream ("none" when missing).
+janus_video_codec() {
+  jq -r '[(.info.plugin_specific.streams // [] | map(select(.type == "video")) | .[0].codec // "none"),
+          (.info.webrtc.media // {} | [.[] | select(.type == "video")] | .[0].codecs.codec // "none")]
+         | join(" ")' "$TMP/handle-$1.json" 2>/dev/null
+}
+
+# ------------------------------------------------------------------ test F: aiortc, VP8+H264
+test_f() {
+  local name=$NAME_F label=label-$STREAM_F url
+  local ready=$TMP/aiortc-h264.ready release=$TMP/aiortc-h264.release offer=$TMP/aiortc-h264.offer.sdp
+  if [ "$DIRECT" = 1 ]; then echo "# F needs whipgate: skipped in direct mode"; return; fi
+  url=$(url_for "$STREAM_F")
+  note "F: aiortc (offers VP8 and H264) -> $url (route allows H264 only)"
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$url" --token "$TOKEN" \
+    "${PY_ABS[@]}" --ready-file "$ready" --release-file "$release" --hold 25 \
+    --offer-file "$offer" --expect-video-codec H264) >"$TMP/aiortc-h264.log" 2>&1 &
+  local py=$!; PIDS+=("$py")
+  if ! wait_for 20 "$py" "aiortc (H264)" test -f "$ready"; then
+    not_ok "$name" "$(grep -E '^RESULT' "$TMP/aiortc-h264.log" || echo 'no connection within 20 s')"
+    kill "$py" 2>/dev/null; return
+  fi
+  local fail='' offered forwarded
+  offered=$(sdp_video_codecs <"$offer")
+  forwarded=$(sws_offer "$STREAM_F" | sdp_video_codecs)
+  note "F: video codecs offered by aiortc: [$offered], received by simple-whip-server: [$forwarded]"
+  STATS=
+  if [ "$(grep -c . <<<"$offered")" != 1 ] || [[ " $offered " != *" VP8 "* ]] || [[ " $offered " != *" H264 "* ]]; then
+    fail="aiortc's offer does not have VP8 and H264 in one video m-line: [$offered]"
+  elif [ "$(grep -c . <<<"$forwarded")" != 1 ] || ! only_h264 "$forwarded"; then
+    fail="the offer simple-whip-server received is not H264-only (plus its rtx): [$forwarded]"
+  elif ! wait_media "$label" 40 10; then
+    fail="Janus admin: no publisher handle with audio+video packets for $label (got '${STATS}')"
+  fi
+  local s h a v codecs; read -r s h a v <<<"$STATS"
+  if [ -z "$fail" ]; then
+    codecs=$(janus_video_codec "$h")
+    note "F: Janus handle $h video codec (videoroom, core): $codecs; in packets: audio $a video $v"
+    [ "$codecs" = "h264 h264" ] || fail="Janus negotiated video codec '$codecs', want 'h264 h264'"
+  fi
+  touch "$release"
+  local end=$((SECONDS + 10))
+  while kill -0 "$py" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  wait "$py"; local rc=$?
+  [ -n "$fail" ] && { not_ok "$name" "$fail"; return; }
+  if [ $rc -ne 0 ]; then
+    not_ok "$name" "$(grep -E '^RESULT' "$TMP/aiortc-h264.log" || echo "aiortc_publish.py exited $rc")"; return
+  fi
+  note "F: aiortc: $(grep -o 'video sent as .*' "$TMP/aiortc-h264.log" | head -1)"
+  if ! wait_gone "$label" "$h" 6; then
+    not_ok "$name" "Janus handle $h / participant $label still there after DELETE"; return
+  fi
+  ok "$name"
+}
+
+# ------------------------------------------------------------------ test G: whip-client, H264
+test_g() {
+  local name=$NAME_G label=label-$STREAM_G url
+  if [ "$DIRECT" = 1 ]; then echo "# G needs whipgate: skipped in direct mode"; return; fi
+  url=$(url_for "$STREAM_G")
+  note "G: whip-client (H264) -> $url (route allows H264 only)"
+  (exec env LD_LIBRARY_PATH="$STUB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" GST_DEBUG_NO_COLOR=1 \
+    ip netns exec "$NS" whip-client -u "$url" -t "$TOKEN" -o -L \
+    -A "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt=111 ssrc=1 ! queue ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111" \
+    -V "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert ! queue ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 ssrc=2 config-interval=-1 aggregate-mode=zero-latency ! queue ! application/x-rtp,media=video,encoding-name=H264,payload=102") \
+    >"$TMP/whip-client-h264.log" 2>&1 &
+  local wc=$!; PIDS+=("$wc")
+  if ! wait_for 15 "$wc" "whip-client (H264)" grep -q 'PeerConnection connected' "$TMP/whip-client-h264.log"; then
+    not_ok "$name" "whip-client never logged 'PeerConnection connected' ($(grep -oE 'Disconnecting from server.*|\[[0-9]{3}\] .*|[A-Za-z]+ failed.*' "$TMP/whip-client-h264.log" | head -1))"
+    kill -INT "$wc" 2>/dev/null; return
+  fi
+  local fail='' forwarded
+  forwarded=$(sws_offer "$STREAM_G" | sdp_video_codecs)
+  STATS=
+  if [ "$(grep -c . <<<"$forwarded")" != 1 ] || ! only_h264 "$forwarded"; then
+    fail="the offer simple-whip-server received is not H264-only: [$forwarded]"
+  elif ! wait_media "$label" 40 10; then
+    fail="Janus admin: no publisher handle with audio+video packets for $label (got '${STATS}')"
+  fi
+  local s h a v codecs; read -r s h a v <<<"$STATS"
+  if [ -z "$fail" ]; then
+    codecs=$(janus_video_codec "$h")
+    note "G: Janus handle $h video codec (videoroom, core): $codecs; in packets: audio $a video $v"
+    [ "$codecs" = "h264 h264" ] || fail="Janus negotiated video codec '$codecs', want 'h264 h264'"
+  fi
+  kill -INT "$wc" 2>/dev/null
+  local end=$((SECONDS + 5))
+  while kill -0 "$wc" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  if kill -0 "$wc" 2>/dev/null; then
+    kill -KILL "$wc"; [ -n "$fail" ] || fail="whip-client still running 5 s after SIGINT"
+  fi
+  [ -n "$fail" ] && { not_ok "$name" "$fail"; return; }
+  if ! wait_gone "$label" "$h" 6; then
+    not_ok "$name" "Janus handle $h / participant $label still there after whip-client's DELETE"; return
+  fi
+  ok "$name"
+}
+
+# ------------------------------------------------------------------ test H: VP8 only -> 422
+test_h() {
+  local name=$NAME_H url code body want="backend accepts only H264 for video, offer has VP8"
+  local offer=$SDP_CORPUS/gstreamer-whip-offer.sdp
+  if [ "$DIRECT" = 1 ]; then echo "# H needs whipgate: skipped in direct mode"; return; fi
+  url=$(url_for "$STREAM_H")
+  note "H: whip-client (VP8 only) and GStreamer's corpus offer -> $url (route allows H264 only)"
+  # The real client: whipgate refuses its offer; it logs the status and exits by itself.
+  (exec env LD_LIBRARY_PATH="$STUB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" GST_DEBUG_NO_COLOR=1 \
+    ip netns exec "$NS" whip-client -u "$url" -t "$TOKEN" -o -L \
+    -V "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert ! queue ! vp8enc deadline=1 ! rtpvp8pay pt=96 ssrc=2 ! queue ! application/x-rtp,media=video,encoding-name=VP8,payload=96") \
+    >"$TMP/whip-client-vp8.log" 2>&1 &
+  local wc=$!; PIDS+=("$wc")
+  # The same refusal with its body (whip-client does not log bodies): GStreamer's VP8+Opus offer.
+  local fail=
+  if [ ! -f "$offer" ]; then
+    fail="missing $offer (set WHIPGATE_SDP_CORPUS)"
+  else
+    code=$(nsx curl -s -m 5 -o "$TMP/h264-refused.body" -w '%{http_code}' -X POST \
+      -H 'Content-Type: application/sdp' -H "Authorization: Bearer $TOKEN" \
+      --data-binary @"$offer" "$url")
+    body=$(cat "$TMP/h264-refused.body" 2>/dev/null)
+    note "H: curl POST of $(basename "$offer"): $code $body"
+    if [ "$code" != 422 ] || [ "$body" != "$want" ]; then
+      fail="POST of GStreamer's VP8 offer answered $code '$body', want 422 '$want'"
+    fi
+  fi
+  local end=$((SECONDS + 10))
+  while kill -0 "$wc" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  if kill -0 "$wc" 2>/dev/null; then
+    kill -INT "$wc" 2>/dev/null
+    [ -n "$fail" ] || fail="whip-client still running 10 s after sending its VP8 offer"
+  fi
+  if [ -z "$fail" ] && ! grep -q '\[422\] Unprocessable Entity' "$TMP/whip-client-vp8.log"; then
+    fail="whip-client did not log '[422] Unprocessable Entity' ($(grep -oE '\[[0-9]{3}\] .*|PeerConnection connected' "$TMP/whip-client-vp8.log" | head -1))"
+  fi
+  if [ -z "$fail" ] && grep -q "/endpoint/: $STREAM_H" "$TMP/sws.log"; then
+    fail="an offer for $STREAM_H reached simple-whip-server"
+  fi
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; else ok "$name"; fi
 }
 
 for t in $TESTS; do
@@ -435,6 +638,9 @@ for t in $TESTS; do
     A) test_a ;;
     B) test_b ;;
     C) test_c ;;
+    F) test_f ;;
+    G) test_g ;;
+    H) test_h ;;
     *) echo "# unknown test $t" ;;
   esac
 done
