@@ -32,7 +32,7 @@ pub struct Candidate<'a> {
 }
 
 impl<'a> Candidate<'a> {
-    pub fn parse(line: &'a Line) -> Option<Self> {
+    pub fn parse(line: &Line<'a>) -> Option<Self> {
         if line.attribute_name() != Some("candidate") {
             return None;
         }
@@ -112,7 +112,7 @@ mod tests {
     fn classes(text: &str) -> Vec<CandidateClass> {
         let lines = Lines::parse(text).expect("line");
         let line = lines.get(0).expect("one line");
-        let candidate = Candidate::parse(line).expect("candidate");
+        let candidate = Candidate::parse(&line).expect("candidate");
         [
             CandidateClass::Mdns,
             CandidateClass::Private,

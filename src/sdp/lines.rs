@@ -5,6 +5,7 @@
 //! [`Lines::write`] concatenates them back.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// How one line ended on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,17 +26,16 @@ impl Eol {
     }
 }
 
-/// One `<type>=<value>` line, or a blank line kept for byte fidelity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Line {
-    text: String,
+/// A view of one `<type>=<value>` line (or a blank line kept for byte fidelity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    text: &'a str,
     eol: Eol,
-    /// Byte offset in `text` where an `a=` line's name ends (its `:` or the end); policy
-    /// asks for names many times per line, so they are found once.
+    /// Where an `a=` line's name ends (its `:` or the end of the line).
     name_end: usize,
 }
 
-impl Line {
+impl<'a> Line<'a> {
     /// The line's type letter (`v`, `o`, `m`, `a`, ...); `None` for a blank line.
     pub fn kind(&self) -> Option<u8> {
         let bytes = self.text.as_bytes();
@@ -43,12 +43,12 @@ impl Line {
     }
 
     /// Everything after `<type>=`.
-    pub fn value(&self) -> &str {
+    pub fn value(&self) -> &'a str {
         self.text.get(2..).unwrap_or("")
     }
 
     /// For an `a=name:value` or `a=flag` line, the attribute name.
-    pub fn attribute_name(&self) -> Option<&str> {
+    pub fn attribute_name(&self) -> Option<&'a str> {
         if self.kind() != Some(b'a') {
             return None;
         }
@@ -56,28 +56,15 @@ impl Line {
     }
 
     /// For an `a=name:value` line, the value after the first colon.
-    pub fn attribute_value(&self) -> Option<&str> {
+    pub fn attribute_value(&self) -> Option<&'a str> {
         if self.kind() != Some(b'a') || self.name_end >= self.text.len() {
             return None;
         }
         self.text.get(self.name_end + 1..)
     }
 
-    fn new(text: String, eol: Eol) -> Self {
-        let name_end = text
-            .bytes()
-            .skip(2)
-            .position(|b| b == b':')
-            .map_or(text.len(), |i| i + 2);
-        Self {
-            text,
-            eol,
-            name_end,
-        }
-    }
-
-    pub fn text(&self) -> &str {
-        &self.text
+    pub fn text(&self) -> &'a str {
+        self.text
     }
 
     pub fn is_blank(&self) -> bool {
@@ -99,91 +86,148 @@ impl fmt::Display for SyntaxError {
     }
 }
 
+/// Where a line's text lives: in the shared original body, or (once edited) on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Text {
+    Span(usize, usize),
+    Owned(Box<str>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Slot {
+    text: Text,
+    eol: Eol,
+    name_end: usize,
+}
+
 /// The lines of an SDP body or sdpfrag, in order, with their terminators.
+///
+/// The body is kept once, shared between copies; lines are spans into it, so parsing and
+/// copying (once per backend tried) allocate no string per line. Only edited lines own text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lines {
-    lines: Vec<Line>,
+    source: Arc<str>,
+    slots: Vec<Slot>,
+}
+
+fn name_end(text: &str) -> usize {
+    if text.as_bytes().first() != Some(&b'a') {
+        return text.len();
+    }
+    text.bytes()
+        .skip(2)
+        .position(|b| b == b':')
+        .map_or(text.len(), |i| i + 2)
 }
 
 impl Lines {
     /// Splits `text` into lines and checks that each non-blank line is `<letter>=<value>`.
     pub fn parse(text: &str) -> Result<Self, SyntaxError> {
-        let mut lines = Vec::with_capacity(text.len() / 24);
-        let mut rest = text;
-        while !rest.is_empty() {
-            let (body, eol, next) = match rest.find('\n') {
-                Some(i) if i > 0 && rest.as_bytes()[i - 1] == b'\r' => {
-                    (&rest[..i - 1], Eol::CrLf, &rest[i + 1..])
-                }
-                Some(i) => (&rest[..i], Eol::Lf, &rest[i + 1..]),
-                None => (rest, Eol::None, ""),
+        let source: Arc<str> = Arc::from(text);
+        let mut slots = Vec::with_capacity(text.len() / 24);
+        let mut offset = 0;
+        let bytes = text.as_bytes();
+        while offset < bytes.len() {
+            let rest = &text[offset..];
+            let (length, eol, advance) = match rest.find('\n') {
+                Some(i) if i > 0 && rest.as_bytes()[i - 1] == b'\r' => (i - 1, Eol::CrLf, i + 1),
+                Some(i) => (i, Eol::Lf, i + 1),
+                None => (rest.len(), Eol::None, rest.len()),
             };
-            let number = lines.len() + 1;
+            let body = &rest[..length];
+            let number = slots.len() + 1;
             if body.contains('\r') {
                 return Err(SyntaxError {
                     line: number,
                     reason: "stray carriage return",
                 });
             }
-            let line = Line::new(body.to_owned(), eol);
+            let slot = Slot {
+                text: Text::Span(offset, offset + length),
+                eol,
+                name_end: name_end(body),
+            };
+            let line = Line {
+                text: body,
+                eol,
+                name_end: slot.name_end,
+            };
             if !line.is_blank() && !is_type_letter(&line) {
                 return Err(SyntaxError {
                     line: number,
                     reason: "not a <type>=<value> line",
                 });
             }
-            lines.push(line);
-            rest = next;
+            slots.push(slot);
+            offset += advance;
         }
-        Ok(Self { lines })
+        Ok(Self { source, slots })
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Line> {
-        self.lines.iter()
+    fn view<'a>(&'a self, slot: &'a Slot) -> Line<'a> {
+        let text = match &slot.text {
+            Text::Span(start, end) => self.source.get(*start..*end).unwrap_or(""),
+            Text::Owned(text) => text,
+        };
+        Line {
+            text,
+            eol: slot.eol,
+            name_end: slot.name_end,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Line<'_>> {
+        self.slots.iter().map(|slot| self.view(slot))
     }
 
     pub fn len(&self) -> usize {
-        self.lines.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.slots.is_empty()
     }
 
-    pub fn get(&self, index: usize) -> Option<&Line> {
-        self.lines.get(index)
+    pub fn get(&self, index: usize) -> Option<Line<'_>> {
+        self.slots.get(index).map(|slot| self.view(slot))
     }
 
     /// Replaces the text of line `index`, keeping its terminator.
     pub fn set_text(&mut self, index: usize, text: String) {
-        if let Some(line) = self.lines.get_mut(index) {
-            *line = Line::new(text, line.eol);
+        if let Some(slot) = self.slots.get_mut(index) {
+            slot.name_end = name_end(&text);
+            slot.text = Text::Owned(text.into_boxed_str());
         }
     }
 
     /// Inserts a line before `index` with the terminator of its neighbours.
     pub fn insert(&mut self, index: usize, text: String) {
         let eol = self
-            .lines
+            .slots
             .get(index.saturating_sub(1))
-            .or_else(|| self.lines.first())
-            .map_or(Eol::CrLf, |l| {
-                if l.eol == Eol::None {
+            .or_else(|| self.slots.first())
+            .map_or(Eol::CrLf, |s| {
+                if s.eol == Eol::None {
                     Eol::CrLf
                 } else {
-                    l.eol
+                    s.eol
                 }
             });
-        let index = index.min(self.lines.len());
+        let index = index.min(self.slots.len());
         // A new last line after an unterminated one: that one now needs a terminator.
-        if index == self.lines.len() {
-            if let Some(last) = self.lines.last_mut() {
+        if index == self.slots.len() {
+            if let Some(last) = self.slots.last_mut() {
                 if last.eol == Eol::None {
                     last.eol = eol;
                 }
             }
         }
-        self.lines.insert(index, Line::new(text, eol));
+        let slot = Slot {
+            name_end: name_end(&text),
+            text: Text::Owned(text.into_boxed_str()),
+            eol,
+        };
+        self.slots.insert(index, slot);
     }
 
     /// Removes the lines whose indices are in `indices` (any order, duplicates ignored).
@@ -191,7 +235,7 @@ impl Lines {
         if indices.is_empty() {
             return 0;
         }
-        let before = self.lines.len();
+        let before = self.slots.len();
         let mut doomed = vec![false; before];
         for &index in indices {
             if let Some(flag) = doomed.get_mut(index) {
@@ -199,25 +243,28 @@ impl Lines {
             }
         }
         let mut index = 0;
-        self.lines.retain(|_| {
+        self.slots.retain(|_| {
             let keep = !doomed[index];
             index += 1;
             keep
         });
-        before - self.lines.len()
+        before - self.slots.len()
     }
 
     /// Removes every line for which `drop` is true; returns how many went.
-    pub fn remove_where(&mut self, mut drop: impl FnMut(&Line) -> bool) -> usize {
-        let before = self.lines.len();
-        self.lines.retain(|line| !drop(line));
-        before - self.lines.len()
+    pub fn remove_where(&mut self, mut drop: impl FnMut(&Line<'_>) -> bool) -> usize {
+        let doomed: Vec<usize> = self
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| drop(line))
+            .map(|(index, _)| index)
+            .collect();
+        self.remove_indices(&doomed)
     }
 
     /// Index ranges of the media sections (each starts at its `m=` line).
     pub fn media_sections(&self) -> Vec<std::ops::Range<usize>> {
         let starts: Vec<usize> = self
-            .lines
             .iter()
             .enumerate()
             .filter(|(_, line)| line.kind() == Some(b'm'))
@@ -226,37 +273,36 @@ impl Lines {
         starts
             .iter()
             .enumerate()
-            .map(|(n, &start)| start..starts.get(n + 1).copied().unwrap_or(self.lines.len()))
+            .map(|(n, &start)| start..starts.get(n + 1).copied().unwrap_or(self.slots.len()))
             .collect()
     }
 
     /// Lines before the first `m=` line.
     pub fn session_section(&self) -> std::ops::Range<usize> {
         let end = self
-            .lines
             .iter()
             .position(|line| line.kind() == Some(b'm'))
-            .unwrap_or(self.lines.len());
+            .unwrap_or(self.slots.len());
         0..end
     }
 
     /// The exact bytes: every line with its original terminator.
     pub fn write(&self) -> String {
-        let mut out = String::with_capacity(self.lines.iter().map(|l| l.text.len() + 2).sum());
-        for line in &self.lines {
-            out.push_str(&line.text);
+        let mut out = String::with_capacity(self.source.len() + 64);
+        for line in self.iter() {
+            out.push_str(line.text);
             out.push_str(line.eol.as_str());
         }
         out
     }
 }
 
-fn is_type_letter(line: &Line) -> bool {
+fn is_type_letter(line: &Line<'_>) -> bool {
     line.kind().is_some_and(|k| k.is_ascii_lowercase())
 }
 
 /// A candidate whose connection address is an mDNS name (RFC 9725 §4.3.2: drop silently).
-pub fn is_mdns_candidate(line: &Line) -> bool {
+pub fn is_mdns_candidate(line: &Line<'_>) -> bool {
     line.attribute_name() == Some("candidate")
         && line
             .attribute_value()
@@ -309,7 +355,7 @@ mod tests {
              a=candidate:3 1 udp 1 x.LOCAL 1 typ host\r\n",
         )
         .expect("valid");
-        let flags: Vec<bool> = lines.iter().map(is_mdns_candidate).collect();
+        let flags: Vec<bool> = lines.iter().map(|line| is_mdns_candidate(&line)).collect();
         assert_eq!(flags, vec![true, false, true]);
     }
 }

@@ -124,7 +124,7 @@ impl Offer {
 
 fn parse_sdp(text: &str) -> Result<Lines, SdpError> {
     let lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
-    if lines.get(0).and_then(Line::kind) != Some(b'v') {
+    if lines.get(0).and_then(|line| line.kind()) != Some(b'v') {
         return Err(SdpError::Malformed(
             "line 1: an SDP body starts with v=".into(),
         ));

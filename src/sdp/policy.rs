@@ -188,7 +188,7 @@ pub fn apply_to_offer(lines: &mut Lines, policy: &Policy) -> Result<(), SdpError
     if let Some(filter) = &policy.header_extensions {
         let session = lines.session_section();
         let doomed: Vec<usize> = session
-            .filter(|&i| lines.get(i).is_some_and(|l| extmap_denied(l, filter)))
+            .filter(|&i| lines.get(i).is_some_and(|l| extmap_denied(&l, filter)))
             .collect();
         lines.remove_indices(&doomed);
     }
@@ -292,7 +292,7 @@ fn apply_to_section(
         };
         let name = line.attribute_name();
         let uri = if name == Some("extmap") {
-            extmap_uri(line)
+            extmap_uri(&line)
         } else {
             None
         };
@@ -321,14 +321,14 @@ const RID_EXTENSIONS: &[&str] = &[
     "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
 ];
 
-fn extmap_uri(line: &super::Line) -> Option<&str> {
+fn extmap_uri<'a>(line: &super::Line<'a>) -> Option<&'a str> {
     if line.attribute_name() != Some("extmap") {
         return None;
     }
     line.attribute_value()?.split_ascii_whitespace().nth(1)
 }
 
-fn extmap_denied(line: &super::Line, filter: &ExtensionFilter) -> bool {
+fn extmap_denied(line: &super::Line<'_>, filter: &ExtensionFilter) -> bool {
     extmap_uri(line).is_some_and(|uri| uri_denied(uri, filter))
 }
 

@@ -48,7 +48,7 @@ pub fn well_formed(lines: &Lines) -> Result<(), SdpError> {
             Some(i) if misjudged => set_aside[i] = true,
             _ => {
                 let context = match (index, line) {
-                    (Some(i), Some(line)) => format!("line {} ({}): ", i + 1, label(line)),
+                    (Some(i), Some(line)) => format!("line {} ({}): ", i + 1, label(&line)),
                     _ => String::new(),
                 };
                 return Err(SdpError::Malformed(format!("{context}{reason}")));
@@ -61,7 +61,7 @@ pub fn well_formed(lines: &Lines) -> Result<(), SdpError> {
 }
 
 /// The line's type and attribute name only: values can carry ICE passwords.
-fn label(line: &super::Line) -> String {
+fn label(line: &super::Line<'_>) -> String {
     match (line.kind(), line.attribute_name()) {
         (Some(b'a'), Some(name)) => format!("a={name}"),
         (Some(kind), _) => format!("{}=", kind as char),
