@@ -441,3 +441,52 @@ proptest! {
         prop_assert!(sdp::prepare_offer(kind, &once_text).is_ok(), "the result is still a valid offer");
     }
 }
+
+#[test]
+fn answer_policy_touches_only_candidates_and_connection_lines() {
+    let map = "answer = { address_map = { \"127.0.0.2\" = \"198.51.100.2\", \"127.0.0.1\" = \"198.51.100.1\" }, drop_candidates = [\"ipv6\"] }";
+    for (offer, answer, kind) in [
+        (
+            "chromium-whip-offer-vp8.sdp",
+            "janus-whip-answer.sdp",
+            EndpointKind::Whip,
+        ),
+        (
+            "chromium-whip-offer-simulcast.sdp",
+            "janus-whip-answer-simulcast.sdp",
+            EndpointKind::Whip,
+        ),
+        (
+            "chromium-whep-offer.sdp",
+            "pion-whep-answer.sdp",
+            EndpointKind::Whep,
+        ),
+        (
+            "aiortc116-whip-offer.sdp",
+            "pion-whip-answer.sdp",
+            EndpointKind::Whip,
+        ),
+    ] {
+        let original = read(answer);
+        let accepted = sdp::prepare_offer(kind, &read(offer))
+            .expect("offer")
+            .accept_answer(&original, &policy(map))
+            .unwrap_or_else(|e| panic!("{answer}: {e}"));
+        let before: Vec<&str> = original.split_inclusive('\n').collect();
+        let after: Vec<&str> = accepted.split_inclusive('\n').collect();
+        assert_eq!(
+            before.len(),
+            after.len(),
+            "{answer}: nothing dropped (no IPv6 candidates)"
+        );
+        for (b, a) in before.iter().zip(&after) {
+            if b != a {
+                assert!(
+                    b.starts_with("a=candidate:") || b.starts_with("c="),
+                    "{answer}: {b:?} -> {a:?}"
+                );
+                assert!(!a.contains("127.0.0."), "{a:?}");
+            }
+        }
+    }
+}
