@@ -3,7 +3,9 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use whipgate::kind::EndpointKind;
-use whipgate::routing::{BackendId, Route, RouteTable, StreamGlob, StreamName};
+use whipgate::routing::{
+    BackendId, Matcher, Placement, RequestFacts, Route, RouteTable, StreamName, StreamPattern,
+};
 use whipgate::sdp;
 use whipgate::session::{Keyring, SessionClaims};
 
@@ -79,23 +81,70 @@ fn token_benches(c: &mut Criterion) {
 }
 
 fn routing_benches(c: &mut Criterion) {
-    let routes: Vec<Route> = (0..20)
-        .map(|i| Route {
-            id: format!("r{i}"),
+    let route = |i: usize, pattern: StreamPattern, placement: Placement| Route {
+        id: format!("r{i}"),
+        matcher: Matcher {
             kind: Some(EndpointKind::Whip),
-            stream: Some(StreamGlob::new(&format!("tenant{i}-*")).expect("glob")),
-            backends: vec![BackendId(format!("b{i}"))],
-            sdp: Default::default(),
+            stream: Some(pattern),
+            ..Matcher::default()
+        },
+        placement,
+        overflow: vec![BackendId("overflow".into())],
+        sdp: Default::default(),
+    };
+    let weighted = || {
+        Placement::Weighted(vec![
+            (BackendId("janus".into()), 90),
+            (BackendId("cloudflare".into()), 10),
+        ])
+    };
+    let headers = http::HeaderMap::new();
+    let stream = StreamName::new("tenant19-camera".into()).expect("name");
+    let facts = RequestFacts {
+        kind: EndpointKind::Whip,
+        stream: &stream,
+        host: None,
+        headers: &headers,
+        query: None,
+        client_ip: None,
+    };
+    let small = RouteTable::new(
+        (0..20)
+            .map(|i| {
+                route(
+                    i,
+                    StreamPattern::glob(&format!("tenant{i}-*")).expect("glob"),
+                    weighted(),
+                )
+            })
+            .collect(),
+    );
+    c.bench_function(
+        "routing/decide 20 glob routes, last matches, weighted",
+        |b| b.iter(|| small.decide(black_box(&facts)).map(|d| d.candidates.len())),
+    );
+    // 10k routes: exact-name globs, the match near the end; the worst case of a linear table.
+    let mut routes: Vec<Route> = (0..10_000)
+        .map(|i| {
+            route(
+                i,
+                StreamPattern::glob(&format!("stream-{i}")).expect("glob"),
+                weighted(),
+            )
         })
         .collect();
-    let table = RouteTable::new(routes);
-    let stream = StreamName::new("tenant19-camera".into()).expect("name");
-    c.bench_function("routing/select 20 routes, last matches", |b| {
-        b.iter(|| {
-            table
-                .select(EndpointKind::Whip, black_box(&stream))
-                .map(|r| r.id.len())
-        })
+    routes.push(route(
+        10_000,
+        StreamPattern::glob("tenant19-*").expect("glob"),
+        weighted(),
+    ));
+    let large = RouteTable::new(routes);
+    c.bench_function("routing/decide 10k routes, last matches", |b| {
+        b.iter(|| large.decide(black_box(&facts)).map(|d| d.candidates.len()))
+    });
+    let placement = weighted();
+    c.bench_function("routing/rendezvous placement of 2 weighted backends", |b| {
+        b.iter(|| placement.order(black_box("tenant19-camera")).len())
     });
 }
 

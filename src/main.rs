@@ -37,6 +37,35 @@ enum Command {
         #[arg(long)]
         skip_secrets: bool,
     },
+    /// Show which route and backends a request would get, and why.
+    Explain {
+        /// The routes file.
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value_t = KindArg::Whip)]
+        kind: KindArg,
+        /// The stream name (as decoded from the URL).
+        #[arg(long)]
+        stream: String,
+        /// A request header, `name=value` (repeatable).
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// The client's address.
+        #[arg(long)]
+        ip: Option<std::net::IpAddr>,
+        /// The request's host.
+        #[arg(long)]
+        host: Option<String>,
+        /// The request's raw query string.
+        #[arg(long)]
+        query: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Whip,
+    Whep,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -60,6 +89,14 @@ fn main() -> ExitCode {
             match Config::load(&config, mode) {
                 Ok(loaded) => {
                     println!("{}: ok: {}", config.display(), loaded.summary());
+                    for (route, by) in loaded.routes.unreachable() {
+                        eprintln!(
+                            "{}: warning: route `{}` can never match: route `{}` before it catches all of its requests",
+                            config.display(),
+                            route.id,
+                            by.id
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -68,6 +105,24 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Explain {
+            config,
+            kind,
+            stream,
+            headers,
+            ip,
+            host,
+            query,
+        } => match explain(&config, kind, stream, &headers, ip, host, query) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve {
             config,
             listen,
@@ -96,16 +151,88 @@ fn main() -> ExitCode {
     }
 }
 
+fn explain(
+    path: &std::path::Path,
+    kind: KindArg,
+    stream: String,
+    headers: &[String],
+    ip: Option<std::net::IpAddr>,
+    host: Option<String>,
+    query: Option<String>,
+) -> anyhow::Result<String> {
+    let config = Config::load(path, SecretMode::Skip)?;
+    let mut header_map = http::HeaderMap::new();
+    for header in headers {
+        let (name, value) = header
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--header takes name=value, not {header:?}"))?;
+        header_map.append(
+            http::HeaderName::from_bytes(name.trim().as_bytes())?,
+            http::HeaderValue::from_str(value.trim())?,
+        );
+    }
+    let stream = whipgate::routing::StreamName::new(stream)?;
+    let host = host.map(|h| h.to_ascii_lowercase());
+    let facts = whipgate::routing::RequestFacts {
+        kind: match kind {
+            KindArg::Whip => whipgate::kind::EndpointKind::Whip,
+            KindArg::Whep => whipgate::kind::EndpointKind::Whep,
+        },
+        stream: &stream,
+        host: host.as_deref(),
+        headers: &header_map,
+        query: query.as_deref(),
+        client_ip: ip,
+    };
+    Ok(config.routes.explain(&facts))
+}
+
 async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let config = Config::load(&path, SecretMode::Resolve)?;
     let summary = config.summary();
-    let gateway = Gateway::new(config)?;
+    let gateway = Gateway::new(config)?.with_config_path(path.clone());
     let running = server::start(gateway, listen).await?;
     tracing::info!(address = %running.local_addr, "whipgate serving {}: {summary}", path.display());
+    let _watch = spawn_reloads(&running, &path);
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     running.shutdown().await;
     Ok(())
+}
+
+/// Reloads routes.toml when the file changes and on SIGHUP.
+fn spawn_reloads(
+    running: &server::RunningServer,
+    path: &std::path::Path,
+) -> Option<whipgate::config::ConfigWatch> {
+    let gateway = running.gateway.clone();
+    let watch = match whipgate::config::watch(path, std::time::Duration::from_millis(100)) {
+        Ok((watch, mut changed)) => {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                while changed.recv().await.is_some() {
+                    let _ = gateway.reload();
+                }
+            });
+            Some(watch)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the config directory; reload with SIGHUP or the admin API");
+            None
+        }
+    };
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    let _ = gateway.reload();
+                }
+            });
+        }
+        Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP"),
+    }
+    watch
 }
 
 async fn shutdown_signal() {

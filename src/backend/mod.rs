@@ -5,6 +5,7 @@
 //! server) exists so far; vendor profiles and the built-in SFU join [`Adapter`] later.
 
 mod client;
+mod health;
 mod template;
 mod whip;
 
@@ -12,6 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use client::{ClientSettings, UpstreamClient, UpstreamError, UpstreamResponse};
+pub use health::{CircuitPolicy, HealthBoard, Unavailable};
 pub use template::{TemplateError, UrlTemplate};
 pub use whip::{Created, Patched};
 
@@ -64,6 +66,22 @@ pub struct BackendDef {
     pub trickle: bool,
     /// Default SDP policy for routes to this backend.
     pub sdp: crate::sdp::Policy,
+    /// Sessions this replica sends here at most; beyond it, the route's next candidates.
+    pub max_sessions: Option<usize>,
+    pub circuit: CircuitPolicy,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// An active health probe: `GET url` every `interval`; any answer below 500 within
+/// `timeout` is a pass. `fall` failures in a row take the backend out, `rise` passes bring
+/// it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub url: url::Url,
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub rise: u32,
+    pub fall: u32,
 }
 
 impl BackendDef {
@@ -148,6 +166,8 @@ impl AttemptError {
 pub struct CreateRequest<'a> {
     pub kind: EndpointKind,
     pub stream: &'a crate::routing::StreamName,
+    /// Named captures of the route's stream regex, for URL templates.
+    pub captures: &'a [(String, String)],
     pub offer: bytes::Bytes,
     pub client_authorization: Option<&'a http::HeaderValue>,
     pub request_id: &'a str,

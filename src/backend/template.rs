@@ -1,5 +1,6 @@
-//! Backend URL templates: `{stream}` is percent-encoded into the path or query, so no client
-//! input can change the scheme, host or port, or add path segments.
+//! Backend URL templates: `{stream}` (and a route's regex captures, `{name}`) are
+//! percent-encoded into the path or query, so no client input can change the scheme, host or
+//! port, or add path segments.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use url::Url;
@@ -23,6 +24,8 @@ pub struct UrlTemplate {
     host: String,
     allowed: super::AllowedHost,
     segments: usize,
+    /// Placeholder names other than `stream`, filled from a route's regex captures.
+    captures: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +38,10 @@ pub enum TemplateError {
     Fragment,
     #[error("expanding {{stream}} gave a URL on another host or path shape")]
     Escaped,
+    #[error("placeholder {{{0}}} is not filled by the route")]
+    MissingCapture(String),
+    #[error("has an unclosed or empty {{placeholder}}")]
+    BadPlaceholder,
 }
 
 impl UrlTemplate {
@@ -49,11 +56,16 @@ impl UrlTemplate {
                     .or(Some(raw.len()))
             })
             .ok_or_else(|| TemplateError::NotAbsolute("no scheme".into()))?;
-        if raw[..authority_end].contains(PLACEHOLDER) {
+        if raw[..authority_end].contains('{') {
             return Err(TemplateError::PlaceholderInAuthority);
         }
-        let sample = Url::parse(&raw.replace(PLACEHOLDER, "x"))
-            .map_err(|e| TemplateError::NotAbsolute(e.to_string()))?;
+        let names = placeholders(raw)?;
+        let mut sample_text = raw.to_owned();
+        for name in &names {
+            sample_text = sample_text.replace(&format!("{{{name}}}"), "x");
+        }
+        let sample =
+            Url::parse(&sample_text).map_err(|e| TemplateError::NotAbsolute(e.to_string()))?;
         if !matches!(sample.scheme(), "http" | "https") {
             return Err(TemplateError::NotAbsolute(format!(
                 "scheme {} is not http or https",
@@ -69,19 +81,38 @@ impl UrlTemplate {
             host: sample.host_str().unwrap_or_default().to_owned(),
             port: sample.port_or_known_default(),
         };
+        let captures = names.into_iter().filter(|n| n != "stream").collect();
         Ok(Self {
             raw: raw.to_owned(),
             host,
             segments,
             allowed,
+            captures,
         })
     }
 
     /// The backend URL for `stream`.
     pub fn expand(&self, stream: &StreamName) -> Result<Url, TemplateError> {
-        let encoded = utf8_percent_encode(stream.as_str(), STREAM_ENCODE).to_string();
-        let url = Url::parse(&self.raw.replace(PLACEHOLDER, &encoded))
-            .map_err(|e| TemplateError::NotAbsolute(e.to_string()))?;
+        self.expand_with(stream, &[])
+    }
+
+    /// The backend URL for `stream` with a route's regex captures.
+    pub fn expand_with(
+        &self,
+        stream: &StreamName,
+        captures: &[(String, String)],
+    ) -> Result<Url, TemplateError> {
+        let encode = |value: &str| utf8_percent_encode(value, STREAM_ENCODE).to_string();
+        let mut text = self.raw.replace(PLACEHOLDER, &encode(stream.as_str()));
+        for name in &self.captures {
+            let value = captures
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| TemplateError::MissingCapture(name.clone()))?;
+            text = text.replace(&format!("{{{name}}}"), &encode(value));
+        }
+        let url = Url::parse(&text).map_err(|e| TemplateError::NotAbsolute(e.to_string()))?;
         // Defence in depth: the encoding above already makes this impossible.
         if host_key(&url).as_deref() != Some(self.host.as_str())
             || segment_count(&url) != self.segments
@@ -89,6 +120,11 @@ impl UrlTemplate {
             return Err(TemplateError::Escaped);
         }
         Ok(url)
+    }
+
+    /// Placeholder names besides `stream`, which a route's regex must capture.
+    pub fn capture_names(&self) -> &[String] {
+        &self.captures
     }
 
     /// The template's own host and port, which its backend may always use.
@@ -99,6 +135,25 @@ impl UrlTemplate {
     pub fn as_str(&self) -> &str {
         &self.raw
     }
+}
+
+/// The `{name}` placeholders of a template, in order.
+fn placeholders(raw: &str) -> Result<Vec<String>, TemplateError> {
+    let mut names = Vec::new();
+    let mut rest = raw;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or(TemplateError::BadPlaceholder)?;
+        let name = &after[..close];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(TemplateError::BadPlaceholder);
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(names)
 }
 
 /// `host:port` with the scheme's default port filled in.
@@ -161,6 +216,24 @@ mod tests {
         assert!(UrlTemplate::parse("http://example.com/{stream}#x").is_err());
         assert!(UrlTemplate::parse("https://example.com/fixed").is_ok());
         assert!(UrlTemplate::parse("https://example.com/w?stream={stream}").is_ok());
+        assert_eq!(
+            UrlTemplate::parse("https://example.com/{stream"),
+            Err(TemplateError::BadPlaceholder)
+        );
+    }
+
+    #[test]
+    fn captures_are_encoded_like_the_stream() {
+        let t = UrlTemplate::parse("https://vendor.example/{tenant}/live/{stream}").expect("ok");
+        assert_eq!(t.capture_names(), ["tenant".to_string()]);
+        let url = t
+            .expand_with(&stream("acme-cam"), &[("tenant".into(), "ac/me".into())])
+            .expect("expands");
+        assert_eq!(url.as_str(), "https://vendor.example/ac%2Fme/live/acme-cam");
+        assert_eq!(
+            t.expand(&stream("x")),
+            Err(TemplateError::MissingCapture("tenant".into()))
+        );
     }
 
     proptest! {

@@ -52,7 +52,7 @@ pub async fn create(
         })
     })?;
     let url = template
-        .expand(request.stream)
+        .expand_with(request.stream, request.captures)
         .map_err(|e| AttemptError::fatal(GatewayError::BadRequest(format!("stream name {e}"))))?;
     let mut headers = base_headers(backend, request.client_authorization, request.request_id);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));

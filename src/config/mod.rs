@@ -3,6 +3,9 @@
 //! Every error names the file, the line and the problem on one line.
 
 mod raw;
+mod watch;
+
+pub use watch::{watch, ConfigWatch};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -15,9 +18,11 @@ use rustls_pki_types::CertificateDer;
 use toml::Spanned;
 use url::Url;
 
-use crate::backend::{Adapter, AllowedHost, BackendAuth, BackendDef, Secret, UrlTemplate};
+use crate::backend::{
+    Adapter, AllowedHost, BackendAuth, BackendDef, CircuitPolicy, HealthCheck, Secret, UrlTemplate,
+};
 use crate::kind::EndpointKind;
-use crate::routing::{BackendId, Route, RouteTable, StreamGlob};
+use crate::routing::{BackendId, Matcher, Placement, Route, RouteTable, StreamPattern};
 use raw::{RawAuth, RawBackend, RawBackendKind, RawConfig, RawRoute, RawServer};
 
 /// A validated routes.toml.
@@ -48,6 +53,10 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Extra trust roots for HTTPS backends (from `upstream_ca_file`).
     pub upstream_roots: Vec<CertificateDer<'static>>,
+    /// Proxies whose forwarding headers name the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Bearer token of the admin endpoints; `None` disables them.
+    pub admin_token: Option<Secret>,
 }
 
 /// A problem in routes.toml, located.
@@ -239,6 +248,19 @@ impl Loader<'_> {
                 Some(path) => self.roots(path)?,
                 None => Vec::new(),
             },
+            admin_token: match (&raw.admin_token_env, &raw.admin_token_file) {
+                (None, None) => None,
+                (env, file) => {
+                    Some(self.secret(0, "admin token", env.as_deref(), file.as_deref())?)
+                }
+            },
+            trusted_proxies: raw
+                .trusted_proxies
+                .iter()
+                .map(|net| {
+                    parse_cidr(net).map_err(|e| self.error_at(0, format!("trusted_proxies: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -379,9 +401,51 @@ impl Loader<'_> {
             allowed_hosts.push(self.allowed_host(&id, host)?);
         }
         let sdp = self.policy(&format!("backend `{id}`"), raw.sdp)?;
+        let circuit = raw
+            .circuit
+            .as_ref()
+            .map_or_else(CircuitPolicy::default, |c| CircuitPolicy {
+                failures: c.failures.unwrap_or(3).max(1),
+                cooldown: c.cooldown.unwrap_or(Duration::from_secs(10)),
+            });
+        let health_check = match &raw.health_check {
+            None => None,
+            Some(check) => {
+                let at = check.span().start;
+                let raw_check = check.get_ref();
+                let url = Url::parse(&raw_check.url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        self.error_at(
+                            at,
+                            format!("backend `{id}`: health_check url is not an http(s) URL"),
+                        )
+                    })?;
+                Some(HealthCheck {
+                    url,
+                    interval: raw_check
+                        .interval
+                        .unwrap_or(Duration::from_secs(5))
+                        .max(Duration::from_millis(100)),
+                    timeout: raw_check.timeout.unwrap_or(Duration::from_secs(2)),
+                    rise: raw_check.rise.unwrap_or(2).max(1),
+                    fall: raw_check.fall.unwrap_or(3).max(1),
+                })
+            }
+        };
+        if raw.max_sessions == Some(0) {
+            return Err(self.error_at(
+                id_at,
+                format!("backend `{id}`: max_sessions = 0 would refuse everything"),
+            ));
+        }
         Ok(BackendDef {
             id: BackendId(id),
             sdp,
+            max_sessions: raw.max_sessions,
+            circuit,
+            health_check,
             adapter,
             whip_url,
             whep_url,
@@ -427,57 +491,199 @@ impl Loader<'_> {
         backends: &HashMap<BackendId, Arc<BackendDef>>,
     ) -> Result<Route, ConfigError> {
         let id = raw.id.unwrap_or_else(|| format!("route-{}", index + 1));
-        let stream = match &raw.matcher.stream {
-            Some(glob) => Some(StreamGlob::new(glob.get_ref()).map_err(|e| {
+        let list_at = raw.backends.as_ref().map(|b| b.span().start);
+        let split_at = raw.split.as_ref().map(|b| b.span().start);
+        let match_at = raw
+            .matcher
+            .as_ref()
+            .map(|m| m.span().start)
+            .or(list_at)
+            .or(split_at)
+            .unwrap_or(0);
+        let raw_match = raw.matcher.map(Spanned::into_inner).unwrap_or_default();
+        let matcher = self.matcher(&id, match_at, raw_match)?;
+        let known = |name: &Spanned<String>| -> Result<BackendId, ConfigError> {
+            let backend_id = BackendId(name.get_ref().clone());
+            if backends.contains_key(&backend_id) {
+                Ok(backend_id)
+            } else {
+                Err(self.error_at(
+                    name.span().start,
+                    format!("route `{id}` names unknown backend `{backend_id}`"),
+                ))
+            }
+        };
+        let placement =
+            match (raw.backends, raw.split) {
+                (Some(list), None) => {
+                    let at = list.span().start;
+                    let ids = list
+                        .into_inner()
+                        .iter()
+                        .map(known)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if ids.is_empty() {
+                        return Err(self.error_at(at, format!("route `{id}` lists no backends")));
+                    }
+                    Placement::Ordered(ids)
+                }
+                (None, Some(split)) => {
+                    let at = split.span().start;
+                    let mut weighted = Vec::new();
+                    for entry in split.into_inner() {
+                        let name = Spanned::new(entry.span(), entry.get_ref().backend.clone());
+                        weighted.push((known(&name)?, entry.get_ref().weight));
+                    }
+                    if weighted.iter().all(|(_, weight)| *weight == 0) {
+                        return Err(
+                            self.error_at(at, format!("route `{id}` split has no weight above 0"))
+                        );
+                    }
+                    Placement::Weighted(weighted)
+                }
+                _ => return Err(self.error_at(
+                    match_at,
+                    format!(
+                        "route `{id}` needs exactly one of backends (ordered) or split (weighted)"
+                    ),
+                )),
+            };
+        let overflow = raw
+            .overflow
+            .iter()
+            .map(known)
+            .collect::<Result<Vec<_>, _>>()?;
+        let sdp = self.policy(&format!("route `{id}`"), raw.sdp)?;
+        let route = Route {
+            id,
+            matcher,
+            placement,
+            overflow,
+            sdp,
+        };
+        self.check_route_backends(&route, match_at, backends)?;
+        Ok(route)
+    }
+
+    fn matcher(&self, id: &str, at: usize, raw: raw::RawMatch) -> Result<Matcher, ConfigError> {
+        let stream = match (&raw.stream, &raw.stream_regex) {
+            (Some(_), Some(_)) => {
+                return Err(self.error_at(
+                    at,
+                    format!("route `{id}`: give stream or stream_regex, not both"),
+                ))
+            }
+            (Some(glob), None) => Some(StreamPattern::glob(glob.get_ref()).map_err(|e| {
                 self.error_at(
                     glob.span().start,
                     format!("route `{id}`: bad stream glob: {e}"),
                 )
             })?),
-            None => None,
+            (None, Some(regex)) => Some(StreamPattern::regex(regex.get_ref()).map_err(|e| {
+                self.error_at(
+                    regex.span().start,
+                    format!("route `{id}`: bad stream_regex: {e}"),
+                )
+            })?),
+            (None, None) => None,
         };
-        let list_at = raw.backends.span().start;
-        let mut ids = Vec::new();
-        for name in raw.backends.into_inner() {
-            let backend_id = BackendId(name.get_ref().clone());
-            if !backends.contains_key(&backend_id) {
-                return Err(self.error_at(
-                    name.span().start,
-                    format!("route `{id}` names unknown backend `{backend_id}`"),
-                ));
-            }
-            ids.push(backend_id);
-        }
-        if ids.is_empty() {
-            return Err(self.error_at(list_at, format!("route `{id}` lists no backends")));
-        }
-        let kinds: &[EndpointKind] = match raw.matcher.kind {
+        let hosts = raw
+            .host
+            .map(raw::OneOrMany::into_vec)
+            .unwrap_or_default()
+            .iter()
+            .map(|host| {
+                globset::Glob::new(&host.to_ascii_lowercase())
+                    .map(|g| g.compile_matcher())
+                    .map_err(|e| {
+                        self.error_at(at, format!("route `{id}`: bad host glob: {}", e.kind()))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let headers = raw
+            .headers
+            .into_iter()
+            .map(|(name, value)| {
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map(|n| (n.as_str().to_owned(), value))
+                    .map_err(|_| {
+                        self.error_at(at, format!("route `{id}`: bad header name {name:?}"))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let client_cidrs = raw
+            .client_cidr
+            .iter()
+            .map(|net| {
+                parse_cidr(net)
+                    .map_err(|e| self.error_at(at, format!("route `{id}`: client_cidr {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Matcher {
+            kind: raw.kind,
+            stream,
+            hosts,
+            headers,
+            query: raw.query.into_iter().collect(),
+            client_cidrs,
+        })
+    }
+
+    /// Every kind the route can match must have a backend serving it, and every template
+    /// placeholder must be a capture of the route's regex.
+    fn check_route_backends(
+        &self,
+        route: &Route,
+        at: usize,
+        backends: &HashMap<BackendId, Arc<BackendDef>>,
+    ) -> Result<(), ConfigError> {
+        let id = &route.id;
+        let kinds: &[EndpointKind] = match route.matcher.kind {
             Some(EndpointKind::Whip) => &[EndpointKind::Whip],
             Some(EndpointKind::Whep) => &[EndpointKind::Whep],
             None => &[EndpointKind::Whip, EndpointKind::Whep],
         };
-        for kind in kinds {
-            let served = ids
-                .iter()
-                .filter_map(|b| backends.get(b))
-                .any(|b| b.endpoint(*kind).is_some());
-            if !served && raw.matcher.kind.is_some() {
+        let defs: Vec<&Arc<BackendDef>> = route
+            .all_backends()
+            .filter_map(|b| backends.get(b))
+            .collect();
+        if let Some(kind) = route.matcher.kind {
+            if !defs.iter().any(|b| b.endpoint(kind).is_some()) {
                 return Err(self.error_at(
-                    list_at,
+                    at,
                     format!(
                         "route `{id}` matches {kind} but none of its backends has a {kind}_url"
                     ),
                 ));
             }
         }
-        let sdp = self.policy(&format!("route `{id}`"), raw.sdp)?;
-        Ok(Route {
-            sdp,
-            id,
-            kind: raw.matcher.kind,
-            stream,
-            backends: ids,
-        })
+        let captures = route
+            .matcher
+            .stream
+            .as_ref()
+            .map(StreamPattern::capture_names)
+            .unwrap_or_default();
+        for backend in defs {
+            for kind in kinds {
+                let Some(template) = backend.endpoint(*kind) else {
+                    continue;
+                };
+                if let Some(missing) = template
+                    .capture_names()
+                    .iter()
+                    .find(|n| !captures.contains(n))
+                {
+                    return Err(self.error_at(
+                        at,
+                        format!(
+                            "route `{id}` uses backend `{}` whose {kind}_url needs {{{missing}}}, which the route's stream_regex does not capture",
+                            backend.id
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn policy(
@@ -508,6 +714,12 @@ impl Loader<'_> {
             message: message.lines().next().unwrap_or("").to_owned(),
         }
     }
+}
+
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or CIDR"))
 }
 
 #[cfg(test)]

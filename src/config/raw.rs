@@ -60,6 +60,13 @@ pub struct RawServer {
     pub cors_allow_origins: Option<Vec<String>>,
     /// PEM file of extra roots trusted for HTTPS backends, besides the system's.
     pub upstream_ca_file: Option<Spanned<String>>,
+    /// Bearer token of the admin endpoints, from the environment (absent: no admin API).
+    pub admin_token_env: Option<String>,
+    /// The same from a file.
+    pub admin_token_file: Option<String>,
+    /// Proxies whose X-Forwarded-For / Forwarded headers are believed (CIDRs).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Bound on in-flight requests finishing at shutdown (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
@@ -96,6 +103,39 @@ pub struct RawBackend {
     pub trickle: Option<bool>,
     /// Default SDP policy of routes to this backend (a route's own `sdp` overrides it).
     pub sdp: Option<Spanned<crate::sdp::Policy>>,
+    /// Most sessions this replica sends here; then the route's next candidates (overflow).
+    pub max_sessions: Option<usize>,
+    /// Passive circuit breaking.
+    pub circuit: Option<RawCircuit>,
+    /// Active health probe.
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuit {
+    /// Consecutive failures that open the circuit (default 3).
+    pub failures: Option<u32>,
+    /// How long it stays open before a trial request (default 10 s).
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// URL probed with GET; any answer below 500 passes.
+    pub url: String,
+    /// Default 5 s.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Default 2 s.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Passes in a row that bring the backend back (default 2).
+    pub rise: Option<u32>,
+    /// Failures in a row that take it out (default 3).
+    pub fall: Option<u32>,
 }
 
 /// A backend's credential: exactly one of the three.
@@ -107,21 +147,63 @@ pub struct RawAuth {
     pub passthrough: Option<bool>,
 }
 
-/// One `[[route]]`.
+/// One `[[route]]`: `backends` (ordered) or `split` (weighted), optional `overflow`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub id: Option<String>,
-    #[serde(rename = "match", default)]
-    pub matcher: RawMatch,
-    pub backends: Spanned<Vec<Spanned<String>>>,
+    #[serde(rename = "match")]
+    pub matcher: Option<Spanned<RawMatch>>,
+    pub backends: Option<Spanned<Vec<Spanned<String>>>>,
+    pub split: Option<Spanned<Vec<Spanned<RawSplit>>>>,
+    #[serde(default)]
+    pub overflow: Vec<Spanned<String>>,
     /// SDP policy; fields it sets override the backend's default.
     pub sdp: Option<Spanned<crate::sdp::Policy>>,
+}
+
+/// One weighted backend of a `split`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    pub backend: String,
+    pub weight: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     pub kind: Option<EndpointKind>,
+    /// Glob on the stream name.
     pub stream: Option<Spanned<String>>,
+    /// Regex on the whole stream name; named captures fill `{name}` in URL templates.
+    pub stream_regex: Option<Spanned<String>>,
+    /// Host globs (without port), any of which matches.
+    pub host: Option<OneOrMany>,
+    /// Header name → exact value, all of which must be present.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Query parameter → exact value, all of which must be present.
+    #[serde(default)]
+    pub query: std::collections::BTreeMap<String, String>,
+    /// Client address in any of these CIDRs (see `[server] trusted_proxies`).
+    #[serde(default)]
+    pub client_cidr: Vec<String>,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }

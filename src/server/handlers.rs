@@ -11,15 +11,15 @@ use http_body_util::{BodyExt, Limited};
 use url::Url;
 
 use super::response::{self, Body};
-use super::{cors, Gateway};
-use crate::backend::{CreateRequest, SessionRequest};
+use super::{cors, hex, Gateway};
+use crate::backend::SessionRequest;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::frontdoor::{self, UpstreamIfMatch};
 use crate::kind::EndpointKind;
 use crate::routing::StreamName;
 use crate::sdp;
-use crate::session::{LiveSession, SessionClaims};
+use crate::session::SessionClaims;
 
 const SDP: &str = "application/sdp";
 const ACCEPT_PATCH: &str = "accept-patch";
@@ -30,17 +30,18 @@ const SESSION_METHODS_NO_PATCH: &str = "DELETE, OPTIONS";
 
 /// What a request was about, for its log line.
 #[derive(Default)]
-struct Outcome {
-    endpoint: &'static str,
-    route: Option<String>,
-    backend: Option<String>,
-    failovers: usize,
+pub(super) struct Outcome {
+    pub endpoint: &'static str,
+    pub route: Option<String>,
+    pub backend: Option<String>,
+    pub failovers: usize,
 }
 
 /// The path shapes whipgate serves.
 enum Target<'a> {
     Endpoint(EndpointKind, &'a str),
     Session(&'a str),
+    Admin(&'a str),
     Unknown,
 }
 
@@ -54,6 +55,7 @@ fn target(path: &str) -> Target<'_> {
             Target::Endpoint(EndpointKind::Whep, rest)
         }
         (Some("session"), Some(rest)) if !rest.contains('/') => Target::Session(rest),
+        (Some("admin"), Some(rest)) if !rest.contains('/') => Target::Admin(rest),
         _ => Target::Unknown,
     }
 }
@@ -107,7 +109,7 @@ impl Gateway {
 
     async fn dispatch<B>(
         &self,
-        config: &Config,
+        config: &std::sync::Arc<Config>,
         request: Request<B>,
         request_id: &str,
         outcome: &mut Outcome,
@@ -128,9 +130,7 @@ impl Gateway {
                             .await
                     }
                     Method::OPTIONS => Ok(endpoint_options(&request)),
-                    Method::GET | Method::HEAD => {
-                        endpoint_probe(config, kind, &stream, request.method())
-                    }
+                    Method::GET | Method::HEAD => endpoint_probe(config, kind, &stream, &request),
                     _ => Err(GatewayError::MethodNotAllowed {
                         reason: format!("{} is not allowed on a {kind} endpoint", request.method()),
                         allow: ENDPOINT_METHODS,
@@ -156,6 +156,11 @@ impl Gateway {
                     }),
                 }
             }
+            Target::Admin(what) => {
+                outcome.endpoint = "admin";
+                let what = what.to_owned();
+                self.admin(&what, request).await
+            }
             Target::Unknown => {
                 outcome.endpoint = "other";
                 Err(GatewayError::NotFound(
@@ -164,142 +169,6 @@ impl Gateway {
                 ))
             }
         }
-    }
-
-    async fn create<B>(
-        &self,
-        config: &Config,
-        kind: EndpointKind,
-        stream: StreamName,
-        request: Request<B>,
-        request_id: &str,
-        outcome: &mut Outcome,
-    ) -> Result<Response<Body>, GatewayError>
-    where
-        B: HttpBody<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        require_content_type(request.headers(), SDP)?;
-        let route = config.routes.select(kind, &stream).ok_or_else(|| {
-            GatewayError::NotFound(format!("no route serves {kind} stream {stream}"))
-        })?;
-        outcome.route = Some(route.id.clone());
-        let (parts, body) = request.into_parts();
-        let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
-        let offer = sdp::prepare_offer(kind, text)?;
-        let authorization = parts.headers.get(header::AUTHORIZATION);
-
-        let mut last_error = None;
-        let mut refused_by_policy = None;
-        for backend_id in &route.backends {
-            let Some(backend) = config.backends.get(backend_id) else {
-                continue;
-            };
-            if backend.endpoint(kind).is_none() {
-                continue;
-            }
-            let policy = backend.sdp.overridden_by(&route.sdp);
-            let upstream_offer = match offer.rewrite(&policy) {
-                Ok(rewritten) => rewritten,
-                Err(error) => {
-                    tracing::debug!(request_id, backend = %backend.id, %error, "offer refused by the backend's SDP policy");
-                    refused_by_policy = Some(error);
-                    continue;
-                }
-            };
-            if last_error.is_some() {
-                outcome.failovers += 1;
-            }
-            outcome.backend = Some(backend.id.0.clone());
-            let attempt = backend
-                .adapter
-                .create(
-                    &self.client,
-                    backend,
-                    CreateRequest {
-                        kind,
-                        stream: &stream,
-                        offer: Bytes::from(upstream_offer.text()),
-                        client_authorization: authorization,
-                        request_id,
-                    },
-                )
-                .await;
-            let created = match attempt {
-                Ok(created) => created,
-                Err(failure) if failure.retryable => {
-                    tracing::warn!(
-                        request_id,
-                        backend = %backend.id,
-                        reason = %failure.error,
-                        "backend failed; trying the next candidate"
-                    );
-                    last_error = Some(failure.error);
-                    continue;
-                }
-                Err(failure) => return Err(self.with_retry_after(config, failure.error)),
-            };
-            let answer = match upstream_offer
-                .accept_answer(&String::from_utf8_lossy(&created.answer), &policy)
-            {
-                Ok(answer) => answer,
-                Err(error) => {
-                    self.release(backend.clone(), created.resource, request_id);
-                    return Err(GatewayError::BadGateway(format!(
-                        "backend {} gave an unusable answer: {error}",
-                        backend.id
-                    )));
-                }
-            };
-            let now = (self.clock)();
-            let claims = SessionClaims {
-                sid: hex(&self.random_bytes::<12>()),
-                backend: backend.id.0.clone(),
-                resource: created.resource.to_string(),
-                kind,
-                stream: stream.as_str().to_owned(),
-                route: route.id.clone(),
-                created: now,
-                expires: now.saturating_add(config.server.session_ttl.as_secs()),
-            };
-            let token = self.keys.seal(&claims, self.random_bytes::<12>());
-            let location = session_url(config, &parts, &token)?;
-            self.registry.insert(
-                claims.sid.clone(),
-                LiveSession {
-                    backend: claims.backend.clone(),
-                    route: claims.route.clone(),
-                    kind,
-                    created: now,
-                },
-            );
-            let mut response = Response::new(http_body_util::Full::new(Bytes::from(answer)));
-            *response.status_mut() = StatusCode::CREATED;
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-            headers.insert(header::LOCATION, location);
-            insert_etag(headers, created.etag.as_deref());
-            for server in &created.ice_servers {
-                if let Ok(value) = HeaderValue::from_str(&server.to_header_value()) {
-                    headers.append(header::LINK, value);
-                }
-            }
-            if backend.trickle {
-                headers.insert(ACCEPT_PATCH, HeaderValue::from_static(SDPFRAG));
-            }
-            return Ok(response);
-        }
-        let reason = match (last_error, refused_by_policy) {
-            (Some(error), _) => format!("no backend could serve this stream (last: {error})"),
-            (None, Some(refusal)) => return Err(refusal.into()),
-            (None, None) => format!("no backend of this route serves {kind}"),
-        };
-        Err(GatewayError::Unavailable {
-            reason,
-            retry_after: config.server.retry_after,
-        })
     }
 
     async fn patch<B>(
@@ -336,7 +205,7 @@ impl Gateway {
         let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
-        let route_policy = config.routes.by_id(&claims.route).map(|r| &r.sdp);
+        let route_policy = config.routes.by_id(&claims.route).map(|route| &route.sdp);
         let policy = match route_policy {
             Some(route) => backend.sdp.overridden_by(route),
             None => backend.sdp.clone(),
@@ -414,15 +283,10 @@ impl Gateway {
     ) -> Response<Body> {
         let now = (self.clock)();
         let supports_patch = self
-            .keys
+            .keys()
             .open(token, now)
             .ok()
-            .and_then(|claims| {
-                config
-                    .backends
-                    .get(&crate::routing::BackendId(claims.backend))
-                    .cloned()
-            })
+            .and_then(|claims| self.backend_for_session(config, &claims.backend))
             .is_none_or(|backend| backend.trickle);
         let methods = if supports_patch {
             SESSION_METHODS
@@ -457,21 +321,19 @@ impl Gateway {
     > {
         let not_found = || GatewayError::NotFound("session not found".into());
         let claims = self
-            .keys
+            .keys()
             .open(token, (self.clock)())
             .map_err(|_| not_found())?;
         outcome.route = Some(claims.route.clone());
         outcome.backend = Some(claims.backend.clone());
-        let backend = config
-            .backends
-            .get(&crate::routing::BackendId(claims.backend.clone()))
-            .cloned()
+        let backend = self
+            .backend_for_session(config, &claims.backend)
             .ok_or_else(not_found)?;
         let resource = Url::parse(&claims.resource).map_err(|_| not_found())?;
         Ok((claims, backend, resource))
     }
 
-    fn with_retry_after(&self, config: &Config, error: GatewayError) -> GatewayError {
+    pub(super) fn with_retry_after(&self, config: &Config, error: GatewayError) -> GatewayError {
         match error {
             GatewayError::NotLive {
                 reason,
@@ -485,7 +347,7 @@ impl Gateway {
     }
 
     /// Best-effort DELETE of a backend session the client will never learn about.
-    fn release(
+    pub(super) fn release(
         &self,
         backend: std::sync::Arc<crate::backend::BackendDef>,
         resource: Url,
@@ -526,13 +388,29 @@ fn endpoint_options<B>(request: &Request<B>) -> Response<Body> {
 
 /// RFC 9725 §4.1: GET/HEAD on an endpoint answer 2xx without content; WHEP players probe
 /// with HEAD and look for `Content-Type: application/sdp`.
-fn endpoint_probe(
+fn endpoint_probe<B>(
     config: &Config,
     kind: EndpointKind,
     stream: &StreamName,
-    method: &Method,
+    request: &Request<B>,
 ) -> Result<Response<Body>, GatewayError> {
-    if config.routes.select(kind, stream).is_none() {
+    let host = super::create::request_host(request.uri(), request.headers());
+    let peer = request
+        .extensions()
+        .get::<super::PeerAddr>()
+        .map(|p| p.0.ip());
+    let facts = crate::routing::RequestFacts {
+        kind,
+        stream,
+        host: host.as_deref(),
+        headers: request.headers(),
+        query: request.uri().query(),
+        client_ip: peer.map(|ip| {
+            crate::routing::client_ip(ip, request.headers(), &config.server.trusted_proxies)
+        }),
+    };
+    let method = request.method();
+    if config.routes.decide(&facts).is_none() {
         return Err(GatewayError::NotFound(format!(
             "no route serves {kind} stream {stream}"
         )));
@@ -556,7 +434,10 @@ fn is_preflight<B>(request: &Request<B>) -> bool {
         .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-fn require_content_type(headers: &HeaderMap, expected: &str) -> Result<(), GatewayError> {
+pub(super) fn require_content_type(
+    headers: &HeaderMap,
+    expected: &str,
+) -> Result<(), GatewayError> {
     let value = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -569,7 +450,11 @@ fn require_content_type(headers: &HeaderMap, expected: &str) -> Result<(), Gatew
     }
 }
 
-async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, GatewayError>
+pub(super) async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+) -> Result<Bytes, GatewayError>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -598,7 +483,7 @@ where
 }
 
 /// `{public_url}/session/{token}`: absolute, on the public origin, without a query.
-fn session_url(
+pub(super) fn session_url(
     config: &Config,
     parts: &http::request::Parts,
     token: &str,
@@ -626,12 +511,8 @@ fn session_url(
         .map_err(|_| GatewayError::Internal("could not build the session URL".into()))
 }
 
-fn insert_etag(headers: &mut HeaderMap, upstream: Option<&str>) {
+pub(super) fn insert_etag(headers: &mut HeaderMap, upstream: Option<&str>) {
     if let Ok(value) = HeaderValue::from_str(&frontdoor::gateway_etag(upstream)) {
         headers.insert(header::ETAG, value);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -3,16 +3,21 @@
 //! The listener, graceful shutdown and tower layers live here; what each endpoint does lives
 //! in `handlers`.
 
+mod admin;
 mod cors;
+mod create;
 mod handlers;
+mod probes;
 mod response;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -23,8 +28,9 @@ use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::backend::{ClientSettings, UpstreamClient};
-use crate::config::Config;
+use crate::backend::{BackendDef, ClientSettings, HealthBoard, UpstreamClient};
+use crate::config::{Config, SecretMode};
+use crate::routing::BackendId;
 use crate::session::{Keyring, SessionRegistry};
 
 pub use response::Body;
@@ -32,13 +38,42 @@ pub use response::Body;
 /// Unix seconds; injected so that tests can move time.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// Everything a request needs: the live config, keys, the upstream client, this replica's
-/// session registry.
+/// The client's address as the listener saw it (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The table in force and the keys built from it, swapped together on reload.
+struct Live {
+    config: Arc<Config>,
+    keys: Arc<Keyring>,
+    generation: u64,
+}
+
+/// The outcome of the last reload, for the admin endpoint.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub generation: u64,
+    pub last_error: Option<String>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+}
+
+/// Everything a request needs: the live table and keys, the upstream client, this replica's
+/// sessions and its view of backend health.
 pub struct Gateway {
-    config: ArcSwap<Config>,
-    keys: Keyring,
+    live: ArcSwap<Live>,
+    /// The table before the last reload: WHEP falls back to its placement.
+    previous: ArcSwapOption<Config>,
+    /// Backends that left the table, kept for the sessions still on them (a token lives
+    /// at most `session_ttl`, so a definition retired that long ago can go).
+    retired: Mutex<HashMap<BackendId, (Arc<BackendDef>, Instant)>>,
+    config_path: Option<PathBuf>,
+    ephemeral_secret: [u8; 32],
+    status: Mutex<ReloadStatus>,
     client: UpstreamClient,
     registry: SessionRegistry,
+    health: Arc<HealthBoard>,
+    probes: probes::Probes,
     random: SystemRandom,
     clock: Clock,
 }
@@ -58,23 +93,17 @@ pub enum StartError {
 impl Gateway {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let random = SystemRandom::new();
-        let keys = if config.server.session_keys.is_empty() {
-            let mut secret = [0u8; 32];
-            random.fill(&mut secret).map_err(|_| StartError::Random)?;
+        let mut ephemeral_secret = [0u8; 32];
+        random
+            .fill(&mut ephemeral_secret)
+            .map_err(|_| StartError::Random)?;
+        if config.server.session_keys.is_empty() {
             tracing::warn!(
                 "no session_keys configured: using an ephemeral key; sessions will not survive \
                  a restart or be served by another replica"
             );
-            Keyring::new([("ephemeral".to_string(), secret)])?
-        } else {
-            Keyring::new(
-                config
-                    .server
-                    .session_keys
-                    .iter()
-                    .map(|(id, secret)| (id.clone(), secret.expose().as_bytes())),
-            )?
-        };
+        }
+        let keys = build_keys(&config, &ephemeral_secret)?;
         let client = UpstreamClient::new(ClientSettings {
             connect_timeout: config.server.connect_timeout,
             request_timeout: config.server.upstream_timeout,
@@ -82,14 +111,34 @@ impl Gateway {
             max_response_bytes: config.server.max_body_bytes.max(256 * 1024),
             extra_roots: config.server.upstream_roots.clone(),
         })?;
+        let config = Arc::new(config);
         Ok(Self {
-            config: ArcSwap::from_pointee(config),
-            keys,
+            live: ArcSwap::from_pointee(Live {
+                config,
+                keys: Arc::new(keys),
+                generation: 1,
+            }),
+            previous: ArcSwapOption::empty(),
+            retired: Mutex::new(HashMap::new()),
+            config_path: None,
+            ephemeral_secret,
+            status: Mutex::new(ReloadStatus {
+                generation: 1,
+                ..ReloadStatus::default()
+            }),
             client,
             registry: SessionRegistry::default(),
+            health: Arc::new(HealthBoard::default()),
+            probes: probes::Probes::default(),
             random,
             clock: Arc::new(unix_now),
         })
+    }
+
+    /// Where `reload` reads routes.toml from.
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     /// Replaces the clock (tests of expiry).
@@ -99,11 +148,92 @@ impl Gateway {
     }
 
     pub fn config(&self) -> Arc<Config> {
-        self.config.load_full()
+        self.live.load().config.clone()
+    }
+
+    fn keys(&self) -> Arc<Keyring> {
+        self.live.load().keys.clone()
     }
 
     pub fn registry(&self) -> &SessionRegistry {
         &self.registry
+    }
+
+    pub fn health(&self) -> &HealthBoard {
+        &self.health
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads routes.toml; the new table serves only if all of it is valid.
+    pub fn reload(&self) -> Result<u64, String> {
+        let Some(path) = &self.config_path else {
+            return Err("no config file to reload from".into());
+        };
+        let result = Config::load(path, SecretMode::Resolve)
+            .map_err(|e| e.to_string())
+            .and_then(|config| self.apply(config));
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(generation) => {
+                status.generation = *generation;
+                status.last_error = None;
+                status.reloads_ok += 1;
+                tracing::info!(generation, "routes reloaded");
+            }
+            Err(error) => {
+                status.last_error = Some(error.clone());
+                status.reloads_failed += 1;
+                tracing::error!(%error, "routes.toml refused; the last good table keeps serving");
+            }
+        }
+        result
+    }
+
+    /// Swaps in a validated table atomically; requests in flight finish on the old one.
+    pub fn apply(&self, config: Config) -> Result<u64, String> {
+        let keys = build_keys(&config, &self.ephemeral_secret).map_err(|e| e.to_string())?;
+        let old = self.live.load_full();
+        if old.config.server.listen != config.server.listen {
+            tracing::warn!("a changed listen address takes effect only after a restart");
+        }
+        let now = Instant::now();
+        {
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, def) in &old.config.backends {
+                if !config.backends.contains_key(id) {
+                    retired.insert(id.clone(), (def.clone(), now));
+                }
+            }
+            retired.retain(|id, (_, since)| {
+                !config.backends.contains_key(id)
+                    && now.duration_since(*since) < config.server.session_ttl
+            });
+        }
+        let generation = old.generation + 1;
+        let config = Arc::new(config);
+        self.previous.store(Some(old.config.clone()));
+        self.live.store(Arc::new(Live {
+            config: config.clone(),
+            keys: Arc::new(keys),
+            generation,
+        }));
+        self.probes.restart(&config, &self.client, &self.health);
+        Ok(generation)
+    }
+
+    /// The definition a session's backend had: the live table's, or the retired one.
+    fn backend_for_session(&self, config: &Config, id: &str) -> Option<Arc<BackendDef>> {
+        let id = BackendId(id.to_owned());
+        config.backends.get(&id).cloned().or_else(|| {
+            let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            retired.get(&id).map(|(def, _)| def.clone())
+        })
     }
 
     fn random_bytes<const N: usize>(&self) -> [u8; N] {
@@ -114,6 +244,24 @@ impl Gateway {
         }
         bytes
     }
+}
+
+fn build_keys(config: &Config, ephemeral: &[u8; 32]) -> Result<Keyring, crate::session::KeyError> {
+    if config.server.session_keys.is_empty() {
+        Keyring::new([("ephemeral".to_string(), ephemeral)])
+    } else {
+        Keyring::new(
+            config
+                .server
+                .session_keys
+                .iter()
+                .map(|(id, secret)| (id.clone(), secret.expose().as_bytes())),
+        )
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unix_now() -> u64 {
@@ -152,6 +300,9 @@ pub async fn start(
         .local_addr()
         .map_err(|e| StartError::Listen(address, e))?;
     let gateway = Arc::new(gateway);
+    gateway
+        .probes
+        .restart(&config, &gateway.client, &gateway.health);
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(accept_loop(
         listener,
@@ -182,7 +333,7 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
@@ -198,8 +349,9 @@ async fn accept_loop(
         let gateway = gateway.clone();
         let service = ServiceBuilder::new()
             .layer(CatchPanicLayer::new())
-            .service_fn(move |request| {
+            .service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
+                request.extensions_mut().insert(PeerAddr(peer));
                 async move { Ok::<_, Infallible>(gateway.handle(request).await) }
             });
         let connection =
@@ -210,6 +362,7 @@ async fn accept_loop(
         });
     }
     drop(listener);
+    gateway.probes.stop();
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

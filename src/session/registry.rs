@@ -6,6 +6,17 @@ use std::sync::Mutex;
 
 use crate::kind::EndpointKind;
 
+impl Sessions {
+    fn forget(&mut self, session: &LiveSession) {
+        if let Some(count) = self.per_backend.get_mut(&session.backend) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_backend.remove(&session.backend);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSession {
     pub backend: String,
@@ -17,23 +28,37 @@ pub struct LiveSession {
 
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
-    live: Mutex<HashMap<String, LiveSession>>,
+    live: Mutex<Sessions>,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    by_sid: HashMap<String, LiveSession>,
+    /// Kept alongside so that `max_sessions` checks are O(1).
+    per_backend: HashMap<String, usize>,
 }
 
 impl SessionRegistry {
     pub fn insert(&self, sid: String, session: LiveSession) {
         self.with(|live| {
-            live.insert(sid, session);
+            *live.per_backend.entry(session.backend.clone()).or_default() += 1;
+            if let Some(old) = live.by_sid.insert(sid, session) {
+                live.forget(&old);
+            }
         });
     }
 
     /// Forgets a session; `None` when this replica did not create it.
     pub fn remove(&self, sid: &str) -> Option<LiveSession> {
-        self.with(|live| live.remove(sid))
+        self.with(|live| {
+            let session = live.by_sid.remove(sid)?;
+            live.forget(&session);
+            Some(session)
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.with(|live| live.len())
+        self.with(|live| live.by_sid.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -41,10 +66,10 @@ impl SessionRegistry {
     }
 
     pub fn count_for_backend(&self, backend: &str) -> usize {
-        self.with(|live| live.values().filter(|s| s.backend == backend).count())
+        self.with(|live| live.per_backend.get(backend).copied().unwrap_or(0))
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, LiveSession>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut Sessions) -> T) -> T {
         // A panic while holding this lock cannot leave the map half-updated (single calls),
         // so a poisoned lock is still safe to use.
         let mut guard = self.live.lock().unwrap_or_else(|e| e.into_inner());

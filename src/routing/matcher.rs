@@ -1,0 +1,353 @@
+//! What a route matches on: endpoint kind, stream name (glob, or regex with named captures),
+//! request host, header and query values, client address by CIDR.
+
+use std::net::IpAddr;
+
+use globset::{Glob, GlobMatcher};
+use ipnet::IpNet;
+use regex::Regex;
+
+use super::StreamName;
+use crate::kind::EndpointKind;
+
+/// The facts of one request that routing may look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub kind: EndpointKind,
+    pub stream: &'a StreamName,
+    /// Host without port, lower case.
+    pub host: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    /// The raw query string.
+    pub query: Option<&'a str>,
+    /// The client's address, proxies already accounted for.
+    pub client_ip: Option<IpAddr>,
+}
+
+/// A stream-name pattern: a glob (`*`, `?`, `[a-z]`, `{a,b}`) or a regex whose named
+/// captures can be used in backend URL templates.
+#[derive(Debug, Clone)]
+pub enum StreamPattern {
+    Glob {
+        pattern: String,
+        matcher: GlobMatcher,
+    },
+    Regex(Regex),
+}
+
+impl StreamPattern {
+    pub fn glob(pattern: &str) -> Result<Self, String> {
+        let glob = Glob::new(pattern).map_err(|e| e.kind().to_string())?;
+        Ok(StreamPattern::Glob {
+            pattern: pattern.to_owned(),
+            matcher: glob.compile_matcher(),
+        })
+    }
+
+    /// Anchored: the regex must match the whole stream name.
+    pub fn regex(pattern: &str) -> Result<Self, String> {
+        Regex::new(&format!("^(?:{pattern})$"))
+            .map(StreamPattern::Regex)
+            .map_err(|e| {
+                e.to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid regex")
+                    .trim()
+                    .to_owned()
+            })
+    }
+
+    /// Named capture groups (for template checks).
+    pub fn capture_names(&self) -> Vec<String> {
+        match self {
+            StreamPattern::Glob { .. } => Vec::new(),
+            StreamPattern::Regex(regex) => {
+                regex.capture_names().flatten().map(str::to_owned).collect()
+            }
+        }
+    }
+
+    /// Whether this pattern matches every name.
+    pub fn matches_everything(&self) -> bool {
+        match self {
+            StreamPattern::Glob { pattern, .. } => pattern == "*" || pattern == "**",
+            StreamPattern::Regex(regex) => matches!(regex.as_str(), "^(?:.*)$" | "^(?:.+)$"),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            StreamPattern::Glob { pattern, .. } => format!("stream glob {pattern:?}"),
+            StreamPattern::Regex(regex) => format!("stream regex {:?}", regex.as_str()),
+        }
+    }
+
+    fn captures(&self, stream: &str) -> Option<Vec<(String, String)>> {
+        match self {
+            StreamPattern::Glob { matcher, .. } => matcher.is_match(stream).then(Vec::new),
+            StreamPattern::Regex(regex) => {
+                let found = regex.captures(stream)?;
+                Some(
+                    regex
+                        .capture_names()
+                        .flatten()
+                        .filter_map(|name| {
+                            Some((name.to_owned(), found.name(name)?.as_str().to_owned()))
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+/// One route's `match` table, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Matcher {
+    pub kind: Option<EndpointKind>,
+    pub stream: Option<StreamPattern>,
+    /// Lower-case host globs.
+    pub hosts: Vec<GlobMatcher>,
+    /// Lower-case header name and exact value.
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    pub client_cidrs: Vec<IpNet>,
+}
+
+impl Matcher {
+    /// The regex captures when the request matches, `None` when it does not.
+    pub fn matches(&self, facts: &RequestFacts<'_>) -> Option<Vec<(String, String)>> {
+        if self.kind.is_some_and(|k| k != facts.kind) {
+            return None;
+        }
+        if !self.hosts.is_empty() {
+            let host = facts.host?;
+            if !self.hosts.iter().any(|glob| glob.is_match(host)) {
+                return None;
+            }
+        }
+        for (name, value) in &self.headers {
+            let present = facts
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.trim() == value));
+            if !present {
+                return None;
+            }
+        }
+        if !self.query.is_empty() {
+            let query = facts.query.unwrap_or("");
+            for (name, value) in &self.query {
+                let present = url::form_urlencoded::parse(query.as_bytes())
+                    .any(|(k, v)| k == name.as_str() && v == value.as_str());
+                if !present {
+                    return None;
+                }
+            }
+        }
+        if !self.client_cidrs.is_empty() {
+            let ip = facts.client_ip?;
+            if !self.client_cidrs.iter().any(|net| net.contains(&ip)) {
+                return None;
+            }
+        }
+        match &self.stream {
+            Some(pattern) => pattern.captures(facts.stream.as_str()),
+            None => Some(Vec::new()),
+        }
+    }
+
+    /// True when this matcher matches every request of `kind` (so later routes of that kind
+    /// are unreachable).
+    pub fn catches_all(&self, kind: Option<EndpointKind>) -> bool {
+        (self.kind.is_none() || self.kind == kind)
+            && self
+                .stream
+                .as_ref()
+                .is_none_or(StreamPattern::matches_everything)
+            && self.hosts.is_empty()
+            && self.headers.is_empty()
+            && self.query.is_empty()
+            && self.client_cidrs.is_empty()
+    }
+
+    /// The conditions, for `explain`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(kind) = self.kind {
+            parts.push(format!("kind {kind}"));
+        }
+        if let Some(stream) = &self.stream {
+            parts.push(stream.describe());
+        }
+        if !self.hosts.is_empty() {
+            let hosts: Vec<&str> = self.hosts.iter().map(|g| g.glob().glob()).collect();
+            parts.push(format!("host {}", hosts.join(" or ")));
+        }
+        for (name, value) in &self.headers {
+            parts.push(format!("header {name} = {value:?}"));
+        }
+        for (name, value) in &self.query {
+            parts.push(format!("query {name} = {value:?}"));
+        }
+        if !self.client_cidrs.is_empty() {
+            let nets: Vec<String> = self.client_cidrs.iter().map(ToString::to_string).collect();
+            parts.push(format!("client in {}", nets.join(", ")));
+        }
+        if parts.is_empty() {
+            "everything".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// The client's address: the peer, or — when the peer is a trusted proxy — the rightmost
+/// address in `X-Forwarded-For` / `Forwarded: for=` that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for value in headers
+        .get_all(http::header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for element in value.split(',') {
+            for pair in element.split(';') {
+                let Some((key, raw)) = pair.split_once('=') else {
+                    continue;
+                };
+                if key.trim().eq_ignore_ascii_case("for") {
+                    if let Some(ip) = parse_forwarded_for(raw.trim()) {
+                        chain.push(ip);
+                    }
+                }
+            }
+        }
+    }
+    if chain.is_empty() {
+        for value in headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            chain.extend(
+                value
+                    .split(',')
+                    .filter_map(|part| part.trim().parse::<IpAddr>().ok()),
+            );
+        }
+    }
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .unwrap_or(peer)
+}
+
+/// `192.0.2.1`, `"192.0.2.1:4711"`, `"[2001:db8::1]:4711"`.
+fn parse_forwarded_for(raw: &str) -> Option<IpAddr> {
+    let raw = raw.trim_matches('"');
+    if let Ok(ip) = raw.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = raw.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    raw.rsplit_once(':')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(stream: &'a StreamName, headers: &'a http::HeaderMap) -> RequestFacts<'a> {
+        RequestFacts {
+            kind: EndpointKind::Whip,
+            stream,
+            host: Some("eu.gw.example.com"),
+            headers,
+            query: Some("region=eu&x=1"),
+            client_ip: Some("10.1.2.3".parse().expect("ip")),
+        }
+    }
+
+    #[test]
+    fn every_condition_must_hold() {
+        let stream = StreamName::new("acme-cam1".into()).expect("name");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-tier", "premium".parse().expect("value"));
+        let matcher = Matcher {
+            kind: Some(EndpointKind::Whip),
+            stream: Some(StreamPattern::regex("(?P<tenant>[a-z]+)-(?P<cam>.+)").expect("regex")),
+            hosts: vec![Glob::new("*.gw.example.com")
+                .expect("glob")
+                .compile_matcher()],
+            headers: vec![("x-tier".into(), "premium".into())],
+            query: vec![("region".into(), "eu".into())],
+            client_cidrs: vec!["10.0.0.0/8".parse().expect("net")],
+        };
+        let captures = matcher.matches(&facts(&stream, &headers)).expect("matches");
+        assert_eq!(
+            captures,
+            vec![
+                ("tenant".to_string(), "acme".to_string()),
+                ("cam".to_string(), "cam1".to_string())
+            ]
+        );
+        let mut other = facts(&stream, &headers);
+        other.client_ip = Some("192.0.2.1".parse().expect("ip"));
+        assert!(matcher.matches(&other).is_none());
+        let mut other = facts(&stream, &headers);
+        other.query = Some("region=us");
+        assert!(matcher.matches(&other).is_none());
+        let mut other = facts(&stream, &headers);
+        other.host = Some("us.example.org");
+        assert!(matcher.matches(&other).is_none());
+        let empty = http::HeaderMap::new();
+        assert!(matcher.matches(&facts(&stream, &empty)).is_none());
+        let no_dash = StreamName::new("acme".into()).expect("name");
+        assert!(
+            matcher.matches(&facts(&no_dash, &headers)).is_none(),
+            "regex is anchored"
+        );
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.4, 10.0.0.7".parse().expect("v"),
+        );
+        let proxy: IpAddr = "10.0.0.1".parse().expect("ip");
+        let stranger: IpAddr = "192.0.2.50".parse().expect("ip");
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted).to_string(),
+            "198.51.100.4"
+        );
+        assert_eq!(
+            client_ip(stranger, &headers, &trusted),
+            stranger,
+            "spoofed XFF ignored"
+        );
+        let mut forwarded = http::HeaderMap::new();
+        forwarded.insert(
+            http::header::FORWARDED,
+            "for=192.0.2.60;proto=https, for=\"[2001:db8::7]:4711\""
+                .parse()
+                .expect("v"),
+        );
+        assert_eq!(
+            client_ip(proxy, &forwarded, &trusted).to_string(),
+            "2001:db8::7"
+        );
+        assert_eq!(client_ip(proxy, &http::HeaderMap::new(), &trusted), proxy);
+    }
+}

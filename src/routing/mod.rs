@@ -1,0 +1,341 @@
+//! The route table: which backends, in which order, serve a stream.
+//!
+//! Pure: built from validated config, queried with values. First matching route wins; its
+//! backends are tried in order (primary, then fallbacks).
+
+use std::fmt;
+
+mod matcher;
+mod placement;
+
+pub use matcher::{client_ip, Matcher, RequestFacts, StreamPattern};
+pub use placement::{rendezvous_score, Placement, Reason};
+
+/// A stream name as the client sent it in the path, percent-decoded and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamName(String);
+
+/// Longest stream name accepted, in bytes.
+pub const MAX_STREAM_NAME_LEN: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamNameError {
+    #[error("stream name is empty")]
+    Empty,
+    #[error("stream name is longer than {MAX_STREAM_NAME_LEN} bytes")]
+    TooLong,
+    #[error("stream name is not valid percent-encoded UTF-8")]
+    NotUtf8,
+    #[error("stream name contains a control character")]
+    Control,
+    #[error("stream name may not be a dot segment")]
+    DotSegment,
+}
+
+impl StreamName {
+    /// Decodes one path segment as sent by a client.
+    pub fn from_path_segment(segment: &str) -> Result<Self, StreamNameError> {
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| StreamNameError::NotUtf8)?;
+        Self::new(decoded.into_owned())
+    }
+
+    pub fn new(name: String) -> Result<Self, StreamNameError> {
+        if name.is_empty() {
+            return Err(StreamNameError::Empty);
+        }
+        if name.len() > MAX_STREAM_NAME_LEN {
+            return Err(StreamNameError::TooLong);
+        }
+        if name.chars().any(char::is_control) {
+            return Err(StreamNameError::Control);
+        }
+        if name == "." || name == ".." {
+            return Err(StreamNameError::DotSegment);
+        }
+        Ok(Self(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A backend's id as written in routes.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub String);
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: String,
+    pub matcher: Matcher,
+    pub placement: Placement,
+    /// Tried after the placement's backends (e.g. when they are full or down).
+    pub overflow: Vec<BackendId>,
+    /// Overrides the chosen backend's default policy, field by field.
+    pub sdp: crate::sdp::Policy,
+}
+
+impl Route {
+    /// Every backend this route may use.
+    pub fn all_backends(&self) -> impl Iterator<Item = &BackendId> {
+        self.placement
+            .backends()
+            .into_iter()
+            .chain(self.overflow.iter())
+    }
+}
+
+/// The route chosen for a request, its backends in the order to try, and the regex captures
+/// the backends' URL templates may use.
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    pub route: &'a Route,
+    pub candidates: Vec<(BackendId, Reason)>,
+    pub captures: Vec<(String, String)>,
+}
+
+/// Routes in file order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self { routes }
+    }
+
+    /// The first route that matches, and its candidate order for this stream.
+    pub fn decide(&self, facts: &RequestFacts<'_>) -> Option<Decision<'_>> {
+        self.routes.iter().find_map(|route| {
+            let captures = route.matcher.matches(facts)?;
+            let mut candidates = route.placement.order(facts.stream.as_str());
+            for id in &route.overflow {
+                if !candidates.iter().any(|(c, _)| c == id) {
+                    candidates.push((id.clone(), Reason::Overflow));
+                }
+            }
+            Some(Decision {
+                route,
+                candidates,
+                captures,
+            })
+        })
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| route.id == id)
+    }
+
+    /// Routes no request can reach because an earlier route catches all of their kind.
+    pub fn unreachable(&self) -> Vec<(&Route, &Route)> {
+        let mut shadowed = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            if let Some(earlier) = self.routes[..index]
+                .iter()
+                .find(|earlier| earlier.matcher.catches_all(route.matcher.kind))
+            {
+                shadowed.push((route, earlier));
+            }
+        }
+        shadowed
+    }
+
+    /// A human-readable account of the decision for `facts`, for `whipgate explain`.
+    pub fn explain(&self, facts: &RequestFacts<'_>) -> String {
+        let mut out = String::new();
+        for route in &self.routes {
+            if route.matcher.matches(facts).is_none() {
+                out.push_str(&format!(
+                    "route {}: no match ({})\n",
+                    route.id,
+                    route.matcher.describe()
+                ));
+                continue;
+            }
+            let Some(decision) = self.decide(facts) else {
+                break;
+            };
+            out.push_str(&format!(
+                "route {}: MATCH ({})\n",
+                route.id,
+                route.matcher.describe()
+            ));
+            if !decision.captures.is_empty() {
+                let captures: Vec<String> = decision
+                    .captures
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect();
+                out.push_str(&format!("  captures: {}\n", captures.join(", ")));
+            }
+            out.push_str("  candidates, in the order they are tried:\n");
+            for (position, (id, reason)) in decision.candidates.iter().enumerate() {
+                out.push_str(&format!("    {}. {id} ({reason})\n", position + 1));
+            }
+            return out;
+        }
+        out.push_str("no route matches: the request would get 404\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::EndpointKind;
+
+    fn route(id: &str, kind: Option<EndpointKind>, glob: Option<&str>, backends: &[&str]) -> Route {
+        Route {
+            id: id.into(),
+            matcher: Matcher {
+                kind,
+                stream: glob.map(|g| StreamPattern::glob(g).expect("glob")),
+                ..Matcher::default()
+            },
+            placement: Placement::Ordered(
+                backends.iter().map(|b| BackendId(b.to_string())).collect(),
+            ),
+            overflow: Vec::new(),
+            sdp: Default::default(),
+        }
+    }
+
+    fn name(s: &str) -> StreamName {
+        StreamName::new(s.into()).expect("name")
+    }
+
+    fn pick(table: &RouteTable, kind: EndpointKind, stream: &str) -> Option<String> {
+        let stream = name(stream);
+        let headers = http::HeaderMap::new();
+        let facts = RequestFacts {
+            kind,
+            stream: &stream,
+            host: None,
+            headers: &headers,
+            query: None,
+            client_ip: None,
+        };
+        table.decide(&facts).map(|d| d.route.id.clone())
+    }
+
+    #[test]
+    fn first_matching_route_wins() {
+        let table = RouteTable::new(vec![
+            route(
+                "premium",
+                Some(EndpointKind::Whip),
+                Some("premium-*"),
+                &["cf"],
+            ),
+            route("viewers", Some(EndpointKind::Whep), None, &["sfu"]),
+            route("rest", None, Some("*"), &["janus", "cf"]),
+        ]);
+        assert_eq!(
+            pick(&table, EndpointKind::Whip, "premium-1").as_deref(),
+            Some("premium")
+        );
+        assert_eq!(
+            pick(&table, EndpointKind::Whep, "premium-1").as_deref(),
+            Some("viewers")
+        );
+        assert_eq!(
+            pick(&table, EndpointKind::Whip, "cam").as_deref(),
+            Some("rest")
+        );
+    }
+
+    #[test]
+    fn no_route_when_nothing_matches() {
+        let table = RouteTable::new(vec![route("a", None, Some("cam-?"), &["x"])]);
+        assert!(pick(&table, EndpointKind::Whip, "cam-12").is_none());
+        assert!(pick(&table, EndpointKind::Whip, "cam-1").is_some());
+    }
+
+    #[test]
+    fn overflow_follows_placement_without_duplicates() {
+        let mut r = route("a", None, None, &["one", "two"]);
+        r.overflow = vec![BackendId("two".into()), BackendId("three".into())];
+        let table = RouteTable::new(vec![r]);
+        let stream = name("s");
+        let headers = http::HeaderMap::new();
+        let facts = RequestFacts {
+            kind: EndpointKind::Whip,
+            stream: &stream,
+            host: None,
+            headers: &headers,
+            query: None,
+            client_ip: None,
+        };
+        let decision = table.decide(&facts).expect("match");
+        let ids: Vec<&str> = decision
+            .candidates
+            .iter()
+            .map(|(id, _)| id.0.as_str())
+            .collect();
+        assert_eq!(ids, vec!["one", "two", "three"]);
+        assert_eq!(decision.candidates[2].1, Reason::Overflow);
+    }
+
+    #[test]
+    fn catch_all_routes_shadow_later_ones() {
+        let table = RouteTable::new(vec![
+            route("whip-all", Some(EndpointKind::Whip), Some("*"), &["a"]),
+            route("never", Some(EndpointKind::Whip), Some("cam-*"), &["b"]),
+            route("viewers", Some(EndpointKind::Whep), Some("cam-*"), &["b"]),
+        ]);
+        let shadowed: Vec<(&str, &str)> = table
+            .unreachable()
+            .into_iter()
+            .map(|(r, by)| (r.id.as_str(), by.id.as_str()))
+            .collect();
+        assert_eq!(shadowed, vec![("never", "whip-all")]);
+    }
+
+    #[test]
+    fn stream_names_are_decoded_and_checked() {
+        assert_eq!(
+            StreamName::from_path_segment("a%2Fb%20c").map(|s| s.0),
+            Ok("a/b c".to_string())
+        );
+        assert_eq!(
+            StreamName::from_path_segment("%2e%2E"),
+            Err(StreamNameError::DotSegment)
+        );
+        assert_eq!(
+            StreamName::from_path_segment(""),
+            Err(StreamNameError::Empty)
+        );
+        assert_eq!(
+            StreamName::from_path_segment("a%0d%0ab"),
+            Err(StreamNameError::Control)
+        );
+        assert_eq!(
+            StreamName::from_path_segment("%ff"),
+            Err(StreamNameError::NotUtf8)
+        );
+        assert_eq!(
+            StreamName::from_path_segment(&"x".repeat(201)),
+            Err(StreamNameError::TooLong)
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! POST /whip/{stream} and POST /whep/{stream}: route, place, fail over, seal the session.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+
+use super::handlers::{insert_etag, read_body, require_content_type, session_url, Outcome};
+use super::response::Body;
+use super::{hex, Gateway, PeerAddr};
+use crate::backend::{AttemptError, BackendDef, CreateRequest};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::kind::EndpointKind;
+use crate::routing::{client_ip, BackendId, Decision, RequestFacts, StreamName};
+use crate::sdp::{self, Offer, SdpError};
+use crate::session::{LiveSession, SessionClaims};
+
+const SDP: &str = "application/sdp";
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// What went wrong with the candidates tried so far; decides the final error.
+#[derive(Default)]
+struct Misses {
+    /// Refused, timed out, 5xx: another backend may do.
+    unavailable: Option<GatewayError>,
+    /// Skipped without a request: circuit open, full, resting.
+    skipped: Vec<String>,
+    /// The backend's SDP policy leaves nothing acceptable.
+    refused_by_policy: Option<SdpError>,
+    /// WHEP: the backend has no live publisher for the stream.
+    not_live: Option<GatewayError>,
+}
+
+struct Ctx<'a> {
+    kind: EndpointKind,
+    stream: &'a StreamName,
+    offer: &'a Offer,
+    parts: &'a http::request::Parts,
+    request_id: &'a str,
+}
+
+impl Gateway {
+    pub(super) async fn create<B>(
+        &self,
+        config: &Arc<Config>,
+        kind: EndpointKind,
+        stream: StreamName,
+        request: Request<B>,
+        request_id: &str,
+        outcome: &mut Outcome,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        require_content_type(request.headers(), SDP)?;
+        let (parts, body) = request.into_parts();
+        let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        let client =
+            peer.map(|peer| client_ip(peer, &parts.headers, &config.server.trusted_proxies));
+        let host = request_host(&parts.uri, &parts.headers);
+        let facts = RequestFacts {
+            kind,
+            stream: &stream,
+            host: host.as_deref(),
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            client_ip: client,
+        };
+        let decision = config.routes.decide(&facts).ok_or_else(|| {
+            GatewayError::NotFound(format!("no route serves {kind} stream {stream}"))
+        })?;
+        outcome.route = Some(decision.route.id.clone());
+        let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
+        let offer = sdp::prepare_offer(kind, text)?;
+        let ctx = Ctx {
+            kind,
+            stream: &stream,
+            offer: &offer,
+            parts: &parts,
+            request_id,
+        };
+
+        let mut misses = Misses::default();
+        let mut tried: HashSet<BackendId> = HashSet::new();
+        if let Some(response) = self
+            .try_candidates(
+                config,
+                config,
+                &decision,
+                &ctx,
+                &mut tried,
+                &mut misses,
+                outcome,
+            )
+            .await?
+        {
+            return Ok(response);
+        }
+        // Viewers follow publishers: a reload or failover may have left the publisher where
+        // the previous table put it.
+        if kind == EndpointKind::Whep && misses.not_live.is_some() {
+            if let Some(previous) = self.previous.load_full() {
+                if let Some(old) = previous.routes.decide(&facts) {
+                    if let Some(response) = self
+                        .try_candidates(
+                            config,
+                            &previous,
+                            &old,
+                            &ctx,
+                            &mut tried,
+                            &mut misses,
+                            outcome,
+                        )
+                        .await?
+                    {
+                        return Ok(response);
+                    }
+                }
+            }
+        }
+        Err(final_error(config, kind, misses))
+    }
+
+    /// Tries `decision`'s candidates (defined in `table`) not tried yet; `Some` on success.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_candidates(
+        &self,
+        config: &Arc<Config>,
+        table: &Arc<Config>,
+        decision: &Decision<'_>,
+        ctx: &Ctx<'_>,
+        tried: &mut HashSet<BackendId>,
+        misses: &mut Misses,
+        outcome: &mut Outcome,
+    ) -> Result<Option<Response<Body>>, GatewayError> {
+        for (backend_id, reason) in &decision.candidates {
+            if !tried.insert(backend_id.clone()) {
+                continue;
+            }
+            let Some(backend) = table.backends.get(backend_id) else {
+                continue;
+            };
+            if backend.endpoint(ctx.kind).is_none() {
+                continue;
+            }
+            if let Err(why) = self.health.check(&backend.id.0, Instant::now()) {
+                misses.skipped.push(format!("{} {why}", backend.id));
+                continue;
+            }
+            if let Some(max) = backend.max_sessions {
+                if self.registry.count_for_backend(&backend.id.0) >= max {
+                    misses
+                        .skipped
+                        .push(format!("{} full ({max} sessions)", backend.id));
+                    continue;
+                }
+            }
+            let policy = backend.sdp.overridden_by(&decision.route.sdp);
+            let upstream_offer = match ctx.offer.rewrite(&policy) {
+                Ok(rewritten) => rewritten,
+                Err(error) => {
+                    tracing::debug!(request_id = ctx.request_id, backend = %backend.id, %error, "offer refused by the backend's SDP policy");
+                    misses.refused_by_policy = Some(error);
+                    continue;
+                }
+            };
+            if outcome.backend.is_some() {
+                outcome.failovers += 1;
+            }
+            outcome.backend = Some(backend.id.0.clone());
+            tracing::debug!(request_id = ctx.request_id, backend = %backend.id, %reason, "trying backend");
+            let attempt = backend
+                .adapter
+                .create(
+                    &self.client,
+                    backend,
+                    CreateRequest {
+                        kind: ctx.kind,
+                        stream: ctx.stream,
+                        captures: &decision.captures,
+                        offer: Bytes::from(upstream_offer.text()),
+                        client_authorization: ctx.parts.headers.get(header::AUTHORIZATION),
+                        request_id: ctx.request_id,
+                    },
+                )
+                .await;
+            let created = match attempt {
+                Ok(created) => {
+                    self.health.record_success(&backend.id.0);
+                    created
+                }
+                Err(AttemptError {
+                    error: error @ GatewayError::NotLive { .. },
+                    ..
+                }) => {
+                    misses.not_live = Some(error);
+                    continue;
+                }
+                Err(failure) if failure.retryable => {
+                    tracing::warn!(
+                        request_id = ctx.request_id,
+                        backend = %backend.id,
+                        reason = %failure.error,
+                        "backend failed; trying the next candidate"
+                    );
+                    self.health.record_failure(
+                        &backend.id.0,
+                        Instant::now(),
+                        failure.error.retry_after(),
+                        backend.circuit,
+                    );
+                    misses.unavailable = Some(failure.error);
+                    continue;
+                }
+                Err(failure) => return Err(self.with_retry_after(config, failure.error)),
+            };
+            let answer = match upstream_offer
+                .accept_answer(&String::from_utf8_lossy(&created.answer), &policy)
+            {
+                Ok(answer) => answer,
+                Err(error) => {
+                    self.release(backend.clone(), created.resource, ctx.request_id);
+                    return Err(GatewayError::BadGateway(format!(
+                        "backend {} gave an unusable answer: {error}",
+                        backend.id
+                    )));
+                }
+            };
+            return self
+                .created(config, backend, decision, ctx, created, answer)
+                .map(Some);
+        }
+        Ok(None)
+    }
+
+    fn created(
+        &self,
+        config: &Config,
+        backend: &Arc<BackendDef>,
+        decision: &Decision<'_>,
+        ctx: &Ctx<'_>,
+        created: crate::backend::Created,
+        answer: String,
+    ) -> Result<Response<Body>, GatewayError> {
+        let now = (self.clock)();
+        let claims = SessionClaims {
+            sid: hex(&self.random_bytes::<12>()),
+            backend: backend.id.0.clone(),
+            resource: created.resource.to_string(),
+            kind: ctx.kind,
+            stream: ctx.stream.as_str().to_owned(),
+            route: decision.route.id.clone(),
+            created: now,
+            expires: now.saturating_add(config.server.session_ttl.as_secs()),
+        };
+        let token = self.keys().seal(&claims, self.random_bytes::<12>());
+        let location = session_url(config, ctx.parts, &token)?;
+        self.registry.insert(
+            claims.sid.clone(),
+            LiveSession {
+                backend: claims.backend.clone(),
+                route: claims.route.clone(),
+                kind: ctx.kind,
+                created: now,
+            },
+        );
+        let mut response = Response::new(http_body_util::Full::new(Bytes::from(answer)));
+        *response.status_mut() = StatusCode::CREATED;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+        headers.insert(header::LOCATION, location);
+        insert_etag(headers, created.etag.as_deref());
+        for server in &created.ice_servers {
+            if let Ok(value) = HeaderValue::from_str(&server.to_header_value()) {
+                headers.append(header::LINK, value);
+            }
+        }
+        if backend.trickle {
+            headers.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+        }
+        Ok(response)
+    }
+}
+
+fn final_error(config: &Config, kind: EndpointKind, misses: Misses) -> GatewayError {
+    if let Some(error) = misses.unavailable {
+        return GatewayError::Unavailable {
+            reason: format!("no backend could serve this stream (last: {error})"),
+            retry_after: config.server.retry_after,
+        };
+    }
+    if let Some(GatewayError::NotLive { reason, .. }) = misses.not_live {
+        return GatewayError::NotLive {
+            reason,
+            retry_after: config.server.not_live_retry_after,
+        };
+    }
+    if !misses.skipped.is_empty() {
+        return GatewayError::Unavailable {
+            reason: format!(
+                "no backend can take this stream now: {}",
+                misses.skipped.join("; ")
+            ),
+            retry_after: config.server.retry_after,
+        };
+    }
+    if let Some(refusal) = misses.refused_by_policy {
+        return refusal.into();
+    }
+    GatewayError::Unavailable {
+        reason: format!("no backend of this route serves {kind}"),
+        retry_after: config.server.retry_after,
+    }
+}
+
+/// The request's host, lower case, without port.
+pub(super) fn request_host(uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+    let raw = uri.host().map(str::to_owned).or_else(|| {
+        let host = headers.get(header::HOST)?.to_str().ok()?;
+        let authority: http::uri::Authority = host.parse().ok()?;
+        Some(authority.host().to_owned())
+    })?;
+    Some(raw.to_ascii_lowercase())
+}
