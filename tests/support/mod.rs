@@ -289,3 +289,79 @@ pub fn corpus(name: &str) -> String {
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// A directory with a routes.toml (and a session key file) that tests rewrite.
+pub struct ConfigDir {
+    pub dir: std::path::PathBuf,
+}
+
+impl ConfigDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("whipgate-{name}-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("k1.key"), "k1-secret-k1-secret-k1-secret-k1-secret").expect("key");
+        Self { dir }
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.join("routes.toml")
+    }
+
+    /// Writes the file atomically (rename), as editors and config management do.
+    pub fn write(&self, text: &str) {
+        let temp = self.dir.join(".routes.toml.tmp");
+        std::fs::write(&temp, text).expect("write");
+        std::fs::rename(&temp, self.path()).expect("rename");
+    }
+}
+
+impl Drop for ConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A gateway that loads (and reloads) its table from `dir`.
+pub async fn gateway_from(dir: &ConfigDir) -> RunningServer {
+    let config = Config::load(&dir.path(), SecretMode::Resolve)
+        .unwrap_or_else(|e| panic!("test config invalid: {e}"));
+    let gateway = Gateway::new(config).expect("gateway").with_config_path(dir.path());
+    server::start(gateway, Some("127.0.0.1:0".parse().expect("addr")))
+        .await
+        .expect("start gateway")
+}
+
+/// A backend answering like a WHIP/WHEP server: 201 with an answer that fits the Chromium
+/// offers of the corpus, PATCH 204, DELETE 200.
+pub fn whip_server() -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+    move |seen: &Seen| match seen.method.as_str() {
+        "POST" if seen.path.starts_with("/whep") => Reply::new(201)
+            .header("location", "/resource/whep")
+            .body(corpus("pion-whep-answer.sdp")),
+        "POST" => Reply::new(201)
+            .header("location", "/resource/whip")
+            .header("etag", "\"1\"")
+            .body(corpus("janus-whip-answer.sdp")),
+        "PATCH" => Reply::new(204),
+        "DELETE" => Reply::new(200),
+        _ => Reply::new(405),
+    }
+}
+
+pub async fn post_offer(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Got {
+    let (offer, kind) = if path.starts_with("/whep/") {
+        (corpus("chromium-whep-offer.sdp"), "whep")
+    } else {
+        (corpus("chromium-whip-offer-vp8.sdp"), "whip")
+    };
+    let _ = kind;
+    let mut all = vec![("content-type", "application/sdp")];
+    all.extend_from_slice(headers);
+    send(addr, "POST", path, &all, offer).await
+}
