@@ -206,7 +206,7 @@ fn spawn_reloads(
     path: &std::path::Path,
 ) -> Option<whipgate::config::ConfigWatch> {
     let gateway = running.gateway.clone();
-    let watch = match whipgate::config::watch(path, std::time::Duration::from_millis(100)) {
+    let watch = match whipgate::config::watch(path, std::time::Duration::from_millis(20)) {
         Ok((watch, mut changed)) => {
             let gateway = gateway.clone();
             tokio::spawn(async move {

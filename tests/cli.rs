@@ -111,3 +111,61 @@ fn serve_starts_answers_and_stops_on_sigterm() {
     let exit = child.wait().expect("exits");
     assert!(exit.success(), "{exit:?}");
 }
+
+#[test]
+fn explain_prints_the_route_and_candidate_order() {
+    let path = temp_file(
+        "explain.toml",
+        "[[backend]]\nid = \"janus\"\nkind = \"whip\"\nwhip_url = \"http://h/{stream}\"\nwhep_url = \"http://h/v/{stream}\"\n\
+         [[backend]]\nid = \"vendor\"\nkind = \"whip\"\nwhip_url = \"https://v/{stream}\"\nwhep_url = \"https://v/w/{stream}\"\n\
+         [[route]]\nid = \"premium\"\nmatch = { headers = { \"x-tier\" = \"premium\" } }\nbackends = [\"vendor\", \"janus\"]\n\
+         [[route]]\nid = \"rest\"\nsplit = [{ backend = \"janus\", weight = 90 }, { backend = \"vendor\", weight = 10 }]\noverflow = [\"vendor\"]\n\
+         [[route]]\nid = \"never\"\nbackends = [\"janus\"]\n",
+    );
+    let run = |extra: &[&str]| {
+        let output = whipgate()
+            .args(["explain", "--config"])
+            .arg(&path)
+            .args(["--kind", "whip", "--stream", "cam-1"])
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let premium = run(&["--header", "x-tier=premium"]);
+    assert!(premium.contains("route premium: MATCH"), "{premium}");
+    assert!(
+        premium.contains("1. vendor (primary)") && premium.contains("2. janus (fallback #1)"),
+        "{premium}"
+    );
+    let rest = run(&[]);
+    assert!(
+        rest.contains("route premium: no match (header x-tier = \"premium\")"),
+        "{rest}"
+    );
+    assert!(rest.contains("route rest: MATCH"), "{rest}");
+    assert!(rest.contains("rendezvous score"), "{rest}");
+    assert!(
+        rest.contains("(overflow)") || rest.matches("vendor").count() == 1,
+        "{rest}"
+    );
+
+    let check = whipgate()
+        .arg("check")
+        .arg("--skip-secrets")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert!(check.status.success());
+    let warnings = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        warnings
+            .contains("warning: route `never` can never match: route `rest` before it catches all"),
+        "{warnings}"
+    );
+}

@@ -42,7 +42,10 @@ async fn weighted_split_places_streams_by_weight_and_viewers_follow() {
     }
     let (on_a, on_b) = (a.count(), b.count());
     assert_eq!(on_a + on_b, 100);
-    assert!((55..=85).contains(&on_a), "a got {on_a} of 100 at weight 70");
+    assert!(
+        (55..=85).contains(&on_a),
+        "a got {on_a} of 100 at weight 70"
+    );
     // Every viewer reaches the backend its publisher is on.
     for n in 0..100 {
         let stream = format!("cam-{n}");
@@ -57,7 +60,12 @@ async fn weighted_split_places_streams_by_weight_and_viewers_follow() {
         let before = a.count();
         post_offer(other.local_addr, &format!("/whip/cam-{n}"), &[]).await;
         let again_on_a = a.count() > before;
-        let first_on_a = a.seen().iter().filter(|s| s.path == format!("/whip/cam-{n}")).count() == 2;
+        let first_on_a = a
+            .seen()
+            .iter()
+            .filter(|s| s.path == format!("/whip/cam-{n}"))
+            .count()
+            == 2;
         assert_eq!(again_on_a, first_on_a, "cam-{n}");
     }
 }
@@ -71,9 +79,15 @@ async fn regex_captures_fill_the_url_template() {
         vendor.url("/live/{tenant}/cams/{cam}")
     );
     let gw = gateway(&config).await;
-    assert_eq!(post_offer(gw.local_addr, "/whip/acme-42", &[]).await.status, 201);
+    assert_eq!(
+        post_offer(gw.local_addr, "/whip/acme-42", &[]).await.status,
+        201
+    );
     assert_eq!(vendor.seen()[0].path, "/live/acme/cams/42");
-    assert_eq!(post_offer(gw.local_addr, "/whip/acme-x", &[]).await.status, 404);
+    assert_eq!(
+        post_offer(gw.local_addr, "/whip/acme-x", &[]).await.status,
+        404
+    );
 }
 
 #[tokio::test]
@@ -97,10 +111,28 @@ async fn host_header_query_and_client_address_pick_routes() {
     post_offer(gw.local_addr, "/whip/a", &[("x-tier", "premium")]).await;
     // The test client is 127.0.0.1, a trusted proxy: its X-Forwarded-For names the client.
     post_offer(gw.local_addr, "/whip/b", &[("x-forwarded-for", "10.2.3.4")]).await;
-    post_offer(gw.local_addr, "/whip/c?region=eu", &[("host", "eu.gw.example.com")]).await;
-    post_offer(gw.local_addr, "/whip/d?region=us", &[("host", "eu.gw.example.com")]).await;
-    post_offer(gw.local_addr, "/whip/e", &[("x-forwarded-for", "192.0.2.1")]).await;
-    assert_eq!((premium.count(), internal.count(), eu.count(), rest.count()), (1, 1, 1, 2));
+    post_offer(
+        gw.local_addr,
+        "/whip/c?region=eu",
+        &[("host", "eu.gw.example.com")],
+    )
+    .await;
+    post_offer(
+        gw.local_addr,
+        "/whip/d?region=us",
+        &[("host", "eu.gw.example.com")],
+    )
+    .await;
+    post_offer(
+        gw.local_addr,
+        "/whip/e",
+        &[("x-forwarded-for", "192.0.2.1")],
+    )
+    .await;
+    assert_eq!(
+        (premium.count(), internal.count(), eu.count(), rest.count()),
+        (1, 1, 1, 2)
+    );
 }
 
 #[tokio::test]
@@ -116,10 +148,18 @@ async fn full_backends_overflow_to_the_next() {
     let first = post_offer(gw.local_addr, "/whip/s1", &[]).await;
     post_offer(gw.local_addr, "/whip/s2", &[]).await;
     post_offer(gw.local_addr, "/whip/s3", &[]).await;
-    assert_eq!((small.count(), big.count()), (2, 1), "the third session overflows");
+    assert_eq!(
+        (small.count(), big.count()),
+        (2, 1),
+        "the third session overflows"
+    );
     send(gw.local_addr, "DELETE", &first.location_path(), &[], "").await;
     post_offer(gw.local_addr, "/whip/s4", &[]).await;
-    assert_eq!(small.count(), 4, "a freed place is used again (2 POSTs, 1 DELETE, 1 POST)");
+    assert_eq!(
+        small.count(),
+        4,
+        "a freed place is used again (2 POSTs, 1 DELETE, 1 POST)"
+    );
 }
 
 #[tokio::test]
@@ -140,19 +180,39 @@ async fn failing_backends_open_their_circuit_and_come_back() {
     let spare = FakeBackend::start(whip_server()).await;
     let config = format!(
         "{SERVER}{}{}[[route]]\nbackends = [\"flaky\", \"spare\"]\n",
-        backend("flaky", &flaky, "circuit = { failures = 2, cooldown = \"400ms\" }"),
+        backend(
+            "flaky",
+            &flaky,
+            "circuit = { failures = 2, cooldown = \"400ms\" }"
+        ),
         backend("spare", &spare, "")
     );
     let gw = gateway(&config).await;
     for n in 0..5 {
-        assert_eq!(post_offer(gw.local_addr, &format!("/whip/s{n}"), &[]).await.status, 201);
+        assert_eq!(
+            post_offer(gw.local_addr, &format!("/whip/s{n}"), &[])
+                .await
+                .status,
+            201
+        );
     }
-    assert_eq!(flaky.count(), 2, "after two failures the circuit is open: no more requests");
+    assert_eq!(
+        flaky.count(),
+        2,
+        "after two failures the circuit is open: no more requests"
+    );
     assert_eq!(spare.count(), 5);
     healthy.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(450)).await;
-    assert_eq!(post_offer(gw.local_addr, "/whip/back", &[]).await.status, 201);
-    assert_eq!(flaky.count(), 3, "the trial after the cooldown went to the recovered backend");
+    assert_eq!(
+        post_offer(gw.local_addr, "/whip/back", &[]).await.status,
+        201
+    );
+    assert_eq!(
+        flaky.count(),
+        3,
+        "the trial after the cooldown went to the recovered backend"
+    );
     post_offer(gw.local_addr, "/whip/again", &[]).await;
     assert_eq!(flaky.count(), 4, "closed again");
 }
@@ -169,7 +229,11 @@ async fn retry_after_from_a_backend_is_honoured() {
     let gw = gateway(&config).await;
     post_offer(gw.local_addr, "/whip/a", &[]).await;
     post_offer(gw.local_addr, "/whip/b", &[]).await;
-    assert_eq!(resting.count(), 1, "the second request left the resting backend alone");
+    assert_eq!(
+        resting.count(),
+        1,
+        "the second request left the resting backend alone"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     post_offer(gw.local_addr, "/whip/c", &[]).await;
     assert_eq!(resting.count(), 2);
@@ -206,7 +270,11 @@ async fn active_health_checks_take_a_backend_out_and_bring_it_back() {
     assert!(probes.load(Ordering::SeqCst) >= 2);
     post_offer(gw.local_addr, "/whip/a", &[]).await;
     let posts_to_checked = || checked.seen().iter().filter(|s| s.method == "POST").count();
-    assert_eq!(posts_to_checked(), 0, "failing its health check, the backend got no session");
+    assert_eq!(
+        posts_to_checked(),
+        0,
+        "failing its health check, the backend got no session"
+    );
     up.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(350)).await;
     post_offer(gw.local_addr, "/whip/b", &[]).await;

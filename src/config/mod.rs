@@ -513,41 +513,42 @@ impl Loader<'_> {
                 ))
             }
         };
-        let placement =
-            match (raw.backends, raw.split) {
-                (Some(list), None) => {
-                    let at = list.span().start;
-                    let ids = list
-                        .into_inner()
-                        .iter()
-                        .map(known)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    if ids.is_empty() {
-                        return Err(self.error_at(at, format!("route `{id}` lists no backends")));
-                    }
-                    Placement::Ordered(ids)
+        let placement = match (raw.backends, raw.split) {
+            (Some(list), None) => {
+                let at = list.span().start;
+                let ids = list
+                    .into_inner()
+                    .iter()
+                    .map(known)
+                    .collect::<Result<Vec<_>, _>>()?;
+                if ids.is_empty() {
+                    return Err(self.error_at(at, format!("route `{id}` lists no backends")));
                 }
-                (None, Some(split)) => {
-                    let at = split.span().start;
-                    let mut weighted = Vec::new();
-                    for entry in split.into_inner() {
-                        let name = Spanned::new(entry.span(), entry.get_ref().backend.clone());
-                        weighted.push((known(&name)?, entry.get_ref().weight));
-                    }
-                    if weighted.iter().all(|(_, weight)| *weight == 0) {
-                        return Err(
-                            self.error_at(at, format!("route `{id}` split has no weight above 0"))
-                        );
-                    }
-                    Placement::Weighted(weighted)
+                Placement::Ordered(ids)
+            }
+            (None, Some(split)) => {
+                let at = split.span().start;
+                let mut weighted = Vec::new();
+                for entry in split.into_inner() {
+                    let name = Spanned::new(entry.span(), entry.get_ref().backend.clone());
+                    weighted.push((known(&name)?, entry.get_ref().weight));
                 }
-                _ => return Err(self.error_at(
+                if weighted.iter().all(|(_, weight)| *weight == 0) {
+                    return Err(
+                        self.error_at(at, format!("route `{id}` split has no weight above 0"))
+                    );
+                }
+                Placement::Weighted(weighted)
+            }
+            _ => {
+                return Err(self.error_at(
                     match_at,
                     format!(
                         "route `{id}` needs exactly one of backends (ordered) or split (weighted)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let overflow = raw
             .overflow
             .iter()

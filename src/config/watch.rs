@@ -29,8 +29,10 @@ pub fn watch(path: &Path, debounce: Duration) -> notify::Result<(ConfigWatch, mp
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     let (changed_tx, changed_rx) = mpsc::channel(1);
     let file = path.to_path_buf();
+    // Read now, not in the task: a change between this call and the task's first poll must
+    // still count as a change.
+    let mut last = std::fs::read(&file).ok();
     tokio::spawn(async move {
-        let mut last = std::fs::read(&file).ok();
         while raw_rx.recv().await.is_some() {
             // Editors and ConfigMap swaps write in several steps: let them settle.
             tokio::time::sleep(debounce).await;

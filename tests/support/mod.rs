@@ -297,9 +297,17 @@ pub struct ConfigDir {
 
 impl ConfigDir {
     pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("whipgate-{name}-{}-{}", std::process::id(), unique()));
+        let dir = std::env::temp_dir().join(format!(
+            "whipgate-{name}-{}-{}",
+            std::process::id(),
+            unique()
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("k1.key"), "k1-secret-k1-secret-k1-secret-k1-secret").expect("key");
+        std::fs::write(
+            dir.join("k1.key"),
+            "k1-secret-k1-secret-k1-secret-k1-secret",
+        )
+        .expect("key");
         Self { dir }
     }
 
@@ -331,7 +339,9 @@ fn unique() -> u64 {
 pub async fn gateway_from(dir: &ConfigDir) -> RunningServer {
     let config = Config::load(&dir.path(), SecretMode::Resolve)
         .unwrap_or_else(|e| panic!("test config invalid: {e}"));
-    let gateway = Gateway::new(config).expect("gateway").with_config_path(dir.path());
+    let gateway = Gateway::new(config)
+        .expect("gateway")
+        .with_config_path(dir.path());
     server::start(gateway, Some("127.0.0.1:0".parse().expect("addr")))
         .await
         .expect("start gateway")
