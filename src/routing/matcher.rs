@@ -28,6 +28,11 @@ pub struct RequestFacts<'a> {
 /// captures can be used in backend URL templates.
 #[derive(Debug, Clone)]
 pub enum StreamPattern {
+    /// The common glob shapes, matched without a regex: tables of thousands of routes
+    /// compile and match fast.
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
     Glob {
         pattern: String,
         matcher: GlobMatcher,
@@ -35,13 +40,38 @@ pub enum StreamPattern {
     Regex(Regex),
 }
 
+const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+
 impl StreamPattern {
     pub fn glob(pattern: &str) -> Result<Self, String> {
+        let plain = |s: &str| !s.contains(GLOB_META);
+        if plain(pattern) {
+            return Ok(StreamPattern::Exact(pattern.to_owned()));
+        }
+        if let Some(prefix) = pattern.strip_suffix('*').filter(|p| plain(p)) {
+            return Ok(StreamPattern::Prefix(prefix.to_owned()));
+        }
+        if let Some(suffix) = pattern.strip_prefix('*').filter(|p| plain(p)) {
+            return Ok(StreamPattern::Suffix(suffix.to_owned()));
+        }
         let glob = Glob::new(pattern).map_err(|e| e.kind().to_string())?;
         Ok(StreamPattern::Glob {
             pattern: pattern.to_owned(),
             matcher: glob.compile_matcher(),
         })
+    }
+
+    /// The literal text every matching name starts with, when there is one (for indexing).
+    pub fn literal_prefix(&self) -> Option<&str> {
+        match self {
+            StreamPattern::Exact(text) | StreamPattern::Prefix(text) => Some(text.as_str()),
+            StreamPattern::Glob { pattern, .. } => {
+                let end = pattern.find(GLOB_META).unwrap_or(pattern.len());
+                Some(&pattern[..end])
+            }
+            StreamPattern::Suffix(_) | StreamPattern::Regex(_) => None,
+        }
+        .filter(|prefix| !prefix.is_empty())
     }
 
     /// Anchored: the regex must match the whole stream name.
@@ -61,23 +91,28 @@ impl StreamPattern {
     /// Named capture groups (for template checks).
     pub fn capture_names(&self) -> Vec<String> {
         match self {
-            StreamPattern::Glob { .. } => Vec::new(),
             StreamPattern::Regex(regex) => {
                 regex.capture_names().flatten().map(str::to_owned).collect()
             }
+            _ => Vec::new(),
         }
     }
 
     /// Whether this pattern matches every name.
     pub fn matches_everything(&self) -> bool {
         match self {
-            StreamPattern::Glob { pattern, .. } => pattern == "*" || pattern == "**",
+            StreamPattern::Prefix(prefix) | StreamPattern::Suffix(prefix) => prefix.is_empty(),
+            StreamPattern::Glob { pattern, .. } => pattern == "**",
             StreamPattern::Regex(regex) => matches!(regex.as_str(), "^(?:.*)$" | "^(?:.+)$"),
+            StreamPattern::Exact(_) => false,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
+            StreamPattern::Exact(name) => format!("stream {name:?}"),
+            StreamPattern::Prefix(prefix) => format!("stream glob \"{prefix}*\""),
+            StreamPattern::Suffix(suffix) => format!("stream glob \"*{suffix}\""),
             StreamPattern::Glob { pattern, .. } => format!("stream glob {pattern:?}"),
             StreamPattern::Regex(regex) => format!("stream regex {:?}", regex.as_str()),
         }
@@ -85,6 +120,9 @@ impl StreamPattern {
 
     fn captures(&self, stream: &str) -> Option<Vec<(String, String)>> {
         match self {
+            StreamPattern::Exact(name) => (stream == name).then(Vec::new),
+            StreamPattern::Prefix(prefix) => stream.starts_with(prefix.as_str()).then(Vec::new),
+            StreamPattern::Suffix(suffix) => stream.ends_with(suffix.as_str()).then(Vec::new),
             StreamPattern::Glob { matcher, .. } => matcher.is_match(stream).then(Vec::new),
             StreamPattern::Regex(regex) => {
                 let found = regex.captures(stream)?;

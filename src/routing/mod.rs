@@ -8,6 +8,8 @@ use std::fmt;
 mod matcher;
 mod placement;
 
+use std::collections::HashMap;
+
 pub use matcher::{client_ip, Matcher, RequestFacts, StreamPattern};
 pub use placement::{rendezvous_score, Placement, Reason};
 
@@ -109,33 +111,79 @@ pub struct Decision<'a> {
     pub captures: Vec<(String, String)>,
 }
 
-/// Routes in file order.
+/// Routes in file order, indexed by the literal prefix of their stream pattern so that a
+/// table of thousands of per-tenant routes is decided in microseconds; first match still wins.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Literal prefix → indices (ascending) of routes whose stream pattern starts with it.
+    by_prefix: HashMap<String, Vec<usize>>,
+    /// The distinct prefix lengths in `by_prefix`, ascending.
+    prefix_lengths: Vec<usize>,
+    /// Routes with no usable prefix: checked for every request.
+    unindexed: Vec<usize>,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
-        Self { routes }
+        let mut by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut unindexed = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            match route
+                .matcher
+                .stream
+                .as_ref()
+                .and_then(StreamPattern::literal_prefix)
+            {
+                Some(prefix) => by_prefix.entry(prefix.to_owned()).or_default().push(index),
+                None => unindexed.push(index),
+            }
+        }
+        let mut prefix_lengths: Vec<usize> = by_prefix.keys().map(String::len).collect();
+        prefix_lengths.sort_unstable();
+        prefix_lengths.dedup();
+        Self {
+            routes,
+            by_prefix,
+            prefix_lengths,
+            unindexed,
+        }
+    }
+
+    /// Indices of the routes that may match `stream`, ascending.
+    fn candidates(&self, stream: &str) -> Vec<usize> {
+        let mut indices = self.unindexed.clone();
+        for &length in &self.prefix_lengths {
+            if length > stream.len() {
+                break;
+            }
+            if let Some(routes) = stream.get(..length).and_then(|p| self.by_prefix.get(p)) {
+                indices.extend_from_slice(routes);
+            }
+        }
+        indices.sort_unstable();
+        indices
     }
 
     /// The first route that matches, and its candidate order for this stream.
     pub fn decide(&self, facts: &RequestFacts<'_>) -> Option<Decision<'_>> {
-        self.routes.iter().find_map(|route| {
-            let captures = route.matcher.matches(facts)?;
-            let mut candidates = route.placement.order(facts.stream.as_str());
-            for id in &route.overflow {
-                if !candidates.iter().any(|(c, _)| c == id) {
-                    candidates.push((id.clone(), Reason::Overflow));
+        self.candidates(facts.stream.as_str())
+            .into_iter()
+            .find_map(|index| {
+                let route = self.routes.get(index)?;
+                let captures = route.matcher.matches(facts)?;
+                let mut candidates = route.placement.order(facts.stream.as_str());
+                for id in &route.overflow {
+                    if !candidates.iter().any(|(c, _)| c == id) {
+                        candidates.push((id.clone(), Reason::Overflow));
+                    }
                 }
-            }
-            Some(Decision {
-                route,
-                candidates,
-                captures,
+                Some(Decision {
+                    route,
+                    candidates,
+                    captures,
+                })
             })
-        })
     }
 
     pub fn routes(&self) -> &[Route] {
