@@ -21,6 +21,19 @@ fn sdp_benches(c: &mut Criterion) {
     c.bench_function("sdp/prepare_offer chromium simulcast (5.8 KB)", |b| {
         b.iter(|| sdp::prepare_offer(EndpointKind::Whip, black_box(&offer)).map(|o| o.text()))
     });
+    c.bench_function(
+        "sdp/prepare_offer strict (webrtc-sdp too) chromium simulcast",
+        |b| {
+            b.iter(|| {
+                sdp::prepare_offer_with(
+                    EndpointKind::Whip,
+                    black_box(&offer),
+                    sdp::Validation::Strict,
+                )
+                .map(|o| o.text())
+            })
+        },
+    );
     c.bench_function("sdp/lines parse+write chromium simulcast", |b| {
         b.iter(|| sdp::Lines::parse(black_box(&offer)).map(|l| l.write()))
     });

@@ -72,10 +72,14 @@ fn every_offer_is_accepted_and_forwarded_unchanged() {
             continue;
         };
         let text = std::fs::read_to_string(&path).expect("read");
-        let forwarded = sdp::prepare_offer(kind, &text)
-            .unwrap_or_else(|e| panic!("{file} refused as a {kind} offer: {e}"))
-            .text();
-        assert_eq!(forwarded, text, "{file} changed on the way through");
+        for validation in [sdp::Validation::Standard, sdp::Validation::Strict] {
+            let forwarded = sdp::prepare_offer_with(kind, &text, validation)
+                .unwrap_or_else(|e| {
+                    panic!("{file} refused as a {kind} offer ({validation:?}): {e}")
+                })
+                .text();
+            assert_eq!(forwarded, text, "{file} changed on the way through");
+        }
         checked += 1;
     }
     assert!(checked >= 8, "only {checked} offers");

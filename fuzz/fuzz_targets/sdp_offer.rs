@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
         ..Policy::default()
     };
     for kind in [EndpointKind::Whip, EndpointKind::Whep] {
-        let Ok(offer) = sdp::prepare_offer(kind, text) else { continue };
+        let strict = sdp::prepare_offer_with(kind, text, sdp::Validation::Strict);
+        let Ok(offer) = sdp::prepare_offer(kind, text) else {
+            assert!(strict.is_err(), "strict accepted what standard refused");
+            continue;
+        };
         let _ = offer.accept_answer(text, &policy);
         if let Ok(once) = offer.rewrite(&policy) {
             let twice = once.rewrite(&policy).map(|o| o.text());

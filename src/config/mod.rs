@@ -57,6 +57,7 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Bearer token of the admin endpoints; `None` disables them.
     pub admin_token: Option<Secret>,
+    pub sdp_validation: crate::sdp::Validation,
 }
 
 /// A problem in routes.toml, located.
@@ -248,6 +249,7 @@ impl Loader<'_> {
                 Some(path) => self.roots(path)?,
                 None => Vec::new(),
             },
+            sdp_validation: raw.sdp_validation.unwrap_or_default(),
             admin_token: match (&raw.admin_token_env, &raw.admin_token_file) {
                 (None, None) => None,
                 (env, file) => {

@@ -60,6 +60,8 @@ pub struct RawServer {
     pub cors_allow_origins: Option<Vec<String>>,
     /// PEM file of extra roots trusted for HTTPS backends, besides the system's.
     pub upstream_ca_file: Option<Spanned<String>>,
+    /// `standard` (whipgate's own grammar check, default) or `strict` (webrtc-sdp as well).
+    pub sdp_validation: Option<crate::sdp::Validation>,
     /// Bearer token of the admin endpoints, from the environment (absent: no admin API).
     pub admin_token_env: Option<String>,
     /// The same from a file.

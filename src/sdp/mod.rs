@@ -7,9 +7,10 @@
 mod answer;
 mod candidate;
 mod frag;
+mod grammar;
 mod lines;
 mod policy;
-mod validate;
+mod strict;
 
 pub use candidate::CandidateClass;
 pub use frag::{prepare_trickle, Trickle};
@@ -80,10 +81,33 @@ pub struct Offer {
     lines: Lines,
 }
 
-/// Checks a client's offer for `kind`.
+/// How hard offers are checked (`[server] sdp_validation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Validation {
+    /// whipgate's own grammar check of every line it reads or forwards (fast).
+    #[default]
+    Standard,
+    /// The same, and webrtc-sdp's full parse on top (about 5x the CPU per offer).
+    Strict,
+}
+
+/// Checks a client's offer for `kind` with standard validation.
 pub fn prepare_offer(kind: EndpointKind, text: &str) -> Result<Offer, SdpError> {
+    prepare_offer_with(kind, text, Validation::Standard)
+}
+
+/// Checks a client's offer for `kind`.
+pub fn prepare_offer_with(
+    kind: EndpointKind,
+    text: &str,
+    validation: Validation,
+) -> Result<Offer, SdpError> {
     let mut lines = parse_sdp(text)?;
-    validate::well_formed(&lines)?;
+    grammar::well_formed(&lines)?;
+    if validation == Validation::Strict {
+        strict::well_formed(&lines)?;
+    }
     check_directions(kind, &summarise(&lines))?;
     lines.remove_where(is_mdns_candidate);
     Ok(Offer { lines })

@@ -10,7 +10,9 @@
 # even on success; E2E_TESTS="A B C" pick tests (A whip-client, B aiortc, C .local offer;
 # with whipgate, D (.local stripped) and E (backend token never leaks) are added, and by default
 # F G H: a route with sdp = { video_codecs = ["H264"] } -- F aiortc offering VP8+H264,
-# G whip-client publishing H264, H whip-client / the GStreamer corpus offer with VP8 only: 422).
+# G whip-client publishing H264, H whip-client / the GStreamer corpus offer with VP8 only: 422),
+# and I: hot reload moves a stream prefix from backend janus-a to janus-b (a second
+# simple-whip-server, a second room) while a publisher is live on janus-a.
 # Prints "ok - NAME" / "not ok - NAME: reason" per test and ends with "N passed, M failed".
 set -uo pipefail
 
@@ -28,9 +30,11 @@ TESTS=${E2E_TESTS:-A B C}
 WHIPGATE_BIN=${1:-}
 
 BACKEND_TOKEN=backend-secret-123
+BACKEND_TOKEN_B=backend-b-secret-456   # simple-whip-server B (test I)
 CLIENT_TOKEN=client-token-not-forwarded
 ADMIN_SECRET=janusoverlord
 ROOM=1234
+ROOM_B=4321   # test I: janus-b's room (simple-whip-server B); janus-a's is ROOM
 
 T0=$(date +%s.%N)
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -112,7 +116,8 @@ dump() {
 }
 dump_all() {
   dump whipgate.log sws.log whip-client.log aiortc.log aiortc-mdns.log aiortc-h264.log \
-    whip-client-h264.log whip-client-vp8.log janus.log
+    whip-client-h264.log whip-client-vp8.log whipgate-reload.log sws-b.log aiortc-move-1.log \
+    aiortc-move-2.log janus.log
 }
 
 NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
@@ -124,8 +129,10 @@ if [ "$DIRECT" != 1 ] && [[ " $TESTS " == *" C "* ]] && [[ " $TESTS " != *" D "*
 NAME_F="route forcing H264: aiortc offers VP8+H264 in one m-line, the backend gets H264 only, Janus negotiates and receives H264"
 NAME_G="route forcing H264: whip-client (GStreamer) publishes H264, Janus negotiates and receives H264"
 NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offer) gets 422 and never reaches the backend"
-# F G H test whipgate's per-route SDP policy: added in gateway mode unless E2E_TESTS picks tests.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H"; fi
+# Added in gateway mode unless E2E_TESTS picks tests:
+NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
+# F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I"; fi
 NAME_E="the backend token never shows in whipgate's log or in what clients received"
 if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
 ALL_NAMES=()
@@ -134,6 +141,7 @@ for t in $TESTS; do
     A) ALL_NAMES+=("$NAME_A");; B) ALL_NAMES+=("$NAME_B");;
     C) ALL_NAMES+=("$NAME_C");; D) ALL_NAMES+=("$NAME_D");; E) ALL_NAMES+=("$NAME_E");;
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
+    I) ALL_NAMES+=("$NAME_I");;
   esac
 done
 setup_failed() {
@@ -153,6 +161,18 @@ note "namespace $NS ready, temp dir $TMP"
 # ------------------------------------------------------------------ Janus
 JCFG=$TMP/janus-conf
 janus_write_config "$JCFG" "$ADMIN_SECRET" "$ROOM" "whipgate e2e" v0 || setup_failed "Janus config"
+# A second room for test I's second backend: which room a publisher joined tells the backends apart.
+cat >>"$JCFG/janus.plugin.videoroom.jcfg" <<EOF
+room-$ROOM_B: {
+  description = "whipgate e2e backend b"
+  secret = "adminpwd"
+  publishers = 6
+  bitrate = 512000
+  fir_freq = 10
+  audiocodec = "opus"
+  videocodec = "vp8,h264"
+}
+EOF
 start_bg janus janus -F "$JCFG" -C "$JCFG/janus.jcfg" -o
 JANUS_PID=$LAST_PID
 wait_for() { # wait_for SECONDS PID DESC CMD... : poll CMD every 0.1 s while PID lives
@@ -206,13 +226,13 @@ handle_stats() {
   done < <(list_all_handles)
 }
 handle_exists() { list_all_handles | awk -v h="$2" '$2 == h { found = 1 } END { exit !found }'; }
-# participant_publishing LABEL: videoroom listparticipants shows LABEL with publisher true
+# participant_publishing LABEL [ROOM]: videoroom listparticipants shows LABEL with publisher true
 participant_publishing() {
-  admin "" ",\"janus\":\"message_plugin\",\"plugin\":\"janus.plugin.videoroom\",\"request\":{\"request\":\"listparticipants\",\"room\":$ROOM}" |
+  admin "" ",\"janus\":\"message_plugin\",\"plugin\":\"janus.plugin.videoroom\",\"request\":{\"request\":\"listparticipants\",\"room\":${2:-$ROOM}}" |
     jq -e --arg l "$1" '[.response.participants[]? | select(.display == $l and .publisher == true)] | length > 0' >/dev/null
 }
-participant_present() {
-  admin "" ",\"janus\":\"message_plugin\",\"plugin\":\"janus.plugin.videoroom\",\"request\":{\"request\":\"listparticipants\",\"room\":$ROOM}" |
+participant_present() { # LABEL [ROOM]
+  admin "" ",\"janus\":\"message_plugin\",\"plugin\":\"janus.plugin.videoroom\",\"request\":{\"request\":\"listparticipants\",\"room\":${2:-$ROOM}}" |
     jq -e --arg l "$1" '[.response.participants[]? | select(.display == $l)] | length > 0' >/dev/null
 }
 
@@ -308,11 +328,11 @@ wait_media() {
   done
   return 1
 }
-# Wait until handle H (of LABEL) is gone and LABEL left the room.
+# wait_gone LABEL H SECS [ROOM]: wait until handle H (of LABEL) is gone and LABEL left the room.
 wait_gone() {
-  local label=$1 h=$2 end=$((SECONDS + $3))
+  local label=$1 h=$2 end=$((SECONDS + $3)) room=${4:-$ROOM}
   while [ $SECONDS -lt $end ]; do
-    if ! handle_exists x "$h" && ! participant_present "$label"; then return 0; fi
+    if ! handle_exists x "$h" && ! participant_present "$label" "$room"; then return 0; fi
     sleep 0.3
   done
   return 1
@@ -445,8 +465,9 @@ test_e() {
   local name=$NAME_E f hits=
   if [ "$DIRECT" = 1 ]; then echo "# E needs whipgate: skipped in direct mode"; return; fi
   for f in whipgate.log whip-client.log aiortc.log aiortc-mdns.log aiortc-h264.log \
-           whip-client-h264.log whip-client-vp8.log h264-refused.body; do
-    [ -f "$TMP/$f" ] && grep -q "$BACKEND_TOKEN" "$TMP/$f" && hits="$hits $f"
+           whip-client-h264.log whip-client-vp8.log h264-refused.body whipgate-reload.log \
+           aiortc-move-1.log aiortc-move-2.log; do
+    [ -f "$TMP/$f" ] && grep -qE "$BACKEND_TOKEN|$BACKEND_TOKEN_B" "$TMP/$f" && hits="$hits $f"
   done
   if [ -n "$hits" ]; then not_ok "$name" "found in:$hits"; else ok "$name"; fi
 }
@@ -631,6 +652,194 @@ test_h() {
   if [ -n "$fail" ]; then not_ok "$name" "$fail"; else ok "$name"; fi
 }
 
+# ------------------------------------------------------------------ test I: hot reload
+# A second whipgate (127.0.0.1:8081, its routes.toml alone in $TMP/reload, the directory it
+# watches) in front of two backends on the same Janus: janus-a = simple-whip-server A (:7080,
+# endpoints join room $ROOM, labels a-*) and janus-b = simple-whip-server B (:7081, its own
+# token, endpoints join room $ROOM_B, labels b-*). Both servers have endpoints move-1 and
+# move-2, so only the room and the label show which backend a publisher reached.
+WG2=http://127.0.0.1:8081
+WG2_LOG=$TMP/whipgate-reload.log
+# write_routes2: stdin becomes $TMP/reload/routes.toml atomically (temp file + mv, same dir).
+write_routes2() {
+  cat >"$TMP/reload/.routes.toml.new" && mv -f "$TMP/reload/.routes.toml.new" "$TMP/reload/routes.toml"
+}
+# room_of H: the VideoRoom room of handle H, from its last handle_info (saved by handle_stats).
+room_of() { jq -r '.info.plugin_specific.room // empty' "$TMP/handle-$1.json" 2>/dev/null; }
+ROUTES_HEAD='[server]
+listen = "127.0.0.1:8081"
+public_url = "http://127.0.0.1:8081"
+session_keys = [{ id = "k1", secret_env = "WHIPGATE_SESSION_KEY" }]
+'
+BACKEND_A_TOML='
+[[backend]]
+id = "janus-a"
+kind = "whip"
+whip_url = "http://127.0.0.1:7080/whip/endpoint/{stream}"
+auth = { bearer_env = "JANUS_TOKEN" }
+'
+BACKEND_B_TOML='
+[[backend]]
+id = "janus-b"
+kind = "whip"
+whip_url = "http://127.0.0.1:7081/whip/endpoint/{stream}"
+auth = { bearer_env = "JANUS_B_TOKEN" }
+'
+
+# start_publisher N: aiortc publishes move-N through the second whipgate until released.
+start_publisher() {
+  local n=$1
+  rm -f "$TMP/move-$n.ready" "$TMP/move-$n.release"
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$WG2/whip/move-$n" \
+    --token "$CLIENT_TOKEN" --expect-absolute "$WG2/session/" --ready-file "$TMP/move-$n.ready" \
+    --release-file "$TMP/move-$n.release" --state-file "$TMP/move-$n.state" --hold 40) \
+    >"$TMP/aiortc-move-$n.log" 2>&1 &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+}
+# stop_publisher N PID: release it (it DELETEs, expects 200, DELETEs again, expects 404);
+# sets STOP_RC to its exit status (124 if it was still running after 10 s).
+stop_publisher() {
+  local n=$1 pid=$2 end=$((SECONDS + 10))
+  touch "$TMP/move-$n.release"
+  while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; STOP_RC=124; return; fi
+  wait "$pid"; STOP_RC=$?
+}
+result_of() { grep -E '^RESULT' "$TMP/aiortc-move-$1.log" || echo "${2:-no RESULT line}"; }
+
+# The steps of test I; on the first failure sets FAIL and returns 1. P1 and P2 are the
+# publishers' pids (0 when not started or already stopped).
+test_i_steps() {
+  local id code label
+  # -- backend B: a second simple-whip-server, same Janus, its own port, token and room
+  mkdir -p "$TMP/reload" "$TMP/simple-whip-server-b"
+  cp "$SWS/server.js" "$SWS/whip-janus.js" "$TMP/simple-whip-server-b/"
+  cat >"$TMP/simple-whip-server-b/config.js" <<'EOT'
+module.exports = { janus: { address: 'ws://127.0.0.1:8188' }, port: 7081, rest: '/whip',
+  allowTrickle: true, strictETags: false, iceServers: [] };
+EOT
+  (cd "$TMP/simple-whip-server-b" && NODE_PATH="$SWS_DIR/node_modules" DEBUG='whip:*' DEBUG_COLORS=0 \
+    exec ip netns exec "$NS" node "$TMP/simple-whip-server-b/server.js") >"$TMP/sws-b.log" 2>&1 &
+  local swsb=$!; PIDS+=("$swsb")
+  # -- the second whipgate, generation 1: move-* -> janus-a only
+  { echo "$ROUTES_HEAD$BACKEND_A_TOML$BACKEND_B_TOML"; cat <<'EOT'
+[[route]]
+id = "move"
+match = { kind = "whip", stream = "move-*" }
+backends = ["janus-a"]
+EOT
+  } | write_routes2
+  (cd "$TMP/reload" && exec env JANUS_TOKEN=$BACKEND_TOKEN JANUS_B_TOKEN=$BACKEND_TOKEN_B \
+    WHIPGATE_SESSION_KEY="$SESSION_KEY" RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 \
+    ip netns exec "$NS" "$WHIPGATE_BIN" serve --config "$TMP/reload/routes.toml") >"$WG2_LOG" 2>&1 &
+  local wg2=$!; PIDS+=("$wg2")
+  wg2_up() { [ "$(nsx curl -s -o /dev/null -m 1 -w '%{http_code}' "$WG2/whip/none")" != 000 ]; }
+  sws_b_ready() { nsx curl -sf -m 1 http://127.0.0.1:7081/whip/healthcheck; }
+  wait_for 15 "$swsb" "simple-whip-server B" sws_b_ready || { FAIL="simple-whip-server B not ready"; return 1; }
+  wait_for 20 "$wg2" "whipgate (reload)" wg2_up || { FAIL="second whipgate not ready"; return 1; }
+  for id in move-1 move-2; do
+    code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
+      -X POST http://127.0.0.1:7080/whip/create \
+      -d "{\"id\":\"$id\",\"room\":$ROOM,\"label\":\"a-$id\",\"token\":\"$BACKEND_TOKEN\"}")
+    [ "$code" = 200 ] || { FAIL="simple-whip-server A: POST /whip/create $id answered $code"; return 1; }
+    code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
+      -X POST http://127.0.0.1:7081/whip/create \
+      -d "{\"id\":\"$id\",\"room\":$ROOM_B,\"label\":\"b-$id\",\"token\":\"$BACKEND_TOKEN_B\"}")
+    [ "$code" = 200 ] || { FAIL="simple-whip-server B: POST /whip/create $id answered $code"; return 1; }
+  done
+  note "I: second whipgate on $WG2 (generation 1: move-* -> janus-a), simple-whip-server B on :7081 (room $ROOM_B)"
+
+  # -- 1. publisher 1 on move-1 lands on janus-a (room $ROOM, label a-move-1)
+  start_publisher 1; P1=$LAST_PID
+  wait_for 20 "$P1" "aiortc move-1" test -f "$TMP/move-1.ready" || { FAIL="publisher 1: $(result_of 1 'no connection within 20 s')"; return 1; }
+  note "I: publisher 1 $(cat "$TMP/move-1.ready")"
+  wait_media a-move-1 20 10 || { FAIL="publisher 1: no janus-a handle (a-move-1) with audio+video packets (got '$STATS'; b-move-1: '$(handle_stats b-move-1)')"; return 1; }
+  local h1 a1 v1; read -r _ h1 a1 v1 <<<"$STATS"
+  [ "$(room_of "$h1")" = "$ROOM" ] || { FAIL="publisher 1's handle $h1 is in room '$(room_of "$h1")', want $ROOM (janus-a)"; return 1; }
+  note "I: publisher 1 on janus-a: Janus handle $h1, room $ROOM, in packets audio $a1 video $v1"
+
+  # -- 2. live edit: move-* -> janus-b only; janus-a leaves the file
+  { echo "$ROUTES_HEAD$BACKEND_B_TOML"; cat <<'EOT'
+[[route]]
+id = "move"
+match = { kind = "whip", stream = "move-*" }
+split = [{ backend = "janus-b", weight = 100 }]
+EOT
+  } | write_routes2
+  grep -q 'janus-a' "$TMP/reload/routes.toml" && { FAIL="harness: janus-a still in the new routes.toml"; return 1; }
+  wait_for 10 "$wg2" "whipgate reload to generation 2" grep -qE 'routes reloaded.*generation=2' "$WG2_LOG" ||
+    { FAIL="whipgate did not log 'routes reloaded generation=2' ($(grep -E 'routes|reload' "$WG2_LOG" | tail -1))"; return 1; }
+  note "I: $(grep -m1 -oE 'routes reloaded.*generation=2.*' "$WG2_LOG")"
+
+  # -- 5. an invalid version (its route names janus-a, which no longer exists) is refused
+  { echo "$ROUTES_HEAD$BACKEND_B_TOML"; cat <<'EOT'
+[[route]]
+id = "move"
+match = { kind = "whip", stream = "move-*" }
+backends = ["janus-a"]
+EOT
+  } | write_routes2
+  wait_for 10 "$wg2" "whipgate refusing the invalid routes.toml" grep -q 'routes.toml refused' "$WG2_LOG" ||
+    { FAIL="whipgate did not log 'routes.toml refused' for a route naming an unknown backend"; return 1; }
+  note "I: $(grep -m1 -o 'routes.toml refused.*' "$WG2_LOG" | cut -c1-220)"
+  grep -q 'janus-a' <<<"$(grep -m1 'routes.toml refused' "$WG2_LOG")" ||
+    { FAIL="the refusal does not name the unknown backend janus-a: $(grep -m1 'routes.toml refused' "$WG2_LOG")"; return 1; }
+  if grep -qE 'generation=3' "$WG2_LOG"; then FAIL="the invalid routes.toml was applied (generation 3)"; return 1; fi
+
+  # -- 3. publisher 2 on move-2 lands on janus-b (room $ROOM_B, label b-move-2)
+  start_publisher 2; P2=$LAST_PID
+  wait_for 20 "$P2" "aiortc move-2" test -f "$TMP/move-2.ready" || { FAIL="publisher 2 (after the reload and the refused file): $(result_of 2 'no connection within 20 s')"; return 1; }
+  note "I: publisher 2 $(cat "$TMP/move-2.ready")"
+  wait_media b-move-2 20 10 || { FAIL="publisher 2: no janus-b handle (b-move-2) with audio+video packets (got '$STATS'; a-move-2: '$(handle_stats a-move-2)')"; return 1; }
+  local h2 a2 v2; read -r _ h2 a2 v2 <<<"$STATS"
+  [ "$(room_of "$h2")" = "$ROOM_B" ] || { FAIL="publisher 2's handle $h2 is in room '$(room_of "$h2")', want $ROOM_B (janus-b)"; return 1; }
+  grep -q '/endpoint/: move-2' "$TMP/sws-b.log" || { FAIL="no offer for move-2 reached simple-whip-server B"; return 1; }
+  grep -q '/endpoint/: move-2' "$TMP/sws.log" && { FAIL="an offer for move-2 reached simple-whip-server A (janus-a)"; return 1; }
+  sed -n '/routes reloaded generation=2/,$p' "$WG2_LOG" |
+    grep -qE 'method=POST endpoint="whip" route="move" backend="janus-b" .*status=201' ||
+    { FAIL="whipgate's log has no POST placed on janus-b after the reload"; return 1; }
+  note "I: publisher 2 on janus-b: Janus handle $h2, room $ROOM_B, in packets audio $a2 video $v2"
+
+  # -- 4. publisher 1 still live on janus-a; its DELETE (pre-reload Location) ends its handle
+  kill -0 "$P1" 2>/dev/null || { FAIL="publisher 1 exited during the reload: $(result_of 1)"; return 1; }
+  grep -qE 'failed|closed' "$TMP/move-1.state" 2>/dev/null && { FAIL="publisher 1's connection went $(tr '\n' ' ' <"$TMP/move-1.state")"; return 1; }
+  STATS=$(handle_stats a-move-1)
+  local h1b a1b v1b; read -r _ h1b a1b v1b <<<"$STATS"
+  if [ "$h1b" != "$h1" ] || [ "${a1b:-0}" -le "$a1" ] || [ "${v1b:-0}" -le "$v1" ]; then
+    FAIL="publisher 1's janus-a handle $h1 stopped receiving after the reload: before audio $a1 video $v1, now '$STATS'"; return 1
+  fi
+  note "I: publisher 1 still on janus-a after the reload: handle $h1 in packets audio $a1 -> $a1b, video $v1 -> $v1b"
+  stop_publisher 1 "$P1"; P1=0
+  [ "$STOP_RC" = 0 ] || { FAIL="publisher 1's DELETE through whipgate: $(result_of 1 "exit $STOP_RC")"; return 1; }
+  grep -q 'check: DELETE 200' "$TMP/aiortc-move-1.log" || { FAIL="publisher 1: no 'DELETE 200' in its log"; return 1; }
+  wait_gone a-move-1 "$h1" 6 "$ROOM" || { FAIL="janus-a handle $h1 / participant a-move-1 still there after DELETE through whipgate"; return 1; }
+  grep -q '\[move-1\] Terminating WHIP session' "$TMP/sws.log" || { FAIL="publisher 1's DELETE did not reach simple-whip-server A"; return 1; }
+  grep -qE '/(endpoint|resource)/: move-1' "$TMP/sws-b.log" && { FAIL="a request for move-1 reached simple-whip-server B"; return 1; }
+  # whipgate's access log: that DELETE, after the reload, went to the retired janus-a.
+  sed -n '/routes reloaded generation=2/,$p' "$WG2_LOG" |
+    grep -qE 'method=DELETE endpoint="session" route="move" backend="janus-a" .*status=200' ||
+    { FAIL="whipgate's log has no DELETE to janus-a answered 200 after the reload"; return 1; }
+  note "I: publisher 1's DELETE (its pre-reload Location) through whipgate: 200 from the retired janus-a (then 404); handle $h1 gone"
+
+  stop_publisher 2 "$P2"; P2=0
+  [ "$STOP_RC" = 0 ] || { FAIL="publisher 2: $(result_of 2 "exit $STOP_RC")"; return 1; }
+  wait_gone b-move-2 "$h2" 6 "$ROOM_B" || { FAIL="janus-b handle $h2 / participant b-move-2 still there after DELETE"; return 1; }
+  grep -q '\[move-2\] Terminating WHIP session' "$TMP/sws-b.log" || { FAIL="publisher 2's DELETE did not reach simple-whip-server B"; return 1; }
+  kill -0 "$wg2" 2>/dev/null || { FAIL="the second whipgate exited"; return 1; }
+  return 0
+}
+
+test_i() {
+  local name=$NAME_I
+  if [ "$DIRECT" = 1 ]; then echo "# I needs whipgate: skipped in direct mode"; return; fi
+  FAIL='' P1=0 P2=0
+  test_i_steps
+  # On failure, still release whoever is publishing.
+  [ "$P1" = 0 ] || stop_publisher 1 "$P1"
+  [ "$P2" = 0 ] || stop_publisher 2 "$P2"
+  if [ -n "$FAIL" ]; then not_ok "$name" "$FAIL"; else ok "$name"; fi
+}
+
 for t in $TESTS; do
   case $t in
     D) test_d ;;
@@ -641,6 +850,7 @@ for t in $TESTS; do
     F) test_f ;;
     G) test_g ;;
     H) test_h ;;
+    I) test_i ;;
     *) echo "# unknown test $t" ;;
   esac
 done

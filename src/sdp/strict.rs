@@ -1,4 +1,4 @@
-//! Well-formedness of an offer, judged by webrtc-sdp.
+//! Strict validation (`sdp_validation = "strict"`): an offer judged by webrtc-sdp as well.
 //!
 //! webrtc-sdp refuses some valid lines outright (an `rtx-time` fmtp before `apt`, `ssltcp`
 //! candidates, `extmap` with a direction). Such a line must not cost a publisher its session,

@@ -1,0 +1,308 @@
+//! Standard validation: the grammar (RFC 8866, and RFC 8839 / 8122 / 8285 / 8851 / 8853 for
+//! the attributes WebRTC offers carry) of every line whipgate reads or forwards, checked on
+//! the line model itself — no second parse, no copy. Unknown attributes are fine (they are
+//! forwarded untouched); a known one must be well formed, so a backend never receives a line
+//! whipgate's own policies would misread.
+
+use super::{Line, Lines, SdpError};
+
+pub fn well_formed(lines: &Lines) -> Result<(), SdpError> {
+    let mut seen_o = false;
+    let mut seen_s = false;
+    let mut seen_t = false;
+    let mut in_media = false;
+    let mut mids: Vec<&str> = Vec::new();
+    let mut bundle: Vec<&str> = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let fail = |reason: &str| {
+            let what = match (line.kind(), line.attribute_name()) {
+                (Some(b'a'), Some(name)) => format!("a={name}"),
+                (Some(kind), _) => format!("{}=", kind as char),
+                (None, _) => "blank line".to_owned(),
+            };
+            SdpError::Malformed(format!("line {} ({what}): {reason}", index + 1))
+        };
+        let Some(kind) = line.kind() else {
+            continue;
+        };
+        let value = line.value();
+        match kind {
+            b'v' if index == 0 && value == "0" => {}
+            b'v' => return Err(fail("the version line must be the first and say v=0")),
+            b'o' if !in_media => {
+                if value.split_ascii_whitespace().count() != 6 {
+                    return Err(fail("origin needs six fields"));
+                }
+                seen_o = true;
+            }
+            b's' if !in_media => seen_s = true,
+            b't' if !in_media => {
+                let fields: Vec<&str> = value.split_ascii_whitespace().collect();
+                if fields.len() != 2 || fields.iter().any(|f| f.parse::<u64>().is_err()) {
+                    return Err(fail("timing needs two numbers"));
+                }
+                seen_t = true;
+            }
+            b'm' => {
+                if !(seen_o && seen_s && seen_t) {
+                    return Err(fail("o=, s= and t= must come before the first m= line"));
+                }
+                in_media = true;
+                media_line(value).map_err(fail)?;
+            }
+            b'c' => connection(value).map_err(fail)?,
+            b'b' => {
+                let (_, amount) = value
+                    .split_once(':')
+                    .ok_or_else(|| fail("bandwidth needs type:value"))?;
+                amount
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| fail("bandwidth is not a number"))?;
+            }
+            b'a' => {
+                attribute(&line).map_err(fail)?;
+                match line.attribute_name() {
+                    Some("mid") if in_media => {
+                        mids.push(line.attribute_value().unwrap_or("").trim())
+                    }
+                    Some("group") => {
+                        let mut parts = line
+                            .attribute_value()
+                            .unwrap_or("")
+                            .split_ascii_whitespace();
+                        if parts.next() == Some("BUNDLE") {
+                            bundle.extend(parts);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            b'o' | b's' | b't' => return Err(fail("a session line inside a media section")),
+            _ => {}
+        }
+    }
+    if !(seen_o && seen_s && seen_t) {
+        return Err(SdpError::Malformed(
+            "o=, s= and t= lines are required".into(),
+        ));
+    }
+    if let Some(stray) = bundle.iter().find(|mid| !mids.contains(mid)) {
+        return Err(SdpError::Malformed(format!(
+            "BUNDLE names mid {stray}, which no m-section has"
+        )));
+    }
+    Ok(())
+}
+
+fn media_line(value: &str) -> Result<(), &'static str> {
+    let mut fields = value.split_ascii_whitespace();
+    let (Some(media), Some(port), Some(_proto)) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err("m= needs media, port, protocol and formats");
+    };
+    if media.is_empty() {
+        return Err("m= has no media type");
+    }
+    let (port, count) = port.split_once('/').unwrap_or((port, "1"));
+    if port.parse::<u16>().is_err() || count.parse::<u16>().is_err() {
+        return Err("m= port is not a number");
+    }
+    if fields.next().is_none() {
+        return Err("m= lists no formats");
+    }
+    Ok(())
+}
+
+fn connection(value: &str) -> Result<(), &'static str> {
+    let fields: Vec<&str> = value.split_ascii_whitespace().collect();
+    let [network, family, address] = fields[..] else {
+        return Err("connection needs network, address type and address");
+    };
+    let address = address.split('/').next().unwrap_or("");
+    match (network, family) {
+        ("IN", "IP4") if address.parse::<std::net::Ipv4Addr>().is_ok() || is_hostname(address) => {
+            Ok(())
+        }
+        ("IN", "IP6") if address.parse::<std::net::Ipv6Addr>().is_ok() || is_hostname(address) => {
+            Ok(())
+        }
+        ("IN", "IP4" | "IP6") => Err("connection address is not an address of its type"),
+        _ => Err("connection must be IN IP4 or IN IP6"),
+    }
+}
+
+fn is_hostname(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && text.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+fn number<T: std::str::FromStr>(text: Option<&str>) -> Option<T> {
+    text?.parse().ok()
+}
+
+fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
+    let value = line.attribute_value().unwrap_or("");
+    let mut fields = value.split_ascii_whitespace();
+    match line.attribute_name().unwrap_or("") {
+        "" => Err("attribute has no name"),
+        "rtpmap" => {
+            number::<u8>(fields.next())
+                .filter(|pt| *pt < 128)
+                .ok_or("rtpmap payload type is not 0-127")?;
+            let mut encoding = fields.next().ok_or("rtpmap has no encoding")?.split('/');
+            let name = encoding.next().unwrap_or("");
+            let clock = number::<u32>(encoding.next());
+            if name.is_empty() || clock.is_none() {
+                return Err("rtpmap needs name/clock-rate");
+            }
+            Ok(())
+        }
+        "fmtp" | "rtcp-fb" => {
+            let pt = fields.next().ok_or("names no payload type")?;
+            if pt != "*" && number::<u8>(Some(pt)).is_none_or(|pt| pt >= 128) {
+                return Err("payload type is not 0-127");
+            }
+            fields.next().map(|_| ()).ok_or("has no parameters")
+        }
+        "candidate" => {
+            let f: Vec<&str> = fields.collect();
+            if f.len() < 8
+                || number::<u16>(f.get(1).copied()).is_none()
+                || number::<u32>(f.get(3).copied()).is_none()
+                || number::<u16>(f.get(5).copied()).is_none()
+                || f.get(6) != Some(&"typ")
+            {
+                return Err("candidate is not foundation component transport priority address port typ type");
+            }
+            Ok(())
+        }
+        "fingerprint" => {
+            let (Some(_hash), Some(print)) = (fields.next(), fields.next()) else {
+                return Err("fingerprint needs a hash function and a value");
+            };
+            let pairs_ok = print
+                .split(':')
+                .all(|pair| pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_hexdigit()));
+            if pairs_ok {
+                Ok(())
+            } else {
+                Err("fingerprint is not colon-separated hex pairs")
+            }
+        }
+        "setup" => match value.trim() {
+            "actpass" | "active" | "passive" | "holdconn" => Ok(()),
+            _ => Err("setup is not actpass, active, passive or holdconn"),
+        },
+        "mid" | "ice-ufrag" | "ice-pwd" => {
+            let trimmed = value.trim();
+            if trimmed.is_empty() || trimmed.len() > 256 || trimmed.contains(char::is_whitespace) {
+                Err("needs a value of 1-256 characters without spaces")
+            } else {
+                Ok(())
+            }
+        }
+        "extmap" => {
+            let id = fields.next().ok_or("extmap has no id")?;
+            let (id, direction) = id.split_once('/').unwrap_or((id, "sendrecv"));
+            if number::<u16>(Some(id)).is_none_or(|id| id == 0 || id > 255) {
+                return Err("extmap id is not 1-255");
+            }
+            if !matches!(direction, "sendrecv" | "sendonly" | "recvonly" | "inactive") {
+                return Err("extmap direction is not a direction");
+            }
+            fields.next().map(|_| ()).ok_or("extmap has no URI")
+        }
+        "rid" => {
+            let (Some(_id), Some(direction)) = (fields.next(), fields.next()) else {
+                return Err("rid needs an id and a direction");
+            };
+            matches!(direction, "send" | "recv")
+                .then_some(())
+                .ok_or("rid direction is not send or recv")
+        }
+        "simulcast" => {
+            let direction = fields.next().ok_or("simulcast is empty")?;
+            matches!(direction, "send" | "recv")
+                .then_some(())
+                .ok_or("simulcast must start with send or recv")
+        }
+        "ssrc" => {
+            number::<u32>(fields.next()).ok_or("ssrc is not a 32-bit number")?;
+            Ok(())
+        }
+        "sendrecv" | "sendonly" | "recvonly" | "inactive" | "rtcp-mux" | "rtcp-mux-only"
+        | "rtcp-rsize" | "bundle-only" | "end-of-candidates" | "extmap-allow-mixed"
+            if !value.is_empty() =>
+        {
+            Err("this flag takes no value")
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<(), SdpError> {
+        well_formed(&Lines::parse(text).expect("lines"))
+    }
+
+    const GOOD: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
+        a=rtpmap:111 opus/48000/2\r\na=fingerprint:sha-256 AB:CD\r\na=setup:actpass\r\n\
+        a=extmap:4/recvonly urn:x\r\na=x-anything goes here\r\n";
+
+    #[test]
+    fn accepts_a_good_offer_with_unknown_attributes() {
+        assert_eq!(check(GOOD), Ok(()));
+    }
+
+    #[test]
+    fn names_the_bad_line_without_its_value() {
+        let cases = [
+            (
+                GOOD.replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:300 opus/48000"),
+                "line 10 (a=rtpmap)",
+            ),
+            (
+                GOOD.replace("a=setup:actpass", "a=setup:sideways"),
+                "line 12 (a=setup)",
+            ),
+            (GOOD.replace("AB:CD", "ABCD"), "line 11 (a=fingerprint)"),
+            (
+                GOOD.replace("c=IN IP4 0.0.0.0", "c=IN IP4 ::1"),
+                "line 7 (c=)",
+            ),
+            (
+                GOOD.replace(
+                    "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+                    "m=audio 9 UDP/TLS/RTP/SAVPF",
+                ),
+                "line 6 (m=)",
+            ),
+            (
+                GOOD.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 7"),
+                "BUNDLE names mid 7",
+            ),
+            (GOOD.replace("t=0 0\r\n", ""), "must come before"),
+            (
+                GOOD.replace("a=extmap:4/recvonly", "a=extmap:0"),
+                "line 13 (a=extmap)",
+            ),
+            (
+                GOOD.replace("a=sendonly", "a=sendonly:yes"),
+                "line 9 (a=sendonly)",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = check(&text).expect_err(expected).to_string();
+            assert!(message.contains(expected), "{expected}: {message}");
+        }
+    }
+}
