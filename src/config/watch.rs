@@ -20,9 +20,17 @@ pub fn watch(path: &Path, debounce: Duration) -> notify::Result<(ConfigWatch, mp
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let name = path.file_name().map(|n| n.to_os_string());
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Other files in the directory (logs, say) are none of our business.
+        let relevant = event.is_ok_and(|event| {
+            event.paths.iter().any(|p| {
+                let file = p.file_name();
+                file == name.as_deref() || file.is_some_and(|f| f == "..data")
+            })
+        });
+        if relevant {
             let _ = raw_tx.send(());
         }
     })?;
