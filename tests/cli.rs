@@ -169,3 +169,58 @@ fn explain_prints_the_route_and_candidate_order() {
         "{warnings}"
     );
 }
+
+#[test]
+fn sighup_reloads_even_an_unchanged_file() {
+    let dir = std::env::temp_dir().join(format!("whipgate-cli-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("routes.toml");
+    std::fs::write(dir.join("admin.token"), "admin-token-admin-token").expect("token");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token_file = \"admin.token\"\n\
+         [[backend]]\nid = \"a\"\nkind = \"whip\"\nwhip_url = \"http://127.0.0.1:1/{stream}\"\n\
+         [[route]]\nbackends = [\"a\"]\n",
+    )
+    .expect("write");
+    let mut child = whipgate()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| -> Option<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    let started = wait_for("address=").expect("startup line");
+    assert!(started.contains("whipgate serving"));
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let reloaded = wait_for("routes reloaded");
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let reloaded = reloaded.expect("a reload after SIGHUP");
+    assert!(reloaded.contains("generation=2"), "{reloaded}");
+}
