@@ -192,8 +192,9 @@ async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let summary = config.summary();
     let gateway = Gateway::new(config)?.with_config_path(path.clone());
     let running = server::start(gateway, listen).await?;
-    tracing::info!(address = %running.local_addr, "whipgate serving {}: {summary}", path.display());
+    // Before the "serving" line: a SIGHUP sent once that line is seen must find its handler.
     let _watch = spawn_reloads(&running, &path);
+    tracing::info!(address = %running.local_addr, "whipgate serving {}: {summary}", path.display());
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     running.shutdown().await;
