@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod frontdoor;
 pub mod kind;
+pub mod metrics;
 pub mod routing;
 pub mod sdp;
 pub mod server;

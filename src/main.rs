@@ -37,6 +37,8 @@ enum Command {
         #[arg(long)]
         skip_secrets: bool,
     },
+    /// Print the name of every Prometheus metric whipgate exposes.
+    Metrics,
     /// Show which route and backends a request would get, and why.
     Explain {
         /// The routes file.
@@ -104,6 +106,12 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Metrics => {
+            for name in whipgate::metrics::Metrics::new().names() {
+                println!("{name}");
+            }
+            ExitCode::SUCCESS
         }
         Command::Explain {
             config,

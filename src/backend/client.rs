@@ -31,6 +31,7 @@ pub struct ClientSettings {
 pub struct UpstreamClient {
     inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     settings: ClientSettings,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A backend's answer after redirects, with the URL that finally answered.
@@ -56,7 +57,10 @@ pub enum UpstreamError {
 }
 
 impl UpstreamClient {
-    pub fn new(settings: ClientSettings) -> Result<Self, rustls::Error> {
+    pub fn new(
+        settings: ClientSettings,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         for cert in native.certs {
@@ -84,7 +88,11 @@ impl UpstreamClient {
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(https);
-        Ok(Self { inner, settings })
+        Ok(Self {
+            inner,
+            settings,
+            metrics,
+        })
     }
 
     /// Sends one request to `backend`, following 307/308 to hosts the backend allows.
@@ -96,12 +104,30 @@ impl UpstreamClient {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        tokio::time::timeout(
+        let started = std::time::Instant::now();
+        let label = method.as_str().to_owned();
+        let result = tokio::time::timeout(
             self.settings.request_timeout,
             self.follow(backend, method, url, headers, body),
         )
         .await
-        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(|_| UpstreamError::Timeout)
+        .and_then(|r| r);
+        let status = match &result {
+            Ok(response) => response.status.as_str().to_owned(),
+            Err(UpstreamError::Timeout) => "timeout".to_owned(),
+            Err(UpstreamError::Connect(_)) => "refused".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[backend.id.0.as_str(), label.as_str(), status.as_str()])
+            .inc();
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[backend.id.0.as_str(), label.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 
     async fn follow(

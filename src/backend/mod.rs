@@ -68,6 +68,8 @@ pub struct BackendDef {
     pub sdp: crate::sdp::Policy,
     /// Sessions this replica sends here at most; beyond it, the route's next candidates.
     pub max_sessions: Option<usize>,
+    /// Price of one session-minute, for the cost estimate metric.
+    pub cost_per_minute: f64,
     pub circuit: CircuitPolicy,
     pub health_check: Option<HealthCheck>,
 }

@@ -436,6 +436,15 @@ impl Loader<'_> {
                 })
             }
         };
+        let cost_per_minute = match raw.cost_per_minute {
+            Some(cost) if !(cost.is_finite() && cost >= 0.0) => {
+                return Err(self.error_at(
+                    id_at,
+                    format!("backend `{id}`: cost_per_minute must be 0 or more"),
+                ))
+            }
+            cost => cost.unwrap_or(0.0),
+        };
         if raw.max_sessions == Some(0) {
             return Err(self.error_at(
                 id_at,
@@ -446,6 +455,7 @@ impl Loader<'_> {
             id: BackendId(id),
             sdp,
             max_sessions: raw.max_sessions,
+            cost_per_minute,
             circuit,
             health_check,
             adapter,

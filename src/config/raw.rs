@@ -107,6 +107,8 @@ pub struct RawBackend {
     pub sdp: Option<Spanned<crate::sdp::Policy>>,
     /// Most sessions this replica sends here; then the route's next candidates (overflow).
     pub max_sessions: Option<usize>,
+    /// Price of one session-minute (any currency), for `whipgate_cost_estimate_total`.
+    pub cost_per_minute: Option<f64>,
     /// Passive circuit breaking.
     pub circuit: Option<RawCircuit>,
     /// Active health probe.

@@ -32,6 +32,25 @@ pub enum SdpError {
     Unacceptable(String),
 }
 
+impl SdpError {
+    /// A bounded label for metrics; the messages are built in this module, so their
+    /// beginnings are known here.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SdpError::Malformed(_) => "malformed",
+            SdpError::Unacceptable(text) if text.starts_with("backend accepts only") => {
+                "no_acceptable_codec"
+            }
+            SdpError::Unacceptable(text) if text.starts_with("WHIP offer sends no media") => {
+                "no_sending_media"
+            }
+            SdpError::Unacceptable(text) if text.starts_with("WHEP offer") => "not_receive_only",
+            SdpError::Unacceptable(text) if text.starts_with("answer") => "bad_answer",
+            SdpError::Unacceptable(_) => "unacceptable",
+        }
+    }
+}
+
 /// Media direction of one m-section (RFC 8866 §6.7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

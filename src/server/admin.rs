@@ -62,6 +62,23 @@ impl Gateway {
                     &serde_json::json!({ "error": error, "generation": self.reload_status().generation }),
                 )),
             },
+            ("sessions", &Method::GET) => {
+                let now = (self.clock)();
+                let sessions: Vec<serde_json::Value> = self
+                    .registry
+                    .snapshot()
+                    .into_iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "backend": s.backend,
+                            "route": s.route,
+                            "kind": s.kind,
+                            "age_seconds": now.saturating_sub(s.created),
+                        })
+                    })
+                    .collect();
+                Ok(json(StatusCode::OK, &serde_json::json!({ "sessions": sessions })))
+            }
             ("explain", &Method::GET) => {
                 let text = explain_from_query(&config, request.uri().query().unwrap_or(""))?;
                 let mut response = Response::new(http_body_util::Full::new(Bytes::from(text)));
@@ -72,7 +89,7 @@ impl Gateway {
                 Ok(response)
             }
             _ => Err(GatewayError::NotFound(
-                "admin endpoints: GET config, POST reload, GET explain".into(),
+                "admin endpoints: GET config, POST reload, GET explain, GET sessions".into(),
             )),
         }
     }

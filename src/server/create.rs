@@ -34,6 +34,8 @@ struct Misses {
     refused_by_policy: Option<SdpError>,
     /// WHEP: the backend has no live publisher for the stream.
     not_live: Option<GatewayError>,
+    /// The last backend passed over and why, for the failover metric.
+    last_skip: Option<(String, &'static str)>,
 }
 
 struct Ctx<'a> {
@@ -79,7 +81,8 @@ impl Gateway {
         let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
-        let offer = sdp::prepare_offer_with(kind, text, config.server.sdp_validation)?;
+        let offer = sdp::prepare_offer_with(kind, text, config.server.sdp_validation)
+            .inspect_err(|error| self.count_rejection(error))?;
         let ctx = Ctx {
             kind,
             stream: &stream,
@@ -126,7 +129,19 @@ impl Gateway {
                 }
             }
         }
+        if misses.unavailable.is_none() && misses.not_live.is_none() && misses.skipped.is_empty() {
+            if let Some(refusal) = &misses.refused_by_policy {
+                self.count_rejection(refusal);
+            }
+        }
         Err(final_error(config, kind, misses))
+    }
+
+    fn count_rejection(&self, error: &SdpError) {
+        self.metrics
+            .sdp_rejections
+            .with_label_values(&[error.reason()])
+            .inc();
     }
 
     /// Tries `decision`'s candidates (defined in `table`) not tried yet; `Some` on success.
@@ -169,9 +184,16 @@ impl Gateway {
                 Err(error) => {
                     tracing::debug!(request_id = ctx.request_id, backend = %backend.id, %error, "offer refused by the backend's SDP policy");
                     misses.refused_by_policy = Some(error);
+                    misses.last_skip = Some((backend.id.0.clone(), "sdp_policy"));
                     continue;
                 }
             };
+            if let Some((from, reason)) = misses.last_skip.take() {
+                self.metrics
+                    .failovers
+                    .with_label_values(&[from.as_str(), backend.id.0.as_str(), reason])
+                    .inc();
+            }
             if outcome.backend.is_some() {
                 outcome.failovers += 1;
             }
@@ -202,6 +224,7 @@ impl Gateway {
                     ..
                 }) => {
                     misses.not_live = Some(error);
+                    misses.last_skip = Some((backend.id.0.clone(), "not_live"));
                     continue;
                 }
                 Err(failure) if failure.retryable => {
@@ -217,7 +240,12 @@ impl Gateway {
                         failure.error.retry_after(),
                         backend.circuit,
                     );
+                    let reason = match failure.error {
+                        GatewayError::GatewayTimeout(_) => "timeout",
+                        _ => "unavailable",
+                    };
                     misses.unavailable = Some(failure.error);
+                    misses.last_skip = Some((backend.id.0.clone(), reason));
                     continue;
                 }
                 Err(failure) => return Err(self.with_retry_after(config, failure.error)),
@@ -263,6 +291,9 @@ impl Gateway {
         };
         let token = self.keys().seal(&claims, self.random_bytes::<12>());
         let location = session_url(config, ctx.parts, &token)?;
+        let labels = [claims.backend.as_str(), claims.route.as_str(), ctx.kind.as_str()];
+        self.metrics.sessions_started.with_label_values(&labels).inc();
+        self.metrics.sessions_live.with_label_values(&labels).inc();
         self.registry.insert(
             claims.sid.clone(),
             LiveSession {

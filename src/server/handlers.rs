@@ -42,6 +42,9 @@ enum Target<'a> {
     Endpoint(EndpointKind, &'a str),
     Session(&'a str),
     Admin(&'a str),
+    Healthz,
+    Readyz,
+    Metrics,
     Unknown,
 }
 
@@ -56,6 +59,9 @@ fn target(path: &str) -> Target<'_> {
         }
         (Some("session"), Some(rest)) if !rest.contains('/') => Target::Session(rest),
         (Some("admin"), Some(rest)) if !rest.contains('/') => Target::Admin(rest),
+        (Some("healthz"), None) => Target::Healthz,
+        (Some("readyz"), None) => Target::Readyz,
+        (Some("metrics"), None) => Target::Metrics,
         _ => Target::Unknown,
     }
 }
@@ -93,6 +99,15 @@ impl Gateway {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             headers.insert("x-request-id", value);
         }
+        let status = response.status();
+        self.metrics
+            .requests
+            .with_label_values(&[outcome.endpoint, method.as_str(), status.as_str()])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[outcome.endpoint, method.as_str()])
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(
             request_id = %request_id,
             method = %method,
@@ -155,6 +170,33 @@ impl Gateway {
                         allow: SESSION_METHODS,
                     }),
                 }
+            }
+            Target::Healthz => {
+                outcome.endpoint = "health";
+                Ok(text_response(StatusCode::OK, "ok\n"))
+            }
+            Target::Readyz => {
+                outcome.endpoint = "health";
+                let now = std::time::Instant::now();
+                let ready = config
+                    .backends
+                    .keys()
+                    .any(|id| self.health.is_available(&id.0, now));
+                Ok(if ready {
+                    text_response(StatusCode::OK, "ready\n")
+                } else {
+                    text_response(StatusCode::SERVICE_UNAVAILABLE, "no backend is healthy\n")
+                })
+            }
+            Target::Metrics => {
+                outcome.endpoint = "metrics";
+                let mut response = text_response(StatusCode::OK, "");
+                *response.body_mut() = http_body_util::Full::new(Bytes::from(self.render_metrics()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(response)
             }
             Target::Admin(what) => {
                 outcome.endpoint = "admin";
@@ -264,11 +306,11 @@ impl Gateway {
             .await;
         match result {
             Ok(()) => {
-                self.registry.remove(&claims.sid);
+                self.session_ended(config, &claims, true);
                 Ok(response::empty(StatusCode::OK))
             }
             Err(error @ GatewayError::NotFound(_)) => {
-                self.registry.remove(&claims.sid);
+                self.session_ended(config, &claims, false);
                 Err(error)
             }
             Err(error) => Err(self.with_retry_after(config, error)),
@@ -383,6 +425,15 @@ fn endpoint_options<B>(request: &Request<B>) -> Response<Body> {
     if is_preflight(request) {
         cors::preflight(headers, ENDPOINT_METHODS);
     }
+    response
+}
+
+fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(http_body_util::Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 

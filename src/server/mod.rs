@@ -73,6 +73,7 @@ pub struct Gateway {
     client: UpstreamClient,
     registry: SessionRegistry,
     health: Arc<HealthBoard>,
+    metrics: Arc<crate::metrics::Metrics>,
     probes: probes::Probes,
     random: SystemRandom,
     clock: Clock,
@@ -104,13 +105,15 @@ impl Gateway {
             );
         }
         let keys = build_keys(&config, &ephemeral_secret)?;
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        metrics.config_generation.set(1);
         let client = UpstreamClient::new(ClientSettings {
             connect_timeout: config.server.connect_timeout,
             request_timeout: config.server.upstream_timeout,
             max_redirects: config.server.max_redirects,
             max_response_bytes: config.server.max_body_bytes.max(256 * 1024),
             extra_roots: config.server.upstream_roots.clone(),
-        })?;
+        }, metrics.clone())?;
         let config = Arc::new(config);
         Ok(Self {
             live: ArcSwap::from_pointee(Live {
@@ -129,6 +132,7 @@ impl Gateway {
             client,
             registry: SessionRegistry::default(),
             health: Arc::new(HealthBoard::default()),
+            metrics,
             probes: probes::Probes::default(),
             random,
             clock: Arc::new(unix_now),
@@ -163,6 +167,60 @@ impl Gateway {
         &self.health
     }
 
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Brings session-seconds, cost and backend health up to date, then renders every metric.
+    pub fn render_metrics(&self) -> String {
+        let config = self.config();
+        for (backend, seconds) in self.registry.account((self.clock)()) {
+            self.count_session_time(&config, &backend, seconds);
+        }
+        let now = Instant::now();
+        for id in config.backends.keys() {
+            let healthy = i64::from(self.health.is_available(&id.0, now));
+            self.metrics.backend_healthy.with_label_values(&[id.0.as_str()]).set(healthy);
+        }
+        self.metrics.render()
+    }
+
+    fn count_session_time(&self, config: &Config, backend: &str, seconds: u64) {
+        if seconds == 0 {
+            return;
+        }
+        let seconds = seconds as f64;
+        self.metrics.session_seconds.with_label_values(&[backend]).inc_by(seconds);
+        if let Some(def) = self.backend_for_session(config, backend) {
+            if def.cost_per_minute > 0.0 {
+                self.metrics
+                    .cost_estimate
+                    .with_label_values(&[backend])
+                    .inc_by(seconds / 60.0 * def.cost_per_minute);
+            }
+        }
+    }
+
+    /// Metrics and registry bookkeeping when a session ends through this replica. A session
+    /// is counted as ended where its DELETE succeeded (any replica); it leaves the live count
+    /// of the replica that created it only when that replica serves the DELETE.
+    fn session_ended(&self, config: &Config, claims: &crate::session::SessionClaims, deleted: bool) {
+        let now = (self.clock)();
+        let labels = [claims.backend.as_str(), claims.route.as_str(), claims.kind.as_str()];
+        let known = self.registry.remove(&claims.sid, now);
+        if let Some((_, unaccounted)) = &known {
+            self.metrics.sessions_live.with_label_values(&labels).dec();
+            self.count_session_time(config, &claims.backend, *unaccounted);
+        }
+        if deleted || known.is_some() {
+            self.metrics.sessions_ended.with_label_values(&labels).inc();
+            self.metrics
+                .session_duration
+                .with_label_values(&[claims.backend.as_str(), claims.kind.as_str()])
+                .observe(now.saturating_sub(claims.created) as f64);
+        }
+    }
+
     pub fn reload_status(&self) -> ReloadStatus {
         self.status
             .lock()
@@ -179,8 +237,11 @@ impl Gateway {
             .map_err(|e| e.to_string())
             .and_then(|config| self.apply(config));
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics.config_reloads.with_label_values(&[outcome]).inc();
         match &result {
             Ok(generation) => {
+                self.metrics.config_generation.set(i64::try_from(*generation).unwrap_or(i64::MAX));
                 status.generation = *generation;
                 status.last_error = None;
                 status.reloads_ok += 1;

@@ -6,5 +6,5 @@
 mod registry;
 mod token;
 
-pub use registry::{LiveSession, SessionRegistry};
+pub use registry::{LiveSession, SessionRegistry, Unaccounted};
 pub use token::{KeyError, Keyring, SessionClaims, TokenError, MIN_SECRET_LEN};

@@ -26,6 +26,9 @@ pub struct LiveSession {
     pub created: u64,
 }
 
+/// Session time not yet counted, per backend (for session-seconds and cost metrics).
+pub type Unaccounted = Vec<(String, u64)>;
+
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
     live: Mutex<Sessions>,
@@ -33,7 +36,8 @@ pub struct SessionRegistry {
 
 #[derive(Debug, Default)]
 struct Sessions {
-    by_sid: HashMap<String, LiveSession>,
+    /// Each session with the Unix second up to which its time has been counted.
+    by_sid: HashMap<String, (LiveSession, u64)>,
     /// Kept alongside so that `max_sessions` checks are O(1).
     per_backend: HashMap<String, usize>,
 }
@@ -42,19 +46,41 @@ impl SessionRegistry {
     pub fn insert(&self, sid: String, session: LiveSession) {
         self.with(|live| {
             *live.per_backend.entry(session.backend.clone()).or_default() += 1;
-            if let Some(old) = live.by_sid.insert(sid, session) {
+            let since = session.created;
+            if let Some((old, _)) = live.by_sid.insert(sid, (session, since)) {
                 live.forget(&old);
             }
         });
     }
 
-    /// Forgets a session; `None` when this replica did not create it.
-    pub fn remove(&self, sid: &str) -> Option<LiveSession> {
+    /// Forgets a session; `None` when this replica did not create it. Also returns the
+    /// seconds of it not yet counted.
+    pub fn remove(&self, sid: &str, now: u64) -> Option<(LiveSession, u64)> {
         self.with(|live| {
-            let session = live.by_sid.remove(sid)?;
+            let (session, accounted) = live.by_sid.remove(sid)?;
             live.forget(&session);
-            Some(session)
+            Some((session, now.saturating_sub(accounted)))
         })
+    }
+
+    /// Session time since the last call, per backend; live sessions count as they run.
+    pub fn account(&self, now: u64) -> Unaccounted {
+        self.with(|live| {
+            let mut per_backend: HashMap<String, u64> = HashMap::new();
+            for (session, accounted) in live.by_sid.values_mut() {
+                let delta = now.saturating_sub(*accounted);
+                if delta > 0 {
+                    *per_backend.entry(session.backend.clone()).or_default() += delta;
+                    *accounted = now;
+                }
+            }
+            per_backend.into_iter().collect()
+        })
+    }
+
+    /// A copy of every live session, for the admin listing.
+    pub fn snapshot(&self) -> Vec<LiveSession> {
+        self.with(|live| live.by_sid.values().map(|(s, _)| s.clone()).collect())
     }
 
     pub fn len(&self) -> usize {

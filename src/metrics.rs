@@ -1,0 +1,158 @@
+//! Every Prometheus metric whipgate exposes, in one place, on a registry of its own.
+//!
+//! Labels stay bounded: backend, route and kind come from routes.toml; endpoint, method,
+//! status and reason from small fixed sets. Stream names, session ids and addresses never
+//! become labels.
+
+use prometheus::{
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Request latency buckets, in seconds (signalling: sub-millisecond to many seconds).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Session duration buckets, in seconds (a minute to a day).
+const SESSION_BUCKETS: &[f64] = &[
+    10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub failovers: IntCounterVec,
+    pub sessions_live: IntGaugeVec,
+    pub sessions_started: IntCounterVec,
+    pub sessions_ended: IntCounterVec,
+    pub session_duration: HistogramVec,
+    pub session_seconds: CounterVec,
+    pub cost_estimate: CounterVec,
+    pub backend_healthy: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub sdp_rejections: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+            register(&registry, metric)
+        };
+        let float_counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = CounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+            register(&registry, metric)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+            register(&registry, metric)
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+            let metric = HistogramVec::new(opts, labels)
+                .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+            register(&registry, metric)
+        };
+        let config_generation = IntGauge::new("whipgate_config_generation", "Generation of the route table in force (1 at start, +1 per applied reload).")
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let config_generation = register(&registry, config_generation);
+        Self {
+            requests: counter("whipgate_requests_total", "Requests answered, by endpoint, method and status.", &["endpoint", "method", "status"]),
+            request_duration: histogram("whipgate_request_duration_seconds", "Time to answer a request.", &["endpoint", "method"], LATENCY_BUCKETS),
+            upstream_requests: counter("whipgate_upstream_requests_total", "Requests to backends, by backend, method and status (or error).", &["backend", "method", "status"]),
+            upstream_duration: histogram("whipgate_upstream_duration_seconds", "Time a backend took to answer (redirects included).", &["backend", "method"], LATENCY_BUCKETS),
+            failovers: counter("whipgate_failovers_total", "Sessions moved on from one candidate backend to the next, by reason.", &["from", "to", "reason"]),
+            sessions_live: gauge("whipgate_sessions_live", "Sessions this replica created that have not ended.", &["backend", "route", "kind"]),
+            sessions_started: counter("whipgate_sessions_started_total", "Sessions created by this replica.", &["backend", "route", "kind"]),
+            sessions_ended: counter("whipgate_sessions_ended_total", "Sessions ended (DELETE) through this replica.", &["backend", "route", "kind"]),
+            session_duration: histogram("whipgate_session_duration_seconds", "Length of sessions created and ended by this replica.", &["backend", "kind"], SESSION_BUCKETS),
+            session_seconds: float_counter("whipgate_session_seconds_total", "Seconds of session time on each backend (live sessions counted as they run).", &["backend"]),
+            cost_estimate: float_counter("whipgate_cost_estimate_total", "Estimated cost on each backend: session minutes times cost_per_minute.", &["backend"]),
+            backend_healthy: gauge("whipgate_backend_healthy", "1 when new sessions may go to the backend (circuit closed, health check passing), else 0.", &["backend"]),
+            config_reloads: counter("whipgate_config_reloads_total", "Reloads of routes.toml, by result (ok or error).", &["result"]),
+            config_generation,
+            sdp_rejections: counter("whipgate_sdp_rejections_total", "Offers refused, by reason.", &["reason"]),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding metrics this registry built cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Every metric's name (used or not yet), for `whipgate metrics` and deploy checks.
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 15] = [
+            &self.requests,
+            &self.request_duration,
+            &self.upstream_requests,
+            &self.upstream_duration,
+            &self.failovers,
+            &self.sessions_live,
+            &self.sessions_started,
+            &self.sessions_ended,
+            &self.session_duration,
+            &self.session_seconds,
+            &self.cost_estimate,
+            &self.backend_healthy,
+            &self.config_reloads,
+            &self.config_generation,
+            &self.sdp_rejections,
+        ];
+        let mut names: Vec<String> = collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    // Names are unique by construction above.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_registered_under_its_name() {
+        let metrics = Metrics::new();
+        // Vectors appear in the exposition once a label set is used.
+        metrics.requests.with_label_values(&["whip", "POST", "201"]).inc();
+        metrics.config_generation.set(1);
+        let text = metrics.render();
+        assert!(text.contains("whipgate_requests_total{endpoint=\"whip\",method=\"POST\",status=\"201\"} 1"));
+        assert!(text.contains("whipgate_config_generation 1"));
+        assert_eq!(metrics.names().len(), 15);
+        assert!(metrics.names().iter().all(|n| n.starts_with("whipgate_")));
+    }
+}
