@@ -67,8 +67,11 @@ impl Metrics {
                 .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
             register(&registry, metric)
         };
-        let config_generation = IntGauge::new("whipgate_config_generation", "Generation of the route table in force (1 at start, +1 per applied reload).")
-            .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let config_generation = IntGauge::new(
+            "whipgate_config_generation",
+            "Generation of the route table in force (1 at start, +1 per applied reload).",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
         let config_generation = register(&registry, config_generation);
         Self {
             requests: counter("whipgate_requests_total", "Requests answered, by endpoint, method and status.", &["endpoint", "method", "status"]),
@@ -147,10 +150,15 @@ mod tests {
     fn every_metric_is_registered_under_its_name() {
         let metrics = Metrics::new();
         // Vectors appear in the exposition once a label set is used.
-        metrics.requests.with_label_values(&["whip", "POST", "201"]).inc();
+        metrics
+            .requests
+            .with_label_values(&["whip", "POST", "201"])
+            .inc();
         metrics.config_generation.set(1);
         let text = metrics.render();
-        assert!(text.contains("whipgate_requests_total{endpoint=\"whip\",method=\"POST\",status=\"201\"} 1"));
+        assert!(text.contains(
+            "whipgate_requests_total{endpoint=\"whip\",method=\"POST\",status=\"201\"} 1"
+        ));
         assert!(text.contains("whipgate_config_generation 1"));
         assert_eq!(metrics.names().len(), 15);
         assert!(metrics.names().iter().all(|n| n.starts_with("whipgate_")));

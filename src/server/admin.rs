@@ -77,7 +77,10 @@ impl Gateway {
                         })
                     })
                     .collect();
-                Ok(json(StatusCode::OK, &serde_json::json!({ "sessions": sessions })))
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "sessions": sessions }),
+                ))
             }
             ("explain", &Method::GET) => {
                 let text = explain_from_query(&config, request.uri().query().unwrap_or(""))?;

@@ -291,8 +291,15 @@ impl Gateway {
         };
         let token = self.keys().seal(&claims, self.random_bytes::<12>());
         let location = session_url(config, ctx.parts, &token)?;
-        let labels = [claims.backend.as_str(), claims.route.as_str(), ctx.kind.as_str()];
-        self.metrics.sessions_started.with_label_values(&labels).inc();
+        let labels = [
+            claims.backend.as_str(),
+            claims.route.as_str(),
+            ctx.kind.as_str(),
+        ];
+        self.metrics
+            .sessions_started
+            .with_label_values(&labels)
+            .inc();
         self.metrics.sessions_live.with_label_values(&labels).inc();
         self.registry.insert(
             claims.sid.clone(),

@@ -191,7 +191,8 @@ impl Gateway {
             Target::Metrics => {
                 outcome.endpoint = "metrics";
                 let mut response = text_response(StatusCode::OK, "");
-                *response.body_mut() = http_body_util::Full::new(Bytes::from(self.render_metrics()));
+                *response.body_mut() =
+                    http_body_util::Full::new(Bytes::from(self.render_metrics()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -429,11 +430,14 @@ fn endpoint_options<B>(request: &Request<B>) -> Response<Body> {
 }
 
 fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(http_body_util::Full::new(Bytes::from_static(text.as_bytes())));
+    let mut response = Response::new(http_body_util::Full::new(Bytes::from_static(
+        text.as_bytes(),
+    )));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 

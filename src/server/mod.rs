@@ -107,13 +107,16 @@ impl Gateway {
         let keys = build_keys(&config, &ephemeral_secret)?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         metrics.config_generation.set(1);
-        let client = UpstreamClient::new(ClientSettings {
-            connect_timeout: config.server.connect_timeout,
-            request_timeout: config.server.upstream_timeout,
-            max_redirects: config.server.max_redirects,
-            max_response_bytes: config.server.max_body_bytes.max(256 * 1024),
-            extra_roots: config.server.upstream_roots.clone(),
-        }, metrics.clone())?;
+        let client = UpstreamClient::new(
+            ClientSettings {
+                connect_timeout: config.server.connect_timeout,
+                request_timeout: config.server.upstream_timeout,
+                max_redirects: config.server.max_redirects,
+                max_response_bytes: config.server.max_body_bytes.max(256 * 1024),
+                extra_roots: config.server.upstream_roots.clone(),
+            },
+            metrics.clone(),
+        )?;
         let config = Arc::new(config);
         Ok(Self {
             live: ArcSwap::from_pointee(Live {
@@ -180,7 +183,10 @@ impl Gateway {
         let now = Instant::now();
         for id in config.backends.keys() {
             let healthy = i64::from(self.health.is_available(&id.0, now));
-            self.metrics.backend_healthy.with_label_values(&[id.0.as_str()]).set(healthy);
+            self.metrics
+                .backend_healthy
+                .with_label_values(&[id.0.as_str()])
+                .set(healthy);
         }
         self.metrics.render()
     }
@@ -190,7 +196,10 @@ impl Gateway {
             return;
         }
         let seconds = seconds as f64;
-        self.metrics.session_seconds.with_label_values(&[backend]).inc_by(seconds);
+        self.metrics
+            .session_seconds
+            .with_label_values(&[backend])
+            .inc_by(seconds);
         if let Some(def) = self.backend_for_session(config, backend) {
             if def.cost_per_minute > 0.0 {
                 self.metrics
@@ -204,9 +213,18 @@ impl Gateway {
     /// Metrics and registry bookkeeping when a session ends through this replica. A session
     /// is counted as ended where its DELETE succeeded (any replica); it leaves the live count
     /// of the replica that created it only when that replica serves the DELETE.
-    fn session_ended(&self, config: &Config, claims: &crate::session::SessionClaims, deleted: bool) {
+    fn session_ended(
+        &self,
+        config: &Config,
+        claims: &crate::session::SessionClaims,
+        deleted: bool,
+    ) {
         let now = (self.clock)();
-        let labels = [claims.backend.as_str(), claims.route.as_str(), claims.kind.as_str()];
+        let labels = [
+            claims.backend.as_str(),
+            claims.route.as_str(),
+            claims.kind.as_str(),
+        ];
         let known = self.registry.remove(&claims.sid, now);
         if let Some((_, unaccounted)) = &known {
             self.metrics.sessions_live.with_label_values(&labels).dec();
@@ -238,10 +256,15 @@ impl Gateway {
             .and_then(|config| self.apply(config));
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.metrics.config_reloads.with_label_values(&[outcome]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&[outcome])
+            .inc();
         match &result {
             Ok(generation) => {
-                self.metrics.config_generation.set(i64::try_from(*generation).unwrap_or(i64::MAX));
+                self.metrics
+                    .config_generation
+                    .set(i64::try_from(*generation).unwrap_or(i64::MAX));
                 status.generation = *generation;
                 status.last_error = None;
                 status.reloads_ok += 1;

@@ -1,0 +1,268 @@
+//! What ops watch: metrics, health and readiness, the session listing, several replicas.
+
+mod support;
+
+use support::{gateway, post_offer, send, whip_server, FakeBackend, Reply};
+
+fn config(good: &FakeBackend, bad: &FakeBackend) -> String {
+    format!(
+        r#"
+[server]
+public_url = "https://gw.example.com"
+session_keys = [{{ id = "k1", secret_env = "KEY1" }}]
+admin_token_env = "KEY2"
+upstream_timeout = "500ms"
+
+[[backend]]
+id = "flaky"
+kind = "whip"
+whip_url = "{bad}"
+circuit = {{ failures = 1, cooldown = "60s" }}
+
+[[backend]]
+id = "janus"
+kind = "whip"
+whip_url = "{good}"
+whep_url = "{good}"
+cost_per_minute = 0.5
+
+[[route]]
+id = "main"
+backends = ["flaky", "janus"]
+sdp = {{ video_codecs = ["VP8", "H264"] }}
+"#,
+        bad = bad.url("/whip/{stream}"),
+        good = good.url("/whip/{stream}"),
+    )
+}
+
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_sessions_failovers_and_rejections_with_bounded_labels() {
+    let good = FakeBackend::start(whip_server()).await;
+    let bad = FakeBackend::start(|_| Reply::new(500)).await;
+    let gw = gateway(&config(&good, &bad)).await;
+    let created = post_offer(gw.local_addr, "/whip/secret-stream-name", &[]).await;
+    assert_eq!(created.status, 201);
+    let refused = send(
+        gw.local_addr,
+        "POST",
+        "/whip/other",
+        &[("content-type", "application/sdp")],
+        support::corpus("chromium-whip-offer-vp8.sdp").replace("a=sendonly", "a=inactive"),
+    )
+    .await;
+    assert_eq!(refused.status, 422);
+
+    let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.body;
+    for (series, expected) in [
+        (
+            "whipgate_requests_total{endpoint=\"whip\",method=\"POST\",status=\"201\"}",
+            1.0,
+        ),
+        (
+            "whipgate_requests_total{endpoint=\"whip\",method=\"POST\",status=\"422\"}",
+            1.0,
+        ),
+        (
+            "whipgate_sessions_started_total{backend=\"janus\",kind=\"whip\",route=\"main\"}",
+            1.0,
+        ),
+        (
+            "whipgate_sessions_live{backend=\"janus\",kind=\"whip\",route=\"main\"}",
+            1.0,
+        ),
+        (
+            "whipgate_failovers_total{from=\"flaky\",reason=\"unavailable\",to=\"janus\"}",
+            1.0,
+        ),
+        (
+            "whipgate_upstream_requests_total{backend=\"flaky\",method=\"POST\",status=\"500\"}",
+            1.0,
+        ),
+        (
+            "whipgate_upstream_requests_total{backend=\"janus\",method=\"POST\",status=\"201\"}",
+            1.0,
+        ),
+        (
+            "whipgate_sdp_rejections_total{reason=\"no_sending_media\"}",
+            1.0,
+        ),
+        ("whipgate_backend_healthy{backend=\"flaky\"}", 0.0),
+        ("whipgate_backend_healthy{backend=\"janus\"}", 1.0),
+        ("whipgate_config_generation", 1.0),
+    ] {
+        assert_eq!(value(&text, series), expected, "{series}\n{text}");
+    }
+    assert!(text.contains("whipgate_request_duration_seconds_bucket"));
+    assert!(
+        !text.contains("secret-stream-name"),
+        "stream names never become labels"
+    );
+    assert!(
+        !text.contains("/session/") && !text.contains("k1."),
+        "no tokens in metrics"
+    );
+
+    let deleted = send(gw.local_addr, "DELETE", &created.location_path(), &[], "").await;
+    assert_eq!(deleted.status, 200);
+    let text = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
+    assert_eq!(
+        value(
+            &text,
+            "whipgate_sessions_live{backend=\"janus\",kind=\"whip\",route=\"main\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "whipgate_sessions_ended_total{backend=\"janus\",kind=\"whip\",route=\"main\"}"
+        ),
+        1.0
+    );
+    assert!(
+        text.contains("whipgate_session_duration_seconds_count{backend=\"janus\",kind=\"whip\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_the_session_listing() {
+    let good = FakeBackend::start(whip_server()).await;
+    let bad = FakeBackend::start(|_| Reply::new(500)).await;
+    let gw = gateway(&config(&good, &bad)).await;
+    assert_eq!(
+        send(gw.local_addr, "GET", "/healthz", &[], "").await.status,
+        200
+    );
+    assert_eq!(
+        send(gw.local_addr, "GET", "/readyz", &[], "").await.status,
+        200
+    );
+    let created = post_offer(gw.local_addr, "/whip/s", &[]).await;
+    let token = "Bearer k2-secret-k2-secret-k2-secret-k2-secret";
+    assert_eq!(
+        send(gw.local_addr, "GET", "/admin/sessions", &[], "")
+            .await
+            .status,
+        401
+    );
+    let listing = send(
+        gw.local_addr,
+        "GET",
+        "/admin/sessions",
+        &[("authorization", token)],
+        "",
+    )
+    .await;
+    assert_eq!(listing.status, 200);
+    let json: serde_json::Value = serde_json::from_str(&listing.body).expect("json");
+    assert_eq!(json["sessions"][0]["backend"], "janus");
+    assert_eq!(json["sessions"][0]["route"], "main");
+    assert_eq!(json["sessions"][0]["kind"], "whip");
+    let token_part = created
+        .location_path()
+        .trim_start_matches("/session/")
+        .to_owned();
+    assert!(
+        !listing.body.contains(&token_part[..12]),
+        "no tokens in the listing"
+    );
+
+    // Every backend down: not ready.
+    let down = FakeBackend::start(|_| Reply::new(500)).await;
+    let gw = gateway(
+        &config(&down, &bad)
+            .replace("[[route]]", "[[route]]")
+            .replace(
+                "whep_url",
+                "circuit = { failures = 1, cooldown = \"60s\" }\nwhep_url",
+            ),
+    )
+    .await;
+    assert_eq!(post_offer(gw.local_addr, "/whip/s", &[]).await.status, 503);
+    assert_eq!(
+        send(gw.local_addr, "GET", "/readyz", &[], "").await.status,
+        503
+    );
+}
+
+#[tokio::test]
+async fn three_replicas_each_count_their_own_sessions_and_the_totals_add_up() {
+    let good = FakeBackend::start(whip_server()).await;
+    let bad = FakeBackend::start(|_| Reply::new(500)).await;
+    let text = config(&good, &bad);
+    let replicas = [
+        gateway(&text).await,
+        gateway(&text).await,
+        gateway(&text).await,
+    ];
+    let mut sessions = Vec::new();
+    for n in 0..4 {
+        let created = post_offer(replicas[0].local_addr, &format!("/whip/s{n}"), &[]).await;
+        assert_eq!(created.status, 201);
+        sessions.push(created.location_path());
+    }
+    let other = post_offer(replicas[1].local_addr, "/whip/t", &[]).await;
+    assert_eq!(other.status, 201);
+    for (n, session) in sessions.iter().enumerate() {
+        let through = &replicas[1 + n % 2];
+        let patched = send(
+            through.local_addr,
+            "PATCH",
+            session,
+            &[("content-type", "application/trickle-ice-sdpfrag")],
+            support::corpus("gstreamer-trickle-1.sdpfrag"),
+        )
+        .await;
+        assert_eq!(patched.status, 204);
+        assert_eq!(
+            send(through.local_addr, "DELETE", session, &[], "")
+                .await
+                .status,
+            200
+        );
+    }
+    let mut started = Vec::new();
+    let mut ended = Vec::new();
+    for replica in &replicas {
+        let text = send(replica.local_addr, "GET", "/metrics", &[], "")
+            .await
+            .body;
+        let labels = "{backend=\"janus\",kind=\"whip\",route=\"main\"}";
+        started.push(value(
+            &text,
+            &format!("whipgate_sessions_started_total{labels}"),
+        ));
+        ended.push(value(
+            &text,
+            &format!("whipgate_sessions_ended_total{labels}"),
+        ));
+    }
+    assert_eq!(
+        started,
+        vec![4.0, 1.0, 0.0],
+        "each replica counts the sessions it created"
+    );
+    assert_eq!(ended, vec![0.0, 2.0, 2.0], "and the DELETEs it served");
+    assert_eq!(
+        started.iter().sum::<f64>() - ended.iter().sum::<f64>(),
+        1.0,
+        "one session is still live"
+    );
+    assert_eq!(
+        replicas[1].gateway.registry().len(),
+        1,
+        "the live one is in its creator's registry"
+    );
+}
