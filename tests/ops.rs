@@ -181,14 +181,10 @@ async fn health_readiness_and_the_session_listing() {
 
     // Every backend down: not ready.
     let down = FakeBackend::start(|_| Reply::new(500)).await;
-    let gw = gateway(
-        &config(&down, &bad)
-            .replace("[[route]]", "[[route]]")
-            .replace(
-                "whep_url",
-                "circuit = { failures = 1, cooldown = \"60s\" }\nwhep_url",
-            ),
-    )
+    let gw = gateway(&config(&down, &bad).replace(
+        "whep_url",
+        "circuit = { failures = 1, cooldown = \"60s\" }\nwhep_url",
+    ))
     .await;
     assert_eq!(post_offer(gw.local_addr, "/whip/s", &[]).await.status, 503);
     assert_eq!(
