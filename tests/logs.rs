@@ -1,0 +1,116 @@
+//! Logs: one line per request, JSON on request, and never a secret — client Authorization,
+//! backend token, session token or ICE password — whatever the level.
+
+mod support;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{corpus, send, whip_server, FakeBackend};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_lines_carry_ids_but_no_secrets() {
+    let backend = FakeBackend::start(whip_server()).await;
+    let dir = std::env::temp_dir().join(format!("whipgate-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("routes.toml");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr").port()
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nsession_keys = [{{ id = \"k1\", secret_env = \"WG_TEST_KEY\" }}]\n\
+             [[backend]]\nid = \"janus\"\nkind = \"whip\"\nwhip_url = \"{}\"\nauth = {{ bearer_env = \"WG_TEST_BACKEND\" }}\n\
+             [[route]]\nid = \"main\"\nbackends = [\"janus\"]\n",
+            backend.url("/whip/{stream}")
+        ),
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_whipgate"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "trace")
+        .env("WG_TEST_KEY", "session-key-session-key-session-key-0001")
+        .env("WG_TEST_BACKEND", "backend-secret-BEEF-0002")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let offer = corpus("chromium-whip-offer-vp8.sdp");
+    let ice_pwd = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-pwd:"))
+        .expect("ice-pwd")
+        .to_owned();
+    let created = send(
+        address,
+        "POST",
+        "/whip/cam",
+        &[
+            ("content-type", "application/sdp"),
+            ("authorization", "Bearer client-secret-CAFE-0003"),
+            ("x-request-id", "req-from-client-42"),
+        ],
+        offer,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.header("x-request-id"), Some("req-from-client-42"));
+    assert_eq!(
+        backend.seen()[0].header("x-request-id"),
+        Some("req-from-client-42"),
+        "the request id reaches the backend"
+    );
+    let session = created.location_path();
+    let token = session.trim_start_matches("/session/").to_owned();
+    send(address, "DELETE", &session, &[], "").await;
+    send(address, "DELETE", &format!("/session/{token}x"), &[], "").await;
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("read logs");
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let request_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"message\":\"request\""))
+        .collect();
+    assert_eq!(request_lines.len(), 3, "one line per request:\n{logs}");
+    let first: serde_json::Value = serde_json::from_str(request_lines[0]).expect("json line");
+    let fields = &first["fields"];
+    assert_eq!(fields["request_id"], "req-from-client-42");
+    assert_eq!(fields["route"], "main");
+    assert_eq!(fields["backend"], "janus");
+    assert_eq!(fields["status"], 201);
+    assert!(fields["latency_ms"].as_f64().is_some());
+    for secret in [
+        "client-secret-CAFE-0003",
+        "backend-secret-BEEF-0002",
+        "session-key-session-key",
+        token.as_str(),
+        &token[3..20],
+        ice_pwd.as_str(),
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret:?} leaked into the logs:\n{logs}"
+        );
+    }
+}
