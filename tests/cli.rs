@@ -1,7 +1,8 @@
 //! The `whipgate` command line: `check` and `serve`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::Duration;
 
 fn whipgate() -> Command {
@@ -69,32 +70,8 @@ fn serve_starts_answers_and_stops_on_sigterm() {
         "serve.toml",
         "[server]\nlisten = \"127.0.0.1:0\"\n[[backend]]\nid = \"a\"\nkind = \"whip\"\nwhip_url = \"http://127.0.0.1:1/{stream}\"\n[[route]]\nbackends = [\"a\"]\n",
     );
-    let mut child = whipgate()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
-    let stderr = child.stderr.take().expect("stderr");
-    // Read the log on a thread so that a missing line fails the test instead of hanging it;
-    // the thread keeps draining the pipe so the child never blocks on a full one.
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let address = match address.recv_timeout(Duration::from_secs(10)) {
-        Ok(address) => address,
-        Err(_) => {
-            let _ = child.kill();
-            panic!("no startup line with the bound address");
-        }
-    };
-    let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+    let served = support::spawn_serve(&path, &[], &[]);
+    let mut stream = std::net::TcpStream::connect(served.address).expect("connect");
     use std::io::{Read, Write};
     stream
         .write_all(b"OPTIONS /whip/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -102,13 +79,7 @@ fn serve_starts_answers_and_stops_on_sigterm() {
     let mut reply = String::new();
     stream.read_to_string(&mut reply).expect("read");
     assert!(reply.starts_with("HTTP/1.1 204"), "{reply}");
-
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = child.wait().expect("exits");
+    let (exit, _) = served.finish();
     assert!(exit.success(), "{exit:?}");
 }
 
@@ -172,55 +143,17 @@ fn explain_prints_the_route_and_candidate_order() {
 
 #[test]
 fn sighup_reloads_even_an_unchanged_file() {
-    let dir = std::env::temp_dir().join(format!("whipgate-cli-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("routes.toml");
-    std::fs::write(dir.join("admin.token"), "admin-token-admin-token").expect("token");
-    std::fs::write(
-        &path,
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token_file = \"admin.token\"\n\
+    let path = temp_file(
+        "hup.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
          [[backend]]\nid = \"a\"\nkind = \"whip\"\nwhip_url = \"http://127.0.0.1:1/{stream}\"\n\
          [[route]]\nbackends = [\"a\"]\n",
-    )
-    .expect("write");
-    let mut child = whipgate()
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str| -> Option<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Some(line),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    };
-    let started = wait_for("address=").expect("startup line");
-    assert!(started.contains("whipgate serving"));
-    let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let reloaded = wait_for("routes reloaded");
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    );
+    let served = support::spawn_serve(&path, &[], &[]);
+    served.signal("HUP");
+    let reloaded = served.wait_for("routes reloaded", Duration::from_secs(10));
+    let (exit, _) = served.finish();
     let reloaded = reloaded.expect("a reload after SIGHUP");
     assert!(reloaded.contains("generation=2"), "{reloaded}");
+    assert!(exit.success());
 }

@@ -3,10 +3,6 @@
 
 mod support;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
 use support::{corpus, send, whip_server, FakeBackend};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,36 +11,26 @@ async fn request_lines_carry_ids_but_no_secrets() {
     let dir = std::env::temp_dir().join(format!("whipgate-logs-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("routes.toml");
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
-        probe.local_addr().expect("addr").port()
-    };
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nsession_keys = [{{ id = \"k1\", secret_env = \"WG_TEST_KEY\" }}]\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nsession_keys = [{{ id = \"k1\", secret_env = \"WG_TEST_KEY\" }}]\n\
              [[backend]]\nid = \"janus\"\nkind = \"whip\"\nwhip_url = \"{}\"\nauth = {{ bearer_env = \"WG_TEST_BACKEND\" }}\n\
              [[route]]\nid = \"main\"\nbackends = [\"janus\"]\n",
             backend.url("/whip/{stream}")
         ),
     )
     .expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_whipgate"))
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "trace")
-        .env("WG_TEST_KEY", "session-key-session-key-session-key-0001")
-        .env("WG_TEST_BACKEND", "backend-secret-BEEF-0002")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
-    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let served = support::spawn_serve(
+        &path,
+        &["--log-format", "json"],
+        &[
+            ("RUST_LOG", "trace"),
+            ("WG_TEST_KEY", "session-key-session-key-session-key-0001"),
+            ("WG_TEST_BACKEND", "backend-secret-BEEF-0002"),
+        ],
+    );
+    let address = served.address;
     let offer = corpus("chromium-whip-offer-vp8.sdp");
     let ice_pwd = offer
         .lines()
@@ -75,17 +61,8 @@ async fn request_lines_carry_ids_but_no_secrets() {
     send(address, "DELETE", &session, &[], "").await;
     send(address, "DELETE", &format!("/session/{token}x"), &[], "").await;
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut logs)
-        .expect("read logs");
-    let _ = child.wait();
+    let (_, lines) = served.finish();
+    let logs = lines.join("\n");
     let _ = std::fs::remove_dir_all(&dir);
 
     let request_lines: Vec<&str> = logs

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{corpus, FakeBackend, Reply};
@@ -32,27 +30,8 @@ async fn sigterm_finishes_accepted_requests_and_exits_zero() {
         ),
     )
     .expect("write");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_whipgate"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawns");
-    let stderr = child.stderr.take().expect("stderr");
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("address=").nth(1) {
-                let _ = found.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let address: std::net::SocketAddr = address
-        .recv_timeout(Duration::from_secs(10))
-        .expect("startup line")
-        .parse()
-        .expect("address");
+    let served = support::spawn_serve(&path, &[], &[]);
+    let address = served.address;
 
     // 20 requests on their own connections, then SIGTERM while they wait on the backend.
     let mut requests = Vec::new();
@@ -80,11 +59,7 @@ async fn sigterm_finishes_accepted_requests_and_exits_zero() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    let finished = tokio::task::spawn_blocking(move || served.finish());
     let mut answered = 0;
     for request in requests {
         match request.await.expect("task") {
@@ -100,10 +75,7 @@ async fn sigterm_finishes_accepted_requests_and_exits_zero() {
         answered, 20,
         "all 20 were accepted before the signal and all were answered"
     );
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let (exit, _) = finished.await.expect("join");
     assert!(exit.success(), "{exit:?}");
     // After shutdown nothing listens any more.
     assert!(tokio::net::TcpStream::connect(address).await.is_err());

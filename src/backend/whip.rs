@@ -128,14 +128,7 @@ fn create_refused(
         400 => AttemptError::fatal(GatewayError::BadRequest(format!(
             "backend {id} rejected the offer"
         ))),
-        401 | 403 => match backend.auth {
-            BackendAuth::Passthrough => AttemptError::fatal(GatewayError::Unauthorized(
-                "the backend refused the client's credentials".into(),
-            )),
-            _ => AttemptError::fatal(GatewayError::BadGateway(format!(
-                "backend {id} refused whipgate's credential ({status})"
-            ))),
-        },
+        401 | 403 => AttemptError::fatal(credential_refused(backend, status.as_u16())),
         404 | 409 if kind == EndpointKind::Whep => AttemptError::fatal(GatewayError::NotLive {
             reason: "no publisher is live on this stream".into(),
             retry_after: Duration::ZERO,
@@ -245,14 +238,7 @@ fn session_refused(backend: &BackendDef, status: u16, method: &str) -> GatewayEr
     let id = &backend.id;
     match status {
         400 => GatewayError::BadRequest(format!("backend {id} rejected the {method} body")),
-        401 | 403 => match backend.auth {
-            BackendAuth::Passthrough => {
-                GatewayError::Unauthorized("the backend refused the client's credentials".into())
-            }
-            _ => GatewayError::BadGateway(format!(
-                "backend {id} refused whipgate's credential ({status})"
-            )),
-        },
+        401 | 403 => credential_refused(backend, status),
         404 | 410 => GatewayError::NotFound("session not found".into()),
         405 | 501 => GatewayError::MethodNotAllowed {
             reason: format!("backend {id} does not support {method} on sessions"),
@@ -265,6 +251,20 @@ fn session_refused(backend: &BackendDef, status: u16, method: &str) -> GatewayEr
             "backend {id} cannot do this {method} (trickle or ICE restart unsupported)"
         )),
         _ => GatewayError::BadGateway(format!("backend {id} answered {method} with {status}")),
+    }
+}
+
+/// 401 and 403 mean one thing to the client: with `passthrough` its own credential was
+/// refused (401); otherwise whipgate's credential for the backend is wrong (502, ops' fault).
+fn credential_refused(backend: &BackendDef, status: u16) -> GatewayError {
+    match backend.auth {
+        BackendAuth::Passthrough => {
+            GatewayError::Unauthorized("the backend refused the client's credentials".into())
+        }
+        _ => GatewayError::BadGateway(format!(
+            "backend {} refused whipgate's credential ({status})",
+            backend.id
+        )),
     }
 }
 

@@ -375,3 +375,93 @@ pub async fn post_offer(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) 
     all.extend_from_slice(headers);
     send(addr, "POST", path, &all, offer).await
 }
+
+/// A `whipgate serve` process, its bound address and its log lines.
+pub struct Served {
+    child: std::process::Child,
+    pub address: SocketAddr,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// Starts `whipgate serve --config CONFIG ARGS...` with `env` and waits for its startup line.
+/// The log is read on a thread, so a missing line fails the test instead of hanging it, and
+/// the pipe is drained so the child never blocks on it.
+pub fn spawn_serve(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
+    use std::io::BufRead;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_whipgate"));
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().expect("whipgate spawns");
+    let stderr = child.stderr.take().expect("stderr");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = sender.send(line);
+        }
+    });
+    let mut served = Served {
+        child,
+        address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        lines,
+    };
+    let started = served
+        .wait_for("whipgate serving", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no startup line"));
+    // Text logs say `address=A`, JSON logs `"address":"A"`.
+    served.address = started
+        .split("address")
+        .nth(1)
+        .map(|rest| rest.trim_start_matches(['=', '"', ':']))
+        .and_then(|rest| rest.split(['"', ' ']).next())
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {started:?}"));
+    served
+}
+
+impl Served {
+    /// The next log line containing `needle`, within `timeout`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// SIGTERM, then the exit status and every log line not read yet.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        self.signal("TERM");
+        let status = self.child.wait().expect("whipgate exits");
+        let rest = self.lines.try_iter().collect();
+        (status, rest)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
