@@ -262,3 +262,81 @@ async fn three_replicas_each_count_their_own_sessions_and_the_totals_add_up() {
         "the live one is in its creator's registry"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_whipgate_processes_share_sessions_and_count_their_own() {
+    let good = FakeBackend::start(whip_server()).await;
+    let dir = std::env::temp_dir().join(format!("whipgate-replicas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nsession_keys = [{{ id = \"k1\", secret_env = \"WG_REPLICA_KEY\" }}]\n\
+             [[backend]]\nid = \"janus\"\nkind = \"whip\"\nwhip_url = \"{}\"\n[[route]]\nid = \"main\"\nbackends = [\"janus\"]\n",
+            good.url("/whip/{stream}")
+        ),
+    )
+    .expect("write");
+    let env = [("WG_REPLICA_KEY", "replica-key-replica-key-replica-key-0001")];
+    let replicas: Vec<support::Served> = (0..3)
+        .map(|_| support::spawn_serve(&path, &[], &env))
+        .collect();
+    let mut sessions = Vec::new();
+    for n in 0..4 {
+        let created = post_offer(replicas[0].address, &format!("/whip/s{n}"), &[]).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        sessions.push(created.location_path());
+    }
+    assert_eq!(
+        post_offer(replicas[1].address, "/whip/t", &[]).await.status,
+        201
+    );
+    for (n, session) in sessions.iter().enumerate() {
+        let through = replicas[1 + n % 2].address;
+        let patched = send(
+            through,
+            "PATCH",
+            session,
+            &[("content-type", "application/trickle-ice-sdpfrag")],
+            support::corpus("gstreamer-trickle-1.sdpfrag"),
+        )
+        .await;
+        assert_eq!(patched.status, 204, "a replica serves another's session");
+        assert_eq!(send(through, "DELETE", session, &[], "").await.status, 200);
+    }
+    let labels = "{backend=\"janus\",kind=\"whip\",route=\"main\"}";
+    let mut started = Vec::new();
+    let mut ended = Vec::new();
+    for replica in &replicas {
+        let text = send(replica.address, "GET", "/metrics", &[], "").await.body;
+        started.push(value(
+            &text,
+            &format!("whipgate_sessions_started_total{labels}"),
+        ));
+        ended.push(value(
+            &text,
+            &format!("whipgate_sessions_ended_total{labels}"),
+        ));
+    }
+    assert_eq!(
+        started,
+        vec![4.0, 1.0, 0.0],
+        "each replica counts the sessions it created"
+    );
+    assert_eq!(ended, vec![0.0, 2.0, 2.0], "and the DELETEs it served");
+    assert_eq!(
+        started.iter().sum::<f64>() - ended.iter().sum::<f64>(),
+        1.0,
+        "one session still live in all"
+    );
+    let second = send(replicas[1].address, "GET", "/metrics", &[], "")
+        .await
+        .body;
+    assert_eq!(
+        value(&second, &format!("whipgate_sessions_live{labels}")),
+        1.0
+    );
+    drop(replicas);
+    let _ = std::fs::remove_dir_all(&dir);
+}
