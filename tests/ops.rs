@@ -340,3 +340,32 @@ async fn three_whipgate_processes_share_sessions_and_count_their_own() {
     drop(replicas);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_separate_metrics_listener_serves_only_metrics_and_health() {
+    let good = FakeBackend::start(whip_server()).await;
+    let bad = FakeBackend::start(|_| Reply::new(500)).await;
+    let text =
+        config(&good, &bad).replace("[server]\n", "[server]\nmetrics_listen = \"127.0.0.1:0\"\n");
+    let gw = gateway(&text).await;
+    let ops = gw.metrics_addr.expect("metrics listener");
+    assert_ne!(ops, gw.local_addr);
+    assert_eq!(send(ops, "GET", "/metrics", &[], "").await.status, 200);
+    assert_eq!(send(ops, "GET", "/healthz", &[], "").await.status, 200);
+    assert_eq!(send(ops, "GET", "/readyz", &[], "").await.status, 200);
+    assert_eq!(
+        post_offer(ops, "/whip/s", &[]).await.status,
+        404,
+        "no WHIP on the metrics port"
+    );
+    assert_eq!(
+        send(ops, "GET", "/admin/sessions", &[], "").await.status,
+        404
+    );
+    assert_eq!(
+        send(gw.local_addr, "GET", "/metrics", &[], "").await.status,
+        404,
+        "metrics moved off the main port"
+    );
+    assert_eq!(post_offer(gw.local_addr, "/whip/s", &[]).await.status, 201);
+}

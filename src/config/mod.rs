@@ -37,6 +37,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Separate listener for /metrics, /healthz, /readyz.
+    pub metrics_listen: Option<SocketAddr>,
     pub public_url: Option<Url>,
     /// `(id, secret)`; empty means "generate an ephemeral key at start".
     pub session_keys: Vec<(String, Secret)>,
@@ -203,6 +205,15 @@ impl Loader<'_> {
             })?,
             None => SocketAddr::from(([0, 0, 0, 0], 8080)),
         };
+        let metrics_listen = match &raw.metrics_listen {
+            Some(value) => Some(value.get_ref().parse().map_err(|_| {
+                self.error_at(
+                    value.span().start,
+                    "metrics_listen is not an address like 0.0.0.0:9090".into(),
+                )
+            })?),
+            None => None,
+        };
         let public_url = match raw.public_url {
             Some(value) => Some(self.public_url(&value)?),
             None => None,
@@ -230,6 +241,7 @@ impl Loader<'_> {
         }
         Ok(ServerSettings {
             listen,
+            metrics_listen,
             public_url,
             session_keys,
             session_ttl: raw

@@ -26,6 +26,8 @@ pub struct RawConfig {
 pub struct RawServer {
     /// Address to listen on (default `0.0.0.0:8080`).
     pub listen: Option<Spanned<String>>,
+    /// A separate listener for /metrics, /healthz and /readyz (default: the main one).
+    pub metrics_listen: Option<Spanned<String>>,
     /// Public origin for absolute `Location` URLs, e.g. `https://gw.example.com`.
     pub public_url: Option<Spanned<String>>,
     /// Keys sealing session tokens; the first seals, all open.

@@ -134,7 +134,23 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = request.uri().path().to_owned();
-        match target(&path) {
+        let listener = request
+            .extensions()
+            .get::<super::Listener>()
+            .copied()
+            .unwrap_or(super::Listener::Main);
+        let target = match (listener, target(&path)) {
+            (
+                super::Listener::Metrics,
+                t @ (Target::Healthz | Target::Readyz | Target::Metrics),
+            ) => t,
+            (super::Listener::Metrics, _) => Target::Unknown,
+            (super::Listener::Main, Target::Metrics) if config.server.metrics_listen.is_some() => {
+                Target::Unknown
+            }
+            (super::Listener::Main, t) => t,
+        };
+        match target {
             Target::Endpoint(kind, segment) => {
                 outcome.endpoint = kind.as_str();
                 let stream = StreamName::from_path_segment(segment)

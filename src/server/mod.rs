@@ -42,6 +42,15 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
+/// Which listener a request came in on (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// WHIP, WHEP, sessions, admin; also /metrics unless a metrics listener is configured.
+    Main,
+    /// `[server] metrics_listen`: /metrics, /healthz and /readyz only.
+    Metrics,
+}
+
 /// The table in force and the keys built from it, swapped together on reload.
 struct Live {
     config: Arc<Config>,
@@ -357,6 +366,8 @@ fn unix_now() -> u64 {
 /// A server accepting connections until [`RunningServer::shutdown`].
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    /// The separate metrics listener, when `[server] metrics_listen` asks for one.
+    pub metrics_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -388,15 +399,42 @@ pub async fn start(
         .probes
         .restart(&config, &gateway.client, &gateway.health);
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(
+    let metrics_listener = match config.server.metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|e| StartError::Listen(address, e))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(accept_loop(
+            listener,
+            Listener::Metrics,
+            gateway.clone(),
+            stopped.clone(),
+            config.server.header_read_timeout,
+            config.server.shutdown_grace,
+        ))
+    });
+    let main_task = tokio::spawn(accept_loop(
         listener,
+        Listener::Main,
         gateway.clone(),
         stopped,
         config.server.header_read_timeout,
         config.server.shutdown_grace,
     ));
+    let task = tokio::spawn(async move {
+        let _ = main_task.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+    });
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         gateway,
         stop,
         task,
@@ -405,6 +443,7 @@ pub async fn start(
 
 async fn accept_loop(
     listener: TcpListener,
+    kind: Listener,
     gateway: Arc<Gateway>,
     mut stopped: watch::Receiver<bool>,
     header_read_timeout: Duration,
@@ -436,6 +475,7 @@ async fn accept_loop(
             .service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
                 request.extensions_mut().insert(PeerAddr(peer));
+                request.extensions_mut().insert(kind);
                 async move { Ok::<_, Infallible>(gateway.handle(request).await) }
             });
         let connection =
