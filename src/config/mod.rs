@@ -178,9 +178,19 @@ impl Loader<'_> {
             order.insert(index, def.id.clone());
             backends.insert(def.id.clone(), Arc::new(def));
         }
-        let mut routes = Vec::new();
+        let mut routes: Vec<Route> = Vec::new();
         for (index, route) in raw.route.into_iter().enumerate() {
-            routes.push(self.route(index, route, &backends)?);
+            let at = route
+                .backends
+                .as_ref()
+                .map(|b| b.span().start)
+                .or_else(|| route.split.as_ref().map(|s| s.span().start))
+                .unwrap_or(0);
+            let route = self.route(index, route, &backends)?;
+            if routes.iter().any(|r| r.id == route.id) {
+                return Err(self.error_at(at, format!("route id `{}` appears twice", route.id)));
+            }
+            routes.push(route);
         }
         if routes.is_empty() {
             return Err(self.error_at(

@@ -165,6 +165,10 @@ fn other_mistakes_are_located() {
             "appears twice",
         ),
         (
+            GOOD.replace("id = \"viewers\"", "id = \"route-1\""),
+            "route id `route-1` appears twice",
+        ),
+        (
             GOOD.replace("backends = [\"vendor\"]", "backends = []"),
             "lists no backends",
         ),

@@ -122,6 +122,8 @@ pub struct RouteTable {
     prefix_lengths: Vec<usize>,
     /// Routes with no usable prefix: checked for every request.
     unindexed: Vec<usize>,
+    /// Route id → index, for PATCH and DELETE, which name their route.
+    by_id: HashMap<String, usize>,
 }
 
 impl RouteTable {
@@ -142,11 +144,17 @@ impl RouteTable {
         let mut prefix_lengths: Vec<usize> = by_prefix.keys().map(String::len).collect();
         prefix_lengths.sort_unstable();
         prefix_lengths.dedup();
+        let by_id = routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| (route.id.clone(), index))
+            .collect();
         Self {
             routes,
             by_prefix,
             prefix_lengths,
             unindexed,
+            by_id,
         }
     }
 
@@ -191,7 +199,7 @@ impl RouteTable {
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Route> {
-        self.routes.iter().find(|route| route.id == id)
+        self.by_id.get(id).and_then(|&index| self.routes.get(index))
     }
 
     /// Routes no request can reach because an earlier route catches all of their kind.
