@@ -219,7 +219,7 @@ async fn failing_backends_open_their_circuit_and_come_back() {
 
 #[tokio::test]
 async fn retry_after_from_a_backend_is_honoured() {
-    let resting = FakeBackend::start(|_| Reply::new(503).header("retry-after", "1")).await;
+    let resting = FakeBackend::start(|_| Reply::new(503).header("retry-after", "2")).await;
     let spare = FakeBackend::start(whip_server()).await;
     let config = format!(
         "{SERVER}{}{}[[route]]\nbackends = [\"resting\", \"spare\"]\n",
@@ -234,7 +234,7 @@ async fn retry_after_from_a_backend_is_honoured() {
         1,
         "the second request left the resting backend alone"
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     post_offer(gw.local_addr, "/whip/c", &[]).await;
     assert_eq!(resting.count(), 2);
 }
@@ -266,7 +266,7 @@ async fn active_health_checks_take_a_backend_out_and_bring_it_back() {
         backend("spare", &spare, "")
     );
     let gw = gateway(&config).await;
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(probes.load(Ordering::SeqCst) >= 2);
     post_offer(gw.local_addr, "/whip/a", &[]).await;
     let posts_to_checked = || checked.seen().iter().filter(|s| s.method == "POST").count();
@@ -276,7 +276,7 @@ async fn active_health_checks_take_a_backend_out_and_bring_it_back() {
         "failing its health check, the backend got no session"
     );
     up.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     post_offer(gw.local_addr, "/whip/b", &[]).await;
     assert_eq!(posts_to_checked(), 1, "back after a passing probe");
 }
