@@ -183,7 +183,7 @@ async fn failing_backends_open_their_circuit_and_come_back() {
         backend(
             "flaky",
             &flaky,
-            "circuit = { failures = 2, cooldown = \"400ms\" }"
+            "circuit = { failures = 2, cooldown = \"2s\" }"
         ),
         backend("spare", &spare, "")
     );
@@ -203,7 +203,7 @@ async fn failing_backends_open_their_circuit_and_come_back() {
     );
     assert_eq!(spare.count(), 5);
     healthy.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         post_offer(gw.local_addr, "/whip/back", &[]).await.status,
         201
