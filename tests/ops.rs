@@ -369,3 +369,59 @@ async fn a_separate_metrics_listener_serves_only_metrics_and_health() {
     );
     assert_eq!(post_offer(gw.local_addr, "/whip/s", &[]).await.status, 201);
 }
+
+#[tokio::test]
+async fn sessions_leave_the_live_count_when_their_token_expires() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let good = FakeBackend::start(whip_server()).await;
+    let bad = FakeBackend::start(|_| Reply::new(500)).await;
+    let text = config(&good, &bad).replace("[server]\n", "[server]\nsession_ttl = \"1h\"\n");
+    let now = Arc::new(AtomicU64::new(1_000_000));
+    let clock = {
+        let now = now.clone();
+        Arc::new(move || now.load(Ordering::SeqCst))
+    };
+    let gateway = whipgate::server::Gateway::new(support::config(&text))
+        .expect("gateway")
+        .with_clock(clock);
+    let gw = whipgate::server::start(gateway, Some("127.0.0.1:0".parse().expect("addr")))
+        .await
+        .expect("start");
+    let created = post_offer(gw.local_addr, "/whip/s", &[]).await;
+    assert_eq!(created.status, 201);
+    let labels = "{backend=\"janus\",kind=\"whip\",route=\"main\"}";
+    now.fetch_add(1800, Ordering::SeqCst);
+    let text = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
+    assert_eq!(
+        value(&text, &format!("whipgate_sessions_live{labels}")),
+        1.0
+    );
+    assert_eq!(
+        value(&text, "whipgate_session_seconds_total{backend=\"janus\"}"),
+        1800.0
+    );
+    assert_eq!(
+        value(&text, "whipgate_cost_estimate_total{backend=\"janus\"}"),
+        15.0,
+        "30 min at 0.5"
+    );
+    now.fetch_add(1801, Ordering::SeqCst);
+    let text = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
+    assert_eq!(
+        value(&text, &format!("whipgate_sessions_live{labels}")),
+        0.0,
+        "expired"
+    );
+    assert_eq!(
+        value(&text, "whipgate_session_seconds_total{backend=\"janus\"}"),
+        3600.0
+    );
+    assert!(gw.gateway.registry().is_empty());
+    assert_eq!(
+        send(gw.local_addr, "DELETE", &created.location_path(), &[], "")
+            .await
+            .status,
+        404
+    );
+}

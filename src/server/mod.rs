@@ -183,9 +183,29 @@ impl Gateway {
         &self.metrics
     }
 
+    /// Forgets sessions whose tokens have expired (no request can end them any more), so
+    /// live counts and `max_sessions` do not keep them forever.
+    fn expire_sessions(&self, config: &Config) {
+        let now = (self.clock)();
+        let ttl = config.server.session_ttl.as_secs();
+        if now < ttl {
+            return;
+        }
+        for (session, seconds) in self.registry.expire(now, ttl) {
+            let labels = [
+                session.backend.as_str(),
+                session.route.as_str(),
+                session.kind.as_str(),
+            ];
+            self.metrics.sessions_live.with_label_values(&labels).dec();
+            self.count_session_time(config, &session.backend, seconds);
+        }
+    }
+
     /// Brings session-seconds, cost and backend health up to date, then renders every metric.
     pub fn render_metrics(&self) -> String {
         let config = self.config();
+        self.expire_sessions(&config);
         for (backend, seconds) in self.registry.account((self.clock)()) {
             self.count_session_time(&config, &backend, seconds);
         }
@@ -399,6 +419,7 @@ pub async fn start(
         .probes
         .restart(&config, &gateway.client, &gateway.health);
     let (stop, stopped) = watch::channel(false);
+    tokio::spawn(expire_periodically(gateway.clone(), stopped.clone()));
     let metrics_listener = match config.server.metrics_listen {
         Some(address) => Some(
             TcpListener::bind(address)
@@ -439,6 +460,17 @@ pub async fn start(
         stop,
         task,
     })
+}
+
+/// Sessions whose tokens expired leave the registry within a minute.
+async fn expire_periodically(gateway: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => gateway.expire_sessions(&gateway.config()),
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 async fn accept_loop(

@@ -63,6 +63,29 @@ impl SessionRegistry {
         })
     }
 
+    /// Forgets sessions older than `ttl` at `now`: their tokens have expired, so no request
+    /// can end them any more. Returns each with its uncounted seconds up to its expiry.
+    pub fn expire(&self, now: u64, ttl: u64) -> Vec<(LiveSession, u64)> {
+        let created_by = now.saturating_sub(ttl);
+        self.with(|live| {
+            let expired: Vec<String> = live
+                .by_sid
+                .iter()
+                .filter(|(_, (session, _))| session.created <= created_by)
+                .map(|(sid, _)| sid.clone())
+                .collect();
+            expired
+                .into_iter()
+                .filter_map(|sid| {
+                    let (session, accounted) = live.by_sid.remove(&sid)?;
+                    live.forget(&session);
+                    let until = now.min(session.created.saturating_add(ttl));
+                    Some((session, until.saturating_sub(accounted)))
+                })
+                .collect()
+        })
+    }
+
     /// Session time since the last call, per backend; live sessions count as they run.
     pub fn account(&self, now: u64) -> Unaccounted {
         self.with(|live| {
@@ -100,5 +123,47 @@ impl SessionRegistry {
         // so a poisoned lock is still safe to use.
         let mut guard = self.live.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut guard)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(backend: &str, created: u64) -> LiveSession {
+        LiveSession {
+            backend: backend.into(),
+            route: "r".into(),
+            kind: EndpointKind::Whip,
+            created,
+        }
+    }
+
+    #[test]
+    fn counts_accounts_and_expires() {
+        let registry = SessionRegistry::default();
+        registry.insert("a".into(), session("janus", 100));
+        registry.insert("b".into(), session("janus", 200));
+        registry.insert("c".into(), session("vendor", 300));
+        assert_eq!(registry.count_for_backend("janus"), 2);
+        let mut accounted = registry.account(400);
+        accounted.sort();
+        assert_eq!(
+            accounted,
+            vec![("janus".to_string(), 500), ("vendor".to_string(), 100)]
+        );
+        let expired = registry.expire(450, 250);
+        assert_eq!(expired.len(), 2);
+        let mut seconds: Vec<u64> = expired.iter().map(|(_, s)| *s).collect();
+        seconds.sort();
+        assert_eq!(
+            seconds,
+            vec![0, 50],
+            "counted up to each token's expiry (350, 450)"
+        );
+        assert_eq!(registry.count_for_backend("janus"), 0);
+        assert_eq!(registry.len(), 1);
+        assert_eq!(registry.remove("c", 460).map(|(_, s)| s), Some(60));
+        assert!(registry.is_empty());
     }
 }
