@@ -321,3 +321,23 @@ async fn the_admin_api_reloads_reports_and_explains() {
         explained.body
     );
 }
+
+#[tokio::test]
+async fn viewers_find_a_publisher_the_previous_table_placed() {
+    // `a` has the live publisher; after the reload the table sends the stream to `b`, which
+    // has none yet (404): the viewer falls back to the previous table's placement.
+    let a = FakeBackend::start(whip_server()).await;
+    let b = FakeBackend::start(|_| support::Reply::new(404)).await;
+    let dir = ConfigDir::new("previous");
+    dir.write(&table(&a, &b, true, "a"));
+    let gw = gateway_from(&dir).await;
+    dir.write(&table(&a, &b, true, "b"));
+    assert_eq!(gw.gateway.reload(), Ok(2));
+    let viewer = post_offer(gw.local_addr, "/whep/live", &[]).await;
+    assert_eq!(viewer.status, 201, "{}", viewer.body);
+    assert_eq!(
+        (b.count(), a.count()),
+        (1, 1),
+        "tried b first, then the previous table's a"
+    );
+}
