@@ -232,7 +232,7 @@ impl Gateway {
                         request_id = ctx.request_id,
                         backend = %backend.id,
                         reason = %failure.error,
-                        "backend failed; trying the next candidate"
+                        "backend failed; trying the next candidate, if any"
                     );
                     self.health.record_failure(
                         &backend.id.0,
