@@ -532,3 +532,12 @@ async fn accept_loop(
         tracing::warn!("shutdown grace period over with requests still in flight");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(super::hex(&[]), "");
+    }
+}
