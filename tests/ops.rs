@@ -355,3 +355,46 @@ async fn sessions_leave_the_live_count_when_their_token_expires() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_beyond_the_concurrency_limit_is_shed_with_503() {
+    let slow = FakeBackend::start(|seen| match seen.method.as_str() {
+        "POST" => Reply::new(201)
+            .header("location", "/r/1")
+            .body(support::corpus("janus-whip-answer.sdp"))
+            .delay(std::time::Duration::from_millis(500)),
+        _ => Reply::new(200),
+    })
+    .await;
+    let text = format!(
+        "[server]\nmax_concurrent_requests = 2\n[[backend]]\nid = \"slow\"\nkind = \"whip\"\nwhip_url = \"{}\"\n\
+         [[route]]\nbackends = [\"slow\"]\n",
+        slow.url("/whip/{stream}")
+    );
+    let gw = gateway(&text).await;
+    let addr = gw.local_addr;
+    let requests: Vec<_> = (0..5)
+        .map(|n| tokio::spawn(async move { post_offer(addr, &format!("/whip/s{n}"), &[]).await }))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(
+        send(addr, "GET", "/healthz", &[], "").await.status,
+        200,
+        "probes are exempt"
+    );
+    let mut statuses = Vec::new();
+    for request in requests {
+        let got = request.await.expect("task");
+        if got.status == 503 {
+            assert!(got.header("retry-after").is_some());
+        }
+        statuses.push(got.status);
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![201, 201, 503, 503, 503]);
+    assert_eq!(
+        post_offer(addr, "/whip/after", &[]).await.status,
+        201,
+        "places are freed"
+    );
+}

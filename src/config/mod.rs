@@ -49,6 +49,8 @@ pub struct ServerSettings {
     pub connect_timeout: Duration,
     pub header_read_timeout: Duration,
     pub max_redirects: usize,
+    /// Requests in flight before new ones are shed (health and metrics exempt).
+    pub max_concurrent_requests: usize,
     pub retry_after: Duration,
     pub not_live_retry_after: Duration,
     pub cors_allow_origins: Vec<String>,
@@ -263,6 +265,7 @@ impl Loader<'_> {
             connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(3)),
             header_read_timeout: raw.header_read_timeout.unwrap_or(Duration::from_secs(10)),
             max_redirects: raw.max_redirects.unwrap_or(3),
+            max_concurrent_requests: raw.max_concurrent_requests.unwrap_or(1024).max(1),
             retry_after: raw.retry_after.unwrap_or(Duration::from_secs(5)),
             not_live_retry_after: raw.not_live_retry_after.unwrap_or(Duration::from_secs(2)),
             cors_allow_origins: raw.cors_allow_origins.unwrap_or_else(|| vec!["*".into()]),

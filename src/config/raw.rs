@@ -50,6 +50,8 @@ pub struct RawServer {
     /// Bound on a client sending its request headers (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
+    /// Requests served at once before new ones are shed with 503 (default 1024).
+    pub max_concurrent_requests: Option<usize>,
     /// Upstream 307/308 hops followed (default 3).
     pub max_redirects: Option<usize>,
     /// `Retry-After` sent with 503 (default 5 s).

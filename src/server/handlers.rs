@@ -1,7 +1,8 @@
 //! What each endpoint does: translate HTTP into calls of the pure core and the backend
 //! adapters, and back.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -27,6 +28,26 @@ const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 const ENDPOINT_METHODS: &str = "POST, GET, HEAD, OPTIONS";
 const SESSION_METHODS: &str = "PATCH, DELETE, OPTIONS";
 const SESSION_METHODS_NO_PATCH: &str = "DELETE, OPTIONS";
+
+/// A place among the requests being served; leaving it (on drop) frees it.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        let before = counter.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(counter))
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// What a request was about, for its log line.
 #[derive(Default)]
@@ -85,6 +106,34 @@ impl Gateway {
         let origin = request.headers().get(header::ORIGIN).cloned();
         let method = request.method().clone();
         let mut outcome = Outcome::default();
+        // Probes and scrapes must get through when the gateway is saturated.
+        let exempt = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+        let _slot = if exempt {
+            None
+        } else {
+            match InFlight::enter(&self.in_flight, config.server.max_concurrent_requests) {
+                Some(slot) => Some(slot),
+                None => {
+                    let mut response = response::error(
+                        &GatewayError::Unavailable {
+                            reason: "whipgate is at its concurrent request limit".into(),
+                            retry_after: Duration::from_secs(1),
+                        },
+                        config.server.retry_after,
+                    );
+                    cors::decorate(
+                        response.headers_mut(),
+                        origin.as_ref(),
+                        &config.server.cors_allow_origins,
+                    );
+                    self.metrics
+                        .requests
+                        .with_label_values(&["shed", method.as_str(), "503"])
+                        .inc();
+                    return response;
+                }
+            }
+        };
         let work = self.dispatch(&config, request, &request_id, &mut outcome);
         let mut response = match tokio::time::timeout(config.server.request_timeout, work).await {
             Ok(Ok(response)) => response,

@@ -83,6 +83,8 @@ pub struct Gateway {
     registry: SessionRegistry,
     health: Arc<HealthBoard>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Requests being served now, for load shedding.
+    in_flight: std::sync::atomic::AtomicUsize,
     probes: probes::Probes,
     random: SystemRandom,
     clock: Clock,
@@ -145,6 +147,7 @@ impl Gateway {
             registry: SessionRegistry::default(),
             health: Arc::new(HealthBoard::default()),
             metrics,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             probes: probes::Probes::default(),
             random,
             clock: Arc::new(unix_now),
