@@ -149,10 +149,6 @@ impl Offer {
         self.lines.write()
     }
 
-    pub fn lines(&self) -> &Lines {
-        &self.lines
-    }
-
     /// Applies the answer policy to a backend's answer to this offer and checks the result
     /// answers this offer; returns the bytes for the client.
     pub fn accept_answer(&self, answer: &str, policy: &Policy) -> Result<String, SdpError> {

@@ -110,11 +110,6 @@ impl Keyring {
         Ok(Self { keys: named })
     }
 
-    pub fn sealing_key_id(&self) -> &str {
-        // `new` refuses an empty ring.
-        self.keys.first().map_or("", |k| k.id.as_str())
-    }
-
     /// Seals `claims` under the first key with the caller's fresh random `nonce`.
     pub fn seal(&self, claims: &SessionClaims, nonce: [u8; NONCE_LEN]) -> String {
         let Some(named) = self.keys.first() else {
