@@ -1,6 +1,8 @@
 //! Every real offer, answer and sdpfrag in ../shared/sdp-corpus is accepted, and whatever
 //! whipgate forwards of it is byte for byte what the peer sent.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use whipgate::kind::EndpointKind;
@@ -21,36 +23,6 @@ fn corpus_files(extension: &str) -> Vec<PathBuf> {
         dir.display()
     );
     files
-}
-
-const PAIRS: &[(&str, &str, EndpointKind)] = &[
-    (
-        "chromium-whip-offer-vp8.sdp",
-        "janus-whip-answer.sdp",
-        EndpointKind::Whip,
-    ),
-    (
-        "chromium-whip-offer-simulcast.sdp",
-        "janus-whip-answer-simulcast.sdp",
-        EndpointKind::Whip,
-    ),
-    (
-        "chromium-whep-offer.sdp",
-        "pion-whep-answer.sdp",
-        EndpointKind::Whep,
-    ),
-    (
-        "aiortc116-whip-offer.sdp",
-        "pion-whip-answer.sdp",
-        EndpointKind::Whip,
-    ),
-];
-
-fn read(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/sdp-corpus")
-        .join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn name(path: &Path) -> String {
@@ -93,11 +65,7 @@ fn offers_of_one_kind_are_refused_at_the_other_endpoint() {
         ("chromium-whip-offer-vp8.sdp", EndpointKind::Whep),
         ("gstreamer-whip-offer.sdp", EndpointKind::Whep),
     ] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/sdp-corpus")
-            .join(file);
-        let text = std::fs::read_to_string(&path).expect("read");
-        let error = sdp::prepare_offer(kind, &text).expect_err(file);
+        let error = sdp::prepare_offer(kind, &support::corpus(file)).expect_err(file);
         assert!(
             matches!(error, sdp::SdpError::Unacceptable(_)),
             "{file}: {error}"
@@ -107,9 +75,9 @@ fn offers_of_one_kind_are_refused_at_the_other_endpoint() {
 
 #[test]
 fn every_answer_answers_its_offer() {
-    for (offer, answer, kind) in PAIRS {
-        let offer = sdp::prepare_offer(*kind, &read(offer)).expect("offer");
-        let text = read(answer);
+    for (offer, answer, kind) in support::OFFER_ANSWER_PAIRS {
+        let offer = sdp::prepare_offer(*kind, &support::corpus(offer)).expect("offer");
+        let text = support::corpus(answer);
         let accepted = offer
             .accept_answer(&text, &sdp::Policy::default())
             .unwrap_or_else(|e| panic!("{answer}: {e}"));

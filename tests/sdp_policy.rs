@@ -1,17 +1,14 @@
 //! SDP policies on real offers and answers: what each rule changes, that nothing else
 //! changes, idempotence, and the lines no policy may ever remove.
 
-use std::path::Path;
+mod support;
 
 use proptest::prelude::*;
 use whipgate::kind::EndpointKind;
 use whipgate::sdp::{self, CandidateClass, CodecSpec, Policy, Simulcast};
 
 fn read(file: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/sdp-corpus")
-        .join(file);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    support::corpus(file)
 }
 
 fn policy(toml_text: &str) -> Policy {
@@ -445,28 +442,7 @@ proptest! {
 #[test]
 fn answer_policy_touches_only_candidates_and_connection_lines() {
     let map = "answer = { address_map = { \"127.0.0.2\" = \"198.51.100.2\", \"127.0.0.1\" = \"198.51.100.1\" }, drop_candidates = [\"ipv6\"] }";
-    for (offer, answer, kind) in [
-        (
-            "chromium-whip-offer-vp8.sdp",
-            "janus-whip-answer.sdp",
-            EndpointKind::Whip,
-        ),
-        (
-            "chromium-whip-offer-simulcast.sdp",
-            "janus-whip-answer-simulcast.sdp",
-            EndpointKind::Whip,
-        ),
-        (
-            "chromium-whep-offer.sdp",
-            "pion-whep-answer.sdp",
-            EndpointKind::Whep,
-        ),
-        (
-            "aiortc116-whip-offer.sdp",
-            "pion-whip-answer.sdp",
-            EndpointKind::Whip,
-        ),
-    ] {
+    for &(offer, answer, kind) in support::OFFER_ANSWER_PAIRS {
         let original = read(answer);
         let accepted = sdp::prepare_offer(kind, &read(offer))
             .expect("offer")

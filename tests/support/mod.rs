@@ -283,6 +283,30 @@ pub async fn send(
     }
 }
 
+/// Offers of the corpus with the answers their backends gave them.
+pub const OFFER_ANSWER_PAIRS: &[(&str, &str, whipgate::kind::EndpointKind)] = &[
+    (
+        "chromium-whip-offer-vp8.sdp",
+        "janus-whip-answer.sdp",
+        whipgate::kind::EndpointKind::Whip,
+    ),
+    (
+        "chromium-whip-offer-simulcast.sdp",
+        "janus-whip-answer-simulcast.sdp",
+        whipgate::kind::EndpointKind::Whip,
+    ),
+    (
+        "chromium-whep-offer.sdp",
+        "pion-whep-answer.sdp",
+        whipgate::kind::EndpointKind::Whep,
+    ),
+    (
+        "aiortc116-whip-offer.sdp",
+        "pion-whip-answer.sdp",
+        whipgate::kind::EndpointKind::Whip,
+    ),
+];
+
 pub fn corpus(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/sdp-corpus")
