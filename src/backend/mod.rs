@@ -1,9 +1,10 @@
 //! Backends: what routes.toml says about each one, and the adapter that talks to it.
 //!
 //! Every backend kind implements the same three calls (create, patch, delete) so the front
-//! door never knows which vendor is behind a stream. Only `whip` (a standard WHIP/WHEP
-//! server) exists so far; vendor profiles and the built-in SFU join [`Adapter`] later.
+//! door never knows which vendor is behind a stream: `whip` (a standard WHIP/WHEP server)
+//! and `builtin` (the SFU in this process).
 
+mod builtin;
 mod client;
 mod health;
 mod template;
@@ -94,6 +95,14 @@ impl BackendDef {
         }
     }
 
+    /// Whether this backend can take sessions of `kind` at all.
+    pub fn serves(&self, kind: EndpointKind) -> bool {
+        match self.adapter {
+            Adapter::Whip => self.endpoint(kind).is_some(),
+            Adapter::Builtin => true,
+        }
+    }
+
     pub fn allows_host(&self, url: &url::Url) -> bool {
         self.allowed_hosts.iter().any(|allowed| allowed.allows(url))
     }
@@ -138,6 +147,25 @@ impl AllowedHost {
 pub enum Adapter {
     /// A standard WHIP/WHEP server (RFC 9725, WHEP).
     Whip,
+    /// The SFU inside this process.
+    Builtin,
+}
+
+/// What adapters reach backends with: the pooled HTTP client, and the built-in SFU once it
+/// runs (it starts with the first table that has a `builtin` backend).
+#[derive(Clone)]
+pub struct Upstreams {
+    pub client: UpstreamClient,
+    pub sfu: Arc<std::sync::OnceLock<crate::sfu::Sfu>>,
+}
+
+impl Upstreams {
+    pub fn new(client: UpstreamClient) -> Self {
+        Self {
+            client,
+            sfu: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
 }
 
 /// A failed attempt at one backend, and whether the next candidate should be tried.
@@ -185,36 +213,39 @@ pub struct SessionRequest<'a> {
 impl Adapter {
     pub async fn create(
         &self,
-        client: &UpstreamClient,
+        upstreams: &Upstreams,
         backend: &Arc<BackendDef>,
         request: CreateRequest<'_>,
     ) -> Result<Created, AttemptError> {
         match self {
-            Adapter::Whip => whip::create(client, backend, request).await,
+            Adapter::Whip => whip::create(&upstreams.client, backend, request).await,
+            Adapter::Builtin => builtin::create(upstreams.sfu.get(), backend, request).await,
         }
     }
 
     pub async fn patch(
         &self,
-        client: &UpstreamClient,
+        upstreams: &Upstreams,
         backend: &Arc<BackendDef>,
         session: SessionRequest<'_>,
         body: bytes::Bytes,
         if_match: &crate::frontdoor::UpstreamIfMatch,
     ) -> Result<Patched, GatewayError> {
         match self {
-            Adapter::Whip => whip::patch(client, backend, session, body, if_match).await,
+            Adapter::Whip => whip::patch(&upstreams.client, backend, session, body, if_match).await,
+            Adapter::Builtin => builtin::patch(upstreams.sfu.get(), session.resource, body).await,
         }
     }
 
     pub async fn delete(
         &self,
-        client: &UpstreamClient,
+        upstreams: &Upstreams,
         backend: &Arc<BackendDef>,
         session: SessionRequest<'_>,
     ) -> Result<(), GatewayError> {
         match self {
-            Adapter::Whip => whip::delete(client, backend, session).await,
+            Adapter::Whip => whip::delete(&upstreams.client, backend, session).await,
+            Adapter::Builtin => builtin::delete(upstreams.sfu.get(), session.resource).await,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub backends: HashMap<BackendId, Arc<BackendDef>>,
     pub routes: RouteTable,
+    /// The built-in SFU's settings, when a backend uses it.
+    pub builtin: Option<crate::sfu::SfuSettings>,
 }
 
 /// `[server]` with defaults filled in.
@@ -55,6 +57,8 @@ pub struct ServerSettings {
     pub not_live_retry_after: Duration,
     pub cors_allow_origins: Vec<String>,
     pub shutdown_grace: Duration,
+    /// Serve `/`, `/publish/{stream}` and `/play/{stream}`.
+    pub pages: bool,
     /// Extra trust roots for HTTPS backends (from `upstream_ca_file`).
     pub upstream_roots: Vec<CertificateDer<'static>>,
     /// Proxies whose forwarding headers name the client.
@@ -167,6 +171,7 @@ impl Loader<'_> {
             self.error_at(offset, e.message().trim().to_owned())
         })?;
         let server = self.server(raw.server)?;
+        let builtin_settings = self.builtin(raw.builtin.as_ref())?;
         let mut backends = HashMap::new();
         let mut order = BTreeMap::new();
         for (index, backend) in raw.backend.into_iter().enumerate() {
@@ -200,11 +205,57 @@ impl Loader<'_> {
                 "no [[route]]: nothing would be served".into(),
             ));
         }
+        let builtin = backends
+            .values()
+            .any(|b| b.adapter == Adapter::Builtin)
+            .then_some(builtin_settings);
         Ok(Config {
             server,
             backends,
             routes: RouteTable::new(routes),
+            builtin,
         })
+    }
+
+    fn builtin(
+        &self,
+        raw: Option<&Spanned<raw::RawBuiltin>>,
+    ) -> Result<crate::sfu::SfuSettings, ConfigError> {
+        let mut settings = crate::sfu::SfuSettings::default();
+        let Some(raw) = raw else {
+            return Ok(settings);
+        };
+        let at = raw.span().start;
+        let raw = raw.get_ref();
+        if let Some(udp) = &raw.udp_listen {
+            settings.udp_listen = udp.parse().map_err(|_| {
+                self.error_at(
+                    at,
+                    format!("[builtin] udp_listen `{udp}` is not an address like 0.0.0.0:8189"),
+                )
+            })?;
+        }
+        let ips = |values: &[String], key: &str| -> Result<Vec<std::net::IpAddr>, ConfigError> {
+            values
+                .iter()
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        self.error_at(at, format!("[builtin] {key}: `{v}` is not an IP address"))
+                    })
+                })
+                .collect()
+        };
+        settings.host_addresses = ips(&raw.host_addresses, "host_addresses")?;
+        settings.public_addresses = ips(&raw.public_addresses, "public_addresses")?;
+        if settings.udp_listen.ip().is_unspecified() && settings.host_addresses.is_empty() {
+            return Err(self.error_at(
+                at,
+                "[builtin] udp_listen is a wildcard address: list the addresses clients reach \
+                 in host_addresses"
+                    .into(),
+            ));
+        }
+        Ok(settings)
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerSettings, ConfigError> {
@@ -270,6 +321,7 @@ impl Loader<'_> {
             not_live_retry_after: raw.not_live_retry_after.unwrap_or(Duration::from_secs(2)),
             cors_allow_origins: raw.cors_allow_origins.unwrap_or_else(|| vec!["*".into()]),
             shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+            pages: raw.pages.unwrap_or(false),
             upstream_roots: match &raw.upstream_ca_file {
                 Some(path) => self.roots(path)?,
                 None => Vec::new(),
@@ -394,7 +446,23 @@ impl Loader<'_> {
         }
         let adapter = match raw.kind {
             RawBackendKind::Whip => Adapter::Whip,
+            RawBackendKind::Builtin => Adapter::Builtin,
         };
+        if adapter == Adapter::Builtin {
+            let remote_only = [
+                ("whip_url", raw.whip_url.is_some()),
+                ("whep_url", raw.whep_url.is_some()),
+                ("auth", raw.auth.is_some()),
+                ("allowed_hosts", !raw.allowed_hosts.is_empty()),
+                ("health_check", raw.health_check.is_some()),
+            ];
+            if let Some((key, _)) = remote_only.iter().find(|(_, set)| *set) {
+                return Err(self.error_at(
+                    id_at,
+                    format!("backend `{id}`: {key} has no meaning for kind = \"builtin\""),
+                ));
+            }
+        }
         let template = |value: &Option<Spanned<String>>,
                         key: &str|
          -> Result<Option<UrlTemplate>, ConfigError> {
@@ -409,7 +477,7 @@ impl Loader<'_> {
         };
         let whip_url = template(&raw.whip_url, "whip_url")?;
         let whep_url = template(&raw.whep_url, "whep_url")?;
-        if whip_url.is_none() && whep_url.is_none() {
+        if adapter == Adapter::Whip && whip_url.is_none() && whep_url.is_none() {
             return Err(self.error_at(
                 id_at,
                 format!("backend `{id}` needs whip_url, whep_url or both"),

@@ -18,6 +18,22 @@ pub struct RawConfig {
     pub backend: Vec<RawBackend>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    /// `[builtin]`: the built-in SFU's network settings.
+    pub builtin: Option<Spanned<RawBuiltin>>,
+}
+
+/// `[builtin]`: where the built-in SFU's media goes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuiltin {
+    /// The one UDP socket all its sessions share (default `127.0.0.1:8189`).
+    pub udp_listen: Option<String>,
+    /// Addresses advertised as ICE candidates (default: the `udp_listen` address).
+    #[serde(default)]
+    pub host_addresses: Vec<String>,
+    /// Public addresses (1:1 NAT) advertised as well.
+    #[serde(default)]
+    pub public_addresses: Vec<String>,
 }
 
 /// `[server]`: every limit has a safe default.
@@ -73,6 +89,9 @@ pub struct RawServer {
     /// Proxies whose X-Forwarded-For / Forwarded headers are believed (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Serve the status, publish and play pages (`/`, `/publish/{stream}`, `/play/{stream}`);
+    /// default false.
+    pub pages: Option<bool>,
     /// Bound on in-flight requests finishing at shutdown (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
@@ -91,6 +110,7 @@ pub struct RawSessionKey {
 #[serde(rename_all = "lowercase")]
 pub enum RawBackendKind {
     Whip,
+    Builtin,
 }
 
 /// One `[[backend]]`.

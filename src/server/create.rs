@@ -163,7 +163,7 @@ impl Gateway {
             let Some(backend) = table.backends.get(backend_id) else {
                 continue;
             };
-            if backend.endpoint(ctx.kind).is_none() {
+            if !backend.serves(ctx.kind) {
                 continue;
             }
             if let Err(why) = self.health.check(&backend.id.0, Instant::now()) {
@@ -202,7 +202,7 @@ impl Gateway {
             let attempt = backend
                 .adapter
                 .create(
-                    &self.client,
+                    &self.upstreams,
                     backend,
                     CreateRequest {
                         kind: ctx.kind,
@@ -305,6 +305,7 @@ impl Gateway {
             claims.sid.clone(),
             LiveSession {
                 backend: claims.backend.clone(),
+                stream: claims.stream.clone(),
                 route: claims.route.clone(),
                 kind: ctx.kind,
                 created: now,

@@ -66,6 +66,7 @@ enum Target<'a> {
     Healthz,
     Readyz,
     Metrics,
+    Page(super::pages::Page),
     Unknown,
 }
 
@@ -83,7 +84,7 @@ fn target(path: &str) -> Target<'_> {
         (Some("healthz"), None) => Target::Healthz,
         (Some("readyz"), None) => Target::Readyz,
         (Some("metrics"), None) => Target::Metrics,
-        _ => Target::Unknown,
+        _ => super::pages::Page::from_path(path).map_or(Target::Unknown, Target::Page),
     }
 }
 
@@ -269,7 +270,17 @@ impl Gateway {
                 let what = what.to_owned();
                 self.admin(&what, request).await
             }
-            Target::Unknown => {
+            Target::Page(page) if config.server.pages => {
+                outcome.endpoint = "page";
+                match *request.method() {
+                    Method::GET | Method::HEAD => Ok(self.page(config, page).await),
+                    _ => Err(GatewayError::MethodNotAllowed {
+                        reason: format!("{} is not allowed on a page", request.method()),
+                        allow: "GET, HEAD",
+                    }),
+                }
+            }
+            Target::Page(_) | Target::Unknown => {
                 outcome.endpoint = "other";
                 Err(GatewayError::NotFound(
                     "no such endpoint: use /whip/{stream}, /whep/{stream} or /session/{token}"
@@ -322,7 +333,7 @@ impl Gateway {
         let patched = backend
             .adapter
             .patch(
-                &self.client,
+                &self.upstreams,
                 &backend,
                 SessionRequest {
                     resource: &resource,
@@ -361,7 +372,7 @@ impl Gateway {
         let result = backend
             .adapter
             .delete(
-                &self.client,
+                &self.upstreams,
                 &backend,
                 SessionRequest {
                     resource: &resource,
@@ -461,13 +472,13 @@ impl Gateway {
         resource: Url,
         request_id: &str,
     ) {
-        let client = self.client.clone();
+        let upstreams = self.upstreams.clone();
         let request_id = request_id.to_owned();
         tokio::spawn(async move {
             let result = backend
                 .adapter
                 .delete(
-                    &client,
+                    &upstreams,
                     &backend,
                     SessionRequest {
                         resource: &resource,

@@ -7,6 +7,7 @@ mod admin;
 mod cors;
 mod create;
 mod handlers;
+mod pages;
 mod probes;
 mod response;
 
@@ -79,7 +80,7 @@ pub struct Gateway {
     config_path: Option<PathBuf>,
     ephemeral_secret: [u8; 32],
     status: Mutex<ReloadStatus>,
-    client: UpstreamClient,
+    upstreams: crate::backend::Upstreams,
     registry: SessionRegistry,
     health: Arc<HealthBoard>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -100,6 +101,22 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("no randomness available")]
     Random,
+    #[error(transparent)]
+    Sfu(#[from] crate::sfu::StartError),
+}
+
+/// Starts the built-in SFU unless it runs already. Its socket cannot move while sessions
+/// use it, so changed `[builtin]` settings wait for a restart.
+fn start_sfu(
+    upstreams: &crate::backend::Upstreams,
+    settings: &crate::sfu::SfuSettings,
+) -> Result<(), crate::sfu::StartError> {
+    if upstreams.sfu.get().is_some() {
+        return Ok(());
+    }
+    let sfu = crate::sfu::Sfu::start(settings)?;
+    let _ = upstreams.sfu.set(sfu);
+    Ok(())
 }
 
 impl Gateway {
@@ -128,6 +145,10 @@ impl Gateway {
             },
             metrics.clone(),
         )?;
+        let upstreams = crate::backend::Upstreams::new(client);
+        if let Some(settings) = &config.builtin {
+            start_sfu(&upstreams, settings)?;
+        }
         let config = Arc::new(config);
         Ok(Self {
             live: ArcSwap::from_pointee(Live {
@@ -143,7 +164,7 @@ impl Gateway {
                 generation: 1,
                 ..ReloadStatus::default()
             }),
-            client,
+            upstreams,
             registry: SessionRegistry::default(),
             health: Arc::new(HealthBoard::default()),
             metrics,
@@ -318,6 +339,19 @@ impl Gateway {
         if old.config.server.listen != config.server.listen {
             tracing::warn!("a changed listen address takes effect only after a restart");
         }
+        if let Some(settings) = &config.builtin {
+            if let Some(running) = old
+                .config
+                .builtin
+                .as_ref()
+                .filter(|_| self.upstreams.sfu.get().is_some())
+            {
+                if running != settings {
+                    tracing::warn!("changed [builtin] settings take effect only after a restart");
+                }
+            }
+            start_sfu(&self.upstreams, settings).map_err(|e| e.to_string())?;
+        }
         let now = Instant::now();
         {
             let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
@@ -339,7 +373,8 @@ impl Gateway {
             keys: Arc::new(keys),
             generation,
         }));
-        self.probes.restart(&config, &self.client, &self.health);
+        self.probes
+            .restart(&config, &self.upstreams.client, &self.health);
         Ok(generation)
     }
 
@@ -426,7 +461,7 @@ pub async fn start(
     let gateway = Arc::new(gateway);
     gateway
         .probes
-        .restart(&config, &gateway.client, &gateway.health);
+        .restart(&config, &gateway.upstreams.client, &gateway.health);
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(expire_periodically(gateway.clone(), stopped.clone()));
     let metrics_listener = match config.server.metrics_listen {

@@ -20,6 +20,7 @@ impl Sessions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSession {
     pub backend: String,
+    pub stream: String,
     pub route: String,
     pub kind: EndpointKind,
     /// Unix seconds.
@@ -133,6 +134,7 @@ mod tests {
     fn session(backend: &str, created: u64) -> LiveSession {
         LiveSession {
             backend: backend.into(),
+            stream: "s".into(),
             route: "r".into(),
             kind: EndpointKind::Whip,
             created,

@@ -1,0 +1,133 @@
+//! The adapter for backend kind `builtin`: the same create / patch / delete as a remote
+//! WHIP server, answered by the SFU inside this process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use url::Url;
+
+use super::{AttemptError, BackendDef, CreateRequest, Created, Patched};
+use crate::error::GatewayError;
+use crate::kind::EndpointKind;
+use crate::sfu::{PeerId, Sfu, SfuError};
+
+/// Resources of built-in sessions are `builtin://<backend>/session/<id>`; they exist only
+/// inside sealed session tokens and are never sent to a client.
+const SCHEME: &str = "builtin";
+
+pub async fn create(
+    sfu: Option<&Sfu>,
+    backend: &Arc<BackendDef>,
+    request: CreateRequest<'_>,
+) -> Result<Created, AttemptError> {
+    let sfu = sfu.ok_or_else(|| AttemptError::retryable(stopped()))?;
+    let offer = String::from_utf8_lossy(&request.offer).into_owned();
+    let stream = request.stream.as_str();
+    let result = match request.kind {
+        EndpointKind::Whip => sfu.publish(stream, offer).await,
+        EndpointKind::Whep => sfu.play(stream, offer).await,
+    };
+    let (id, answer) = result.map_err(|error| match error {
+        SfuError::Stopped => AttemptError::retryable(stopped()),
+        other => AttemptError::fatal(gateway_error(other)),
+    })?;
+    let resource = Url::parse(&format!("{SCHEME}://{}/session/{id:016x}", backend.id))
+        .map_err(|_| AttemptError::fatal(GatewayError::Internal("bad resource".into())))?;
+    Ok(Created {
+        answer: Bytes::from(answer),
+        resource,
+        etag: None,
+        ice_servers: Vec::new(),
+    })
+}
+
+pub async fn patch(
+    sfu: Option<&Sfu>,
+    resource: &Url,
+    body: Bytes,
+) -> Result<Patched, GatewayError> {
+    let sfu = sfu.ok_or_else(stopped)?;
+    let id = peer_id(resource)?;
+    let fragment = String::from_utf8_lossy(&body);
+    if fragment.lines().any(|l| l.starts_with("a=ice-ufrag:")) && !trickle_only(&fragment) {
+        return Err(GatewayError::Unprocessable(
+            "the built-in SFU does not support ICE restarts; start a new session".into(),
+        ));
+    }
+    sfu.trickle(id, fragment.into_owned())
+        .await
+        .map_err(gateway_error)?;
+    Ok(Patched {
+        status: StatusCode::NO_CONTENT,
+        body: None,
+        etag: None,
+    })
+}
+
+pub async fn delete(sfu: Option<&Sfu>, resource: &Url) -> Result<(), GatewayError> {
+    let sfu = sfu.ok_or_else(stopped)?;
+    sfu.end(peer_id(resource)?).await.map_err(gateway_error)
+}
+
+/// A trickle fragment repeats the session's ICE credentials (RFC 8840); an ICE restart
+/// brings new ones, which the SFU cannot tell apart without state, so a fragment with
+/// candidates is taken as trickle.
+fn trickle_only(fragment: &str) -> bool {
+    fragment.lines().any(|l| l.starts_with("a=candidate:"))
+        || fragment
+            .lines()
+            .any(|l| l.starts_with("a=end-of-candidates"))
+}
+
+fn peer_id(resource: &Url) -> Result<PeerId, GatewayError> {
+    let missing = || GatewayError::NotFound("session not found".into());
+    if resource.scheme() != SCHEME {
+        return Err(missing());
+    }
+    let hex = resource
+        .path()
+        .strip_prefix("/session/")
+        .ok_or_else(missing)?;
+    PeerId::from_str_radix(hex, 16).map_err(|_| missing())
+}
+
+fn stopped() -> GatewayError {
+    GatewayError::Unavailable {
+        reason: SfuError::Stopped.to_string(),
+        retry_after: Duration::ZERO,
+    }
+}
+
+fn gateway_error(error: SfuError) -> GatewayError {
+    match error {
+        SfuError::NoPublisher => GatewayError::NotLive {
+            reason: error.to_string(),
+            retry_after: Duration::ZERO,
+        },
+        SfuError::AlreadyPublished => GatewayError::Conflict(error.to_string()),
+        SfuError::Offer(_) => GatewayError::Unprocessable(error.to_string()),
+        SfuError::NoSession => GatewayError::NotFound("session not found".into()),
+        SfuError::Stopped => stopped(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_round_trip() {
+        let url = Url::parse("builtin://sfu/session/00000000000000ff").expect("url");
+        assert_eq!(peer_id(&url), Ok(255));
+        for bad in [
+            "builtin://sfu/session/zz",
+            "builtin://sfu/other/ff",
+            "http://sfu/session/ff",
+        ] {
+            let url = Url::parse(bad).expect("url");
+            assert!(peer_id(&url).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,157 @@
+// whipgate's browser client: WHIP publish and WHEP play against whipgate's public
+// endpoints, exactly as any other client would use them (RFC 9725, WHEP).
+"use strict";
+const whipgate = (() => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function headers(token) {
+    const h = { "Content-Type": "application/sdp" };
+    if (token) h["Authorization"] = "Bearer " + token;
+    return h;
+  }
+
+  // RFC 9725 4.4: Link: <turn:...>; rel="ice-server"; username=...; credential=...
+  function iceServers(response) {
+    const servers = [];
+    const links = response.headers.get("Link");
+    if (!links) return servers;
+    for (const link of links.split(/,(?=\s*<)/)) {
+      const m = link.match(/<([^>]+)>/);
+      if (!m || !/rel="?ice-server"?/.test(link)) continue;
+      const server = { urls: m[1] };
+      const user = link.match(/username="([^"]*)"/);
+      const cred = link.match(/credential="([^"]*)"/);
+      if (user) server.username = user[1];
+      if (cred) server.credential = cred[1];
+      servers.push(server);
+    }
+    return servers;
+  }
+
+  function gathered(pc, ms) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return Promise.race([
+      new Promise((r) => pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") r();
+      })),
+      sleep(ms),
+    ]);
+  }
+
+  class Refused extends Error {
+    constructor(status, text, retryAfter) {
+      super(`${status}: ${text.trim()}`);
+      this.status = status;
+      this.retryAfter = retryAfter;
+    }
+  }
+
+  // One offer/answer exchange; returns the session's Location.
+  async function exchange(pc, url, token) {
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc, 2000);
+    const response = await fetch(url, {
+      method: "POST", headers: headers(token), body: pc.localDescription.sdp,
+    });
+    if (response.status !== 201) {
+      const retry = parseInt(response.headers.get("Retry-After") || "0", 10);
+      throw new Refused(response.status, await response.text(), retry);
+    }
+    const location = new URL(response.headers.get("Location"), url).href;
+    const servers = iceServers(response);
+    if (servers.length) pc.setConfiguration({ ...pc.getConfiguration(), iceServers: servers });
+    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    return location;
+  }
+
+  async function end(location, token) {
+    if (!location) return;
+    try {
+      await fetch(location, { method: "DELETE", headers: token ? { Authorization: "Bearer " + token } : {} });
+    } catch (_) { /* the page is going away or the network is: nothing to do */ }
+  }
+
+  async function publish({ url, token, media, simulcast, onState }) {
+    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    for (const track of media.getTracks()) {
+      const init = { direction: "sendonly", streams: [media] };
+      if (track.kind === "video" && simulcast) {
+        init.sendEncodings = [
+          { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000 },
+          { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000 },
+          { rid: "f", maxBitrate: 1500000 },
+        ];
+      }
+      pc.addTransceiver(track, init);
+    }
+    pc.onconnectionstatechange = () => onState("publishing: " + pc.connectionState);
+    onState("offering");
+    const location = await exchange(pc, new URL(url, location_href()).href, token);
+    onState("answered");
+    return {
+      pc, location,
+      async close() { pc.close(); await end(location, token); },
+    };
+  }
+
+  function location_href() { return window.location.href; }
+
+  function play({ url, token, video, onState }) {
+    let pc = null, location = null, closed = false;
+    const current = () => pc;
+    async function run() {
+      while (!closed) {
+        const tok = typeof token === "function" ? token() : token;
+        pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+        pc.addTransceiver("video", { direction: "recvonly" });
+        pc.addTransceiver("audio", { direction: "recvonly" });
+        const media = new MediaStream();
+        pc.ontrack = (e) => { media.addTrack(e.track); video.srcObject = media; };
+        let failed;
+        const ended = new Promise((r) => { failed = r; });
+        pc.onconnectionstatechange = () => {
+          onState("playing: " + pc.connectionState);
+          if (["failed", "closed", "disconnected"].includes(pc.connectionState)) failed();
+        };
+        try {
+          onState("offering");
+          location = await exchange(pc, new URL(url, location_href()).href, tok);
+          await ended;
+          onState("lost the stream; reconnecting");
+        } catch (error) {
+          onState(error.status === 409 ? "waiting for the publisher" : "error: " + error.message);
+          pc.close();
+          await sleep(Math.max(1, error.retryAfter || 2) * 1000);
+          continue;
+        }
+        pc.close();
+        await end(location, tok);
+        location = null;
+        await sleep(1000);
+      }
+    }
+    run();
+    return {
+      get pc() { return current(); },
+      get location() { return location; },
+      async stats() {
+        let framesDecoded = 0, packetsReceived = 0;
+        if (!pc) return { framesDecoded, packetsReceived };
+        (await pc.getStats()).forEach((s) => {
+          if (s.type === "inbound-rtp") {
+            packetsReceived += s.packetsReceived || 0;
+            if (s.kind === "video") framesDecoded += s.framesDecoded || 0;
+          }
+        });
+        return { framesDecoded, packetsReceived };
+      },
+      async close() {
+        closed = true;
+        if (pc) pc.close();
+        await end(location, typeof token === "function" ? token() : token);
+      },
+    };
+  }
+
+  return { publish, play };
+})();

@@ -1,0 +1,696 @@
+//! The SFU's state machine: every peer connection of the built-in backend, the streams they
+//! publish and play, and the forwarding between them. No sockets and no clock reads: the
+//! caller feeds datagrams and `now`, and receives datagrams to send (str0m's sans-IO style,
+//! one level up), so tests can run publishers and viewers in memory.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpOffer;
+use str0m::config::{CryptoProvider, DtlsCert};
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+use super::{PeerRole, SfuError, StreamStatus};
+
+/// A peer that has not completed ICE and DTLS by then is dropped.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// At most one keyframe request per publisher track (and layer) this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a viewer re-chooses its simulcast layer.
+const LAYER_REVIEW_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Opaque id of one peer connection; random so that a restarted process never reuses the
+/// id a still-valid session token names.
+pub type PeerId = u64;
+
+/// Where the SFU is reachable: the socket's address as str0m sees it (every datagram is
+/// reported as arriving there) and the addresses advertised as ICE candidates.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub local: SocketAddr,
+    pub candidates: Vec<SocketAddr>,
+}
+
+pub struct Engine {
+    addresses: Addresses,
+    crypto: Arc<CryptoProvider>,
+    cert: DtlsCert,
+    peers: HashMap<PeerId, Peer>,
+    streams: HashMap<String, Stream>,
+    /// Which peer a remote address belongs to, learnt from str0m's `accepts`.
+    by_source: HashMap<SocketAddr, PeerId>,
+    next_id: Box<dyn FnMut() -> PeerId + Send>,
+}
+
+#[derive(Default)]
+struct Stream {
+    publisher: Option<PeerId>,
+    viewers: HashSet<PeerId>,
+}
+
+struct Peer {
+    stream: String,
+    role: PeerRole,
+    rtc: Rtc,
+    created: Instant,
+    connected: bool,
+    next_timeout: Instant,
+    /// m-lines in SDP order, as str0m reported them.
+    media: Vec<(Mid, MediaKind)>,
+    /// Publisher: per incoming track, the simulcast layers seen and their byte counts.
+    layers: HashMap<Mid, HashMap<Option<Rid>, u64>>,
+    last_keyframe_request: HashMap<(Mid, Option<Rid>), Instant>,
+    /// Viewer: per outgoing m-line, what it forwards.
+    outputs: HashMap<Mid, Forwarding>,
+    packets_in: u64,
+    packets_out: u64,
+    frames_in: u64,
+    frames_out: u64,
+}
+
+/// One viewer m-line's forwarding state.
+#[derive(Default)]
+struct Forwarding {
+    /// The simulcast layer forwarded now (`None` also means "not simulcast").
+    rid: Option<Rid>,
+    /// A better layer to switch to at its next keyframe.
+    pending_rid: Option<Option<Rid>>,
+    /// Video waits for a keyframe before anything is forwarded, so a decoder never starts
+    /// mid-GOP.
+    awaiting_keyframe: bool,
+    chosen: bool,
+    last_review: Option<Instant>,
+}
+
+impl Engine {
+    pub fn new(
+        addresses: Addresses,
+        crypto: Arc<CryptoProvider>,
+        cert: DtlsCert,
+        next_id: Box<dyn FnMut() -> PeerId + Send>,
+    ) -> Self {
+        Self {
+            addresses,
+            crypto,
+            cert,
+            peers: HashMap::new(),
+            streams: HashMap::new(),
+            by_source: HashMap::new(),
+            next_id,
+        }
+    }
+
+    fn new_rtc(&self, now: Instant) -> Rtc {
+        let mut rtc = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_crypto_provider(self.crypto.clone())
+            .set_dtls_cert(self.cert.clone())
+            .build(now);
+        for address in &self.addresses.candidates {
+            if let Ok(candidate) = Candidate::host(*address, "udp") {
+                rtc.add_local_candidate(candidate);
+            }
+        }
+        rtc
+    }
+
+    /// A WHIP publisher's offer; the stream must have no live publisher.
+    pub fn publish(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer: &str,
+    ) -> Result<(PeerId, String), SfuError> {
+        if let Some(existing) = self.streams.get(stream).and_then(|s| s.publisher) {
+            if self.peers.get(&existing).is_some_and(|p| p.rtc.is_alive()) {
+                return Err(SfuError::AlreadyPublished);
+            }
+            self.remove(existing);
+        }
+        let (id, answer) = self.accept(now, stream, PeerRole::Publisher, offer)?;
+        self.streams.entry(stream.to_owned()).or_default().publisher = Some(id);
+        Ok((id, answer))
+    }
+
+    /// A WHEP viewer's offer; the stream must have a publisher.
+    pub fn play(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer: &str,
+    ) -> Result<(PeerId, String), SfuError> {
+        let live = self
+            .streams
+            .get(stream)
+            .and_then(|s| s.publisher)
+            .is_some_and(|p| self.peers.get(&p).is_some_and(|p| p.rtc.is_alive()));
+        if !live {
+            return Err(SfuError::NoPublisher);
+        }
+        let (id, answer) = self.accept(now, stream, PeerRole::Viewer, offer)?;
+        self.streams
+            .entry(stream.to_owned())
+            .or_default()
+            .viewers
+            .insert(id);
+        Ok((id, answer))
+    }
+
+    fn accept(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        role: PeerRole,
+        offer: &str,
+    ) -> Result<(PeerId, String), SfuError> {
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| SfuError::Offer(format!("the offer cannot be parsed: {e}")))?;
+        let mut rtc = self.new_rtc(now);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Offer(format!("the offer cannot be accepted: {e}")))?;
+        let mut id = (self.next_id)();
+        while self.peers.contains_key(&id) {
+            id = (self.next_id)();
+        }
+        self.peers.insert(
+            id,
+            Peer {
+                stream: stream.to_owned(),
+                role,
+                rtc,
+                created: now,
+                connected: false,
+                next_timeout: now,
+                media: Vec::new(),
+                layers: HashMap::new(),
+                last_keyframe_request: HashMap::new(),
+                outputs: HashMap::new(),
+                packets_in: 0,
+                packets_out: 0,
+                frames_in: 0,
+                frames_out: 0,
+            },
+        );
+        // Drain the events negotiation produced (MediaAdded) before any packet arrives.
+        self.drive(now, id, &mut |_, _| {});
+        Ok((id, answer.to_sdp_string()))
+    }
+
+    /// A trickled sdpfrag's candidates. ICE-lite needs none of them (the client's checks
+    /// find us), but they are taken so a client that sends only relay candidates works.
+    pub fn trickle(&mut self, id: PeerId, fragment: &str) -> Result<(), SfuError> {
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::NoSession)?;
+        for line in fragment.lines() {
+            if let Some(value) = line.trim_end().strip_prefix("a=candidate:") {
+                if let Ok(candidate) = Candidate::from_sdp_string(&format!("candidate:{value}")) {
+                    peer.rtc.add_remote_candidate(candidate);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a session; a publisher takes its viewers with it.
+    pub fn end(&mut self, id: PeerId) -> Result<(), SfuError> {
+        if !self.peers.contains_key(&id) {
+            return Err(SfuError::NoSession);
+        }
+        self.remove(id);
+        Ok(())
+    }
+
+    fn remove(&mut self, id: PeerId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        peer.rtc.disconnect();
+        self.by_source.retain(|_, owner| *owner != id);
+        let mut released = Vec::new();
+        if let Some(stream) = self.streams.get_mut(&peer.stream) {
+            match peer.role {
+                PeerRole::Publisher if stream.publisher == Some(id) => {
+                    stream.publisher = None;
+                    released.extend(stream.viewers.drain());
+                }
+                PeerRole::Publisher => {}
+                PeerRole::Viewer => {
+                    stream.viewers.remove(&id);
+                }
+            }
+            if stream.publisher.is_none() && stream.viewers.is_empty() {
+                self.streams.remove(&peer.stream);
+            }
+        }
+        for viewer in released {
+            self.remove(viewer);
+        }
+    }
+
+    /// One datagram from the network.
+    pub fn receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) {
+        let Ok(contents) = datagram.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.addresses.local,
+                contents,
+            },
+        );
+        let owner = match self.by_source.get(&source) {
+            Some(id) if self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)) => Some(*id),
+            _ => {
+                let found = self
+                    .peers
+                    .iter()
+                    .find(|(_, peer)| peer.rtc.accepts(&input))
+                    .map(|(id, _)| *id);
+                if let Some(id) = found {
+                    self.by_source.insert(source, id);
+                }
+                found
+            }
+        };
+        let Some(id) = owner else {
+            return;
+        };
+        if let Some(peer) = self.peers.get_mut(&id) {
+            if peer.rtc.handle_input(input).is_err() {
+                peer.rtc.disconnect();
+            }
+        }
+        self.drive(now, id, send);
+    }
+
+    /// The earliest moment [`Engine::tick`] has work.
+    pub fn next_timeout(&self, now: Instant) -> Instant {
+        self.peers
+            .values()
+            .map(|p| p.next_timeout)
+            .min()
+            .unwrap_or(now + Duration::from_secs(1))
+            .min(now + Duration::from_secs(1))
+    }
+
+    /// Advances every peer whose timer is due, and drops dead or never-connected ones.
+    pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.next_timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(peer) = self.peers.get_mut(&id) {
+                if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    peer.rtc.disconnect();
+                }
+            }
+            self.drive(now, id, send);
+        }
+        let dead: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.rtc.is_alive() || (!p.connected && now - p.created > CONNECT_DEADLINE)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            tracing::debug!(peer = id, "built-in SFU peer gone");
+            self.remove(id);
+        }
+    }
+
+    /// Polls one peer until it has nothing more to say, then every peer its media or
+    /// feedback touched, until all are quiet.
+    fn drive(&mut self, now: Instant, first: PeerId, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+        let mut queue = VecDeque::from([first]);
+        let mut queued = HashSet::from([first]);
+        while let Some(id) = queue.pop_front() {
+            queued.remove(&id);
+            let mut events = Vec::new();
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            loop {
+                if !peer.rtc.is_alive() {
+                    peer.next_timeout = now;
+                    break;
+                }
+                match peer.rtc.poll_output() {
+                    Ok(Output::Transmit(transmit)) => {
+                        peer.packets_out += 1;
+                        send(transmit.destination, &transmit.contents);
+                    }
+                    Ok(Output::Timeout(at)) => {
+                        peer.next_timeout = at;
+                        break;
+                    }
+                    Ok(Output::Event(event)) => events.push(event),
+                    Err(error) => {
+                        tracing::debug!(peer = id, %error, "built-in SFU peer failed");
+                        peer.rtc.disconnect();
+                    }
+                }
+            }
+            for event in events {
+                for touched in self.handle_event(now, id, event) {
+                    if queued.insert(touched) {
+                        queue.push_back(touched);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reacts to one event of peer `id`; returns the peers that now have output.
+    fn handle_event(&mut self, now: Instant, id: PeerId, event: Event) -> Vec<PeerId> {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return Vec::new();
+        };
+        match event {
+            Event::Connected => {
+                peer.connected = true;
+                if peer.role == PeerRole::Viewer {
+                    return self.request_keyframes_for(now, id);
+                }
+                Vec::new()
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                peer.rtc.disconnect();
+                Vec::new()
+            }
+            Event::MediaAdded(added) => {
+                peer.media.push((added.mid, added.kind));
+                if peer.role == PeerRole::Viewer {
+                    peer.outputs.insert(
+                        added.mid,
+                        Forwarding {
+                            awaiting_keyframe: added.kind == MediaKind::Video,
+                            ..Forwarding::default()
+                        },
+                    );
+                }
+                Vec::new()
+            }
+            Event::MediaData(data) if peer.role == PeerRole::Publisher => {
+                peer.frames_in += 1;
+                let (first, last) = (**data.seq_range.start(), **data.seq_range.end());
+                peer.packets_in += last.saturating_sub(first) + 1;
+                *peer
+                    .layers
+                    .entry(data.mid)
+                    .or_default()
+                    .entry(data.rid)
+                    .or_default() += data.data.len() as u64;
+                self.forward(now, id, &data)
+            }
+            Event::KeyframeRequest(request) if peer.role == PeerRole::Viewer => {
+                self.relay_keyframe_request(now, id, request.mid, request.kind)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The viewer's m-line that carries the publisher's track `mid`: the n-th track of a
+    /// kind goes to the viewer's n-th m-line of that kind.
+    fn viewer_mid(publisher: &Peer, viewer: &Peer, mid: Mid) -> Option<Mid> {
+        let kind = publisher.media.iter().find(|(m, _)| *m == mid)?.1;
+        let index = publisher
+            .media
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .position(|(m, _)| *m == mid)?;
+        viewer
+            .media
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .nth(index)
+            .map(|(m, _)| *m)
+    }
+
+    fn publisher_mid(publisher: &Peer, viewer: &Peer, mid: Mid) -> Option<(Mid, MediaKind)> {
+        let kind = viewer.media.iter().find(|(m, _)| *m == mid)?.1;
+        let index = viewer
+            .media
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .position(|(m, _)| *m == mid)?;
+        publisher
+            .media
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .nth(index)
+            .copied()
+    }
+
+    /// The layer a viewer should get: the one with the most bytes so far (the highest).
+    fn best_layer(publisher: &Peer, mid: Mid) -> Option<Rid> {
+        publisher
+            .layers
+            .get(&mid)?
+            .iter()
+            .max_by_key(|(_, bytes)| **bytes)
+            .and_then(|(rid, _)| *rid)
+    }
+
+    fn forward(&mut self, now: Instant, publisher_id: PeerId, data: &MediaData) -> Vec<PeerId> {
+        let Some(publisher) = self.peers.get(&publisher_id) else {
+            return Vec::new();
+        };
+        let Some(stream) = self.streams.get(&publisher.stream) else {
+            return Vec::new();
+        };
+        let best = Self::best_layer(publisher, data.mid);
+        let mut plans = Vec::new();
+        for viewer_id in &stream.viewers {
+            if let Some(viewer) = self.peers.get(viewer_id) {
+                if viewer.connected {
+                    if let Some(mid) = Self::viewer_mid(publisher, viewer, data.mid) {
+                        plans.push((*viewer_id, mid));
+                    }
+                }
+            }
+        }
+        let mut touched = Vec::new();
+        let mut wants_keyframe = Vec::new();
+        for (viewer_id, mid) in plans {
+            let Some(viewer) = self.peers.get_mut(&viewer_id) else {
+                continue;
+            };
+            let Some(output) = viewer.outputs.get_mut(&mid) else {
+                continue;
+            };
+            if !output.chosen {
+                output.rid = best;
+                output.chosen = true;
+                output.last_review = Some(now);
+            } else if output
+                .last_review
+                .is_none_or(|at| now - at >= LAYER_REVIEW_INTERVAL)
+            {
+                output.last_review = Some(now);
+                if best != output.rid && output.pending_rid.is_none() {
+                    output.pending_rid = Some(best);
+                    wants_keyframe.push(best);
+                }
+            }
+            let keyframe = data.is_keyframe();
+            if output.pending_rid == Some(data.rid) && keyframe {
+                output.rid = data.rid;
+                output.pending_rid = None;
+            }
+            if data.rid != output.rid {
+                continue;
+            }
+            if output.awaiting_keyframe {
+                if !keyframe {
+                    wants_keyframe.push(data.rid);
+                    continue;
+                }
+                output.awaiting_keyframe = false;
+            }
+            let Some(writer) = viewer.rtc.writer(mid) else {
+                continue;
+            };
+            let Some(pt) = writer.match_params(data.params) else {
+                continue;
+            };
+            if writer
+                .write(pt, data.network_time, data.time, data.data.clone())
+                .is_ok()
+            {
+                viewer.frames_out += 1;
+                touched.push(viewer_id);
+            }
+        }
+        if !data.contiguous {
+            wants_keyframe.push(data.rid);
+        }
+        let mut requested = false;
+        for rid in wants_keyframe {
+            requested |=
+                self.request_keyframe(now, publisher_id, data.mid, rid, KeyframeRequestKind::Pli);
+        }
+        if requested {
+            touched.push(publisher_id);
+        }
+        touched
+    }
+
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        publisher_id: PeerId,
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+    ) -> bool {
+        let Some(publisher) = self.peers.get_mut(&publisher_id) else {
+            return false;
+        };
+        if publisher
+            .media
+            .iter()
+            .any(|(m, k)| *m == mid && *k != MediaKind::Video)
+        {
+            return false;
+        }
+        let last = publisher
+            .last_keyframe_request
+            .entry((mid, rid))
+            .or_insert(now - KEYFRAME_REQUEST_INTERVAL * 2);
+        if now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL {
+            return false;
+        }
+        *last = now;
+        let Some(mut writer) = publisher.rtc.writer(mid) else {
+            return false;
+        };
+        writer.request_keyframe(rid, kind).is_ok()
+    }
+
+    fn request_keyframes_for(&mut self, now: Instant, viewer_id: PeerId) -> Vec<PeerId> {
+        let Some(viewer) = self.peers.get(&viewer_id) else {
+            return Vec::new();
+        };
+        let Some(publisher_id) = self.streams.get(&viewer.stream).and_then(|s| s.publisher) else {
+            return Vec::new();
+        };
+        let Some(publisher) = self.peers.get(&publisher_id) else {
+            return Vec::new();
+        };
+        let wanted: Vec<(Mid, Option<Rid>)> = publisher
+            .media
+            .iter()
+            .filter(|(_, kind)| *kind == MediaKind::Video)
+            .map(|(mid, _)| (*mid, Self::best_layer(publisher, *mid)))
+            .collect();
+        let mut sent = false;
+        for (mid, rid) in wanted {
+            sent |= self.request_keyframe(now, publisher_id, mid, rid, KeyframeRequestKind::Pli);
+        }
+        if sent {
+            vec![publisher_id]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn relay_keyframe_request(
+        &mut self,
+        now: Instant,
+        viewer_id: PeerId,
+        mid: Mid,
+        kind: KeyframeRequestKind,
+    ) -> Vec<PeerId> {
+        let Some(viewer) = self.peers.get(&viewer_id) else {
+            return Vec::new();
+        };
+        let Some(publisher_id) = self.streams.get(&viewer.stream).and_then(|s| s.publisher) else {
+            return Vec::new();
+        };
+        let Some(publisher) = self.peers.get(&publisher_id) else {
+            return Vec::new();
+        };
+        let Some((publisher_mid, _)) = Self::publisher_mid(publisher, viewer, mid) else {
+            return Vec::new();
+        };
+        let rid = viewer.outputs.get(&mid).and_then(|o| o.rid);
+        if self.request_keyframe(now, publisher_id, publisher_mid, rid, kind) {
+            vec![publisher_id]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Live streams, for the status page and the admin API.
+    pub fn status(&self) -> Vec<StreamStatus> {
+        let mut streams: Vec<StreamStatus> = self
+            .streams
+            .iter()
+            .map(|(name, stream)| {
+                let publisher = stream.publisher.and_then(|id| self.peers.get(&id));
+                StreamStatus {
+                    stream: name.clone(),
+                    publishing: publisher.is_some_and(|p| p.connected),
+                    viewers: stream
+                        .viewers
+                        .iter()
+                        .filter(|id| self.peers.get(id).is_some_and(|p| p.connected))
+                        .count(),
+                    frames_in: publisher.map_or(0, |p| p.frames_in),
+                    packets_in: publisher.map_or(0, |p| p.packets_in),
+                    frames_out: stream
+                        .viewers
+                        .iter()
+                        .filter_map(|id| self.peers.get(id))
+                        .map(|p| p.frames_out)
+                        .sum(),
+                    layers: publisher
+                        .map(|p| {
+                            let mut rids: Vec<String> = p
+                                .layers
+                                .values()
+                                .flat_map(|l| l.keys())
+                                .filter_map(|rid| rid.map(|r| r.to_string()))
+                                .collect();
+                            rids.sort();
+                            rids.dedup();
+                            rids
+                        })
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        streams.sort_by(|a, b| a.stream.cmp(&b.stream));
+        streams
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Packets a peer sent and frames it received or was sent (tests and benchmarks).
+    pub fn peer_counters(&self, id: PeerId) -> Option<(u64, u64, u64)> {
+        self.peers
+            .get(&id)
+            .map(|p| (p.packets_out, p.frames_in, p.frames_out))
+    }
+}

@@ -1,0 +1,334 @@
+//! The built-in SFU: backend kind `builtin`, so one whipgate binary can serve streams alone.
+//!
+//! WHIP publishers and WHEP viewers are str0m peer connections in ICE-lite mode, all muxed
+//! on one UDP socket. Media is forwarded frame by frame without transcoding (str0m
+//! depacketizes and repacketizes, and answers NACKs with RTX per leg); viewers' keyframe
+//! requests reach the publisher; a simulcast publisher's viewers get one layer, the
+//! highest. [`engine`] is the state machine; this module owns the socket and a thread.
+
+mod engine;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use engine::{Addresses, Engine, PeerId};
+
+/// `[builtin]` of routes.toml, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SfuSettings {
+    /// The one UDP socket every session's media uses.
+    pub udp_listen: SocketAddr,
+    /// Addresses advertised as ICE host candidates.
+    pub host_addresses: Vec<IpAddr>,
+    /// Public addresses the host is reachable at (1:1 NAT), advertised as well.
+    pub public_addresses: Vec<IpAddr>,
+}
+
+impl Default for SfuSettings {
+    fn default() -> Self {
+        Self {
+            udp_listen: SocketAddr::from(([127, 0, 0, 1], 8189)),
+            host_addresses: Vec::new(),
+            public_addresses: Vec::new(),
+        }
+    }
+}
+
+/// Publisher or viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    Publisher,
+    Viewer,
+}
+
+/// Why the SFU refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SfuError {
+    #[error("no publisher is live on this stream")]
+    NoPublisher,
+    #[error("the stream already has a live publisher")]
+    AlreadyPublished,
+    #[error("built-in SFU: {0}")]
+    Offer(String),
+    #[error("no such session on the built-in SFU")]
+    NoSession,
+    #[error("the built-in SFU is not running")]
+    Stopped,
+}
+
+/// One live stream, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStatus {
+    pub stream: String,
+    pub publishing: bool,
+    pub viewers: usize,
+    pub packets_in: u64,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Simulcast layers the publisher sends (empty without simulcast).
+    pub layers: Vec<String>,
+}
+
+enum Command {
+    Create {
+        role: PeerRole,
+        stream: String,
+        offer: String,
+        reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
+    },
+    Trickle {
+        id: PeerId,
+        fragment: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    End {
+        id: PeerId,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    Status {
+        reply: oneshot::Sender<Vec<StreamStatus>>,
+    },
+}
+
+/// A handle on the running SFU; cheap to clone. The SFU stops when the last handle goes.
+#[derive(Clone)]
+pub struct Sfu {
+    commands: mpsc::Sender<Command>,
+    udp: SocketAddr,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu").field("udp", &self.udp).finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind the built-in SFU's UDP socket {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("built-in SFU: {0}")]
+    Setup(String),
+}
+
+impl Sfu {
+    /// Binds the UDP socket and starts the SFU on a thread of its own, so media never
+    /// waits behind HTTP work.
+    pub fn start(settings: &SfuSettings) -> Result<Self, StartError> {
+        let socket = std::net::UdpSocket::bind(settings.udp_listen)
+            .map_err(|e| StartError::Bind(settings.udp_listen, e))?;
+        let bound = socket
+            .local_addr()
+            .map_err(|e| StartError::Bind(settings.udp_listen, e))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| StartError::Bind(settings.udp_listen, e))?;
+        let addresses = advertised(settings, bound)?;
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| StartError::Setup("cannot create a DTLS certificate".into()))?;
+        let random = ring::rand::SystemRandom::new();
+        let next_id = Box::new(move || {
+            let mut bytes = [0u8; 8];
+            // A failing system RNG leaves zeros; ids only need to differ, and Engine
+            // retries on a collision.
+            let _ = ring::rand::SecureRandom::fill(&random, &mut bytes);
+            u64::from_le_bytes(bytes)
+        });
+        let engine = Engine::new(addresses, crypto, cert, next_id);
+        let (commands, receiver) = mpsc::channel(256);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::Setup(e.to_string()))?;
+        std::thread::Builder::new()
+            .name("whipgate-sfu".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::UdpSocket::from_std(socket) {
+                        Ok(socket) => run(socket, engine, receiver).await,
+                        Err(error) => tracing::error!(%error, "built-in SFU cannot use its socket"),
+                    }
+                });
+            })
+            .map_err(|e| StartError::Setup(e.to_string()))?;
+        tracing::info!(udp = %bound, "built-in SFU listening");
+        Ok(Self {
+            commands,
+            udp: bound,
+        })
+    }
+
+    /// The UDP address media uses.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp
+    }
+
+    pub async fn publish(&self, stream: &str, offer: String) -> Result<(PeerId, String), SfuError> {
+        self.create(PeerRole::Publisher, stream, offer).await
+    }
+
+    pub async fn play(&self, stream: &str, offer: String) -> Result<(PeerId, String), SfuError> {
+        self.create(PeerRole::Viewer, stream, offer).await
+    }
+
+    async fn create(
+        &self,
+        role: PeerRole,
+        stream: &str,
+        offer: String,
+    ) -> Result<(PeerId, String), SfuError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Create {
+            role,
+            stream: stream.to_owned(),
+            offer,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    pub async fn trickle(&self, id: PeerId, fragment: String) -> Result<(), SfuError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Trickle {
+            id,
+            fragment,
+            reply,
+        })
+        .await?;
+        done.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    pub async fn end(&self, id: PeerId) -> Result<(), SfuError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::End { id, reply }).await?;
+        done.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    pub async fn status(&self) -> Vec<StreamStatus> {
+        let (reply, status) = oneshot::channel();
+        if self.send(Command::Status { reply }).await.is_err() {
+            return Vec::new();
+        }
+        status.await.unwrap_or_default()
+    }
+
+    async fn send(&self, command: Command) -> Result<(), SfuError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| SfuError::Stopped)
+    }
+}
+
+/// The candidates to advertise: the configured ones, else the bound address when it is a
+/// specific one.
+fn advertised(settings: &SfuSettings, bound: SocketAddr) -> Result<Addresses, StartError> {
+    let port = bound.port();
+    let mut candidates: Vec<SocketAddr> = settings
+        .host_addresses
+        .iter()
+        .chain(settings.public_addresses.iter())
+        .map(|ip| SocketAddr::new(*ip, port))
+        .collect();
+    if candidates.is_empty() {
+        if bound.ip().is_unspecified() {
+            return Err(StartError::Setup(format!(
+                "udp_listen {bound} is a wildcard: list the addresses clients reach in \
+                 [builtin] host_addresses"
+            )));
+        }
+        candidates.push(bound);
+    }
+    // str0m pairs a datagram with the candidate it arrived on; a wildcard socket cannot
+    // tell which address that was, so everything is reported as arriving on the first.
+    let local = if bound.ip().is_unspecified() {
+        candidates[0]
+    } else {
+        bound
+    };
+    if !candidates.contains(&local) {
+        candidates.insert(0, local);
+    }
+    Ok(Addresses { local, candidates })
+}
+
+async fn run(
+    socket: tokio::net::UdpSocket,
+    mut engine: Engine,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    let mut buffer = vec![0u8; 2048];
+    let socket = &socket;
+    let mut send = |destination: SocketAddr, datagram: &[u8]| {
+        // UDP: a full send buffer drops the packet, which NACK/RTX then repairs.
+        let _ = socket.try_send_to(datagram, destination);
+    };
+    loop {
+        let deadline = engine.next_timeout(Instant::now());
+        tokio::select! {
+            biased;
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                handle(&mut engine, command, &mut send);
+            }
+            received = socket.recv_from(&mut buffer) => {
+                if let Ok((length, source)) = received {
+                    let now = Instant::now();
+                    engine.receive(now, source, &buffer[..length], &mut send);
+                    // Drain what else is queued before the timers, under load most of it.
+                    for _ in 0..64 {
+                        match socket.try_recv_from(&mut buffer) {
+                            Ok((length, source)) => {
+                                engine.receive(Instant::now(), source, &buffer[..length], &mut send);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {}
+        }
+        engine.tick(Instant::now(), &mut send);
+    }
+    tracing::debug!("built-in SFU stopped");
+}
+
+fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+    let now = Instant::now();
+    match command {
+        Command::Create {
+            role,
+            stream,
+            offer,
+            reply,
+        } => {
+            let result = match role {
+                PeerRole::Publisher => engine.publish(now, &stream, &offer),
+                PeerRole::Viewer => engine.play(now, &stream, &offer),
+            };
+            let _ = reply.send(result);
+        }
+        Command::Trickle {
+            id,
+            fragment,
+            reply,
+        } => {
+            let _ = reply.send(engine.trickle(id, &fragment));
+        }
+        Command::End { id, reply } => {
+            let result = engine.end(id);
+            engine.tick(now, send);
+            let _ = reply.send(result);
+        }
+        Command::Status { reply } => {
+            let _ = reply.send(engine.status());
+        }
+    }
+}

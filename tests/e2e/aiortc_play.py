@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""WHEP player built on aiortc 1.16, for the end-to-end tests.
+
+    aiortc_play.py URL [--token T] [--min-frames N] [--min-audio N] [--timeout S]
+                       [--expect-status CODE] [--ready-file F] [--keep]
+
+POSTs a recvonly audio+video offer to URL, expects 201 + Location, applies the answer, then
+decodes frames until it has --min-frames video frames and --min-audio audio frames (or
+--timeout seconds pass). It prints the counts and the video codec, DELETEs the Location
+(expects 200) unless --keep, and prints "RESULT ok" or "RESULT fail: reason".
+
+--expect-status CODE only checks that the POST is answered CODE (e.g. 409 with no
+publisher) and that a Retry-After comes with it.
+--until-ended waits, after the frames, until the server ends the session (the publisher
+left): the connection must leave "connected" within --timeout seconds.
+"""
+
+import argparse
+import asyncio
+import sys
+import time
+from urllib.parse import urljoin
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+
+class Fail(Exception):
+    pass
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+async def count(track, counter, key):
+    try:
+        while True:
+            await track.recv()
+            counter[key] += 1
+    except Exception:
+        pass
+
+
+async def run(args):
+    headers = {"Content-Type": "application/sdp"}
+    if args.token:
+        headers["Authorization"] = "Bearer " + args.token
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="recvonly")
+    pc.addTransceiver("video", direction="recvonly")
+    counter = {"video": 0, "audio": 0}
+    tasks = []
+
+    @pc.on("track")
+    def on_track(track):
+        tasks.append(asyncio.ensure_future(count(track, counter, track.kind)))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as http:
+        async with http.post(args.url, data=pc.localDescription.sdp, headers=headers) as r:
+            body = await r.text()
+            if args.expect_status:
+                if r.status != args.expect_status:
+                    raise Fail(f"POST answered {r.status}, expected {args.expect_status}: {body.strip()}")
+                if r.status in (409, 503) and "Retry-After" not in r.headers:
+                    raise Fail(f"{r.status} without Retry-After")
+                log(f"check: POST answered {r.status} ({body.strip()}), Retry-After {r.headers.get('Retry-After')}")
+                await pc.close()
+                return
+            if r.status != 201:
+                raise Fail(f"POST answered {r.status}: {body.strip()}")
+            location = urljoin(args.url, r.headers["Location"])
+        log("check: 201 with Location")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        if args.ready_file:
+            with open(args.ready_file, "w") as f:
+                f.write(f"LOCATION {location}\n")
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline:
+            if counter["video"] >= args.min_frames and counter["audio"] >= args.min_audio:
+                break
+            await asyncio.sleep(0.2)
+        log(f"check: decoded video frames {counter['video']}, audio frames {counter['audio']} (state {pc.connectionState})")
+        if counter["video"] < args.min_frames or counter["audio"] < args.min_audio:
+            raise Fail(f"too few frames: video {counter['video']} (want {args.min_frames}), audio {counter['audio']} (want {args.min_audio})")
+        if args.until_ended:
+            deadline = time.monotonic() + args.timeout
+            before = counter["video"]
+            while time.monotonic() < deadline and pc.connectionState == "connected":
+                await asyncio.sleep(0.2)
+            if pc.connectionState == "connected":
+                raise Fail("still connected after the publisher left")
+            log(f"check: session ended by the server (state {pc.connectionState})")
+        if not args.keep:
+            async with http.delete(location, headers=headers) as r:
+                if r.status != 200:
+                    raise Fail(f"DELETE answered {r.status}")
+            log("check: DELETE 200")
+    for t in tasks:
+        t.cancel()
+    await pc.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("url")
+    ap.add_argument("--token")
+    ap.add_argument("--min-frames", type=int, default=30)
+    ap.add_argument("--min-audio", type=int, default=20)
+    ap.add_argument("--timeout", type=float, default=15.0)
+    ap.add_argument("--expect-status", type=int)
+    ap.add_argument("--ready-file")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--until-ended", action="store_true")
+    args = ap.parse_args()
+    try:
+        asyncio.run(run(args))
+    except Fail as e:
+        log(f"RESULT fail: {e}")
+        sys.exit(1)
+    except Exception as e:  # any crash is a failed test, with its reason
+        log(f"RESULT fail: {type(e).__name__}: {e}")
+        sys.exit(1)
+    log("RESULT ok")
+
+
+if __name__ == "__main__":
+    main()
