@@ -290,7 +290,8 @@ impl Engine {
             return;
         };
         if let Some(peer) = self.peers.get_mut(&id) {
-            if peer.rtc.handle_input(input).is_err() {
+            if let Err(error) = peer.rtc.handle_input(input) {
+                tracing::debug!(peer = id, %error, "built-in SFU peer refused a datagram");
                 peer.rtc.disconnect();
             }
         }
@@ -392,8 +393,11 @@ impl Engine {
                 }
                 Vec::new()
             }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                peer.rtc.disconnect();
+            Event::IceConnectionStateChange(state) => {
+                tracing::debug!(peer = id, ?state, "built-in SFU peer ICE state");
+                if state == IceConnectionState::Disconnected {
+                    peer.rtc.disconnect();
+                }
                 Vec::new()
             }
             Event::MediaAdded(added) => {

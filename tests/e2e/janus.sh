@@ -13,6 +13,10 @@
 # G whip-client publishing H264, H whip-client / the GStreamer corpus offer with VP8 only: 422),
 # and I: hot reload moves a stream prefix from backend janus-a to janus-b (a second
 # simple-whip-server, a second room) while a publisher is live on janus-a.
+# With whipgate, also the built-in SFU (backend kind builtin, streams live-*): J aiortc
+# publishes and plays, K simple-whip-client publishes and aiortc plays until the publisher
+# leaves, L Chromium's /publish page publishes while Chromium's /play page and aiortc play,
+# M one publisher to Janus and one to the built-in SFU at the same time.
 # Prints "ok - NAME" / "not ok - NAME: reason" per test and ends with "N passed, M failed".
 set -uo pipefail
 
@@ -117,7 +121,9 @@ dump() {
 dump_all() {
   dump whipgate.log sws.log whip-client.log aiortc.log aiortc-mdns.log aiortc-h264.log \
     whip-client-h264.log whip-client-vp8.log whipgate-reload.log sws-b.log aiortc-move-1.log \
-    aiortc-move-2.log janus.log
+    aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
+    aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
+    aiortc-m-sfu.log janus.log
 }
 
 NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
@@ -132,7 +138,11 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M"; fi
+NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
+NAME_K="built-in SFU: whip-client (GStreamer, trickle via PATCH) publishes, aiortc plays; when the publisher's DELETE comes, its viewers are released"
+NAME_L="built-in SFU: Chromium publishes from /publish, Chromium plays /play (frames decoded, pixels not black, screenshot) and aiortc plays too"
+NAME_M="routes.toml sends one publisher to Janus (remote backend) and another to the built-in SFU at the same time; both carry media"
 NAME_E="the backend token never shows in whipgate's log or in what clients received"
 if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
 ALL_NAMES=()
@@ -141,7 +151,8 @@ for t in $TESTS; do
     A) ALL_NAMES+=("$NAME_A");; B) ALL_NAMES+=("$NAME_B");;
     C) ALL_NAMES+=("$NAME_C");; D) ALL_NAMES+=("$NAME_D");; E) ALL_NAMES+=("$NAME_E");;
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
-    I) ALL_NAMES+=("$NAME_I");;
+    I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
+    L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");;
   esac
 done
 setup_failed() {
@@ -252,7 +263,8 @@ wait_for 15 "$SWS_PID" "simple-whip-server" sws_ready || setup_failed "simple-wh
 STREAM_A=e2e-whipclient STREAM_B=e2e-aiortc STREAM_C=e2e-mdns
 # Streams named h264-* take the route whose SDP policy allows only H264 for video (F G H).
 STREAM_F=h264-aiortc STREAM_G=h264-whipclient STREAM_H=h264-vp8only
-for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H; do
+STREAM_M=e2e-mixed   # test M's Janus side
+for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H $STREAM_M; do
   code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
     -X POST http://127.0.0.1:7080/whip/create \
     -d "{\"id\":\"$id\",\"room\":$ROOM,\"label\":\"label-$id\",\"token\":\"$BACKEND_TOKEN\"}")
@@ -273,6 +285,15 @@ else
 listen = "127.0.0.1:8080"
 public_url = "http://127.0.0.1:8080"
 session_keys = [{ id = "k1", secret_env = "WHIPGATE_SESSION_KEY" }]
+pages = true
+
+# Peers in the namespace reach 127.0.0.2 (the libnice rule of real-peers.md).
+[builtin]
+udp_listen = "127.0.0.2:8189"
+
+[[backend]]
+id = "sfu"
+kind = "builtin"
 
 [[backend]]
 id = "dead"
@@ -291,6 +312,11 @@ auth = { bearer_env = "JANUS_TOKEN" }
 match = { kind = "whip", stream = "h264-*" }
 backends = ["janus"]
 sdp = { video_codecs = ["H264"] }
+
+# Publish and play live-* on the built-in SFU (J K L M).
+[[route]]
+match = { stream = "live-*" }
+backends = ["sfu"]
 
 [[route]]
 match = { kind = "whip", stream = "*" }
@@ -840,6 +866,9 @@ test_i() {
   if [ -n "$FAIL" ]; then not_ok "$name" "$FAIL"; else ok "$name"; fi
 }
 
+# shellcheck source-path=SCRIPTDIR source=builtin.sh
+. "$HERE/builtin.sh"
+
 for t in $TESTS; do
   case $t in
     D) test_d ;;
@@ -851,6 +880,10 @@ for t in $TESTS; do
     G) test_g ;;
     H) test_h ;;
     I) test_i ;;
+    J) test_j ;;
+    K) test_k ;;
+    L) test_l ;;
+    M) test_m ;;
     *) echo "# unknown test $t" ;;
   esac
 done

@@ -90,7 +90,9 @@ const whipgate = (() => {
     onState("answered");
     return {
       pc, location,
-      async close() { pc.close(); await end(location, token); },
+      // DELETE first: closing the peer connection first sends a DTLS close_notify, which
+      // can end the session on the server before the DELETE arrives (which then gets 404).
+      async close() { await end(location, token); pc.close(); },
     };
   }
 
@@ -147,8 +149,9 @@ const whipgate = (() => {
       },
       async close() {
         closed = true;
-        if (pc) pc.close();
+        const current = pc;
         await end(location, typeof token === "function" ? token() : token);
+        if (current) current.close();
       },
     };
   }

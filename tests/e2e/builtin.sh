@@ -1,0 +1,174 @@
+# Tests J K L M of tests/e2e/janus.sh: the built-in SFU with real peers. Sourced by janus.sh
+# after its setup (namespace, Janus, simple-whip-server, whipgate with the `sfu` backend
+# serving live-*); uses its helpers (nsx, start_bg, wait_for, ok, not_ok, wait_media ...).
+
+GW=http://127.0.0.1:8080
+# Screenshots and other evidence a person may want to look at after a run.
+ARTIFACTS=${E2E_ARTIFACTS:-$HERE/../../target/e2e-artifacts}
+mkdir -p "$ARTIFACTS"
+
+# sfu_stream STREAM -> the JSON of STREAM in /api/status (empty when not live)
+sfu_stream() {
+  nsx curl -s -m 2 "$GW/api/status" | jq -c --arg s "$1" '.streams[] | select(.stream == $s)'
+}
+sfu_gone() { [ -z "$(sfu_stream "$1")" ]; }
+sfu_receiving() { # STREAM MIN: the SFU got more than MIN packets from STREAM's publisher
+  local n
+  n=$(sfu_stream "$1" | jq -r '.packets_in // 0')
+  [ "${n:-0}" -gt "$2" ]
+}
+# aiortc_publisher NAME STREAM: starts aiortc_publish.py on the gateway; pid in $LAST_PID
+aiortc_publisher() {
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$GW/whip/$2" \
+    --expect-absolute "$GW/session/" --ready-file "$TMP/$1.ready" \
+    --release-file "$TMP/$1.release" --hold 60) >"$TMP/$1.log" 2>&1 &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+}
+# release_publisher NAME PID: lets it DELETE and exit; fails unless it ends with RESULT ok
+release_publisher() {
+  touch "$TMP/$1.release"
+  local end=$((SECONDS + 10))
+  while kill -0 "$2" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  wait "$2" 2>/dev/null
+}
+result_line() { grep -E '^RESULT' "$TMP/$1.log" | tail -1; }
+check_line() { grep -E '^check: decoded' "$TMP/$1.log" | tail -1 | sed 's/^check: //'; }
+
+test_j() {
+  local name=$NAME_J stream=live-j
+  note "J: WHEP before publishing"
+  if ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream" --expect-status 409 \
+      >"$TMP/aiortc-play-j0.log" 2>&1; then
+    not_ok "$name" "early WHEP: $(result_line aiortc-play-j0)"; return
+  fi
+  aiortc_publisher aiortc-j "$stream"; local pub=$LAST_PID
+  if ! wait_for 20 "$pub" "aiortc publisher" test -f "$TMP/aiortc-j.ready"; then
+    not_ok "$name" "publisher: $(result_line aiortc-j || echo 'no connection within 20 s')"; return
+  fi
+  if ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream" --min-frames 60 --min-audio 50 \
+      >"$TMP/aiortc-play-j.log" 2>&1; then
+    not_ok "$name" "player: $(result_line aiortc-play-j)"; release_publisher aiortc-j "$pub"; return
+  fi
+  note "J: player $(check_line aiortc-play-j); SFU $(sfu_stream "$stream")"
+  release_publisher aiortc-j "$pub" || true
+  if [ "$(result_line aiortc-j)" != "RESULT ok" ]; then
+    not_ok "$name" "publisher: $(result_line aiortc-j)"; return
+  fi
+  if ! wait_for 5 "" "stream gone" sfu_gone "$stream"; then
+    not_ok "$name" "the SFU still lists $stream after both DELETEs: $(sfu_stream "$stream")"; return
+  fi
+  ok "$name"
+}
+
+test_k() {
+  local name=$NAME_K stream=live-k
+  note "K: whip-client -> built-in SFU"
+  (exec env LD_LIBRARY_PATH="$STUB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" GST_DEBUG_NO_COLOR=1 \
+    ip netns exec "$NS" whip-client -u "$GW/whip/$stream" -t "$CLIENT_TOKEN" -o -L \
+    -A "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt=111 ssrc=1 ! queue ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111" \
+    -V "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert ! queue ! vp8enc deadline=1 target-bitrate=300000 keyframe-max-dist=30 ! rtpvp8pay pt=96 ssrc=2 ! queue ! application/x-rtp,media=video,encoding-name=VP8,payload=96") \
+    >"$TMP/whip-client-k.log" 2>&1 &
+  local wc=$!; PIDS+=("$wc")
+  if ! wait_for 15 "$wc" "whip-client" grep -q 'PeerConnection connected' "$TMP/whip-client-k.log"; then
+    not_ok "$name" "whip-client never logged 'PeerConnection connected'"; kill -INT "$wc" 2>/dev/null; return
+  fi
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream" --min-frames 30 \
+    --min-audio 30 --ready-file "$TMP/play-k.ready" --release-file "$TMP/play-k.release" --keep \
+    --timeout 20) >"$TMP/aiortc-play-k.log" 2>&1 &
+  local player=$!; PIDS+=("$player")
+  if ! wait_for 25 "$player" "aiortc player" test -f "$TMP/play-k.ready"; then
+    not_ok "$name" "player: $(result_line aiortc-play-k || echo 'no frames within 25 s')"
+    kill -INT "$wc" 2>/dev/null; return
+  fi
+  note "K: player $(check_line aiortc-play-k); SFU $(sfu_stream "$stream")"
+  local viewer; viewer=$(sed -n 's/^LOCATION //p' "$TMP/play-k.ready")
+  if grep -q ' \[trickle\] ' "$TMP/whip-client-k.log"; then
+    not_ok "$name" "trickle PATCH failed: $(grep -o '\[trickle\] .*' "$TMP/whip-client-k.log" | head -1)"
+    kill -INT "$wc" 2>/dev/null; return
+  fi
+  kill -INT "$wc" 2>/dev/null
+  local end=$((SECONDS + 5))
+  while kill -0 "$wc" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  if ! wait_for 5 "" "stream gone" sfu_gone "$stream"; then
+    not_ok "$name" "after the publisher's DELETE the SFU still lists $stream: $(sfu_stream "$stream")"; return
+  fi
+  # The viewer's session went with the publisher: its DELETE finds nothing.
+  local code; code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -X DELETE "$viewer")
+  touch "$TMP/play-k.release"
+  wait "$player" 2>/dev/null
+  if [ "$code" != 404 ]; then
+    not_ok "$name" "the released viewer's DELETE answered $code, expected 404"; return
+  fi
+  if [ "$(result_line aiortc-play-k)" != "RESULT ok" ]; then
+    not_ok "$name" "player: $(result_line aiortc-play-k)"; return
+  fi
+  ok "$name"
+}
+
+test_l() {
+  local name=$NAME_L stream=live-chrome
+  note "L: Chromium publishes $stream"
+  (exec ip netns exec "$NS" node "$HERE/chromium.mjs" publish "$GW" "$stream" --hold 90 \
+    --ready-file "$TMP/chrome-pub.ready" --release-file "$TMP/chrome-pub.release") \
+    >"$TMP/chromium-publish.log" 2>&1 &
+  local pub=$!; PIDS+=("$pub")
+  if ! wait_for 40 "$pub" "Chromium publisher" test -f "$TMP/chrome-pub.ready"; then
+    not_ok "$name" "publisher: $(result_line chromium-publish || echo 'not publishing within 40 s')"; return
+  fi
+  local fail=
+  if ! nsx node "$HERE/chromium.mjs" play "$GW" "$stream" --min-frames 30 --timeout 40 \
+      --screenshot "$ARTIFACTS/play-$stream.png" >"$TMP/chromium-play.log" 2>&1; then
+    fail="Chromium player: $(result_line chromium-play)"
+  fi
+  [ -n "$fail" ] || note "L: $(grep -E '^check:' "$TMP/chromium-play.log" | tr '\n' ' ')"
+  if [ -z "$fail" ] && ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream" --min-frames 30 \
+      --min-audio 30 --timeout 20 >"$TMP/aiortc-play-l.log" 2>&1; then
+    fail="aiortc player: $(result_line aiortc-play-l)"
+  fi
+  [ -n "$fail" ] || note "L: aiortc $(check_line aiortc-play-l)"
+  touch "$TMP/chrome-pub.release"
+  local end=$((SECONDS + 15))
+  while kill -0 "$pub" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
+  wait "$pub" 2>/dev/null
+  [ -n "$fail" ] && { not_ok "$name" "$fail"; return; }
+  if [ "$(result_line chromium-publish)" != "RESULT ok" ]; then
+    not_ok "$name" "publisher: $(result_line chromium-publish)"; return
+  fi
+  if ! wait_for 5 "" "stream gone" sfu_gone "$stream"; then
+    not_ok "$name" "the SFU still lists $stream after the publisher's DELETE"; return
+  fi
+  ok "$name"
+}
+
+test_m() {
+  local name=$NAME_M label=label-$STREAM_M stream=live-m
+  note "M: aiortc -> Janus ($STREAM_M) and aiortc -> built-in SFU ($stream) at once"
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$GW/whip/$STREAM_M" \
+    --token "$CLIENT_TOKEN" --ready-file "$TMP/aiortc-m-janus.ready" \
+    --release-file "$TMP/aiortc-m-janus.release" --hold 60) >"$TMP/aiortc-m-janus.log" 2>&1 &
+  local to_janus=$!; PIDS+=("$to_janus")
+  aiortc_publisher aiortc-m-sfu "$stream"; local to_sfu=$LAST_PID
+  local fail=
+  wait_for 20 "$to_janus" "publisher to Janus" test -f "$TMP/aiortc-m-janus.ready" ||
+    fail="publisher to Janus: $(result_line aiortc-m-janus || echo 'no connection')"
+  [ -n "$fail" ] || wait_for 20 "$to_sfu" "publisher to the SFU" test -f "$TMP/aiortc-m-sfu.ready" ||
+    fail="publisher to the SFU: $(result_line aiortc-m-sfu || echo 'no connection')"
+  [ -n "$fail" ] || wait_media "$label" 20 10 ||
+    fail="Janus admin: no publisher handle with audio+video packets for $label (got '${STATS}')"
+  [ -n "$fail" ] || wait_for 10 "" "SFU media" sfu_receiving "$stream" 100 ||
+    fail="the SFU got no media for $stream: $(sfu_stream "$stream")"
+  if [ -z "$fail" ]; then
+    local s h a v; read -r s h a v <<<"$STATS"
+    note "M: Janus handle $h in packets audio $a video $v; SFU $(sfu_stream "$stream")"
+    # Each went where routes.toml said, and only there.
+    grep -q "\[$STREAM_M\]" "$TMP/sws.log" || fail="no request for $STREAM_M reached simple-whip-server"
+    grep -q "\[$stream\]" "$TMP/sws.log" && fail="$stream reached simple-whip-server"
+  fi
+  release_publisher aiortc-m-janus "$to_janus"
+  release_publisher aiortc-m-sfu "$to_sfu"
+  [ -n "$fail" ] && { not_ok "$name" "$fail"; return; }
+  for p in aiortc-m-janus aiortc-m-sfu; do
+    if [ "$(result_line $p)" != "RESULT ok" ]; then not_ok "$name" "$p: $(result_line $p)"; return; fi
+  done
+  ok "$name"
+}
