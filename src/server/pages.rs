@@ -222,7 +222,7 @@ fn render(status: &Status) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"5\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>whipgate</title><link rel=\"stylesheet\" href=\"/pages/style.css\"></head>\
+         <title>whipgate</title><link rel=\"icon\" href=\"data:,\"><link rel=\"stylesheet\" href=\"/pages/style.css\"></head>\
          <body><header>whipgate</header><main>",
     );
     html.push_str("<h2>Live streams</h2>");

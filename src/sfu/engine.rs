@@ -22,6 +22,10 @@ const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a viewer re-chooses its simulcast layer.
 const LAYER_REVIEW_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a session that ended on its own (the peer closed, ICE failed, its publisher
+/// left) still answers its DELETE with success: a client that closes its peer connection
+/// and then sends DELETE, as browsers' pages do, should not get a 404.
+const ENDED_MEMORY: Duration = Duration::from_secs(300);
 
 /// Opaque id of one peer connection; random so that a restarted process never reuses the
 /// id a still-valid session token names.
@@ -43,6 +47,8 @@ pub struct Engine {
     streams: HashMap<String, Stream>,
     /// Which peer a remote address belongs to, learnt from str0m's `accepts`.
     by_source: HashMap<SocketAddr, PeerId>,
+    /// Sessions that ended without a DELETE, and when.
+    ended: HashMap<PeerId, Instant>,
     next_id: Box<dyn FnMut() -> PeerId + Send>,
 }
 
@@ -100,6 +106,7 @@ impl Engine {
             peers: HashMap::new(),
             streams: HashMap::new(),
             by_source: HashMap::new(),
+            ended: HashMap::new(),
             next_id,
         }
     }
@@ -129,7 +136,7 @@ impl Engine {
             if self.peers.get(&existing).is_some_and(|p| p.rtc.is_alive()) {
                 return Err(SfuError::AlreadyPublished);
             }
-            self.remove(existing);
+            self.remove(existing, now, true);
         }
         let (id, answer) = self.accept(now, stream, PeerRole::Publisher, offer)?;
         self.streams.entry(stream.to_owned()).or_default().publisher = Some(id);
@@ -217,18 +224,26 @@ impl Engine {
     }
 
     /// Ends a session; a publisher takes its viewers with it.
-    pub fn end(&mut self, id: PeerId) -> Result<(), SfuError> {
+    pub fn end(&mut self, now: Instant, id: PeerId) -> Result<(), SfuError> {
+        if self.ended.remove(&id).is_some() {
+            return Ok(());
+        }
         if !self.peers.contains_key(&id) {
             return Err(SfuError::NoSession);
         }
-        self.remove(id);
+        self.remove(id, now, false);
         Ok(())
     }
 
-    fn remove(&mut self, id: PeerId) {
+    /// Drops a peer (and a publisher's viewers); those that ended on their own rather than
+    /// by their DELETE are remembered for it.
+    fn remove(&mut self, id: PeerId, now: Instant, on_its_own: bool) {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
+        if on_its_own {
+            self.ended.insert(id, now);
+        }
         peer.rtc.disconnect();
         self.by_source.retain(|_, owner| *owner != id);
         let mut released = Vec::new();
@@ -248,7 +263,7 @@ impl Engine {
             }
         }
         for viewer in released {
-            self.remove(viewer);
+            self.remove(viewer, now, true);
         }
     }
 
@@ -334,8 +349,10 @@ impl Engine {
             .collect();
         for id in dead {
             tracing::debug!(peer = id, "built-in SFU peer gone");
-            self.remove(id);
+            self.remove(id, now, true);
         }
+        self.ended
+            .retain(|_, at| now.saturating_duration_since(*at) < ENDED_MEMORY);
     }
 
     /// Polls one peer until it has nothing more to say, then every peer its media or

@@ -323,7 +323,7 @@ fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr
             let _ = reply.send(engine.trickle(id, &fragment));
         }
         Command::End { id, reply } => {
-            let result = engine.end(id);
+            let result = engine.end(now, id);
             engine.tick(now, send);
             let _ = reply.send(result);
         }

@@ -1,0 +1,307 @@
+#!/usr/bin/env node
+// Headless Chromium as a WHIP publisher or WHEP player, driving whipgate's own pages
+// (/publish/{stream}, /play/{stream}), for the end-to-end tests (tests/e2e/builtin.sh).
+//
+//   node chromium.mjs publish BASE STREAM [--hold S] [--ready-file F] [--release-file F]
+//                                         [--simulcast] [--token T] [--timeout S]
+//   node chromium.mjs play BASE STREAM [--min-frames N] [--screenshot FILE] [--timeout S]
+//                                      [--token T]
+//
+// publish: opens BASE/publish/STREAM?autostart=1 (the fake camera and microphone), waits until
+// window.publisher.pc is "connected" (--timeout, default 30 s), checks that the outbound-rtp
+// packetsSent of audio and video grow, writes "LOCATION <url>" to --ready-file, keeps sending
+// until --release-file exists or --hold seconds pass (default 30), then calls
+// window.publisher.close(): its DELETE must answer 2xx, and a second DELETE 404.
+//
+// play: opens BASE/play/STREAM, polls window.player.stats() until framesDecoded >= N (default
+// 30, within --timeout, default 30 s), draws <video id="video"> on a canvas and checks the
+// painted picture is not black (mean luma and share of non-black pixels) and moves, takes a
+// screenshot of the page to --screenshot, then calls window.player.close(): its DELETE must
+// answer 2xx, and a second DELETE 404.
+//
+// Prints one "check: ..." line per verified step; the last line is "RESULT ok" or
+// "RESULT fail: reason", exit status 0 or 1. An overall watchdog ends a stuck run.
+// playwright-core comes from ${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}/playwright
+// (scripts/install-test-deps) and drives Debian's /usr/bin/chromium; it downloads nothing.
+
+import fs from "node:fs";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+
+const DEPS = process.env.WHIPGATE_TEST_DEPS || "/var/cache/whipgate-test-deps";
+const CHROMIUM = process.env.WHIPGATE_CHROMIUM || "/usr/bin/chromium";
+// Flags verified on Debian 12 (shared/real-peers.md). The last three make Chromium gather
+// plain loopback-range host candidates instead of .local names.
+const FLAGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+  "--autoplay-policy=no-user-gesture-required",
+];
+
+const T0 = Date.now();
+const secs = () => ((Date.now() - T0) / 1000).toFixed(1);
+const log = (msg) => console.log(msg);
+const check = (msg) => log(`check: ${msg} (t=${secs()} s)`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+class Fail extends Error {}
+
+function usage(msg) {
+  if (msg) console.error(`chromium.mjs: ${msg}`);
+  console.error("usage: node chromium.mjs publish BASE STREAM [--hold S] [--ready-file F] " +
+    "[--release-file F] [--simulcast] [--token T] [--timeout S]\n" +
+    "       node chromium.mjs play BASE STREAM [--min-frames N] [--screenshot FILE] " +
+    "[--timeout S] [--token T]");
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const [mode, base, stream, ...rest] = argv;
+  if (!["publish", "play"].includes(mode) || !base || !stream) usage();
+  const opts = { mode, base: base.replace(/\/+$/, ""), stream, hold: 30, minFrames: 30,
+    timeout: 30, simulcast: false, token: "", readyFile: null, releaseFile: null,
+    screenshot: null };
+  const valued = { "--hold": "hold", "--ready-file": "readyFile", "--release-file": "releaseFile",
+    "--token": "token", "--min-frames": "minFrames", "--screenshot": "screenshot",
+    "--timeout": "timeout" };
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i];
+    if (a === "--simulcast") { opts.simulcast = true; continue; }
+    const key = valued[a];
+    if (!key) usage(`unknown argument ${a}`);
+    if (i + 1 >= rest.length) usage(`${a} needs a value`);
+    opts[key] = rest[++i];
+  }
+  for (const k of ["hold", "minFrames", "timeout"]) {
+    opts[k] = Number(opts[k]);
+    if (!Number.isFinite(opts[k]) || opts[k] < 0) usage(`bad number for ${k}`);
+  }
+  return opts;
+}
+
+async function loadPlaywright() {
+  const entry = path.join(DEPS, "playwright/node_modules/playwright-core/index.mjs");
+  if (!fs.existsSync(entry)) throw new Fail(`missing ${entry}: run scripts/install-test-deps`);
+  return (await import(pathToFileURL(entry).href)).chromium;
+}
+
+// Waits for fn() (async, in Node) to return a truthy value; polls every `every` ms.
+async function until(fn, ms, every = 200) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() >= end) return null;
+    await sleep(every);
+  }
+}
+
+// DELETE of `location` seen by the browser (whip.js' close()), then a second one from the
+// page, which must find nothing.
+async function closeAndCheckDelete(page, location, token, closeExpr) {
+  const seen = page.waitForResponse(
+    (r) => r.request().method() === "DELETE" && r.url() === location, { timeout: 10000 });
+  seen.catch(() => {});
+  await page.evaluate(closeExpr);
+  let response;
+  try { response = await seen; } catch (_) {
+    throw new Fail(`${closeExpr} sent no DELETE to ${location} within 10 s`);
+  }
+  if (response.status() < 200 || response.status() > 299) {
+    throw new Fail(`DELETE ${location} answered ${response.status()}`);
+  }
+  check(`close() sent DELETE ${location}: ${response.status()}`);
+  const again = await page.evaluate(async ([url, tok]) => {
+    const r = await fetch(url, { method: "DELETE", headers: tok ? { Authorization: "Bearer " + tok } : {} });
+    return r.status;
+  }, [location, token]);
+  if (again !== 404) throw new Fail(`second DELETE ${location} answered ${again}, expected 404`);
+  check("second DELETE 404");
+}
+
+// Sum of outbound-rtp packetsSent per kind, from the page's RTCPeerConnection.
+const outboundStats = () => window.publisher.pc.getStats().then((report) => {
+  const out = { audio: 0, video: 0, frames: 0, rids: [] };
+  report.forEach((s) => {
+    if (s.type !== "outbound-rtp") return;
+    out[s.kind] = (out[s.kind] || 0) + (s.packetsSent || 0);
+    if (s.kind === "video") {
+      out.frames += s.framesEncoded || 0;
+      if (s.rid) out.rids.push(`${s.rid}:${s.frameWidth || 0}x${s.frameHeight || 0}/${s.packetsSent || 0}`);
+    }
+  });
+  return out;
+});
+
+async function publish(page, o) {
+  const q = new URLSearchParams({ autostart: "1" });
+  if (o.simulcast) q.set("simulcast", "1");
+  if (o.token) q.set("token", o.token);
+  const url = `${o.base}/publish/${encodeURIComponent(o.stream)}?${q}`;
+  const resp = await page.goto(url, { waitUntil: "load", timeout: 15000 });
+  if (!resp || resp.status() !== 200) throw new Fail(`GET ${url}: ${resp ? resp.status() : "no response"}`);
+  check(`page ${url} loaded`);
+
+  const connected = await until(() => page.evaluate(() =>
+    window.publisher?.pc?.connectionState === "connected"), o.timeout * 1000);
+  if (!connected) {
+    const st = await page.evaluate(() => [window.publishState, window.publisher?.pc?.connectionState]);
+    throw new Fail(`not connected within ${o.timeout} s (publishState ${JSON.stringify(st[0])}, ` +
+      `connectionState ${st[1]})`);
+  }
+  const location = await page.evaluate(() => window.publisher.location);
+  if (!/^https?:\/\//.test(location || "")) throw new Fail(`bad Location ${JSON.stringify(location)}`);
+  check(`peer connection connected, Location ${location}`);
+
+  const a = await page.evaluate(outboundStats);
+  const grown = await until(async () => {
+    const b = await page.evaluate(outboundStats);
+    return b.audio > a.audio && b.video > a.video && b.video > 10 ? b : null;
+  }, 10000, 500);
+  if (!grown) {
+    const b = await page.evaluate(outboundStats);
+    throw new Fail(`outbound packets do not grow: ${JSON.stringify(a)} -> ${JSON.stringify(b)}`);
+  }
+  check(`sending: packetsSent audio ${a.audio}->${grown.audio}, video ${a.video}->${grown.video}` +
+    (grown.rids.length ? `, simulcast ${grown.rids.join(" ")}` : ""));
+  // Chromium starts simulcast with the low layers and adds "f" as its bandwidth estimate grows.
+  const sending = grown.rids.filter((r) => !r.endsWith("/0"));
+  if (o.simulcast && sending.length < 2) {
+    throw new Fail(`--simulcast but ${sending.length} video encodings send: ${grown.rids.join(" ")}`);
+  }
+
+  if (o.readyFile) {
+    fs.writeFileSync(o.readyFile + ".tmp", `LOCATION ${location}\n`);
+    fs.renameSync(o.readyFile + ".tmp", o.readyFile);
+  }
+
+  const holdEnd = Date.now() + o.hold * 1000;
+  let why = `held ${o.hold} s`;
+  while (Date.now() < holdEnd) {
+    if (o.releaseFile && fs.existsSync(o.releaseFile)) { why = "released"; break; }
+    const state = await page.evaluate(() => window.publisher?.pc?.connectionState);
+    if (state !== "connected") throw new Fail(`connection went ${state} while publishing`);
+    await sleep(200);
+  }
+  const end = await page.evaluate(outboundStats);
+  check(`${why}: sent audio ${end.audio} video ${end.video} packets, ${end.frames} video frames encoded`);
+
+  await closeAndCheckDelete(page, location, o.token, "window.publisher.close()");
+}
+
+async function play(page, o) {
+  const url = `${o.base}/play/${encodeURIComponent(o.stream)}` +
+    (o.token ? `?${new URLSearchParams({ token: o.token })}` : "");
+  const resp = await page.goto(url, { waitUntil: "load", timeout: 15000 });
+  if (!resp || resp.status() !== 200) throw new Fail(`GET ${url}: ${resp ? resp.status() : "no response"}`);
+  check(`page ${url} loaded`);
+
+  let last = { framesDecoded: 0, packetsReceived: 0 };
+  let firstFrame = null;
+  const got = await until(async () => {
+    last = await page.evaluate(() => window.player.stats());
+    if (!firstFrame && last.framesDecoded > 0) firstFrame = secs();
+    return last.framesDecoded >= o.minFrames;
+  }, o.timeout * 1000, 250);
+  if (!got) {
+    const st = await page.evaluate(() => [window.playState, window.player?.pc?.connectionState]);
+    throw new Fail(`${last.framesDecoded}/${o.minFrames} frames decoded within ${o.timeout} s ` +
+      `(${last.packetsReceived} packets; playState ${JSON.stringify(st[0])}, connectionState ${st[1]})`);
+  }
+  const location = await page.evaluate(() => window.player.location);
+  check(`decoded ${last.framesDecoded} frames, ${last.packetsReceived} packets received ` +
+    `(first frame at t=${firstFrame} s), Location ${location}`);
+
+  // What the <video> element paints: draw it on a canvas and measure.
+  const ready = await until(() => page.evaluate(() => {
+    const v = document.getElementById("video");
+    return v && v.videoWidth > 0 && v.readyState >= 2 && !v.paused;
+  }), 5000);
+  if (!ready) {
+    const v = await page.evaluate(() => {
+      const e = document.getElementById("video");
+      return e && { w: e.videoWidth, h: e.videoHeight, readyState: e.readyState, paused: e.paused };
+    });
+    throw new Fail(`<video> is not playing: ${JSON.stringify(v)}`);
+  }
+  const measure = () => page.evaluate(() => {
+    const v = document.getElementById("video");
+    const c = document.createElement("canvas");
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    const ctx = c.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(v, 0, 0, c.width, c.height);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    let sum = 0, lit = 0;
+    const luma = new Float32Array(d.length / 4);
+    for (let i = 0, p = 0; i < d.length; i += 4, p++) {
+      const y = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+      luma[p] = y; sum += y; if (y > 24) lit++;
+    }
+    return { w: c.width, h: c.height, mean: sum / luma.length, lit: lit / luma.length,
+      luma: Array.from(luma.filter((_, i) => i % 7 === 0)) };
+  });
+  const p1 = await measure();
+  if (!(p1.mean > 20 && p1.lit > 0.2)) {
+    throw new Fail(`picture is black: ${p1.w}x${p1.h} mean luma ${p1.mean.toFixed(1)}, ` +
+      `${(p1.lit * 100).toFixed(1)}% of pixels above 24`);
+  }
+  check(`picture ${p1.w}x${p1.h} not black: mean luma ${p1.mean.toFixed(1)}, ` +
+    `${(p1.lit * 100).toFixed(1)}% of pixels above 24`);
+  await sleep(700);
+  const p2 = await measure();
+  let diff = 0;
+  if (p2.luma.length === p1.luma.length) {
+    for (let i = 0; i < p1.luma.length; i++) diff += Math.abs(p1.luma[i] - p2.luma[i]);
+    diff /= p1.luma.length;
+  } else {
+    diff = Infinity; // resolution changed (simulcast layer switch): it moves
+  }
+  if (!(diff > 0)) throw new Fail("picture does not move: two draws 0.7 s apart are identical");
+  check(`picture moves: mean luma difference ${diff.toFixed(2)} over 0.7 s`);
+
+  if (o.screenshot) {
+    fs.mkdirSync(path.dirname(path.resolve(o.screenshot)), { recursive: true });
+    await page.screenshot({ path: o.screenshot });
+    check(`screenshot ${o.screenshot}`);
+  }
+
+  if (!location) throw new Fail("window.player.location is empty");
+  await closeAndCheckDelete(page, location, o.token, "window.player.close()");
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const budget = o.mode === "publish" ? o.timeout + o.hold + 40 : o.timeout + 40;
+  const watchdog = setTimeout(() => {
+    log(`RESULT fail: overall timeout (${budget} s)`);
+    process.exit(1); // playwright kills the browser on exit
+  }, budget * 1000);
+
+  let browser;
+  try {
+    const chromium = await loadPlaywright();
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS,
+      timeout: 30000 });
+    check(`launched ${CHROMIUM} ${browser.version()}`);
+    const context = await browser.newContext({ viewport: { width: 800, height: 700 } });
+    const page = await context.newPage();
+    page.on("pageerror", (e) => log(`page error: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() === "error") log(`page console: ${m.text()} (${m.location().url || "?"})`);
+    });
+    if (o.mode === "publish") await publish(page, o); else await play(page, o);
+    await browser.close().catch(() => {});
+    log("RESULT ok");
+    clearTimeout(watchdog);
+    process.exit(0);
+  } catch (e) {
+    log(`RESULT fail: ${e instanceof Fail ? e.message : (e && e.stack ? e.stack.split("\n")[0] : e)}`);
+    if (browser) await Promise.race([browser.close().catch(() => {}), sleep(5000)]);
+    clearTimeout(watchdog);
+    process.exit(1);
+  }
+}
+
+main();
