@@ -7,6 +7,7 @@
 //! highest. [`engine`] is the state machine; this module owns the socket and a thread.
 
 mod engine;
+pub mod loopback;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -332,3 +333,6 @@ fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

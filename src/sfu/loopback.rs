@@ -1,0 +1,373 @@
+//! An in-memory network around the SFU [`Engine`]: str0m peers publish and play through it
+//! with simulated time and optional loss. The SFU's tests (forwarding, keyframe requests,
+//! NACK repair, simulcast) and its forwarding benchmark run on it; no socket is involved.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::config::CryptoProvider;
+use str0m::format::Codec;
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid, Simulcast, SimulcastLayer,
+};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+use super::engine::{Addresses, Engine, PeerId};
+use super::SfuError;
+
+/// A frame a client received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub kind: MediaKind,
+    pub len: usize,
+    pub keyframe: bool,
+    /// The first byte after the VP8 header: which publisher frame this was.
+    pub tag: u8,
+}
+
+pub struct Client {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub session: PeerId,
+    pub video: Option<Mid>,
+    pub audio: Option<Mid>,
+    pub connected: bool,
+    pub received: Vec<Received>,
+    pub keyframe_requests: usize,
+    /// Drop every n-th RTP packet sent to this client (none when 0).
+    pub drop_every: u32,
+    pub dropped: u64,
+    rtp_seen: u64,
+    next_timeout: Instant,
+}
+
+pub struct Loopback {
+    pub engine: Engine,
+    pub now: Instant,
+    sfu: SocketAddr,
+    crypto: Arc<CryptoProvider>,
+    pub clients: Vec<Client>,
+    wire: VecDeque<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Time spent inside the engine (for the benchmark's CPU per viewer).
+    pub engine_time: Duration,
+    /// Media timestamps count from here.
+    origin: Instant,
+}
+
+const VP8_KEY: u8 = 0x00;
+const VP8_DELTA: u8 = 0x01;
+
+impl Default for Loopback {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Loopback {
+    pub fn new() -> Self {
+        let sfu = SocketAddr::from(([10, 0, 0, 1], 5000));
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .expect("the crypto provider makes certificates");
+        let mut counter = 0u64;
+        let engine = Engine::new(
+            Addresses {
+                local: sfu,
+                candidates: vec![sfu],
+            },
+            crypto.clone(),
+            cert,
+            Box::new(move || {
+                counter += 1;
+                counter
+            }),
+        );
+        let now = Instant::now();
+        Self {
+            engine,
+            now,
+            origin: now,
+            sfu,
+            crypto,
+            clients: Vec::new(),
+            wire: VecDeque::new(),
+            engine_time: Duration::ZERO,
+        }
+    }
+
+    fn client_rtc(&self) -> Rtc {
+        RtcConfig::new()
+            .set_crypto_provider(self.crypto.clone())
+            .build(self.now)
+    }
+
+    fn next_addr(&self) -> SocketAddr {
+        let n = u8::try_from(self.clients.len() % 250).unwrap_or(0);
+        SocketAddr::from(([10, 0, 1, n + 1], 6000))
+    }
+
+    /// A publisher of VP8 video (with the given simulcast layers) and Opus audio.
+    pub fn publish(&mut self, stream: &str, layers: &[&str]) -> Result<usize, SfuError> {
+        let simulcast = (!layers.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for rid in layers {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        self.connect(stream, Direction::SendOnly, simulcast)
+    }
+
+    /// A viewer of audio and video.
+    pub fn play(&mut self, stream: &str) -> Result<usize, SfuError> {
+        self.connect(stream, Direction::RecvOnly, None)
+    }
+
+    fn connect(
+        &mut self,
+        stream: &str,
+        direction: Direction,
+        simulcast: Option<Simulcast>,
+    ) -> Result<usize, SfuError> {
+        let mut rtc = self.client_rtc();
+        let addr = self.next_addr();
+        if let Ok(candidate) = Candidate::host(addr, "udp") {
+            rtc.add_local_candidate(candidate);
+        }
+        let mut change = rtc.sdp_api();
+        let video = change.add_media(MediaKind::Video, direction, None, None, simulcast);
+        let audio = change.add_media(MediaKind::Audio, direction, None, None, None);
+        let (offer, pending): (_, SdpPendingOffer) = change
+            .apply()
+            .ok_or_else(|| SfuError::Offer("no changes".into()))?;
+        let offer = offer.to_sdp_string();
+        let (session, answer) = if direction == Direction::SendOnly {
+            self.engine.publish(self.now, stream, &offer)?
+        } else {
+            self.engine.play(self.now, stream, &offer)?
+        };
+        let answer = SdpAnswer::from_sdp_string(&answer)
+            .map_err(|e| SfuError::Offer(format!("answer: {e}")))?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| SfuError::Offer(format!("answer: {e}")))?;
+        self.clients.push(Client {
+            rtc,
+            addr,
+            session,
+            video: Some(video),
+            audio: Some(audio),
+            connected: false,
+            received: Vec::new(),
+            keyframe_requests: 0,
+            drop_every: 0,
+            dropped: 0,
+            rtp_seen: 0,
+            next_timeout: self.now,
+        });
+        Ok(self.clients.len() - 1)
+    }
+
+    /// Sends one VP8 frame of `len` bytes on `client`'s video (layer `rid`), its first
+    /// payload byte after the header being `tag`.
+    pub fn send_video(
+        &mut self,
+        client: usize,
+        rid: Option<&str>,
+        keyframe: bool,
+        len: usize,
+        tag: u8,
+    ) {
+        let now = self.now;
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        let Some(mid) = c.video else {
+            return;
+        };
+        let Some(writer) = c.rtc.writer(mid) else {
+            return;
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| p.pt())
+        else {
+            return;
+        };
+        let writer = match rid {
+            Some(rid) => writer.rid(Rid::from(rid)),
+            None => writer,
+        };
+        let mut data = vec![0u8; len.max(2)];
+        data[0] = if keyframe { VP8_KEY } else { VP8_DELTA };
+        data[1] = tag;
+        let ticks =
+            u64::try_from(now.duration_since(self.origin).as_micros()).unwrap_or(0) * 9 / 100;
+        let _ = writer.write(pt, now, MediaTime::from_90khz(ticks), data);
+    }
+
+    /// Sends one 20 ms Opus frame on `client`'s audio.
+    pub fn send_audio(&mut self, client: usize, len: usize) {
+        let now = self.now;
+        let started = self.origin;
+        let Some(c) = self.clients.get_mut(client) else {
+            return;
+        };
+        let Some(mid) = c.audio else {
+            return;
+        };
+        let Some(writer) = c.rtc.writer(mid) else {
+            return;
+        };
+        let Some(pt) = writer
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+        else {
+            return;
+        };
+        let micros = u64::try_from(now.duration_since(started).as_micros()).unwrap_or(0);
+        let _ = writer.write(
+            pt,
+            now,
+            MediaTime::new(micros * 48 / 1000, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            vec![0xfc; len],
+        );
+    }
+
+    /// A viewer asks for a keyframe, as a decoder that lost its reference does.
+    pub fn request_keyframe(&mut self, client: usize) {
+        if let Some(c) = self.clients.get_mut(client) {
+            if let Some(mut writer) = c.video.and_then(|mid| c.rtc.writer(mid)) {
+                let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+            }
+        }
+    }
+
+    /// Advances simulated time by `step`, delivering everything sent meanwhile.
+    pub fn advance(&mut self, step: Duration) {
+        self.now += step;
+        let now = self.now;
+        for client in &mut self.clients {
+            if client.next_timeout <= now {
+                let _ = client.rtc.handle_input(Input::Timeout(now));
+            }
+        }
+        let started = Instant::now();
+        let mut out = Vec::new();
+        self.engine
+            .tick(now, &mut |to, data| out.push((to, data.to_vec())));
+        self.engine_time += started.elapsed();
+        let sfu = self.sfu;
+        self.wire
+            .extend(out.into_iter().map(|(to, data)| (to, sfu, data)));
+        self.pump();
+    }
+
+    /// Runs until no datagram is in flight and no client has output.
+    fn pump(&mut self) {
+        loop {
+            self.poll_clients();
+            if self.wire.is_empty() {
+                break;
+            }
+            while let Some((to, from, data)) = self.wire.pop_front() {
+                self.deliver(to, from, data);
+            }
+        }
+    }
+
+    fn poll_clients(&mut self) {
+        for client in &mut self.clients {
+            loop {
+                match client.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => {
+                        self.wire
+                            .push_back((t.destination, t.source, t.contents.to_vec()));
+                    }
+                    Ok(Output::Timeout(at)) => {
+                        client.next_timeout = at;
+                        break;
+                    }
+                    Ok(Output::Event(event)) => match event {
+                        Event::Connected => client.connected = true,
+                        Event::MediaData(data) => client.received.push(Received {
+                            kind: if Some(data.mid) == client.video {
+                                MediaKind::Video
+                            } else {
+                                MediaKind::Audio
+                            },
+                            len: data.data.len(),
+                            keyframe: data.is_keyframe(),
+                            tag: data.data.get(1).copied().unwrap_or(0),
+                        }),
+                        Event::KeyframeRequest(_) => client.keyframe_requests += 1,
+                        _ => {}
+                    },
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: SocketAddr, from: SocketAddr, data: Vec<u8>) {
+        let now = self.now;
+        if to == self.sfu {
+            let started = Instant::now();
+            let mut out = Vec::new();
+            self.engine
+                .receive(now, from, &data, &mut |to, d| out.push((to, d.to_vec())));
+            self.engine_time += started.elapsed();
+            let sfu = self.sfu;
+            self.wire
+                .extend(out.into_iter().map(|(to, data)| (to, sfu, data)));
+            return;
+        }
+        let Some(client) = self.clients.iter_mut().find(|c| c.addr == to) else {
+            return;
+        };
+        if is_rtp(&data) {
+            client.rtp_seen += 1;
+            if client.drop_every > 0 && client.rtp_seen % u64::from(client.drop_every) == 0 {
+                client.dropped += 1;
+                return;
+            }
+        }
+        let Ok(contents) = data.as_slice().try_into() else {
+            return;
+        };
+        let _ = client.rtc.handle_input(Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: from,
+                destination: to,
+                contents,
+            },
+        ));
+    }
+
+    /// Steps time until every client is connected (ICE and DTLS done), or `limit` passes.
+    pub fn connect_all(&mut self, limit: Duration) -> bool {
+        let deadline = self.now + limit;
+        while self.now < deadline {
+            self.advance(Duration::from_millis(5));
+            if self.clients.iter().all(|c| c.connected) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// SRTP media, not RTCP: RTCP packet types 200-207 sit where RTP has marker + payload type.
+fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.len() > 12 && (128..192).contains(&datagram[0]) && !(192..=223).contains(&datagram[1])
+}
