@@ -3,6 +3,7 @@
 //! Pure core: [`sdp`], [`routing`], [`session`], [`frontdoor`]. I/O shell: [`config`] (files),
 //! [`backend`] (HTTP client), [`server`] (sockets).
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
