@@ -14,3 +14,4 @@ pub mod routing;
 pub mod sdp;
 pub mod server;
 pub mod session;
+pub mod turn;
