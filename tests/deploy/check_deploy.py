@@ -696,8 +696,11 @@ def check_dockerfile(serve_flags, compose_port):
     problems, values = (["no serve flags"], {}) if serve_flags is None else check_args((cmd or [])[1:], serve_flags)
     check(entrypoint == ["whipgate"] and cmd and cmd[0] == "serve" and not problems,
           f"deploy/Dockerfile: ENTRYPOINT {entrypoint}, CMD {cmd} uses only `serve --help` flags", problems)
-    expose = re.findall(r"\d+", last.get("EXPOSE", ""))
+    exposed = " ".join(rest for word, rest in stage if word == "EXPOSE").split()
+    expose = [p for p in exposed if not p.endswith("/udp")]
     check(expose == [str(compose_port)], f"deploy/Dockerfile: EXPOSE {' '.join(expose)} is the listen port {compose_port}")
+    udp = [p for p in exposed if p.endswith("/udp")]
+    check(udp == ["8189/udp"], f"deploy/Dockerfile: EXPOSE {' '.join(udp)} is the built-in SFU's default UDP port")
     user = last.get("USER", "root").split(":")[0]
     check(user not in ("", "0", "root"), f"deploy/Dockerfile: runtime USER {user} is not root")
     health = last.get("HEALTHCHECK", "")

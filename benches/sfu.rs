@@ -1,0 +1,93 @@
+//! The built-in SFU's forwarding cost: one 2 Mbit/s publisher (30 fps VP8 in ~8.3 KB
+//! frames, 50 fps Opus) to N viewers, on the in-memory network, so only the SFU engine's
+//! own CPU is timed (SRTP, depacketizing, repacketizing, RTCP), not sockets or the
+//! simulated viewers.
+//!
+//! Run: `cargo bench --bench sfu` (under `cargo test` it runs one tiny round as a smoke test).
+//! Prints, per N, the engine's CPU per second of media, the CPU per viewer, and how many
+//! viewers one core could serve in real time at that cost.
+
+use std::time::Duration;
+
+use whipgate::sfu::loopback::Loopback;
+
+const FRAME_BYTES: usize = 2_000_000 / 8 / 30;
+
+/// Engine CPU seconds per media second, for `viewers` viewers.
+fn engine_cpu_per_media_second(viewers: usize, seconds: u32) -> f64 {
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("bench", &[]).expect("publish");
+    for _ in 0..viewers {
+        lb.play("bench").expect("play");
+    }
+    assert!(lb.connect_all(Duration::from_secs(10)), "peers connect");
+    // Warm-up: keyframe, viewer state, buffers.
+    run(&mut lb, publisher, 1);
+    lb.engine_time = Duration::ZERO;
+    run(&mut lb, publisher, seconds);
+    let frames: usize = lb.clients[1..]
+        .iter()
+        .map(|c| c.received.len())
+        .sum::<usize>()
+        / viewers.max(1);
+    assert!(frames > 0, "viewers received media");
+    lb.engine_time.as_secs_f64() / f64::from(seconds)
+}
+
+fn run(lb: &mut Loopback, publisher: usize, seconds: u32) {
+    let step = Duration::from_millis(5);
+    for n in 0..seconds * 200 {
+        if n % 4 == 0 {
+            lb.send_audio(publisher, 120);
+        }
+        if n % 7 == 0 {
+            let frame = n / 7;
+            lb.send_video(
+                publisher,
+                None,
+                frame % 60 == 0,
+                FRAME_BYTES,
+                (frame % 251) as u8,
+            );
+        }
+        lb.advance(step);
+    }
+}
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    if !benching {
+        let cpu = engine_cpu_per_media_second(2, 1);
+        println!(
+            "sfu forwarding smoke: 2 viewers, engine {:.1} ms per media second",
+            cpu * 1e3
+        );
+        return;
+    }
+    let base = engine_cpu_per_media_second(1, 5);
+    println!("built-in SFU: one 2 Mbit/s publisher to N viewers, engine CPU only");
+    println!(
+        "{:>8} {:>22} {:>18} {:>26}",
+        "viewers", "CPU per media second", "CPU per viewer", "real-time viewers per core"
+    );
+    for viewers in [1usize, 10, 25, 50, 100] {
+        let cpu = if viewers == 1 {
+            base
+        } else {
+            engine_cpu_per_media_second(viewers, 5)
+        };
+        let per_viewer = cpu / viewers as f64;
+        let marginal = if viewers > 1 {
+            (cpu - base) / (viewers - 1) as f64
+        } else {
+            per_viewer
+        };
+        let capacity = ((1.0 - base) / marginal + 1.0).floor();
+        println!(
+            "{viewers:>8} {:>19.1} ms {:>15.3} ms {:>26}",
+            cpu * 1e3,
+            marginal * 1e3,
+            capacity as u64,
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! The built-in SFU through the front door: the same endpoints, statuses and session
+//! machinery as a remote backend, plus the pages. Media itself is tested with str0m peers in
+//! `src/sfu/tests.rs` and with real peers in `tests/e2e/`.
+
+mod support;
+
+use support::{corpus, gateway, send};
+
+const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://gw.test"
+pages = true
+
+[builtin]
+udp_listen = "127.0.0.1:0"
+
+[[backend]]
+id = "sfu"
+kind = "builtin"
+
+[[route]]
+id = "all"
+match = { stream = "*" }
+backends = ["sfu"]
+"#;
+
+const SDP: (&str, &str) = ("content-type", "application/sdp");
+const FRAG: (&str, &str) = ("content-type", "application/trickle-ice-sdpfrag");
+
+#[tokio::test]
+async fn whep_before_any_publisher_is_409_with_retry_after() {
+    let gw = gateway(CONFIG).await;
+    let got = send(
+        gw.local_addr,
+        "POST",
+        "/whep/cam",
+        &[SDP],
+        corpus("chromium-whep-offer.sdp"),
+    )
+    .await;
+    assert_eq!(got.status, 409, "{}", got.body);
+    assert!(got.header("retry-after").is_some());
+    assert!(got.body.contains("no publisher"), "{}", got.body);
+}
+
+#[tokio::test]
+async fn publish_answer_trickle_play_and_delete() {
+    let gw = gateway(CONFIG).await;
+    let published = send(
+        gw.local_addr,
+        "POST",
+        "/whip/cam",
+        &[SDP],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(published.status, 201, "{}", published.body);
+    assert!(published.body.contains("a=ice-lite"), "{}", published.body);
+    assert!(
+        published.body.contains("typ host"),
+        "the answer has the SFU's candidate"
+    );
+    assert!(published
+        .header("location")
+        .is_some_and(|l| l.starts_with("http://gw.test/session/")));
+    assert!(!published
+        .header("location")
+        .unwrap_or_default()
+        .contains("builtin"));
+    let session = published.location_path();
+    // A second publisher on a live stream is refused; another stream is not.
+    let again = send(
+        gw.local_addr,
+        "POST",
+        "/whip/cam",
+        &[SDP],
+        corpus("aiortc116-whip-offer.sdp"),
+    )
+    .await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    // Trickle is taken; the SFU is ICE-lite and needs no candidates, but a client may send them.
+    let trickled = send(
+        gw.local_addr,
+        "PATCH",
+        &session,
+        &[FRAG],
+        corpus("gstreamer-trickle-1.sdpfrag"),
+    )
+    .await;
+    assert_eq!(trickled.status, 204, "{}", trickled.body);
+    // A viewer may join now (the publisher has not connected its media yet, but exists).
+    let viewer = send(
+        gw.local_addr,
+        "POST",
+        "/whep/cam",
+        &[SDP],
+        corpus("chromium-whep-offer.sdp"),
+    )
+    .await;
+    assert_eq!(viewer.status, 201, "{}", viewer.body);
+    assert!(viewer.body.contains("a=sendonly"), "{}", viewer.body);
+    let status = send(gw.local_addr, "GET", "/api/status", &[], "").await;
+    assert_eq!(status.status, 200);
+    let json: serde_json::Value = serde_json::from_str(&status.body).expect("json");
+    assert_eq!(json["streams"][0]["stream"], "cam");
+    assert_eq!(json["backends"][0]["kind"], "builtin");
+    // The publisher's DELETE ends it and releases the viewer, whose own DELETE still
+    // succeeds once.
+    assert_eq!(
+        send(gw.local_addr, "DELETE", &session, &[], "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(gw.local_addr, "DELETE", &session, &[], "")
+            .await
+            .status,
+        404
+    );
+    let viewer_session = viewer.location_path();
+    assert_eq!(
+        send(gw.local_addr, "DELETE", &viewer_session, &[], "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(gw.local_addr, "DELETE", &viewer_session, &[], "")
+            .await
+            .status,
+        404
+    );
+    let status = send(gw.local_addr, "GET", "/api/status", &[], "").await;
+    assert!(status.body.contains("\"streams\": []"), "{}", status.body);
+}
+
+#[tokio::test]
+async fn an_ice_restart_is_refused_with_422() {
+    let gw = gateway(CONFIG).await;
+    let published = send(
+        gw.local_addr,
+        "POST",
+        "/whip/cam",
+        &[SDP],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(published.status, 201);
+    let restart = "a=ice-ufrag:newfrag\r\na=ice-pwd:newpasswordnewpasswordnew\r\n";
+    let got = send(
+        gw.local_addr,
+        "PATCH",
+        &published.location_path(),
+        &[FRAG, ("if-match", "*")],
+        restart,
+    )
+    .await;
+    assert_eq!(got.status, 422, "{}", got.body);
+}
+
+#[tokio::test]
+async fn pages_are_served_only_when_enabled() {
+    let gw = gateway(CONFIG).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/publish/cam", "text/html"),
+        ("/play/cam", "text/html"),
+        ("/pages/whip.js", "text/javascript"),
+        ("/api/status", "application/json"),
+    ] {
+        let got = send(gw.local_addr, "GET", path, &[], "").await;
+        assert_eq!(got.status, 200, "{path}");
+        assert!(
+            got.header("content-type")
+                .is_some_and(|c| c.starts_with(kind)),
+            "{path}"
+        );
+        assert!(got.header("content-security-policy").is_some(), "{path}");
+    }
+    let off = gateway(&CONFIG.replace("pages = true", "pages = false")).await;
+    for path in ["/", "/publish/cam", "/play/cam", "/api/status"] {
+        assert_eq!(
+            send(off.local_addr, "GET", path, &[], "").await.status,
+            404,
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn a_builtin_backend_takes_no_remote_settings() {
+    for extra in [
+        "whip_url = \"http://x/{stream}\"",
+        "auth = { passthrough = true }",
+        "health_check = { url = \"http://x/\" }",
+    ] {
+        let text = CONFIG.replace(
+            "kind = \"builtin\"",
+            &format!("kind = \"builtin\"\n{extra}"),
+        );
+        let error = whipgate::config::Config::from_toml(
+            &text,
+            "t.toml",
+            std::path::Path::new("."),
+            whipgate::config::SecretMode::Skip,
+            &support::TestSecrets,
+        )
+        .expect_err(extra);
+        assert!(
+            error
+                .to_string()
+                .contains("has no meaning for kind = \"builtin\""),
+            "{error}"
+        );
+    }
+    let wildcard = CONFIG.replace(
+        "udp_listen = \"127.0.0.1:0\"",
+        "udp_listen = \"0.0.0.0:8189\"",
+    );
+    let error = whipgate::config::Config::from_toml(
+        &wildcard,
+        "t.toml",
+        std::path::Path::new("."),
+        whipgate::config::SecretMode::Skip,
+        &support::TestSecrets,
+    )
+    .expect_err("wildcard without host_addresses");
+    assert!(error.to_string().contains("host_addresses"), "{error}");
+}
