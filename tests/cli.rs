@@ -31,7 +31,7 @@ fn check_accepts_the_shipped_routes_toml() {
     );
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
-        stdout.contains("ok: 1 backend (janus), 1 route"),
+        stdout.contains("ok: 1 backend (sfu), 1 route"),
         "{stdout}"
     );
 }
