@@ -83,6 +83,7 @@ fn token_benches(c: &mut Criterion) {
         route: "default".into(),
         created: 1_764_000_000,
         expires: 1_764_604_800,
+        subject: None,
     };
     c.bench_function("session/seal", |b| {
         b.iter(|| keys.seal(black_box(&claims), [7; 12]))
@@ -104,6 +105,8 @@ fn routing_benches(c: &mut Criterion) {
         placement,
         overflow: vec![BackendId("overflow".into())],
         sdp: Default::default(),
+        auth: None,
+        bind_sessions: false,
     };
     let weighted = || {
         Placement::Weighted(vec![
@@ -120,6 +123,7 @@ fn routing_benches(c: &mut Criterion) {
         headers: &headers,
         query: None,
         client_ip: None,
+        identities: &[],
     };
     let small = RouteTable::new(
         (0..20)

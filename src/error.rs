@@ -13,6 +13,9 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// A route's client auth refused the request; `challenge` is the WWW-Authenticate value.
+    #[error("{reason}")]
+    Unauthenticated { reason: String, challenge: String },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -35,6 +38,12 @@ pub enum GatewayError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// A rate or session limit of this client (429 + Retry-After).
+    #[error("{reason}")]
+    TooManyRequests {
+        reason: String,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     BadGateway(String),
     #[error("{reason}")]
@@ -52,7 +61,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Unauthorized(_) | GatewayError::Unauthenticated { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -61,6 +72,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -72,7 +84,8 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::NotLive { retry_after, .. }
-            | GatewayError::Unavailable { retry_after, .. } => Some(*retry_after),
+            | GatewayError::Unavailable { retry_after, .. }
+            | GatewayError::TooManyRequests { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -82,6 +95,24 @@ impl GatewayError {
         match self {
             GatewayError::MethodNotAllowed { allow, .. } => Some(allow),
             _ => None,
+        }
+    }
+}
+
+impl From<crate::auth::AuthError> for GatewayError {
+    fn from(error: crate::auth::AuthError) -> Self {
+        let challenge = error
+            .www_authenticate()
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+            .unwrap_or_else(|| "Bearer realm=\"whipgate\"".to_owned());
+        match error {
+            crate::auth::AuthError::Forbidden => {
+                GatewayError::Forbidden("this credential may not use this stream".into())
+            }
+            other => GatewayError::Unauthenticated {
+                reason: other.to_string(),
+                challenge,
+            },
         }
     }
 }

@@ -191,6 +191,7 @@ fn explain(
         headers: &header_map,
         query: query.as_deref(),
         client_ip: ip,
+        identities: &[],
     };
     Ok(config.routes.explain(&facts))
 }

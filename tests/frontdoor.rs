@@ -539,6 +539,7 @@ async fn bad_tokens_are_404_and_never_reach_a_backend() {
                 route: "r".into(),
                 created: 0,
                 expires: u64::MAX,
+                subject: None,
             },
             [0; 12],
         )

@@ -33,6 +33,15 @@ pub struct Config {
     pub routes: RouteTable,
     /// The built-in SFU's settings, when a backend uses it.
     pub builtin: Option<crate::sfu::SfuSettings>,
+    /// `[client_auth.NAME]`, built.
+    pub client_auth: BTreeMap<String, Arc<crate::auth::ClientAuth>>,
+}
+
+/// Per client address, for POST/PATCH/DELETE.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimitSettings {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 /// `[server]` with defaults filled in.
@@ -59,6 +68,9 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Serve `/`, `/publish/{stream}` and `/play/{stream}`.
     pub pages: bool,
+    pub max_sessions_per_subject: Option<usize>,
+    /// `None`: no per-address limit.
+    pub rate_limit: Option<RateLimitSettings>,
     /// Extra trust roots for HTTPS backends (from `upstream_ca_file`).
     pub upstream_roots: Vec<CertificateDer<'static>>,
     /// Proxies whose forwarding headers name the client.
@@ -172,6 +184,10 @@ impl Loader<'_> {
         })?;
         let server = self.server(raw.server)?;
         let builtin_settings = self.builtin(raw.builtin.as_ref())?;
+        let mut client_auth = BTreeMap::new();
+        for (name, auth) in &raw.client_auth {
+            client_auth.insert(name.clone(), Arc::new(self.client_auth(name, auth)?));
+        }
         let mut backends = HashMap::new();
         let mut order = BTreeMap::new();
         for (index, backend) in raw.backend.into_iter().enumerate() {
@@ -193,7 +209,7 @@ impl Loader<'_> {
                 .map(|b| b.span().start)
                 .or_else(|| route.split.as_ref().map(|s| s.span().start))
                 .unwrap_or(0);
-            let route = self.route(index, route, &backends)?;
+            let route = self.route(index, route, &backends, &client_auth)?;
             if routes.iter().any(|r| r.id == route.id) {
                 return Err(self.error_at(at, format!("route id `{}` appears twice", route.id)));
             }
@@ -214,7 +230,26 @@ impl Loader<'_> {
             backends,
             routes: RouteTable::new(routes),
             builtin,
+            client_auth,
         })
+    }
+
+    fn client_auth(
+        &self,
+        name: &str,
+        raw: &Spanned<crate::auth::RawClientAuth>,
+    ) -> Result<crate::auth::ClientAuth, ConfigError> {
+        let at = raw.span().start;
+        let located = |e: String| self.error_at(at, format!("client_auth `{name}`: {e}"));
+        match self.mode {
+            SecretMode::Resolve => {
+                crate::auth::ClientAuth::build(raw.get_ref(), self.base, self.secrets).map_err(located)
+            }
+            SecretMode::Skip => {
+                raw.get_ref().check_shape().map_err(located)?;
+                Ok(crate::auth::ClientAuth::none())
+            }
+        }
     }
 
     fn builtin(
@@ -322,6 +357,31 @@ impl Loader<'_> {
             cors_allow_origins: raw.cors_allow_origins.unwrap_or_else(|| vec!["*".into()]),
             shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
             pages: raw.pages.unwrap_or(false),
+            max_sessions_per_subject: raw.max_sessions_per_subject,
+            rate_limit: match &raw.rate_limit {
+                // Off unless asked for: behind an L7 proxy not listed in trusted_proxies every
+                // client shares the proxy's address, and a default limit would throttle all.
+                None | Some(raw::RawRateLimit::Enabled(false)) => None,
+                Some(raw::RawRateLimit::Enabled(true)) => Some(RateLimitSettings {
+                    per_second: 20.0,
+                    burst: 100,
+                }),
+                Some(raw::RawRateLimit::Limits(limits)) => {
+                    if !(limits.per_second > 0.0 && limits.per_second.is_finite())
+                        || limits.burst == 0
+                    {
+                        return Err(self.error_at(
+                            0,
+                            "rate_limit needs per_second > 0 and burst >= 1 (or rate_limit = false)"
+                                .into(),
+                        ));
+                    }
+                    Some(RateLimitSettings {
+                        per_second: limits.per_second,
+                        burst: limits.burst,
+                    })
+                }
+            },
             upstream_roots: match &raw.upstream_ca_file {
                 Some(path) => self.roots(path)?,
                 None => Vec::new(),
@@ -594,8 +654,23 @@ impl Loader<'_> {
         index: usize,
         raw: RawRoute,
         backends: &HashMap<BackendId, Arc<BackendDef>>,
+        client_auth: &BTreeMap<String, Arc<crate::auth::ClientAuth>>,
     ) -> Result<Route, ConfigError> {
         let id = raw.id.unwrap_or_else(|| format!("route-{}", index + 1));
+        let auth = match &raw.auth {
+            Some(name) if !client_auth.contains_key(name.get_ref()) => {
+                return Err(self.error_at(
+                    name.span().start,
+                    format!(
+                        "route `{id}` names unknown client_auth `{}`",
+                        name.get_ref()
+                    ),
+                ))
+            }
+            Some(name) => Some(name.get_ref().clone()),
+            None => None,
+        };
+        let bind_sessions = raw.bind_sessions.unwrap_or(false);
         let list_at = raw.backends.as_ref().map(|b| b.span().start);
         let split_at = raw.split.as_ref().map(|b| b.span().start);
         let match_at = raw
@@ -606,7 +681,18 @@ impl Loader<'_> {
             .or(split_at)
             .unwrap_or(0);
         let raw_match = raw.matcher.map(Spanned::into_inner).unwrap_or_default();
-        let matcher = self.matcher(&id, match_at, raw_match)?;
+        let mut matcher = self.matcher(&id, match_at, raw_match)?;
+        if (matcher.tier.is_some() || !matcher.claims.is_empty() || bind_sessions)
+            && auth.is_none()
+        {
+            return Err(self.error_at(
+                match_at,
+                format!(
+                    "route `{id}`: tier, claims and bind_sessions need auth = \"<client_auth name>\""
+                ),
+            ));
+        }
+        matcher.identity_from = auth.clone();
         let known = |name: &Spanned<String>| -> Result<BackendId, ConfigError> {
             let backend_id = BackendId(name.get_ref().clone());
             if backends.contains_key(&backend_id) {
@@ -666,6 +752,8 @@ impl Loader<'_> {
             placement,
             overflow,
             sdp,
+            auth,
+            bind_sessions,
         };
         self.check_route_backends(&route, match_at, backends)?;
         Ok(route)
@@ -732,6 +820,9 @@ impl Loader<'_> {
             headers,
             query: raw.query.into_iter().collect(),
             client_cidrs,
+            identity_from: None,
+            tier: raw.tier,
+            claims: raw.claims.into_iter().collect(),
         })
     }
 

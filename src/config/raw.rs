@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub route: Vec<RawRoute>,
     /// `[builtin]`: the built-in SFU's network settings.
     pub builtin: Option<Spanned<RawBuiltin>>,
+    /// `[client_auth.NAME]`: ways clients prove who they are; routes name one in `auth`.
+    #[serde(default)]
+    pub client_auth: std::collections::BTreeMap<String, Spanned<crate::auth::RawClientAuth>>,
 }
 
 /// `[builtin]`: where the built-in SFU's media goes.
@@ -92,9 +95,29 @@ pub struct RawServer {
     /// Serve the status, publish and play pages (`/`, `/publish/{stream}`, `/play/{stream}`);
     /// default false.
     pub pages: Option<bool>,
+    /// Live sessions one authenticated subject may hold on this replica (default: no limit).
+    pub max_sessions_per_subject: Option<usize>,
+    /// Per client address: POST/PATCH/DELETE per second and burst; `true` means 20/s, burst
+    /// 100 (default: off).
+    pub rate_limit: Option<RawRateLimit>,
     /// Bound on in-flight requests finishing at shutdown (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+}
+
+/// `rate_limit = { per_second = 20, burst = 100 }` or `rate_limit = false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawRateLimit {
+    Enabled(bool),
+    Limits(RawRateLimits),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 /// One `session_keys` entry: an id and where its secret lives.
@@ -188,6 +211,10 @@ pub struct RawRoute {
     pub overflow: Vec<Spanned<String>>,
     /// SDP policy; fields it sets override the backend's default.
     pub sdp: Option<Spanned<crate::sdp::Policy>>,
+    /// The `[client_auth.NAME]` clients of this route must pass (default: none).
+    pub auth: Option<Spanned<String>>,
+    /// PATCH/DELETE need the creating subject's credential too (default false).
+    pub bind_sessions: Option<bool>,
 }
 
 /// One weighted backend of a `split`.
@@ -217,6 +244,11 @@ pub struct RawMatch {
     /// Client address in any of these CIDRs (see `[server] trusted_proxies`).
     #[serde(default)]
     pub client_cidr: Vec<String>,
+    /// The client's tier, from the route's `auth` (bearer token `tier` or a JWT claim).
+    pub tier: Option<String>,
+    /// JWT claim → value (string equal, or array containing it), from the route's `auth`.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
 }
 
 /// A string or a list of strings.

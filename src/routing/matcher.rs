@@ -22,6 +22,28 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     /// The client's address, proxies already accounted for.
     pub client_ip: Option<IpAddr>,
+    /// Who the client is, per `[client_auth.NAME]` that accepted its credential.
+    pub identities: &'a [(String, crate::auth::Identity)],
+}
+
+impl<'a> RequestFacts<'a> {
+    pub fn identity(&self, authenticator: &str) -> Option<&'a crate::auth::Identity> {
+        self.identities
+            .iter()
+            .find(|(name, _)| name == authenticator)
+            .map(|(_, identity)| identity)
+    }
+}
+
+/// A claim equals `value`: a string (or number, bool) equal to it, or an array holding it.
+fn claim_has(claim: &serde_json::Value, value: &str) -> bool {
+    match claim {
+        serde_json::Value::String(s) => s == value,
+        serde_json::Value::Array(items) => items.iter().any(|item| claim_has(item, value)),
+        serde_json::Value::Number(n) => n.to_string() == value,
+        serde_json::Value::Bool(b) => b.to_string() == value,
+        _ => false,
+    }
 }
 
 /// A stream-name pattern: a glob (`*`, `?`, `[a-z]`, `{a,b}`) or a regex whose named
@@ -151,6 +173,11 @@ pub struct Matcher {
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub client_cidrs: Vec<IpNet>,
+    /// The authenticator whose identity `tier` and `claims` are read from (the route's).
+    pub identity_from: Option<String>,
+    pub tier: Option<String>,
+    /// Claim name → value: a string claim equal to it, or an array claim containing it.
+    pub claims: Vec<(String, String)>,
 }
 
 impl Matcher {
@@ -191,6 +218,17 @@ impl Matcher {
                 return None;
             }
         }
+        if self.tier.is_some() || !self.claims.is_empty() {
+            let identity = facts.identity(self.identity_from.as_deref()?)?;
+            if self.tier.is_some() && identity.tier != self.tier {
+                return None;
+            }
+            for (name, value) in &self.claims {
+                if !claim_has(identity.claims.get(name)?, value) {
+                    return None;
+                }
+            }
+        }
         match &self.stream {
             Some(pattern) => pattern.captures(facts.stream.as_str()),
             None => Some(Vec::new()),
@@ -209,6 +247,8 @@ impl Matcher {
             && self.headers.is_empty()
             && self.query.is_empty()
             && self.client_cidrs.is_empty()
+            && self.tier.is_none()
+            && self.claims.is_empty()
     }
 
     /// The conditions, for `explain`.
@@ -233,6 +273,12 @@ impl Matcher {
         if !self.client_cidrs.is_empty() {
             let nets: Vec<String> = self.client_cidrs.iter().map(ToString::to_string).collect();
             parts.push(format!("client in {}", nets.join(", ")));
+        }
+        if let Some(tier) = &self.tier {
+            parts.push(format!("tier {tier:?}"));
+        }
+        for (name, value) in &self.claims {
+            parts.push(format!("claim {name} = {value:?}"));
         }
         if parts.is_empty() {
             "everything".to_owned()
@@ -312,6 +358,7 @@ mod tests {
             headers,
             query: Some("region=eu&x=1"),
             client_ip: Some("10.1.2.3".parse().expect("ip")),
+            identities: &[],
         }
     }
 
@@ -329,6 +376,7 @@ mod tests {
             headers: vec![("x-tier".into(), "premium".into())],
             query: vec![("region".into(), "eu".into())],
             client_cidrs: vec!["10.0.0.0/8".parse().expect("net")],
+            ..Matcher::default()
         };
         let captures = matcher.matches(&facts(&stream, &headers)).expect("matches");
         assert_eq!(

@@ -90,6 +90,11 @@ pub struct Route {
     pub overflow: Vec<BackendId>,
     /// Overrides the chosen backend's default policy, field by field.
     pub sdp: crate::sdp::Policy,
+    /// The `[client_auth.NAME]` a client must pass; `None` lets anyone in.
+    pub auth: Option<String>,
+    /// PATCH and DELETE of this route's sessions need the credential of the subject that
+    /// created them, besides the session URL.
+    pub bind_sessions: bool,
 }
 
 impl Route {
@@ -273,6 +278,8 @@ mod tests {
             ),
             overflow: Vec::new(),
             sdp: Default::default(),
+            auth: None,
+            bind_sessions: false,
         }
     }
 
@@ -290,6 +297,7 @@ mod tests {
             headers: &headers,
             query: None,
             client_ip: None,
+            identities: &[],
         };
         table.decide(&facts).map(|d| d.route.id.clone())
     }
@@ -341,6 +349,7 @@ mod tests {
             headers: &headers,
             query: None,
             client_ip: None,
+            identities: &[],
         };
         let decision = table.decide(&facts).expect("match");
         let ids: Vec<&str> = decision

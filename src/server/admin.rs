@@ -143,6 +143,7 @@ fn explain_from_query(config: &crate::config::Config, query: &str) -> Result<Str
         headers: &headers,
         query: raw_query.as_deref(),
         client_ip: ip,
+        identities: &[],
     };
     Ok(config.routes.explain(&facts))
 }

@@ -39,6 +39,9 @@ struct Misses {
 }
 
 struct Ctx<'a> {
+    /// The authenticated client, and whether its session is bound to it.
+    subject: Option<&'a str>,
+    bind_subject: bool,
     kind: EndpointKind,
     stream: &'a StreamName,
     offer: &'a Offer,
@@ -66,6 +69,11 @@ impl Gateway {
         let client =
             peer.map(|peer| client_ip(peer, &parts.headers, &config.server.trusted_proxies));
         let host = request_host(&parts.uri, &parts.headers);
+        let identities = super::identity::identify(
+            config,
+            parts.headers.get(header::AUTHORIZATION),
+            (self.clock)(),
+        );
         let facts = RequestFacts {
             kind,
             stream: &stream,
@@ -73,17 +81,30 @@ impl Gateway {
             headers: &parts.headers,
             query: parts.uri.query(),
             client_ip: client,
+            identities: &identities.accepted,
         };
         let decision = config.routes.decide(&facts).ok_or_else(|| {
             GatewayError::NotFound(format!("no route serves {kind} stream {stream}"))
         })?;
         outcome.route = Some(decision.route.id.clone());
+        let identity = identities.admit(decision.route, kind, stream.as_str())?;
+        let subject = identity.and_then(|i| i.subject.as_deref());
+        if let (Some(limit), Some(subject)) = (config.server.max_sessions_per_subject, subject) {
+            if self.registry.count_for_subject(subject) >= limit {
+                return Err(GatewayError::TooManyRequests {
+                    reason: format!("this client already holds {limit} live sessions"),
+                    retry_after: config.server.retry_after,
+                });
+            }
+        }
         let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
         let offer = sdp::prepare_offer_with(kind, text, config.server.sdp_validation)
             .inspect_err(|error| self.count_rejection(error))?;
         let ctx = Ctx {
+            subject,
+            bind_subject: decision.route.bind_sessions,
             kind,
             stream: &stream,
             offer: &offer,
@@ -288,6 +309,10 @@ impl Gateway {
             route: decision.route.id.clone(),
             created: now,
             expires: now.saturating_add(config.server.session_ttl.as_secs()),
+            subject: ctx
+                .subject
+                .filter(|_| ctx.bind_subject)
+                .map(str::to_owned),
         };
         let token = self.keys().seal(&claims, self.random_bytes::<12>());
         let location = session_url(config, ctx.parts, &token)?;
@@ -306,6 +331,7 @@ impl Gateway {
             LiveSession {
                 backend: claims.backend.clone(),
                 stream: claims.stream.clone(),
+                subject: ctx.subject.map(str::to_owned),
                 route: claims.route.clone(),
                 kind: ctx.kind,
                 created: now,

@@ -200,6 +200,28 @@ impl Gateway {
             }
             (super::Listener::Main, t) => t,
         };
+        let limited = matches!(
+            (&target, request.method()),
+            (Target::Endpoint(..), &Method::POST)
+                | (Target::Session(_), &Method::PATCH | &Method::DELETE)
+        );
+        if limited {
+            if let Some(peer) = request.extensions().get::<super::PeerAddr>().map(|p| p.0.ip()) {
+                let client = crate::routing::client_ip(
+                    peer,
+                    request.headers(),
+                    &config.server.trusted_proxies,
+                );
+                if let Err(wait) = self.rate_check(config, client) {
+                    return Err(GatewayError::TooManyRequests {
+                        reason: "too many requests from this address".into(),
+                        retry_after: std::time::Duration::from_secs(
+                            crate::ratelimit::retry_after_secs(wait),
+                        ),
+                    });
+                }
+            }
+        }
         match target {
             Target::Endpoint(kind, segment) => {
                 outcome.endpoint = kind.as_str();
@@ -303,6 +325,12 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (claims, backend, resource) = self.open(config, token, outcome)?;
+        super::identity::check_owner(
+            config,
+            &claims,
+            request.headers().get(header::AUTHORIZATION),
+            (self.clock)(),
+        )?;
         if !backend.trickle {
             return Err(GatewayError::MethodNotAllowed {
                 reason: "this session's backend does not support trickle ICE or ICE restart".into(),
@@ -369,6 +397,12 @@ impl Gateway {
         outcome: &mut Outcome,
     ) -> Result<Response<Body>, GatewayError> {
         let (claims, backend, resource) = self.open(config, token, outcome)?;
+        super::identity::check_owner(
+            config,
+            &claims,
+            request.headers().get(header::AUTHORIZATION),
+            (self.clock)(),
+        )?;
         let result = backend
             .adapter
             .delete(
@@ -539,6 +573,7 @@ fn endpoint_probe<B>(
         client_ip: peer.map(|ip| {
             crate::routing::client_ip(ip, request.headers(), &config.server.trusted_proxies)
         }),
+        identities: &[],
     };
     let method = request.method();
     if config.routes.decide(&facts).is_none() {

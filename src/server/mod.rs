@@ -7,6 +7,7 @@ mod admin;
 mod cors;
 mod create;
 mod handlers;
+mod identity;
 mod pages;
 mod probes;
 mod response;
@@ -86,6 +87,8 @@ pub struct Gateway {
     metrics: Arc<crate::metrics::Metrics>,
     /// Requests being served now, for load shedding.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Per-address limits of POST/PATCH/DELETE, rebuilt when their settings change.
+    rate_limits: Mutex<Option<RateLimiter>>,
     probes: probes::Probes,
     random: SystemRandom,
     clock: Clock,
@@ -104,6 +107,11 @@ pub enum StartError {
     #[error(transparent)]
     Sfu(#[from] crate::sfu::StartError),
 }
+
+type RateLimiter = (
+    crate::config::RateLimitSettings,
+    Arc<crate::ratelimit::RateLimits>,
+);
 
 /// Starts the built-in SFU unless it runs already. Its socket cannot move while sessions
 /// use it, so changed `[builtin]` settings wait for a restart.
@@ -169,6 +177,7 @@ impl Gateway {
             health: Arc::new(HealthBoard::default()),
             metrics,
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            rate_limits: Mutex::new(None),
             probes: probes::Probes::default(),
             random,
             clock: Arc::new(unix_now),
@@ -205,6 +214,41 @@ impl Gateway {
 
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+
+    /// The client's turn under `rate_limit`; `Err` holds how long it should wait.
+    pub(crate) fn rate_check(&self, config: &Config, client: std::net::IpAddr) -> Result<(), std::time::Duration> {
+        let Some(settings) = config.server.rate_limit else {
+            return Ok(());
+        };
+        let limiter = {
+            let mut current = self.rate_limits.lock().unwrap_or_else(|e| e.into_inner());
+            match &*current {
+                Some((active, limiter)) if *active == settings => limiter.clone(),
+                _ => {
+                    let burst = std::num::NonZeroU32::new(settings.burst).unwrap_or(std::num::NonZeroU32::MIN);
+                    let Ok(limiter) = crate::ratelimit::RateLimits::new(settings.per_second, burst) else {
+                        return Ok(());
+                    };
+                    let limiter = Arc::new(limiter);
+                    *current = Some((settings, limiter.clone()));
+                    limiter
+                }
+            }
+        };
+        limiter.check(client)
+    }
+
+    fn sweep_rate_limits(&self) {
+        let limiter = self
+            .rate_limits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, l)| l.clone());
+        if let Some(limiter) = limiter {
+            limiter.sweep();
+        }
     }
 
     /// Forgets sessions whose tokens have expired (no request can end them any more), so
@@ -511,7 +555,10 @@ async fn expire_periodically(gateway: Arc<Gateway>, mut stopped: watch::Receiver
     let mut ticker = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            _ = ticker.tick() => gateway.expire_sessions(&gateway.config()),
+            _ = ticker.tick() => {
+                gateway.expire_sessions(&gateway.config());
+                gateway.sweep_rate_limits();
+            }
             _ = stopped.changed() => return,
         }
     }

@@ -41,7 +41,11 @@ pub fn error(error: &GatewayError, default_retry_after: Duration) -> Response<Bo
     if let Some(allow) = error.allow() {
         headers.insert(header::ALLOW, HeaderValue::from_static(allow));
     }
-    if error.status() == StatusCode::UNAUTHORIZED {
+    if let GatewayError::Unauthenticated { challenge, .. } = error {
+        if let Ok(value) = HeaderValue::from_str(challenge) {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+    } else if error.status() == StatusCode::UNAUTHORIZED {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response

@@ -14,6 +14,14 @@ impl Sessions {
                 self.per_backend.remove(&session.backend);
             }
         }
+        if let Some(subject) = &session.subject {
+            if let Some(count) = self.per_subject.get_mut(subject) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.per_subject.remove(subject);
+                }
+            }
+        }
     }
 }
 
@@ -21,6 +29,8 @@ impl Sessions {
 pub struct LiveSession {
     pub backend: String,
     pub stream: String,
+    /// The authenticated client, for per-subject limits.
+    pub subject: Option<String>,
     pub route: String,
     pub kind: EndpointKind,
     /// Unix seconds.
@@ -41,12 +51,17 @@ struct Sessions {
     by_sid: HashMap<String, (LiveSession, u64)>,
     /// Kept alongside so that `max_sessions` checks are O(1).
     per_backend: HashMap<String, usize>,
+    /// Likewise for `max_sessions_per_subject`.
+    per_subject: HashMap<String, usize>,
 }
 
 impl SessionRegistry {
     pub fn insert(&self, sid: String, session: LiveSession) {
         self.with(|live| {
             *live.per_backend.entry(session.backend.clone()).or_default() += 1;
+            if let Some(subject) = &session.subject {
+                *live.per_subject.entry(subject.clone()).or_default() += 1;
+            }
             let since = session.created;
             if let Some((old, _)) = live.by_sid.insert(sid, (session, since)) {
                 live.forget(&old);
@@ -119,6 +134,10 @@ impl SessionRegistry {
         self.with(|live| live.per_backend.get(backend).copied().unwrap_or(0))
     }
 
+    pub fn count_for_subject(&self, subject: &str) -> usize {
+        self.with(|live| live.per_subject.get(subject).copied().unwrap_or(0))
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Sessions) -> T) -> T {
         // A panic while holding this lock cannot leave the map half-updated (single calls),
         // so a poisoned lock is still safe to use.
@@ -135,6 +154,7 @@ mod tests {
         LiveSession {
             backend: backend.into(),
             stream: "s".into(),
+            subject: None,
             route: "r".into(),
             kind: EndpointKind::Whip,
             created,

@@ -29,6 +29,9 @@ pub struct SessionClaims {
     pub created: u64,
     /// Unix seconds after which the token opens no more.
     pub expires: u64,
+    /// The client subject that created the session, when its route binds sessions to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 /// Why a token did not open. Every variant is a 404 to the client, deliberately alike.
@@ -211,6 +214,7 @@ mod tests {
             route: "route-1".into(),
             created: 1_000,
             expires: 2_000,
+            subject: None,
         }
     }
 
