@@ -243,7 +243,8 @@ impl Loader<'_> {
         let located = |e: String| self.error_at(at, format!("client_auth `{name}`: {e}"));
         match self.mode {
             SecretMode::Resolve => {
-                crate::auth::ClientAuth::build(raw.get_ref(), self.base, self.secrets).map_err(located)
+                crate::auth::ClientAuth::build(raw.get_ref(), self.base, self.secrets)
+                    .map_err(located)
             }
             SecretMode::Skip => {
                 raw.get_ref().check_shape().map_err(located)?;
@@ -682,8 +683,7 @@ impl Loader<'_> {
             .unwrap_or(0);
         let raw_match = raw.matcher.map(Spanned::into_inner).unwrap_or_default();
         let mut matcher = self.matcher(&id, match_at, raw_match)?;
-        if (matcher.tier.is_some() || !matcher.claims.is_empty() || bind_sessions)
-            && auth.is_none()
+        if (matcher.tier.is_some() || !matcher.claims.is_empty() || bind_sessions) && auth.is_none()
         {
             return Err(self.error_at(
                 match_at,

@@ -309,10 +309,7 @@ impl Gateway {
             route: decision.route.id.clone(),
             created: now,
             expires: now.saturating_add(config.server.session_ttl.as_secs()),
-            subject: ctx
-                .subject
-                .filter(|_| ctx.bind_subject)
-                .map(str::to_owned),
+            subject: ctx.subject.filter(|_| ctx.bind_subject).map(str::to_owned),
         };
         let token = self.keys().seal(&claims, self.random_bytes::<12>());
         let location = session_url(config, ctx.parts, &token)?;

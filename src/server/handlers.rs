@@ -206,7 +206,11 @@ impl Gateway {
                 | (Target::Session(_), &Method::PATCH | &Method::DELETE)
         );
         if limited {
-            if let Some(peer) = request.extensions().get::<super::PeerAddr>().map(|p| p.0.ip()) {
+            if let Some(peer) = request
+                .extensions()
+                .get::<super::PeerAddr>()
+                .map(|p| p.0.ip())
+            {
                 let client = crate::routing::client_ip(
                     peer,
                     request.headers(),

@@ -20,7 +20,11 @@ pub(super) struct Identities {
 
 /// Checks the credential with every authenticator of the table (a handful at most; a
 /// request without one costs nothing).
-pub(super) fn identify(config: &Config, authorization: Option<&HeaderValue>, now: u64) -> Identities {
+pub(super) fn identify(
+    config: &Config,
+    authorization: Option<&HeaderValue>,
+    now: u64,
+) -> Identities {
     let mut identities = Identities::default();
     for (name, auth) in &config.client_auth {
         match auth.authenticate(authorization, now) {

@@ -217,7 +217,11 @@ impl Gateway {
     }
 
     /// The client's turn under `rate_limit`; `Err` holds how long it should wait.
-    pub(crate) fn rate_check(&self, config: &Config, client: std::net::IpAddr) -> Result<(), std::time::Duration> {
+    pub(crate) fn rate_check(
+        &self,
+        config: &Config,
+        client: std::net::IpAddr,
+    ) -> Result<(), std::time::Duration> {
         let Some(settings) = config.server.rate_limit else {
             return Ok(());
         };
@@ -226,8 +230,10 @@ impl Gateway {
             match &*current {
                 Some((active, limiter)) if *active == settings => limiter.clone(),
                 _ => {
-                    let burst = std::num::NonZeroU32::new(settings.burst).unwrap_or(std::num::NonZeroU32::MIN);
-                    let Ok(limiter) = crate::ratelimit::RateLimits::new(settings.per_second, burst) else {
+                    let burst = std::num::NonZeroU32::new(settings.burst)
+                        .unwrap_or(std::num::NonZeroU32::MIN);
+                    let Ok(limiter) = crate::ratelimit::RateLimits::new(settings.per_second, burst)
+                    else {
                         return Ok(());
                     };
                     let limiter = Arc::new(limiter);

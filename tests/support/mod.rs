@@ -189,6 +189,9 @@ impl Drop for FakeBackend {
     }
 }
 
+/// The HS256 key of `key_file = "jwt-hs256.key"` in test configs.
+pub const JWT_SECRET: &str = "jwt-test-secret-jwt-test-secret-0123456789";
+
 /// Secrets for tests, from a fixed table.
 pub struct TestSecrets;
 
@@ -198,15 +201,20 @@ impl SecretSource for TestSecrets {
             "KEY1" => Some("k1-secret-k1-secret-k1-secret-k1-secret".into()),
             "KEY2" => Some("k2-secret-k2-secret-k2-secret-k2-secret".into()),
             "BACKEND_TOKEN" => Some("backend-secret-token".into()),
+            "STUDIO_TOKEN" => Some("studio-client-token-123".into()),
+            "GUEST_TOKEN" => Some("guest-client-token-456".into()),
             _ => None,
         }
     }
 
-    fn file(&self, _: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no files in tests",
-        ))
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some("jwt-hs256.key") => Ok(JWT_SECRET.into()),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no files in tests",
+            )),
+        }
     }
 }
 
