@@ -107,6 +107,8 @@ fn routing_benches(c: &mut Criterion) {
         sdp: Default::default(),
         auth: None,
         bind_sessions: false,
+        ice_servers: Vec::new(),
+        ice_policy: whipgate::config::IcePolicy::Backend,
     };
     let weighted = || {
         Placement::Weighted(vec![

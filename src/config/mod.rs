@@ -35,6 +35,31 @@ pub struct Config {
     pub builtin: Option<crate::sfu::SfuSettings>,
     /// `[client_auth.NAME]`, built.
     pub client_auth: BTreeMap<String, Arc<crate::auth::ClientAuth>>,
+    /// `[ice_server.NAME]`.
+    pub ice_servers: BTreeMap<String, IceServerDef>,
+}
+
+pub use raw::IcePolicy;
+
+/// An `[ice_server.NAME]`, with its credentials resolved.
+#[derive(Debug, Clone)]
+pub struct IceServerDef {
+    pub urls: Vec<String>,
+    pub credential: IceCredential,
+}
+
+#[derive(Debug, Clone)]
+pub enum IceCredential {
+    None,
+    Static {
+        username: String,
+        password: Secret,
+    },
+    /// TURN REST credentials (coturn `use-auth-secret`), minted per session.
+    Minted {
+        secret: Secret,
+        lifetime: Duration,
+    },
 }
 
 /// Per client address, for POST/PATCH/DELETE.
@@ -188,6 +213,10 @@ impl Loader<'_> {
         for (name, auth) in &raw.client_auth {
             client_auth.insert(name.clone(), Arc::new(self.client_auth(name, auth)?));
         }
+        let mut ice_servers = BTreeMap::new();
+        for (name, server) in &raw.ice_server {
+            ice_servers.insert(name.clone(), self.ice_server(name, server)?);
+        }
         let mut backends = HashMap::new();
         let mut order = BTreeMap::new();
         for (index, backend) in raw.backend.into_iter().enumerate() {
@@ -209,7 +238,7 @@ impl Loader<'_> {
                 .map(|b| b.span().start)
                 .or_else(|| route.split.as_ref().map(|s| s.span().start))
                 .unwrap_or(0);
-            let route = self.route(index, route, &backends, &client_auth)?;
+            let route = self.route(index, route, &backends, &client_auth, &ice_servers)?;
             if routes.iter().any(|r| r.id == route.id) {
                 return Err(self.error_at(at, format!("route id `{}` appears twice", route.id)));
             }
@@ -231,6 +260,65 @@ impl Loader<'_> {
             routes: RouteTable::new(routes),
             builtin,
             client_auth,
+            ice_servers,
+        })
+    }
+
+    fn ice_server(
+        &self,
+        name: &str,
+        raw: &Spanned<raw::RawIceServer>,
+    ) -> Result<IceServerDef, ConfigError> {
+        let at = raw.span().start;
+        let raw = raw.get_ref();
+        let error = |message: String| self.error_at(at, format!("ice_server `{name}`: {message}"));
+        if raw.urls.is_empty() {
+            return Err(error("needs urls".into()));
+        }
+        for url in &raw.urls {
+            let scheme = url.split(':').next().unwrap_or("");
+            if !matches!(scheme, "stun" | "stuns" | "turn" | "turns")
+                || url.contains(['<', '>', '"', ' ', ','])
+            {
+                return Err(error(format!(
+                    "`{url}` is not a stun:, turn: or turns: URI"
+                )));
+            }
+        }
+        let static_password = raw.credential_env.is_some() || raw.credential_file.is_some();
+        let minted = raw.turn_secret_env.is_some() || raw.turn_secret_file.is_some();
+        let credential =
+            match (&raw.username, static_password, minted) {
+                (None, false, false) => IceCredential::None,
+                (Some(username), true, false) => IceCredential::Static {
+                    username: username.clone(),
+                    password: self.secret(
+                        at,
+                        &format!("ice_server `{name}` credential"),
+                        raw.credential_env.as_deref(),
+                        raw.credential_file.as_deref(),
+                    )?,
+                },
+                (None, false, true) => IceCredential::Minted {
+                    secret: self.secret(
+                        at,
+                        &format!("ice_server `{name}` turn_secret"),
+                        raw.turn_secret_env.as_deref(),
+                        raw.turn_secret_file.as_deref(),
+                    )?,
+                    lifetime: raw
+                        .lifetime
+                        .unwrap_or(Duration::from_secs(3600))
+                        .max(Duration::from_secs(60)),
+                },
+                _ => return Err(error(
+                    "give username with credential_env/_file, or turn_secret_env/_file, or neither"
+                        .into(),
+                )),
+            };
+        Ok(IceServerDef {
+            urls: raw.urls.clone(),
+            credential,
         })
     }
 
@@ -656,6 +744,7 @@ impl Loader<'_> {
         raw: RawRoute,
         backends: &HashMap<BackendId, Arc<BackendDef>>,
         client_auth: &BTreeMap<String, Arc<crate::auth::ClientAuth>>,
+        ice_servers: &BTreeMap<String, IceServerDef>,
     ) -> Result<Route, ConfigError> {
         let id = raw.id.unwrap_or_else(|| format!("route-{}", index + 1));
         let auth = match &raw.auth {
@@ -672,6 +761,21 @@ impl Loader<'_> {
             None => None,
         };
         let bind_sessions = raw.bind_sessions.unwrap_or(false);
+        let mut ice = Vec::new();
+        for name in &raw.ice_servers {
+            if !ice_servers.contains_key(name.get_ref()) {
+                return Err(self.error_at(
+                    name.span().start,
+                    format!("route `{id}` names unknown ice_server `{}`", name.get_ref()),
+                ));
+            }
+            ice.push(name.get_ref().clone());
+        }
+        let ice_policy = raw.ice_policy.unwrap_or(if ice.is_empty() {
+            IcePolicy::Backend
+        } else {
+            IcePolicy::Merge
+        });
         let list_at = raw.backends.as_ref().map(|b| b.span().start);
         let split_at = raw.split.as_ref().map(|b| b.span().start);
         let match_at = raw
@@ -754,6 +858,8 @@ impl Loader<'_> {
             sdp,
             auth,
             bind_sessions,
+            ice_servers: ice,
+            ice_policy,
         };
         self.check_route_backends(&route, match_at, backends)?;
         Ok(route)

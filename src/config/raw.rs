@@ -20,6 +20,9 @@ pub struct RawConfig {
     pub route: Vec<RawRoute>,
     /// `[builtin]`: the built-in SFU's network settings.
     pub builtin: Option<Spanned<RawBuiltin>>,
+    /// `[ice_server.NAME]`: STUN/TURN servers whipgate hands to clients (routes name them).
+    #[serde(default)]
+    pub ice_server: std::collections::BTreeMap<String, Spanned<RawIceServer>>,
     /// `[client_auth.NAME]`: ways clients prove who they are; routes name one in `auth`.
     #[serde(default)]
     pub client_auth: std::collections::BTreeMap<String, Spanned<crate::auth::RawClientAuth>>,
@@ -103,6 +106,33 @@ pub struct RawServer {
     /// Bound on in-flight requests finishing at shutdown (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+}
+
+/// `[ice_server.NAME]`: a STUN or TURN server, with static or minted credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIceServer {
+    /// `stun:`, `turn:` or `turns:` URIs of this server.
+    pub urls: Vec<String>,
+    /// Static long-term credential: the username, and the password from env or file.
+    pub username: Option<String>,
+    pub credential_env: Option<String>,
+    pub credential_file: Option<String>,
+    /// coturn `use-auth-secret`: per-session credentials minted with this shared secret.
+    pub turn_secret_env: Option<String>,
+    pub turn_secret_file: Option<String>,
+    /// Lifetime of minted credentials (default 1 h).
+    #[serde(default, with = "humantime_serde")]
+    pub lifetime: Option<Duration>,
+}
+
+/// What a route does with ICE servers: the backend's `Link`s, whipgate's own, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IcePolicy {
+    Backend,
+    Replace,
+    Merge,
 }
 
 /// `rate_limit = { per_second = 20, burst = 100 }` or `rate_limit = false`.
@@ -215,6 +245,12 @@ pub struct RawRoute {
     pub auth: Option<Spanned<String>>,
     /// PATCH/DELETE need the creating subject's credential too (default false).
     pub bind_sessions: Option<bool>,
+    /// `[ice_server.NAME]`s given to this route's clients.
+    #[serde(default)]
+    pub ice_servers: Vec<Spanned<String>>,
+    /// `backend` (pass the backend's), `replace` or `merge`; default `merge` with
+    /// ice_servers, else `backend`.
+    pub ice_policy: Option<IcePolicy>,
 }
 
 /// One weighted backend of a `split`.

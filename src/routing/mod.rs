@@ -95,6 +95,9 @@ pub struct Route {
     /// PATCH and DELETE of this route's sessions need the credential of the subject that
     /// created them, besides the session URL.
     pub bind_sessions: bool,
+    /// `[ice_server.NAME]`s for this route's clients, and what to do with the backend's.
+    pub ice_servers: Vec<String>,
+    pub ice_policy: crate::config::IcePolicy,
 }
 
 impl Route {
@@ -280,6 +283,8 @@ mod tests {
             sdp: Default::default(),
             auth: None,
             bind_sessions: false,
+            ice_servers: Vec::new(),
+            ice_policy: crate::config::IcePolicy::Backend,
         }
     }
 

@@ -340,7 +340,14 @@ impl Gateway {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
         headers.insert(header::LOCATION, location);
         insert_etag(headers, created.etag.as_deref());
-        for server in &created.ice_servers {
+        let ice_servers = super::ice::for_session(
+            config,
+            decision.route,
+            &created.ice_servers,
+            ctx.subject.unwrap_or(&claims.sid),
+            now,
+        );
+        for server in &ice_servers {
             if let Ok(value) = HeaderValue::from_str(&server.to_header_value()) {
                 headers.append(header::LINK, value);
             }

@@ -236,7 +236,19 @@ impl Gateway {
                         self.create(config, kind, stream, request, request_id, outcome)
                             .await
                     }
-                    Method::OPTIONS => Ok(endpoint_options(&request)),
+                    Method::OPTIONS => {
+                        let mut response = endpoint_options(&request);
+                        if !is_preflight(&request) {
+                            self.ice_links_for_options(
+                                config,
+                                kind,
+                                &stream,
+                                &request,
+                                &mut response,
+                            );
+                        }
+                        Ok(response)
+                    }
                     Method::GET | Method::HEAD => endpoint_probe(config, kind, &stream, &request),
                     _ => Err(GatewayError::MethodNotAllowed {
                         reason: format!("{} is not allowed on a {kind} endpoint", request.method()),
@@ -529,6 +541,54 @@ impl Gateway {
                 tracing::warn!(request_id, backend = %backend.id, %error, "could not release backend session");
             }
         });
+    }
+}
+
+impl Gateway {
+    /// RFC 9725 §4.6: a client may ask for ICE servers before it makes its offer (a
+    /// non-trickling client needs TURN before it gathers). Only whipgate's own servers are
+    /// known here, and only a client the route would admit gets their credentials.
+    fn ice_links_for_options<B>(
+        &self,
+        config: &Config,
+        kind: EndpointKind,
+        stream: &StreamName,
+        request: &Request<B>,
+        response: &mut Response<Body>,
+    ) {
+        let now = (self.clock)();
+        let identities =
+            super::identity::identify(config, request.headers().get(header::AUTHORIZATION), now);
+        let host = super::create::request_host(request.uri(), request.headers());
+        let facts = crate::routing::RequestFacts {
+            kind,
+            stream,
+            host: host.as_deref(),
+            headers: request.headers(),
+            query: request.uri().query(),
+            client_ip: request.extensions().get::<super::PeerAddr>().map(|p| {
+                crate::routing::client_ip(
+                    p.0.ip(),
+                    request.headers(),
+                    &config.server.trusted_proxies,
+                )
+            }),
+            identities: &identities.accepted,
+        };
+        let Some(decision) = config.routes.decide(&facts) else {
+            return;
+        };
+        let Ok(identity) = identities.admit(decision.route, kind, stream.as_str()) else {
+            return;
+        };
+        let subject = identity
+            .and_then(|i| i.subject.clone())
+            .unwrap_or_else(|| hex(&self.random_bytes::<6>()));
+        for server in super::ice::for_session(config, decision.route, &[], &subject, now) {
+            if let Ok(value) = HeaderValue::from_str(&server.to_header_value()) {
+                response.headers_mut().append(header::LINK, value);
+            }
+        }
     }
 }
 

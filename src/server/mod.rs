@@ -7,6 +7,7 @@ mod admin;
 mod cors;
 mod create;
 mod handlers;
+mod ice;
 mod identity;
 mod pages;
 mod probes;
