@@ -30,10 +30,7 @@ fn check_accepts_the_shipped_routes_toml() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(
-        stdout.contains("ok: 1 backend (sfu), 1 route"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("ok: 1 backend (sfu), 1 route"), "{stdout}");
 }
 
 #[test]
