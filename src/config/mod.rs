@@ -23,6 +23,7 @@ use crate::backend::{
 };
 use crate::kind::EndpointKind;
 use crate::routing::{BackendId, Matcher, Placement, Route, RouteTable, StreamPattern};
+use crate::server::tls::TlsFiles;
 use raw::{RawAuth, RawBackend, RawBackendKind, RawConfig, RawRoute, RawServer};
 
 /// A validated routes.toml.
@@ -96,6 +97,8 @@ pub struct ServerSettings {
     pub max_sessions_per_subject: Option<usize>,
     /// `None`: no per-address limit.
     pub rate_limit: Option<RateLimitSettings>,
+    /// The main listener's certificate and key: TLS only when present.
+    pub tls: Option<TlsFiles>,
     /// Extra trust roots for HTTPS backends (from `upstream_ca_file`).
     pub upstream_roots: Vec<CertificateDer<'static>>,
     /// Proxies whose forwarding headers name the client.
@@ -178,7 +181,7 @@ impl Config {
         let mut ids: Vec<&str> = self.backends.keys().map(|id| id.0.as_str()).collect();
         ids.sort_unstable();
         format!(
-            "{} backend{} ({}), {} route{}, listen {}",
+            "{} backend{} ({}), {} route{}, listen {}{}",
             ids.len(),
             if ids.len() == 1 { "" } else { "s" },
             ids.join(", "),
@@ -188,7 +191,12 @@ impl Config {
             } else {
                 "s"
             },
-            self.server.listen
+            self.server.listen,
+            if self.server.tls.is_some() {
+                " (TLS)"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -471,6 +479,7 @@ impl Loader<'_> {
                     })
                 }
             },
+            tls: self.tls_files(raw.tls_cert_file.as_ref(), raw.tls_key_file.as_ref())?,
             upstream_roots: match &raw.upstream_ca_file {
                 Some(path) => self.roots(path)?,
                 None => Vec::new(),
@@ -490,6 +499,53 @@ impl Loader<'_> {
                 })
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Both files or neither; read and checked (the key matches the certificate) unless
+    /// secrets are skipped.
+    fn tls_files(
+        &self,
+        cert: Option<&Spanned<String>>,
+        key: Option<&Spanned<String>>,
+    ) -> Result<Option<TlsFiles>, ConfigError> {
+        let (cert, key) = match (cert, key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(one), None) | (None, Some(one)) => {
+                return Err(self.error_at(
+                    one.span().start,
+                    "give both tls_cert_file and tls_key_file, or neither".into(),
+                ))
+            }
+        };
+        let files = TlsFiles {
+            cert: self.base.join(cert.get_ref()),
+            key: self.base.join(key.get_ref()),
+        };
+        if self.mode == SecretMode::Skip {
+            return Ok(Some(files));
+        }
+        let read = |path: &Path, value: &Spanned<String>, name: &str| {
+            self.secrets.file(path).map_err(|e| {
+                self.error_at(
+                    value.span().start,
+                    format!("{name}: cannot read {}: {e}", path.display()),
+                )
+            })
+        };
+        let cert_pem = read(&files.cert, cert, "tls_cert_file")?;
+        let key_pem = read(&files.key, key, "tls_key_file")?;
+        crate::server::tls::parse(&files, cert_pem.as_bytes(), key_pem.as_bytes()).map_err(
+            |e| {
+                let (value, name) = if e.path() == files.key {
+                    (key, "tls_key_file")
+                } else {
+                    (cert, "tls_cert_file")
+                };
+                self.error_at(value.span().start, format!("{name}: {e}"))
+            },
+        )?;
+        Ok(Some(files))
     }
 
     fn roots(&self, path: &Spanned<String>) -> Result<Vec<CertificateDer<'static>>, ConfigError> {

@@ -84,6 +84,10 @@ pub struct RawServer {
     pub not_live_retry_after: Option<Duration>,
     /// Origins allowed by CORS (default `["*"]`).
     pub cors_allow_origins: Option<Vec<String>>,
+    /// PEM certificate chain of the main listener; with `tls_key_file`, it serves only TLS.
+    pub tls_cert_file: Option<Spanned<String>>,
+    /// PEM private key of `tls_cert_file` (both or neither).
+    pub tls_key_file: Option<Spanned<String>>,
     /// PEM file of extra roots trusted for HTTPS backends, besides the system's.
     pub upstream_ca_file: Option<Spanned<String>>,
     /// `standard` (whipgate's own grammar check, default) or `strict` (webrtc-sdp as well).

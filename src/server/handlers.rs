@@ -734,7 +734,12 @@ pub(super) fn session_url(
                         .map(str::to_owned)
                 })
                 .unwrap_or_else(|| config.server.listen.to_string());
-            format!("http://{authority}")
+            let scheme = if parts.extensions.get::<super::Tls>().is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{authority}")
         }
     };
     HeaderValue::from_str(&format!("{base}/session/{token}"))

@@ -12,6 +12,7 @@ mod identity;
 mod pages;
 mod probes;
 mod response;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -44,6 +45,10 @@ pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 /// The client's address as the listener saw it (a request extension).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// Present on requests that came over TLS (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct Tls;
 
 /// Which listener a request came in on (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +96,8 @@ pub struct Gateway {
     /// Per-address limits of POST/PATCH/DELETE, rebuilt when their settings change.
     rate_limits: Mutex<Option<RateLimiter>>,
     probes: probes::Probes,
+    /// The main listener's certificate, when it serves TLS.
+    tls: Option<Arc<tls::CertResolver>>,
     random: SystemRandom,
     clock: Clock,
 }
@@ -101,6 +108,8 @@ pub enum StartError {
     Keys(#[from] crate::session::KeyError),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("TLS certificate: {0}")]
+    Certificate(#[from] tls::CertError),
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
     #[error("no randomness available")]
@@ -155,6 +164,10 @@ impl Gateway {
             metrics.clone(),
         )?;
         let upstreams = crate::backend::Upstreams::new(client);
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(tls::CertResolver::load(files.clone())?)),
+            None => None,
+        };
         if let Some(settings) = &config.builtin {
             start_sfu(&upstreams, settings)?;
         }
@@ -180,6 +193,7 @@ impl Gateway {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             rate_limits: Mutex::new(None),
             probes: probes::Probes::default(),
+            tls,
             random,
             clock: Arc::new(unix_now),
         })
@@ -384,8 +398,10 @@ impl Gateway {
     }
 
     /// Swaps in a validated table atomically; requests in flight finish on the old one.
+    /// The listener's certificate is read again with it (new handshakes get it).
     pub fn apply(&self, config: Config) -> Result<u64, String> {
         let keys = build_keys(&config, &self.ephemeral_secret).map_err(|e| e.to_string())?;
+        let certificate = self.certificate_for(&config)?;
         let old = self.live.load_full();
         if old.config.server.listen != config.server.listen {
             tracing::warn!("a changed listen address takes effect only after a restart");
@@ -426,7 +442,42 @@ impl Gateway {
         }));
         self.probes
             .restart(&config, &self.upstreams.client, &self.health);
+        if let (Some(resolver), Some((files, pair))) = (&self.tls, certificate) {
+            if resolver.install(files, pair) {
+                tracing::info!("TLS certificate reloaded with the table");
+            }
+        }
         Ok(generation)
+    }
+
+    /// The pair a new table's `[server] tls_*` files hold, loaded before anything is swapped:
+    /// a table whose certificate does not load is refused whole. Turning TLS on or off waits
+    /// for a restart.
+    fn certificate_for(
+        &self,
+        config: &Config,
+    ) -> Result<Option<(tls::TlsFiles, rustls::sign::CertifiedKey)>, String> {
+        match (&self.tls, &config.server.tls) {
+            (Some(resolver), Some(files)) => {
+                let pair = tls::load(files).map_err(|e| format!("TLS certificate: {e}"))?;
+                if resolver.files() != *files {
+                    tracing::warn!(
+                        "changed tls_cert_file / tls_key_file are loaded now but watched for \
+                         changes only after a restart"
+                    );
+                }
+                Ok(Some((files.clone(), pair)))
+            }
+            (None, Some(_)) => {
+                tracing::warn!("TLS on the listener takes effect only after a restart");
+                Ok(None)
+            }
+            (Some(_), None) => {
+                tracing::warn!("the listener keeps serving TLS until a restart");
+                Ok(None)
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// The definition a session's backend had: the live table's, or the retired one.
@@ -510,10 +561,27 @@ pub async fn start(
         .local_addr()
         .map_err(|e| StartError::Listen(address, e))?;
     let gateway = Arc::new(gateway);
+    let (stop, stopped) = watch::channel(false);
+    let tls = match &gateway.tls {
+        Some(resolver) => {
+            let server_config = tls::server_config(resolver.clone())?;
+            if let Err(error) = tls::follow(
+                resolver.clone(),
+                Duration::from_millis(100),
+                stopped.clone(),
+            ) {
+                tracing::warn!(
+                    %error,
+                    "cannot watch the TLS files; SIGHUP or a routes.toml reload reloads them"
+                );
+            }
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_config)))
+        }
+        None => None,
+    };
     gateway
         .probes
         .restart(&config, &gateway.upstreams.client, &gateway.health);
-    let (stop, stopped) = watch::channel(false);
     tokio::spawn(expire_periodically(gateway.clone(), stopped.clone()));
     let metrics_listener = match config.server.metrics_listen {
         Some(address) => Some(
@@ -528,6 +596,7 @@ pub async fn start(
         tokio::spawn(accept_loop(
             listener,
             Listener::Metrics,
+            None,
             gateway.clone(),
             stopped.clone(),
             config.server.header_read_timeout,
@@ -537,6 +606,7 @@ pub async fn start(
     let main_task = tokio::spawn(accept_loop(
         listener,
         Listener::Main,
+        tls,
         gateway.clone(),
         stopped,
         config.server.header_read_timeout,
@@ -571,20 +641,20 @@ async fn expire_periodically(gateway: Arc<Gateway>, mut stopped: watch::Receiver
     }
 }
 
+/// Serves `listener` until `stopped`, over TLS when `tls` is given. Each TLS handshake runs
+/// in its connection's task, bounded by `header_read_timeout`; ALPN picks HTTP/2 or HTTP/1.1
+/// (a client offering no ALPN gets whichever its first bytes speak).
 async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     gateway: Arc<Gateway>,
     mut stopped: watch::Receiver<bool>,
     header_read_timeout: Duration,
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+    let protocols = Arc::new(Protocols::new(header_read_timeout));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -600,19 +670,54 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        let secure = tls.is_some();
         let service = ServiceBuilder::new()
             .layer(CatchPanicLayer::new())
             .service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
                 request.extensions_mut().insert(PeerAddr(peer));
                 request.extensions_mut().insert(kind);
+                if secure {
+                    request.extensions_mut().insert(Tls);
+                }
                 async move { Ok::<_, Infallible>(gateway.handle(request).await) }
             });
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
+        let service = TowerToHyperService::new(service);
+        let Some(acceptor) = &tls else {
+            let connection = protocols
+                .any
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            continue;
+        };
+        let handshake = acceptor.accept(stream);
+        let watcher = graceful.watcher();
+        let protocols = protocols.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            let stream = match tokio::time::timeout(header_read_timeout, handshake).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, %peer, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let builder = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => &protocols.h2,
+                Some(b"http/1.1") => &protocols.h1,
+                _ => &protocols.any,
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(connection).await;
         });
     }
     drop(listener);
@@ -622,6 +727,27 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("shutdown grace period over with requests still in flight");
+    }
+}
+
+/// Connection builders: either protocol by its first bytes, or the one ALPN chose.
+struct Protocols {
+    any: auto::Builder<TokioExecutor>,
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(header_read_timeout: Duration) -> Self {
+        let mut any = auto::Builder::new(TokioExecutor::new());
+        any.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout);
+        Self {
+            h1: any.clone().http1_only(),
+            h2: any.clone().http2_only(),
+            any,
+        }
     }
 }
 
