@@ -3,7 +3,7 @@
 
     aiortc_publish.py URL [--token T] [--ready-file F] [--release-file F] [--hold S]
                           [--expect-absolute PREFIX] [--local-candidate] [--state-file F]
-                          [--offer-file F] [--answer-file F] [--expect-video-codec NAME]
+                          [--offer-file F] [--answer-file F] [--expect-video-codec NAME] [--relay]
 
 Creates a peer connection with a synthetic video track (moving gradient, VP8/H264 as the
 server picks) and a synthetic audio track (a tone), gathers all candidates (aiortc does not
@@ -29,13 +29,15 @@ import asyncio
 import fractions
 import math
 import os
+import re
 import sys
 import time
 from urllib.parse import urljoin
 
 import aiohttp
 from av import AudioFrame, VideoFrame
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import (RTCConfiguration, RTCIceServer, RTCIceTransportPolicy, RTCPeerConnection,
+                    RTCSessionDescription)
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
 W, H = 320, 240
@@ -173,8 +175,31 @@ async def outbound_packets(pc):
     return res
 
 
+async def relay_configuration(args):
+    """RFC 9725 4.6: ask the endpoint for its ICE servers (OPTIONS) and use only TURN."""
+    headers = {}
+    if args.token:
+        headers["Authorization"] = "Bearer " + args.token
+    async with aiohttp.ClientSession() as http:
+        async with http.options(args.url, headers=headers) as r:
+            links = r.headers.getall("Link", [])
+    servers = []
+    for link in ",".join(links).split(","):
+        m = re.search(r"<([^>]+)>", link)
+        if not m or "ice-server" not in link:
+            continue
+        user = re.search(r'username="([^"]*)"', link)
+        cred = re.search(r'credential="([^"]*)"', link)
+        servers.append(RTCIceServer(urls=m.group(1), username=user and user.group(1),
+                                    credential=cred and cred.group(1)))
+    if not any(s.urls.startswith("turn:") and s.username for s in servers):
+        raise Fail("OPTIONS gave no TURN server with credentials: %r" % links)
+    log("check: OPTIONS gave TURN %s with username %s" % (servers[0].urls, servers[0].username))
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+
+
 async def run(args):
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(await relay_configuration(args) if args.relay else None)
     video, audio = GradientTrack(), ToneTrack()
     state = {"connected": asyncio.Event(), "failed": asyncio.Event()}
 
@@ -194,6 +219,11 @@ async def run(args):
     offer = await pc.createOffer()
     await pc.setLocalDescription(offer)  # aiortc gathers every candidate here
     sdp = pc.localDescription.sdp
+    if args.relay:
+        kinds = set(re.findall(r"a=candidate:\S+ \d+ \S+ \d+ \S+ \d+ typ (\w+)", sdp))
+        if kinds != {"relay"}:
+            raise Fail("relay-only offer has candidates of types %s" % sorted(kinds))
+        log("check: offer carries relay candidates only")
     if args.local_candidate:
         sdp = add_local_candidate(sdp)
         log("check: offer carries a .local candidate (%d bytes)" % len(sdp))
@@ -314,6 +344,8 @@ def main():
     ap.add_argument("--connect-timeout", type=float, default=10.0)
     ap.add_argument("--expect-absolute", metavar="PREFIX")
     ap.add_argument("--local-candidate", action="store_true")
+    ap.add_argument("--relay", action="store_true",
+                    help="get TURN servers by OPTIONS and send through the relay only")
     ap.add_argument("--offer-file", help="save the offer POSTed here")
     ap.add_argument("--answer-file", help="save the answer received here")
     ap.add_argument("--expect-video-codec", metavar="NAME",

@@ -175,3 +175,81 @@ test_m() {
   done
   ok "$name"
 }
+
+# coturn on 127.0.0.2 (the libnice rule), shared secret: whipgate mints the credentials.
+start_coturn() {
+  cat >"$TMP/coturn.conf" <<EOF2
+listening-ip=127.0.0.2
+relay-ip=127.0.0.2
+listening-port=3478
+min-port=40000
+max-port=40999
+realm=whip.test
+use-auth-secret
+static-auth-secret=$TURN_SECRET
+fingerprint
+allow-loopback-peers
+no-tls
+no-dtls
+no-cli
+log-file=stdout
+simple-log
+verbose
+EOF2
+  start_bg coturn turnserver -c "$TMP/coturn.conf"
+  COTURN_PID=$LAST_PID
+  wait_for 15 "$COTURN_PID" "coturn" grep -q "listener opened on: 127.0.0.2:3478" "$TMP/coturn.log"
+}
+
+test_n() {
+  local name=$NAME_N stream=relay-a stream_c=relay-c fail=
+  note "N: coturn, relay-only publishers and players"
+  if ! start_coturn; then not_ok "$name" "coturn did not start: $(tail -3 "$TMP/coturn.log")"; return; fi
+  # aiortc publishes through the relay only; Chromium plays through the relay only.
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$GW/whip/$stream" --relay \
+    --ready-file "$TMP/aiortc-relay.ready" --release-file "$TMP/aiortc-relay.release" --hold 60) \
+    >"$TMP/aiortc-relay.log" 2>&1 &
+  local pub=$!; PIDS+=("$pub")
+  wait_for 25 "$pub" "aiortc relay publisher" test -f "$TMP/aiortc-relay.ready" ||
+    fail="aiortc relay publisher: $(result_line aiortc-relay || echo 'no connection')"
+  [ -n "$fail" ] || wait_for 10 "" "SFU media" sfu_receiving "$stream" 50 ||
+    fail="the SFU got no media from the relayed publisher: $(sfu_stream "$stream")"
+  if [ -z "$fail" ] && ! nsx node "$HERE/chromium.mjs" play "$GW" "$stream" --relay --min-frames 20 \
+      --timeout 40 --screenshot "$ARTIFACTS/play-$stream-relay.png" >"$TMP/chromium-relay-play.log" 2>&1; then
+    fail="Chromium relay player: $(result_line chromium-relay-play)"
+  fi
+  [ -n "$fail" ] || note "N: $(grep -E '^check: (media goes|decoded)' "$TMP/chromium-relay-play.log" | sed 's/Location .*//' | tr '\n' ' ')"
+  release_publisher aiortc-relay "$pub"
+  [ -n "$fail" ] || [ "$(result_line aiortc-relay)" = "RESULT ok" ] || fail="aiortc relay publisher: $(result_line aiortc-relay)"
+  # Chromium publishes through the relay only; aiortc plays it.
+  if [ -z "$fail" ]; then
+    (exec ip netns exec "$NS" node "$HERE/chromium.mjs" publish "$GW" "$stream_c" --relay --hold 90 \
+      --ready-file "$TMP/chrome-relay.ready" --release-file "$TMP/chrome-relay.release") \
+      >"$TMP/chromium-relay-publish.log" 2>&1 &
+    local cpub=$!; PIDS+=("$cpub")
+    wait_for 40 "$cpub" "Chromium relay publisher" test -f "$TMP/chrome-relay.ready" ||
+      fail="Chromium relay publisher: $(result_line chromium-relay-publish || echo 'not publishing')"
+    [ -n "$fail" ] || nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream_c" --min-frames 20 \
+      --min-audio 20 --timeout 20 >"$TMP/aiortc-relay-play.log" 2>&1 ||
+      fail="aiortc player of the relayed Chromium: $(result_line aiortc-relay-play)"
+    touch "$TMP/chrome-relay.release"
+    local end=$((SECONDS + 15))
+    while kill -0 "$cpub" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
+    [ -n "$fail" ] || [ "$(result_line chromium-relay-publish)" = "RESULT ok" ] ||
+      fail="Chromium relay publisher: $(result_line chromium-relay-publish)"
+    [ -n "$fail" ] || note "N: $(grep -E '^check: media goes' "$TMP/chromium-relay-publish.log")"
+  fi
+  # coturn allocated relays for whipgate's minted usernames (expiry:subject); its first 401
+  # per session is TURN's usual nonce challenge.
+  if [ -z "$fail" ]; then
+    local allocated
+    allocated=$(grep -cE 'user <[0-9]+:[A-Za-z0-9._-]+>: incoming packet ALLOCATE processed, success' "$TMP/coturn.log")
+    if [ "${allocated:-0}" -lt 2 ]; then
+      fail="coturn's log shows $allocated successful allocations by minted usernames, expected 2 or more"
+    else
+      note "N: coturn: $allocated allocations by minted usernames, e.g. $(grep -oE 'username=<[0-9]+:[^>]+>' "$TMP/coturn.log" | head -1)"
+    fi
+  fi
+  kill "$COTURN_PID" 2>/dev/null
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; else ok "$name"; fi
+}

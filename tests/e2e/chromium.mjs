@@ -3,9 +3,11 @@
 // (/publish/{stream}, /play/{stream}), for the end-to-end tests (tests/e2e/builtin.sh).
 //
 //   node chromium.mjs publish BASE STREAM [--hold S] [--ready-file F] [--release-file F]
-//                                         [--simulcast] [--token T] [--timeout S]
+//                                         [--simulcast] [--relay] [--token T] [--timeout S]
 //   node chromium.mjs play BASE STREAM [--min-frames N] [--screenshot FILE] [--timeout S]
-//                                      [--token T]
+//                                      [--token T] [--relay]
+// --relay: the page gets TURN servers by OPTIONS and sends only through the relay; the
+// selected candidate pair must then be a relayed one.
 //
 // publish: opens BASE/publish/STREAM?autostart=1 (the fake camera and microphone), waits until
 // window.publisher.pc is "connected" (--timeout, default 30 s), checks that the outbound-rtp
@@ -61,7 +63,7 @@ function parseArgs(argv) {
   const [mode, base, stream, ...rest] = argv;
   if (!["publish", "play"].includes(mode) || !base || !stream) usage();
   const opts = { mode, base: base.replace(/\/+$/, ""), stream, hold: 30, minFrames: 30,
-    timeout: 30, simulcast: false, token: "", readyFile: null, releaseFile: null,
+    timeout: 30, simulcast: false, relay: false, token: "", readyFile: null, releaseFile: null,
     screenshot: null };
   const valued = { "--hold": "hold", "--ready-file": "readyFile", "--release-file": "releaseFile",
     "--token": "token", "--min-frames": "minFrames", "--screenshot": "screenshot",
@@ -69,6 +71,7 @@ function parseArgs(argv) {
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i];
     if (a === "--simulcast") { opts.simulcast = true; continue; }
+    if (a === "--relay") { opts.relay = true; continue; }
     const key = valued[a];
     if (!key) usage(`unknown argument ${a}`);
     if (i + 1 >= rest.length) usage(`${a} needs a value`);
@@ -135,9 +138,31 @@ const outboundStats = () => window.publisher.pc.getStats().then((report) => {
   return out;
 });
 
+// The selected candidate pair's local candidate is a TURN relay.
+async function checkRelayed(page, pcExpr) {
+  const pair = await until(() => page.evaluate(async (expr) => {
+    const pc = eval(expr);
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let selected = null;
+    stats.forEach((s) => {
+      if (s.type === "transport" && s.selectedCandidatePairId) selected = stats.get(s.selectedCandidatePairId);
+    });
+    if (!selected) return null;
+    const local = stats.get(selected.localCandidateId);
+    const remote = stats.get(selected.remoteCandidateId);
+    return local ? { local: local.candidateType, relayProtocol: local.relayProtocol || "",
+      address: `${local.address}:${local.port}`, remote: remote ? `${remote.address}:${remote.port}` : "?" } : null;
+  }, pcExpr), 10000, 300);
+  if (!pair) throw new Fail("no selected candidate pair");
+  if (pair.local !== "relay") throw new Fail(`selected pair is not relayed: ${JSON.stringify(pair)}`);
+  check(`media goes through the TURN relay ${pair.address} (${pair.relayProtocol}) to ${pair.remote}`);
+}
+
 async function publish(page, o) {
   const q = new URLSearchParams({ autostart: "1" });
   if (o.simulcast) q.set("simulcast", "1");
+  if (o.relay) q.set("relay", "1");
   if (o.token) q.set("token", o.token);
   const url = `${o.base}/publish/${encodeURIComponent(o.stream)}?${q}`;
   const resp = await page.goto(url, { waitUntil: "load", timeout: 15000 });
@@ -154,6 +179,7 @@ async function publish(page, o) {
   const location = await page.evaluate(() => window.publisher.location);
   if (!/^https?:\/\//.test(location || "")) throw new Fail(`bad Location ${JSON.stringify(location)}`);
   check(`peer connection connected, Location ${location}`);
+  if (o.relay) await checkRelayed(page, "window.publisher.pc");
 
   const a = await page.evaluate(outboundStats);
   const grown = await until(async () => {
@@ -192,8 +218,10 @@ async function publish(page, o) {
 }
 
 async function play(page, o) {
-  const url = `${o.base}/play/${encodeURIComponent(o.stream)}` +
-    (o.token ? `?${new URLSearchParams({ token: o.token })}` : "");
+  const q = new URLSearchParams();
+  if (o.token) q.set("token", o.token);
+  if (o.relay) q.set("relay", "1");
+  const url = `${o.base}/play/${encodeURIComponent(o.stream)}` + (q.size ? `?${q}` : "");
   const resp = await page.goto(url, { waitUntil: "load", timeout: 15000 });
   if (!resp || resp.status() !== 200) throw new Fail(`GET ${url}: ${resp ? resp.status() : "no response"}`);
   check(`page ${url} loaded`);
@@ -213,6 +241,7 @@ async function play(page, o) {
   const location = await page.evaluate(() => window.player.location);
   check(`decoded ${last.framesDecoded} frames, ${last.packetsReceived} packets received ` +
     `(first frame at t=${firstFrame} s), Location ${location}`);
+  if (o.relay) await checkRelayed(page, "window.player.pc");
 
   // What the <video> element paints: draw it on a canvas and measure.
   const ready = await until(() => page.evaluate(() => {

@@ -34,6 +34,7 @@ TESTS=${E2E_TESTS:-A B C}
 WHIPGATE_BIN=${1:-}
 
 BACKEND_TOKEN=backend-secret-123
+TURN_SECRET=turn-shared-secret-789   # coturn use-auth-secret (test N)
 BACKEND_TOKEN_B=backend-b-secret-456   # simple-whip-server B (test I)
 CLIENT_TOKEN=client-token-not-forwarded
 ADMIN_SECRET=janusoverlord
@@ -123,7 +124,8 @@ dump_all() {
     whip-client-h264.log whip-client-vp8.log whipgate-reload.log sws-b.log aiortc-move-1.log \
     aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
     aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
-    aiortc-m-sfu.log janus.log
+    aiortc-m-sfu.log coturn.log aiortc-relay.log chromium-relay-play.log chromium-relay-publish.log \
+    aiortc-relay-play.log janus.log
 }
 
 NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
@@ -138,12 +140,13 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N"; fi
+NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
 NAME_K="built-in SFU: whip-client (GStreamer, trickle via PATCH) publishes, aiortc plays; when the publisher's DELETE comes, its viewers are released"
 NAME_L="built-in SFU: Chromium publishes from /publish, Chromium plays /play (frames decoded, pixels not black, screenshot) and aiortc plays too"
 NAME_M="routes.toml sends one publisher to Janus (remote backend) and another to the built-in SFU at the same time; both carry media"
-NAME_E="the backend token never shows in whipgate's log or in what clients received"
+NAME_E="the backend tokens and the TURN secret never show in whipgate's log or in what clients received"
 if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
 ALL_NAMES=()
 for t in $TESTS; do
@@ -152,7 +155,7 @@ for t in $TESTS; do
     C) ALL_NAMES+=("$NAME_C");; D) ALL_NAMES+=("$NAME_D");; E) ALL_NAMES+=("$NAME_E");;
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
     I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
-    L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");;
+    L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");; N) ALL_NAMES+=("$NAME_N");;
   esac
 done
 setup_failed() {
@@ -313,6 +316,18 @@ match = { kind = "whip", stream = "h264-*" }
 backends = ["janus"]
 sdp = { video_codecs = ["H264"] }
 
+# relay-* on the built-in SFU, with coturn as the only ICE server clients get (N).
+[ice_server.coturn]
+urls = ["turn:127.0.0.2:3478?transport=udp"]
+turn_secret_env = "TURN_SECRET"
+lifetime = "10m"
+
+[[route]]
+match = { stream = "relay-*" }
+backends = ["sfu"]
+ice_servers = ["coturn"]
+ice_policy = "replace"
+
 # Publish and play live-* on the built-in SFU (J K L M).
 [[route]]
 match = { stream = "live-*" }
@@ -324,6 +339,7 @@ backends = ["dead", "janus"]
 EOF
   SESSION_KEY=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
   (cd "$TMP" && exec env JANUS_TOKEN=$BACKEND_TOKEN WHIPGATE_SESSION_KEY="$SESSION_KEY" \
+    TURN_SECRET="$TURN_SECRET" \
     RUST_LOG="${RUST_LOG:-info}" RUST_BACKTRACE=1 \
     ip netns exec "$NS" "$WHIPGATE_BIN" serve --config "$TMP/routes.toml") >"$TMP/whipgate.log" 2>&1 &
   WG_PID=$!; PIDS+=("$WG_PID")
@@ -490,10 +506,12 @@ test_d() {
 test_e() {
   local name=$NAME_E f hits=
   if [ "$DIRECT" = 1 ]; then echo "# E needs whipgate: skipped in direct mode"; return; fi
-  for f in whipgate.log whip-client.log aiortc.log aiortc-mdns.log aiortc-h264.log \
-           whip-client-h264.log whip-client-vp8.log h264-refused.body whipgate-reload.log \
-           aiortc-move-1.log aiortc-move-2.log; do
-    [ -f "$TMP/$f" ] && grep -qE "$BACKEND_TOKEN|$BACKEND_TOKEN_B" "$TMP/$f" && hits="$hits $f"
+  # Everything whipgate and the clients wrote (the backends' and coturn's own logs hold
+  # their own secrets).
+  for f in "$TMP"/*.log "$TMP"/*.body; do
+    [ -f "$f" ] || continue
+    case $(basename "$f") in coturn* | sws* | janus*) continue ;; esac
+    grep -qE "$BACKEND_TOKEN|$BACKEND_TOKEN_B|$TURN_SECRET" "$f" && hits="$hits $(basename "$f")"
   done
   if [ -n "$hits" ]; then not_ok "$name" "found in:$hits"; else ok "$name"; fi
 }
@@ -884,6 +902,7 @@ for t in $TESTS; do
     K) test_k ;;
     L) test_l ;;
     M) test_m ;;
+    N) test_n ;;
     *) echo "# unknown test $t" ;;
   esac
 done

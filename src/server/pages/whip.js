@@ -38,6 +38,22 @@ const whipgate = (() => {
     ]);
   }
 
+  // RFC 9725 4.6: the ICE servers the endpoint offers before the offer is made (a client
+  // that puts every candidate in its offer must know its TURN servers first). `relay`
+  // sends everything through TURN.
+  async function configuration(url, token, relay) {
+    const config = { bundlePolicy: "max-bundle" };
+    try {
+      const response = await fetch(url, {
+        method: "OPTIONS", headers: token ? { Authorization: "Bearer " + token } : {},
+      });
+      const servers = iceServers(response);
+      if (servers.length) config.iceServers = servers;
+    } catch (_) { /* no ICE servers: host candidates only */ }
+    if (relay) config.iceTransportPolicy = "relay";
+    return config;
+  }
+
   class Refused extends Error {
     constructor(status, text, retryAfter) {
       super(`${status}: ${text.trim()}`);
@@ -71,8 +87,9 @@ const whipgate = (() => {
     } catch (_) { /* the page is going away or the network is: nothing to do */ }
   }
 
-  async function publish({ url, token, media, simulcast, onState }) {
-    const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  async function publish({ url, token, media, simulcast, relay, onState }) {
+    const absolute = new URL(url, location_href()).href;
+    const pc = new RTCPeerConnection(await configuration(absolute, token, relay));
     for (const track of media.getTracks()) {
       const init = { direction: "sendonly", streams: [media] };
       if (track.kind === "video" && simulcast) {
@@ -86,7 +103,7 @@ const whipgate = (() => {
     }
     pc.onconnectionstatechange = () => onState("publishing: " + pc.connectionState);
     onState("offering");
-    const location = await exchange(pc, new URL(url, location_href()).href, token);
+    const location = await exchange(pc, absolute, token);
     onState("answered");
     return {
       pc, location,
@@ -98,13 +115,14 @@ const whipgate = (() => {
 
   function location_href() { return window.location.href; }
 
-  function play({ url, token, video, onState }) {
+  function play({ url, token, video, relay, onState }) {
     let pc = null, location = null, closed = false;
     const current = () => pc;
     async function run() {
       while (!closed) {
         const tok = typeof token === "function" ? token() : token;
-        pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+        const absolute = new URL(url, location_href()).href;
+        pc = new RTCPeerConnection(await configuration(absolute, tok, relay));
         pc.addTransceiver("video", { direction: "recvonly" });
         pc.addTransceiver("audio", { direction: "recvonly" });
         const media = new MediaStream();
@@ -117,7 +135,7 @@ const whipgate = (() => {
         };
         try {
           onState("offering");
-          location = await exchange(pc, new URL(url, location_href()).href, tok);
+          location = await exchange(pc, absolute, tok);
           await ended;
           onState("lost the stream; reconnecting");
         } catch (error) {
