@@ -72,11 +72,21 @@ async fn routes_pass_replace_or_merge_ice_servers_with_minted_turn_credentials()
     let post = |stream: &'static str| {
         let addr = gw.local_addr;
         async move {
-            send(addr, "POST", &format!("/whip/{stream}"), &[SDP], corpus("chromium-whip-offer-vp8.sdp")).await
+            send(
+                addr,
+                "POST",
+                &format!("/whip/{stream}"),
+                &[SDP],
+                corpus("chromium-whip-offer-vp8.sdp"),
+            )
+            .await
         }
     };
     let passed = links(post("plain").await.all("link"));
-    assert_eq!(passed, vec![("stun:stun.backend.test:3478".into(), None, None)]);
+    assert_eq!(
+        passed,
+        vec![("stun:stun.backend.test:3478".into(), None, None)]
+    );
     let replaced = links(post("replace-1").await.all("link"));
     assert_eq!(replaced.len(), 1);
     assert_eq!(replaced[0].0, "turn:127.0.0.2:3478?transport=udp");
@@ -119,7 +129,10 @@ async fn a_client_can_ask_for_ice_servers_before_it_offers() {
         gw.local_addr,
         "OPTIONS",
         "/whip/replace-1",
-        &[("origin", "https://app.test"), ("access-control-request-method", "POST")],
+        &[
+            ("origin", "https://app.test"),
+            ("access-control-request-method", "POST"),
+        ],
         "",
     )
     .await;

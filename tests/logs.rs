@@ -1,5 +1,6 @@
-//! Logs: one line per request, JSON on request, and never a secret — client Authorization,
-//! backend token, session token or ICE password — whatever the level.
+//! Logs: one line per request, JSON on request, and never a secret — client Authorization
+//! (valid or not), backend token, TURN shared secret, session key, session token or ICE
+//! password — whatever the level; nor in any response or metric.
 
 mod support;
 
@@ -15,8 +16,10 @@ async fn request_lines_carry_ids_but_no_secrets() {
         &path,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nsession_keys = [{{ id = \"k1\", secret_env = \"WG_TEST_KEY\" }}]\n\
+             [client_auth.cameras]\nmode = \"bearer\"\ntokens = [{{ token_env = \"WG_TEST_CLIENT\", subject = \"owner\" }}]\n\
+             [ice_server.turn]\nurls = [\"turn:127.0.0.1:3478\"]\nturn_secret_env = \"WG_TEST_TURN\"\n\
              [[backend]]\nid = \"janus\"\nkind = \"whip\"\nwhip_url = \"{}\"\nauth = {{ bearer_env = \"WG_TEST_BACKEND\" }}\n\
-             [[route]]\nid = \"main\"\nbackends = [\"janus\"]\n",
+             [[route]]\nid = \"main\"\nbackends = [\"janus\"]\nauth = \"cameras\"\nice_servers = [\"turn\"]\n",
             backend.url("/whip/{stream}")
         ),
     )
@@ -28,6 +31,8 @@ async fn request_lines_carry_ids_but_no_secrets() {
             ("RUST_LOG", "trace"),
             ("WG_TEST_KEY", "session-key-session-key-session-key-0001"),
             ("WG_TEST_BACKEND", "backend-secret-BEEF-0002"),
+            ("WG_TEST_CLIENT", "client-secret-CAFE-0003"),
+            ("WG_TEST_TURN", "turn-secret-FEED-0004"),
         ],
     );
     let address = served.address;
@@ -58,8 +63,40 @@ async fn request_lines_carry_ids_but_no_secrets() {
     );
     let session = created.location_path();
     let token = session.trim_start_matches("/session/").to_owned();
-    send(address, "DELETE", &session, &[], "").await;
-    send(address, "DELETE", &format!("/session/{token}x"), &[], "").await;
+    let refused = send(
+        address,
+        "POST",
+        "/whip/cam",
+        &[
+            ("content-type", "application/sdp"),
+            ("authorization", "Bearer wrong-client-token-DEAD-0005"),
+        ],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    let deleted = send(address, "DELETE", &session, &[], "").await;
+    let bad = send(address, "DELETE", &format!("/session/{token}x"), &[], "").await;
+    let metrics = send(address, "GET", "/metrics", &[], "").await;
+    let mut shown = String::new();
+    for got in [&created, &refused, &deleted, &bad, &metrics] {
+        shown.push_str(&format!("{:?}\n{}\n", got.headers, got.body));
+    }
+    for secret in [
+        "backend-secret-BEEF-0002",
+        "turn-secret-FEED-0004",
+        "wrong-client-token-DEAD-0005",
+        "session-key-session-key",
+    ] {
+        assert!(
+            !shown.contains(secret),
+            "{secret:?} shown to a client or in /metrics:\n{shown}"
+        );
+    }
+    assert!(
+        !metrics.body.contains("client-secret-CAFE-0003") && !metrics.body.contains(&token),
+        "no token in /metrics"
+    );
 
     let (_, lines) = served.finish();
     let logs = lines.join("\n");
@@ -69,7 +106,7 @@ async fn request_lines_carry_ids_but_no_secrets() {
         .lines()
         .filter(|l| l.contains("\"message\":\"request\""))
         .collect();
-    assert_eq!(request_lines.len(), 3, "one line per request:\n{logs}");
+    assert_eq!(request_lines.len(), 5, "one line per request:\n{logs}");
     let first: serde_json::Value = serde_json::from_str(request_lines[0]).expect("json line");
     let fields = &first["fields"];
     assert_eq!(fields["request_id"], "req-from-client-42");
@@ -79,6 +116,8 @@ async fn request_lines_carry_ids_but_no_secrets() {
     assert!(fields["latency_ms"].as_f64().is_some());
     for secret in [
         "client-secret-CAFE-0003",
+        "wrong-client-token-DEAD-0005",
+        "turn-secret-FEED-0004",
         "backend-secret-BEEF-0002",
         "session-key-session-key",
         token.as_str(),

@@ -1,0 +1,110 @@
+//! Hostile input at the front door: session tokens replayed after expiry, stream names built
+//! to escape the backend's path, and secrets that must not leak into anything a client, a
+//! log or a metric shows. (Tampered, truncated and foreign-key tokens: tests/frontdoor.rs;
+//! JWT `alg: none`, wrong keys and expiry: tests/auth.rs.)
+
+mod support;
+
+use std::time::Duration;
+
+use support::{corpus, gateway, send, whip_server, FakeBackend};
+
+fn config(backend: &FakeBackend, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{extra}\n\
+         [[backend]]\nid = \"b\"\nkind = \"whip\"\nwhip_url = \"{}\"\n\
+         [[route]]\nid = \"r\"\nbackends = [\"b\"]\n",
+        backend.url("/whip/endpoint/{stream}")
+    )
+}
+
+#[tokio::test]
+async fn a_token_replayed_after_expiry_never_reaches_the_backend() {
+    let backend = FakeBackend::start(whip_server()).await;
+    let gw = gateway(&config(&backend, "session_ttl = \"1s\"")).await;
+    let created = send(
+        gw.local_addr,
+        "POST",
+        "/whip/cam",
+        &[("content-type", "application/sdp")],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let session = created.location_path();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let before = backend.count();
+    for method in ["PATCH", "DELETE"] {
+        let got = send(
+            gw.local_addr,
+            method,
+            &session,
+            &[("content-type", "application/trickle-ice-sdpfrag")],
+            corpus("gstreamer-trickle-1.sdpfrag"),
+        )
+        .await;
+        assert_eq!(got.status, 404, "{method}");
+    }
+    assert_eq!(backend.count(), before, "an expired token goes nowhere");
+}
+
+#[tokio::test]
+async fn hostile_stream_names_are_refused_or_stay_one_path_segment() {
+    let backend = FakeBackend::start(whip_server()).await;
+    let gw = gateway(&config(&backend, "")).await;
+    let post = |name: String| {
+        let addr = gw.local_addr;
+        async move {
+            send(
+                addr,
+                "POST",
+                &format!("/whip/{name}"),
+                &[("content-type", "application/sdp")],
+                corpus("chromium-whip-offer-vp8.sdp"),
+            )
+            .await
+        }
+    };
+    // Refused before any backend is asked: control characters, dot segments, too long.
+    let kilobyte = "a".repeat(1024);
+    for name in [
+        "a%0D%0AHost:%20evil",
+        "%0A",
+        "..",
+        "%2E%2E",
+        ".",
+        kilobyte.as_str(),
+    ] {
+        let got = post(name.to_owned()).await;
+        assert_eq!(got.status, 400, "{name}: {}", got.body);
+        assert_eq!(got.body.lines().count(), 1, "one line: {}", got.body);
+    }
+    assert_eq!(backend.count(), 0);
+    // Accepted: they reach the backend as one percent-encoded segment of the template path,
+    // on the template's host, without a query or fragment.
+    for name in [
+        "..%2F..%2Fadmin",
+        "%2e%2e%2fx",
+        "a%2Fb",
+        "user%40evil.example",
+        "a%3Fx%3D1",
+        "a%23frag",
+        "%5C..%5Cx",
+    ] {
+        let got = post(name.to_owned()).await;
+        assert_eq!(got.status, 201, "{name}: {}", got.body);
+    }
+    for seen in backend.seen() {
+        let rest = seen
+            .path
+            .strip_prefix("/whip/endpoint/")
+            .expect("the template's path prefix is kept");
+        assert!(
+            !rest.contains('/') && !rest.contains('?') && !rest.contains('#'),
+            "{}",
+            seen.path
+        );
+        assert!(rest != ".." && rest != ".", "no dot segment: {}", seen.path);
+        assert!(seen.query.is_none());
+    }
+}
