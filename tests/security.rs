@@ -108,3 +108,56 @@ async fn hostile_stream_names_are_refused_or_stay_one_path_segment() {
         assert!(seen.query.is_none());
     }
 }
+
+#[tokio::test]
+async fn a_vendor_key_in_the_url_template_reaches_only_the_backend() {
+    let backend = FakeBackend::start(whip_server()).await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [[backend]]\nid = \"vendor\"\nkind = \"whip\"\n\
+         whip_url = \"{}\"\nurl_key_env = \"BACKEND_TOKEN\"\n\
+         [[route]]\nid = \"r\"\nbackends = [\"vendor\"]\n",
+        backend.url("/ingest/{key}/{stream}")
+    );
+    let gw = gateway(&text).await;
+    let created = send(
+        gw.local_addr,
+        "POST",
+        "/whip/cam",
+        &[
+            ("content-type", "application/sdp"),
+            ("authorization", "Bearer client-token"),
+        ],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let seen = &backend.seen()[0];
+    assert_eq!(seen.path, "/ingest/backend-secret-token/cam");
+    assert!(
+        seen.header("authorization").is_none(),
+        "the client's token is not forwarded"
+    );
+    let shown = format!("{:?}{}", created.headers, created.body);
+    assert!(!shown.contains("backend-secret-token"));
+    // A template with {key} needs the key, and the other way round.
+    for (template, key) in [
+        ("/ingest/{key}/{stream}", ""),
+        ("/ingest/{stream}", "url_key_env = \"BACKEND_TOKEN\"\n"),
+    ] {
+        let text = format!(
+            "[[backend]]\nid = \"v\"\nkind = \"whip\"\nwhip_url = \"http://v.test{template}\"\n{key}\
+             [[route]]\nbackends = [\"v\"]\n"
+        );
+        let error = whipgate::config::Config::from_toml(
+            &text,
+            "t.toml",
+            std::path::Path::new("."),
+            whipgate::config::SecretMode::Resolve,
+            &support::TestSecrets,
+        )
+        .expect_err(template);
+        assert!(error.to_string().contains("go together"), "{error}");
+        assert!(!error.to_string().contains("backend-secret-token"));
+    }
+}

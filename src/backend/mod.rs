@@ -60,6 +60,8 @@ pub struct BackendDef {
     pub whip_url: Option<UrlTemplate>,
     pub whep_url: Option<UrlTemplate>,
     pub auth: BackendAuth,
+    /// Fills `{key}` in the URL templates (a vendor's stream key).
+    pub url_key: Option<Secret>,
     /// Hosts whipgate may follow a redirect to or accept in a Location: the templates' own
     /// hosts plus those configured.
     pub allowed_hosts: Vec<AllowedHost>,

@@ -8,6 +8,9 @@ use url::Url;
 use crate::routing::StreamName;
 
 const PLACEHOLDER: &str = "{stream}";
+/// The backend's own credential (`url_key_env` / `url_key_file`), for vendors that put a
+/// stream key in the URL rather than a header.
+pub const KEY_PLACEHOLDER: &str = "key";
 
 /// Everything but RFC 3986 unreserved characters is encoded; `/`, `?`, `#`, `%`, `@` and
 /// `\` all become escapes, so the name stays inside one segment or query value.
@@ -122,9 +125,14 @@ impl UrlTemplate {
         Ok(url)
     }
 
-    /// Placeholder names besides `stream`, which a route's regex must capture.
-    pub fn capture_names(&self) -> &[String] {
-        &self.captures
+    /// Placeholder names besides `stream` and `key`, which a route's regex must capture.
+    pub fn capture_names(&self) -> impl Iterator<Item = &String> {
+        self.captures.iter().filter(|n| *n != KEY_PLACEHOLDER)
+    }
+
+    /// Whether the template holds the backend's `{key}`.
+    pub fn needs_key(&self) -> bool {
+        self.captures.iter().any(|n| n == KEY_PLACEHOLDER)
     }
 
     /// The template's own host and port, which its backend may always use.

@@ -51,8 +51,16 @@ pub async fn create(
             retry_after: Duration::ZERO,
         })
     })?;
+    let mut captures = request.captures.to_vec();
+    if let Some(key) = &backend.url_key {
+        captures.retain(|(name, _)| name != super::template::KEY_PLACEHOLDER);
+        captures.push((
+            super::template::KEY_PLACEHOLDER.to_owned(),
+            key.expose().to_owned(),
+        ));
+    }
     let url = template
-        .expand_with(request.stream, request.captures)
+        .expand_with(request.stream, &captures)
         .map_err(|e| AttemptError::fatal(GatewayError::BadRequest(format!("stream name {e}"))))?;
     let mut headers = base_headers(backend, request.client_authorization, request.request_id);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));

@@ -658,6 +658,10 @@ impl Loader<'_> {
                 ("whip_url", raw.whip_url.is_some()),
                 ("whep_url", raw.whep_url.is_some()),
                 ("auth", raw.auth.is_some()),
+                (
+                    "url_key",
+                    raw.url_key_env.is_some() || raw.url_key_file.is_some(),
+                ),
                 ("allowed_hosts", !raw.allowed_hosts.is_empty()),
                 ("health_check", raw.health_check.is_some()),
             ];
@@ -692,6 +696,27 @@ impl Loader<'_> {
             None => BackendAuth::None,
             Some(auth) => self.auth(&id, auth)?,
         };
+        let url_key = match (&raw.url_key_env, &raw.url_key_file) {
+            (None, None) => None,
+            (env, file) => Some(self.secret(
+                id_at,
+                &format!("backend `{id}` url_key"),
+                env.as_deref(),
+                file.as_deref(),
+            )?),
+        };
+        let needs_key = whip_url
+            .iter()
+            .chain(whep_url.iter())
+            .any(UrlTemplate::needs_key);
+        if needs_key != url_key.is_some() {
+            return Err(self.error_at(
+                id_at,
+                format!(
+                    "backend `{id}`: {{key}} in a URL template and url_key_env / url_key_file go together"
+                ),
+            ));
+        }
         let mut allowed_hosts: Vec<AllowedHost> = whip_url
             .iter()
             .chain(whep_url.iter())
@@ -760,6 +785,7 @@ impl Loader<'_> {
             whip_url,
             whep_url,
             auth,
+            url_key,
             allowed_hosts,
             trickle: raw.trickle.unwrap_or(true),
         })
@@ -1027,11 +1053,7 @@ impl Loader<'_> {
                 let Some(template) = backend.endpoint(*kind) else {
                     continue;
                 };
-                if let Some(missing) = template
-                    .capture_names()
-                    .iter()
-                    .find(|n| !captures.contains(n))
-                {
+                if let Some(missing) = template.capture_names().find(|n| !captures.contains(n)) {
                     return Err(self.error_at(
                         at,
                         format!(

@@ -179,6 +179,9 @@ pub struct RawBackend {
     pub whip_url: Option<Spanned<String>>,
     pub whep_url: Option<Spanned<String>>,
     pub auth: Option<Spanned<RawAuth>>,
+    /// The backend's key for `{key}` in its URL templates, from the environment or a file.
+    pub url_key_env: Option<String>,
+    pub url_key_file: Option<String>,
     /// Extra `host[:port]`s the backend may redirect to or put in a Location.
     #[serde(default)]
     pub allowed_hosts: Vec<Spanned<String>>,
