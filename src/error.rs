@@ -30,6 +30,9 @@ pub enum GatewayError {
         reason: String,
         retry_after: Duration,
     },
+    /// The client was too slow sending its request.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     PreconditionFailed(String),
     #[error("{0}")]
@@ -68,6 +71,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Conflict(_) | GatewayError::NotLive { .. } => StatusCode::CONFLICT,
+            GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

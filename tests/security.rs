@@ -161,3 +161,48 @@ async fn a_vendor_key_in_the_url_template_reaches_only_the_backend() {
         assert!(!error.to_string().contains("backend-secret-token"));
     }
 }
+
+/// A raw TCP client: writes `first`, then waits; returns what the server sent and how long
+/// until it answered or closed.
+async fn stall(addr: std::net::SocketAddr, first: &[u8], limit: Duration) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(first).await.expect("write");
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(limit, stream.read_to_end(&mut got)).await;
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_a_connection() {
+    let backend = FakeBackend::start(whip_server()).await;
+    let gw = gateway(&config(
+        &backend,
+        "header_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\nrequest_timeout = \"30s\"",
+    ))
+    .await;
+    // Half a request head, then nothing: the connection is closed after header_read_timeout.
+    let (_, waited) = stall(
+        gw.local_addr,
+        b"POST /whip/cam HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_secs(6),
+    )
+    .await;
+    assert!(
+        waited < Duration::from_secs(4),
+        "head: closed after {waited:?}"
+    );
+    // A head promising 4000 bytes of body, then 10: 408 after body_read_timeout.
+    let head = b"POST /whip/cam HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\nContent-Length: 4000\r\n\r\nv=0\r\no=- 1";
+    let (answer, waited) = stall(gw.local_addr, head, Duration::from_secs(6)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        waited < Duration::from_secs(4),
+        "body: answered after {waited:?}"
+    );
+    assert_eq!(backend.count(), 0);
+}

@@ -72,6 +72,9 @@ pub struct RawServer {
     /// Bound on a client sending its request headers (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
+    /// Bound on a client sending its request body (default 10 s; 408 after).
+    #[serde(default, with = "humantime_serde")]
+    pub body_read_timeout: Option<Duration>,
     /// Requests served at once before new ones are shed with 503 (default 1024).
     pub max_concurrent_requests: Option<usize>,
     /// Upstream 307/308 hops followed (default 3).

@@ -97,7 +97,7 @@ impl Gateway {
                 });
             }
         }
-        let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
+        let body = read_body(&parts.headers, body, config).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
         let offer = sdp::prepare_offer_with(kind, text, config.server.sdp_validation)

@@ -365,7 +365,7 @@ impl Gateway {
         if if_match == UpstreamIfMatch::Absent {
             tracing::debug!(request_id, sid = %claims.sid, "PATCH without If-Match");
         }
-        let body = read_body(&parts.headers, body, config.server.max_body_bytes).await?;
+        let body = read_body(&parts.headers, body, config).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
         let route_policy = config.routes.by_id(&claims.route).map(|route| &route.sdp);
@@ -680,7 +680,26 @@ pub(super) fn require_content_type(
     }
 }
 
+/// The request body, bounded in size (413) and in time (408: a client that stalls mid-body
+/// cannot hold a connection and a task for the whole request timeout).
 pub(super) async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    config: &Config,
+) -> Result<Bytes, GatewayError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::time::timeout(
+        config.server.body_read_timeout,
+        read_body_within(headers, body, config.server.max_body_bytes),
+    )
+    .await
+    .map_err(|_| GatewayError::RequestTimeout("the request body came too slowly".into()))?
+}
+
+async fn read_body_within<B>(
     headers: &HeaderMap,
     body: B,
     limit: usize,
