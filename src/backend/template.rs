@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn captures_are_encoded_like_the_stream() {
         let t = UrlTemplate::parse("https://vendor.example/{tenant}/live/{stream}").expect("ok");
-        assert_eq!(t.capture_names(), ["tenant".to_string()]);
+        assert_eq!(t.capture_names().collect::<Vec<_>>(), ["tenant"]);
         let url = t
             .expand_with(&stream("acme-cam"), &[("tenant".into(), "ac/me".into())])
             .expect("expands");
