@@ -119,8 +119,8 @@ impl Sfu {
     /// Binds the UDP socket and starts the SFU on a thread of its own, so media never
     /// waits behind HTTP work.
     pub fn start(settings: &SfuSettings) -> Result<Self, StartError> {
-        let socket = std::net::UdpSocket::bind(settings.udp_listen)
-            .map_err(|e| StartError::Bind(settings.udp_listen, e))?;
+        let socket =
+            bind(settings.udp_listen).map_err(|e| StartError::Bind(settings.udp_listen, e))?;
         let bound = socket
             .local_addr()
             .map_err(|e| StartError::Bind(settings.udp_listen, e))?;
@@ -226,6 +226,21 @@ impl Sfu {
             .await
             .map_err(|_| SfuError::Stopped)
     }
+}
+
+/// Every session's media shares this socket, so its kernel buffers must absorb bursts (a
+/// hundred viewers joining at once send a hundred DTLS flights): ask for 4 MiB each way
+/// (the kernel caps it at net.core.rmem_max / wmem_max).
+fn bind(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&address.into())?;
+    Ok(socket.into())
 }
 
 /// The candidates to advertise: the configured ones, else the bound address when it is a
