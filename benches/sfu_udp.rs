@@ -67,22 +67,17 @@ fn peer(
 fn pump(peers: &mut [Peer], buffer: &mut [u8]) {
     let now = Instant::now();
     for p in peers.iter_mut() {
-        loop {
-            match p.socket.recv_from(buffer) {
-                Ok((n, source)) => {
-                    if let Ok(contents) = buffer[..n].try_into() {
-                        let _ = p.rtc.handle_input(Input::Receive(
-                            now,
-                            Receive {
-                                proto: Protocol::Udp,
-                                source,
-                                destination: p.addr,
-                                contents,
-                            },
-                        ));
-                    }
-                }
-                Err(_) => break,
+        while let Ok((n, source)) = p.socket.recv_from(buffer) {
+            if let Ok(contents) = buffer[..n].try_into() {
+                let _ = p.rtc.handle_input(Input::Receive(
+                    now,
+                    Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: p.addr,
+                        contents,
+                    },
+                ));
             }
         }
         let _ = p.rtc.handle_input(Input::Timeout(now));
