@@ -408,3 +408,60 @@ async fn one_address_is_limited_with_429_and_retry_after() {
     );
     assert_eq!(free.count(), 3);
 }
+
+#[tokio::test]
+async fn a_route_without_auth_may_still_match_on_tier() {
+    // design.md's example: `match = { stream = "premium-*", tier = "premium" }` with no auth.
+    let (premium, free) = (
+        FakeBackend::start(whip_server()).await,
+        FakeBackend::start(whip_server()).await,
+    );
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[client_auth.studio]
+mode = "bearer"
+tokens = [{{ token_env = "STUDIO_TOKEN", subject = "studio", tier = "premium" }}]
+
+[[backend]]
+id = "cpaas"
+kind = "whip"
+whip_url = "{premium}"
+
+[[backend]]
+id = "selfhosted"
+kind = "whip"
+whip_url = "{free}"
+
+[[route]]
+match = {{ stream = "premium-*", tier = "premium" }}
+backends = ["cpaas"]
+
+[[route]]
+match = {{ stream = "*" }}
+backends = ["selfhosted"]
+"#,
+        premium = premium.url("/whip/{stream}"),
+        free = free.url("/whip/{stream}"),
+    );
+    let gw = gateway(&text).await;
+    let offer = || corpus("chromium-whip-offer-vp8.sdp");
+    let anonymous = send(gw.local_addr, "POST", "/whip/premium-1", &[SDP], offer()).await;
+    assert_eq!(anonymous.status, 201);
+    let studio = send(
+        gw.local_addr,
+        "POST",
+        "/whip/premium-1",
+        &[SDP, ("authorization", &bearer(STUDIO))],
+        offer(),
+    )
+    .await;
+    assert_eq!(studio.status, 201);
+    assert_eq!(
+        (premium.count(), free.count()),
+        (1, 1),
+        "the tier chose the backend"
+    );
+}

@@ -871,13 +871,12 @@ impl Loader<'_> {
             .unwrap_or(0);
         let raw_match = raw.matcher.map(Spanned::into_inner).unwrap_or_default();
         let mut matcher = self.matcher(&id, match_at, raw_match)?;
-        if (matcher.tier.is_some() || !matcher.claims.is_empty() || bind_sessions) && auth.is_none()
+        if (matcher.tier.is_some() || !matcher.claims.is_empty() || bind_sessions)
+            && client_auth.is_empty()
         {
             return Err(self.error_at(
                 match_at,
-                format!(
-                    "route `{id}`: tier, claims and bind_sessions need auth = \"<client_auth name>\""
-                ),
+                format!("route `{id}`: tier, claims and bind_sessions need a [client_auth.NAME]"),
             ));
         }
         matcher.identity_from = auth.clone();

@@ -173,7 +173,8 @@ pub struct Matcher {
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub client_cidrs: Vec<IpNet>,
-    /// The authenticator whose identity `tier` and `claims` are read from (the route's).
+    /// The authenticator whose identity `tier` and `claims` are read from (the route's; any
+    /// that accepted the credential when the route has none).
     pub identity_from: Option<String>,
     pub tier: Option<String>,
     /// Claim name → value: a string claim equal to it, or an array claim containing it.
@@ -219,7 +220,12 @@ impl Matcher {
             }
         }
         if self.tier.is_some() || !self.claims.is_empty() {
-            let identity = facts.identity(self.identity_from.as_deref()?)?;
+            // The route's own authenticator, or (a route without `auth`) whichever accepted
+            // the credential first.
+            let identity = match &self.identity_from {
+                Some(name) => facts.identity(name)?,
+                None => facts.identities.first().map(|(_, identity)| identity)?,
+            };
             if self.tier.is_some() && identity.tier != self.tier {
                 return None;
             }
