@@ -340,13 +340,7 @@ impl Gateway {
         B: HttpBody<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (claims, backend, resource) = self.open(config, token, outcome)?;
-        super::identity::check_owner(
-            config,
-            &claims,
-            request.headers().get(header::AUTHORIZATION),
-            (self.clock)(),
-        )?;
+        let (claims, backend, resource) = self.open(config, token, request.headers(), outcome)?;
         if !backend.trickle {
             return Err(GatewayError::MethodNotAllowed {
                 reason: "this session's backend does not support trickle ICE or ICE restart".into(),
@@ -412,13 +406,7 @@ impl Gateway {
         request_id: &str,
         outcome: &mut Outcome,
     ) -> Result<Response<Body>, GatewayError> {
-        let (claims, backend, resource) = self.open(config, token, outcome)?;
-        super::identity::check_owner(
-            config,
-            &claims,
-            request.headers().get(header::AUTHORIZATION),
-            (self.clock)(),
-        )?;
+        let (claims, backend, resource) = self.open(config, token, request.headers(), outcome)?;
         let result = backend
             .adapter
             .delete(
@@ -474,11 +462,13 @@ impl Gateway {
         response
     }
 
-    /// Opens a session token; every failure is the same 404 and nothing goes upstream.
+    /// Opens a session token; every failure is the same 404 and nothing goes upstream. A
+    /// session bound to its subject also needs that subject's credential in `headers`.
     fn open(
         &self,
         config: &Config,
         token: &str,
+        headers: &HeaderMap,
         outcome: &mut Outcome,
     ) -> Result<
         (
@@ -499,6 +489,12 @@ impl Gateway {
             .backend_for_session(config, &claims.backend)
             .ok_or_else(not_found)?;
         let resource = Url::parse(&claims.resource).map_err(|_| not_found())?;
+        super::identity::check_owner(
+            config,
+            &claims,
+            headers.get(header::AUTHORIZATION),
+            (self.clock)(),
+        )?;
         Ok((claims, backend, resource))
     }
 

@@ -449,36 +449,21 @@ impl Engine {
         }
     }
 
-    /// The viewer's m-line that carries the publisher's track `mid`: the n-th track of a
-    /// kind goes to the viewer's n-th m-line of that kind.
-    fn viewer_mid(publisher: &Peer, viewer: &Peer, mid: Mid) -> Option<Mid> {
-        let kind = publisher.media.iter().find(|(m, _)| *m == mid)?.1;
-        let index = publisher
+    /// The m-line of `to` that pairs with `from`'s m-line `mid`: the n-th m-line of a kind
+    /// on one side goes with the n-th of that kind on the other (publisher tracks to viewer
+    /// m-lines, and viewers' feedback back).
+    fn paired_mid(from: &Peer, to: &Peer, mid: Mid) -> Option<Mid> {
+        let kind = from.media.iter().find(|(m, _)| *m == mid)?.1;
+        let index = from
             .media
             .iter()
             .filter(|(_, k)| *k == kind)
             .position(|(m, _)| *m == mid)?;
-        viewer
-            .media
+        to.media
             .iter()
             .filter(|(_, k)| *k == kind)
             .nth(index)
             .map(|(m, _)| *m)
-    }
-
-    fn publisher_mid(publisher: &Peer, viewer: &Peer, mid: Mid) -> Option<(Mid, MediaKind)> {
-        let kind = viewer.media.iter().find(|(m, _)| *m == mid)?.1;
-        let index = viewer
-            .media
-            .iter()
-            .filter(|(_, k)| *k == kind)
-            .position(|(m, _)| *m == mid)?;
-        publisher
-            .media
-            .iter()
-            .filter(|(_, k)| *k == kind)
-            .nth(index)
-            .copied()
     }
 
     /// The layer a viewer should get: the one with the most bytes so far (the highest).
@@ -503,7 +488,7 @@ impl Engine {
         for viewer_id in &stream.viewers {
             if let Some(viewer) = self.peers.get(viewer_id) {
                 if viewer.connected {
-                    if let Some(mid) = Self::viewer_mid(publisher, viewer, data.mid) {
+                    if let Some(mid) = Self::paired_mid(publisher, viewer, data.mid) {
                         plans.push((*viewer_id, mid));
                     }
                 }
@@ -650,7 +635,7 @@ impl Engine {
         let Some(publisher) = self.peers.get(&publisher_id) else {
             return Vec::new();
         };
-        let Some((publisher_mid, _)) = Self::publisher_mid(publisher, viewer, mid) else {
+        let Some(publisher_mid) = Self::paired_mid(viewer, publisher, mid) else {
             return Vec::new();
         };
         let rid = viewer.outputs.get(&mid).and_then(|o| o.rid);
