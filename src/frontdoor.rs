@@ -75,20 +75,53 @@ pub struct IceServer {
 }
 
 impl IceServer {
-    /// The canonical single-line header value.
+    /// The canonical single-line header value: the URI kept inside `<...>` and every value
+    /// an RFC 9110 quoted-string, whatever a backend or routes.toml put in them.
     pub fn to_header_value(&self) -> String {
-        let mut out = format!("<{}>; rel=\"ice-server\"", self.uri);
+        let mut out = format!("<{}>; rel=\"ice-server\"", escape_uri(&self.uri));
         for (name, value) in [
             ("username", &self.username),
             ("credential", &self.credential),
             ("credential-type", &self.credential_type),
         ] {
             if let Some(value) = value {
-                out.push_str(&format!("; {name}=\"{value}\""));
+                out.push_str(&format!("; {name}={}", quote(value)));
             }
         }
         out
     }
+}
+
+/// An RFC 9110 quoted-string (control characters dropped).
+fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Percent-encodes what would end the `<...>` or the header line.
+fn escape_uri(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for c in url.chars() {
+        if c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"') {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for byte in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    out
 }
 
 /// Every well-formed ice-server link in a backend's `Link` header lines; other relations
@@ -264,7 +297,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn link_values_are_quoted_and_uris_kept_in_brackets() {
+        let server = IceServer {
+            uri: "turn:h>x y".into(),
+            username: Some("a\"b\\c".into()),
+            credential: None,
+            credential_type: None,
+        };
+        assert_eq!(
+            server.to_header_value(),
+            "<turn:h%3Ex%20y>; rel=\"ice-server\"; username=\"a\\\"b\\\\c\""
+        );
+    }
+
     proptest! {
+        /// Whatever a backend or routes.toml put in a username or credential, the Link
+        /// whipgate writes parses back to it when it is clean, and never into anything else
+        /// (no injected parameter or second server).
+        #[test]
+        fn written_links_parse_back(value in "\\PC{0,60}") {
+            let server = IceServer {
+                uri: "turn:t.example:3478".into(),
+                username: Some(value.clone()),
+                credential: Some(value.clone()),
+                credential_type: Some("password".into()),
+            };
+            let parsed = ice_servers([server.to_header_value().as_str()]);
+            if is_clean(&value) {
+                prop_assert_eq!(parsed.len(), 1);
+                prop_assert_eq!(parsed[0].username.as_deref(), Some(value.as_str()));
+            } else {
+                prop_assert!(parsed.iter().all(|s| s.username.as_deref() == Some(value.as_str())));
+                prop_assert!(parsed.len() <= 1);
+            }
+        }
+
         #[test]
         fn link_parser_never_panics(text in ".{0,300}") {
             let _ = ice_servers([text.as_str()]);
