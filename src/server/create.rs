@@ -65,9 +65,7 @@ impl Gateway {
     {
         require_content_type(request.headers(), SDP)?;
         let (parts, body) = request.into_parts();
-        let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
-        let client =
-            peer.map(|peer| client_ip(peer, &parts.headers, &config.server.trusted_proxies));
+        let client = client_address(config, &parts.headers, &parts.extensions);
         let host = request_host(&parts.uri, &parts.headers);
         let identities = super::identity::identify(
             config,
@@ -388,6 +386,16 @@ fn final_error(config: &Config, kind: EndpointKind, misses: Misses) -> GatewayEr
         reason: format!("no backend of this route serves {kind}"),
         retry_after: config.server.retry_after,
     }
+}
+
+/// The client's address: the connection's peer, or what a trusted proxy in front says.
+pub(super) fn client_address(
+    config: &Config,
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+) -> Option<std::net::IpAddr> {
+    let peer = extensions.get::<PeerAddr>()?.0.ip();
+    Some(client_ip(peer, headers, &config.server.trusted_proxies))
 }
 
 /// The request's host, lower case, without port.

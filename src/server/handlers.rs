@@ -206,16 +206,9 @@ impl Gateway {
                 | (Target::Session(_), &Method::PATCH | &Method::DELETE)
         );
         if limited {
-            if let Some(peer) = request
-                .extensions()
-                .get::<super::PeerAddr>()
-                .map(|p| p.0.ip())
+            if let Some(client) =
+                super::create::client_address(config, request.headers(), request.extensions())
             {
-                let client = crate::routing::client_ip(
-                    peer,
-                    request.headers(),
-                    &config.server.trusted_proxies,
-                );
                 if let Err(wait) = self.rate_check(config, client) {
                     return Err(GatewayError::TooManyRequests {
                         reason: "too many requests from this address".into(),
@@ -562,13 +555,11 @@ impl Gateway {
             host: host.as_deref(),
             headers: request.headers(),
             query: request.uri().query(),
-            client_ip: request.extensions().get::<super::PeerAddr>().map(|p| {
-                crate::routing::client_ip(
-                    p.0.ip(),
-                    request.headers(),
-                    &config.server.trusted_proxies,
-                )
-            }),
+            client_ip: super::create::client_address(
+                config,
+                request.headers(),
+                request.extensions(),
+            ),
             identities: &identities.accepted,
         };
         let Some(decision) = config.routes.decide(&facts) else {
@@ -620,19 +611,13 @@ fn endpoint_probe<B>(
     request: &Request<B>,
 ) -> Result<Response<Body>, GatewayError> {
     let host = super::create::request_host(request.uri(), request.headers());
-    let peer = request
-        .extensions()
-        .get::<super::PeerAddr>()
-        .map(|p| p.0.ip());
     let facts = crate::routing::RequestFacts {
         kind,
         stream,
         host: host.as_deref(),
         headers: request.headers(),
         query: request.uri().query(),
-        client_ip: peer.map(|ip| {
-            crate::routing::client_ip(ip, request.headers(), &config.server.trusted_proxies)
-        }),
+        client_ip: super::create::client_address(config, request.headers(), request.extensions()),
         identities: &[],
     };
     let method = request.method();
