@@ -187,11 +187,6 @@ impl ClientAuth {
         Self { mode: Mode::None }
     }
 
-    /// Whether requests need credentials at all.
-    pub fn is_required(&self) -> bool {
-        !matches!(self.mode, Mode::None)
-    }
-
     /// Turns a request's `Authorization` header (`Bearer <token>`, scheme case-insensitive,
     /// or the bare token) into an identity. `mode = "none"` ignores the header.
     pub fn authenticate(
@@ -205,23 +200,6 @@ impl ClientAuth {
             Mode::Jwt(verifier) => {
                 verifier.authenticate(presented_token(authorization)?, now_unix_secs)
             }
-        }
-    }
-
-    /// [`authenticate`](Self::authenticate), then [`Identity::may`]: the whole decision
-    /// for one request.
-    pub fn authorize(
-        &self,
-        authorization: Option<&HeaderValue>,
-        kind: EndpointKind,
-        stream: &str,
-        now_unix_secs: u64,
-    ) -> Result<Identity, AuthError> {
-        let identity = self.authenticate(authorization, now_unix_secs)?;
-        if identity.may(kind, stream) {
-            Ok(identity)
-        } else {
-            Err(AuthError::Forbidden)
         }
     }
 }

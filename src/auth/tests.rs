@@ -400,10 +400,6 @@ fn grant_claims_must_be_globs() {
         !identity.may(EndpointKind::Whip, "a") && !identity.may(EndpointKind::Whep, "a"),
         "no grant claims, no grants"
     );
-    assert_eq!(
-        auth.authorize(Some(&bearer(&token)), EndpointKind::Whep, "a", NOW),
-        Err(AuthError::Forbidden)
-    );
 }
 
 fn bearer_auth() -> ClientAuth {
@@ -552,7 +548,6 @@ fn none_lets_everyone_do_everything() {
         &FakeSecrets::default(),
     )
     .expect("build");
-    assert!(!auth.is_required());
     let identity = auth
         .authenticate(Some(&bearer("whatever")), NOW)
         .expect("anonymous");

@@ -692,11 +692,4 @@ impl Engine {
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
-
-    /// Packets a peer sent and frames it received or was sent (tests and benchmarks).
-    pub fn peer_counters(&self, id: PeerId) -> Option<(u64, u64, u64)> {
-        self.peers
-            .get(&id)
-            .map(|p| (p.packets_out, p.frames_in, p.frames_out))
-    }
 }

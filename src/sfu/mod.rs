@@ -165,11 +165,6 @@ impl Sfu {
         })
     }
 
-    /// The UDP address media uses.
-    pub fn udp_addr(&self) -> SocketAddr {
-        self.udp
-    }
-
     pub async fn publish(&self, stream: &str, offer: String) -> Result<(PeerId, String), SfuError> {
         self.create(PeerRole::Publisher, stream, offer).await
     }
