@@ -268,7 +268,7 @@ impl Grants {
 
     /// Whether any glob matches `stream`.
     pub fn allows(&self, stream: &str) -> bool {
-        self.patterns.iter().any(|p| pattern_matches(p, stream))
+        self.patterns.iter().any(|p| p.is_match(stream))
     }
 
     /// The globs as written, for logs and `explain`.
@@ -343,17 +343,6 @@ fn presented_token(authorization: Option<&HeaderValue>) -> Result<&str, AuthErro
         return Err(AuthError::Invalid("token too long"));
     }
     Ok(token)
-}
-
-/// The same matching as routes' stream patterns.
-fn pattern_matches(pattern: &StreamPattern, stream: &str) -> bool {
-    match pattern {
-        StreamPattern::Exact(name) => stream == name,
-        StreamPattern::Prefix(prefix) => stream.starts_with(prefix.as_str()),
-        StreamPattern::Suffix(suffix) => stream.ends_with(suffix.as_str()),
-        StreamPattern::Glob { matcher, .. } => matcher.is_match(stream),
-        StreamPattern::Regex(regex) => regex.is_match(stream),
-    }
 }
 
 /// Reads a secret or key file through `secrets`, resolving it against `base_dir`.

@@ -140,6 +140,14 @@ impl StreamPattern {
         }
     }
 
+    /// Whether `stream` matches (grants of client credentials use the same patterns).
+    pub fn is_match(&self, stream: &str) -> bool {
+        match self {
+            StreamPattern::Regex(regex) => regex.is_match(stream),
+            other => other.captures(stream).is_some(),
+        }
+    }
+
     fn captures(&self, stream: &str) -> Option<Vec<(String, String)>> {
         match self {
             StreamPattern::Exact(name) => (stream == name).then(Vec::new),
