@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use whipgate::config::{Config, SecretMode};
 use whipgate::server::{self, Gateway};
 
+// glibc's malloc was about 8% of the CPU of a proxied WHIP request (many small, short-lived
+// buffers freed on another path than they were made); see BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "whipgate", version, about = "A WHIP/WHEP gateway")]
 struct Cli {
@@ -137,7 +142,9 @@ fn main() -> ExitCode {
             log_format,
         } => {
             init_logging(log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
+            // Requests are served by `[server] workers` threads of their own (server::start);
+            // this loop only runs signals, reloads, probes and the metrics listener.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

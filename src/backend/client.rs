@@ -27,9 +27,15 @@ pub struct ClientSettings {
     pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
+type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Each thread gets its own pool, so that a request and the connection task serving it run
+/// on the same event loop: with one shared pool a connection opened by one worker thread is
+/// checked out by another, and every exchange then costs two cross-thread wake-ups.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    inner: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    pools: Arc<thread_local::ThreadLocal<PooledClient>>,
+    connector: HttpsConnector<HttpConnector>,
     settings: ClientSettings,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -85,13 +91,19 @@ impl UpstreamClient {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(https);
         Ok(Self {
-            inner,
+            pools: Arc::new(thread_local::ThreadLocal::new()),
+            connector: https,
             settings,
             metrics,
+        })
+    }
+
+    fn pool(&self) -> &PooledClient {
+        self.pools.get_or(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .build(self.connector.clone())
         })
     }
 
@@ -182,7 +194,7 @@ impl UpstreamClient {
             .body(Full::new(body))
             .map_err(|_| UpstreamError::Protocol("backend URL is not a valid URI".into()))?;
         *request.headers_mut() = headers.clone();
-        let response = self.inner.request(request).await.map_err(|e| {
+        let response = self.pool().request(request).await.map_err(|e| {
             if e.is_connect() {
                 UpstreamError::Connect(connect_reason(&e))
             } else {

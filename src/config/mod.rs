@@ -89,6 +89,8 @@ pub struct ServerSettings {
     pub max_redirects: usize,
     /// Requests in flight before new ones are shed (health and metrics exempt).
     pub max_concurrent_requests: usize,
+    /// Threads serving the main listener; read at start only.
+    pub workers: usize,
     pub retry_after: Duration,
     pub not_live_retry_after: Duration,
     pub cors_allow_origins: Vec<String>,
@@ -451,6 +453,11 @@ impl Loader<'_> {
             body_read_timeout: raw.body_read_timeout.unwrap_or(Duration::from_secs(10)),
             max_redirects: raw.max_redirects.unwrap_or(3),
             max_concurrent_requests: raw.max_concurrent_requests.unwrap_or(1024).max(1),
+            workers: match raw.workers {
+                Some(0) => return Err(self.error_at(0, "workers must be at least 1".into())),
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, usize::from),
+            },
             retry_after: raw.retry_after.unwrap_or(Duration::from_secs(5)),
             not_live_retry_after: raw.not_live_retry_after.unwrap_or(Duration::from_secs(2)),
             cors_allow_origins: raw.cors_allow_origins.unwrap_or_else(|| vec!["*".into()]),

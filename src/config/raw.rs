@@ -77,6 +77,9 @@ pub struct RawServer {
     pub body_read_timeout: Option<Duration>,
     /// Requests served at once before new ones are shed with 503 (default 1024).
     pub max_concurrent_requests: Option<usize>,
+    /// Threads serving the main listener, each with its own event loop and backend
+    /// connection pool (default: one per CPU core).
+    pub workers: Option<usize>,
     /// Upstream 307/308 hops followed (default 3).
     pub max_redirects: Option<usize>,
     /// `Retry-After` sent with 503 (default 5 s).

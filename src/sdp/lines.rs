@@ -123,45 +123,70 @@ fn name_end(text: &str) -> usize {
 impl Lines {
     /// Splits `text` into lines and checks that each non-blank line is `<letter>=<value>`.
     pub fn parse(text: &str) -> Result<Self, SyntaxError> {
-        let source: Arc<str> = Arc::from(text);
-        let mut slots = Vec::with_capacity(text.len() / 24);
-        let mut offset = 0;
         let bytes = text.as_bytes();
-        while offset < bytes.len() {
-            let rest = &text[offset..];
-            let (length, eol, advance) = match rest.find('\n') {
-                Some(i) if i > 0 && rest.as_bytes()[i - 1] == b'\r' => (i - 1, Eol::CrLf, i + 1),
-                Some(i) => (i, Eol::Lf, i + 1),
-                None => (rest.len(), Eol::None, rest.len()),
-            };
-            let body = &rest[..length];
-            let number = slots.len() + 1;
-            if body.contains('\r') {
-                return Err(SyntaxError {
-                    line: number,
-                    reason: "stray carriage return",
-                });
+        let mut slots = Vec::with_capacity(bytes.len() / 32 + 1);
+        let mut start = 0;
+        let mut after_cr = false;
+        // One vectorised pass over the terminators: a CR must be the first half of a CRLF.
+        for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+            if bytes[at] == b'\r' {
+                if bytes.get(at + 1) != Some(&b'\n') {
+                    return Err(SyntaxError {
+                        line: slots.len() + 1,
+                        reason: "stray carriage return",
+                    });
+                }
+                after_cr = true;
+                continue;
             }
-            let slot = Slot {
-                text: Text::Span(offset, offset + length),
-                eol,
-                name_end: name_end(body),
+            let (end, eol) = if after_cr {
+                (at - 1, Eol::CrLf)
+            } else {
+                (at, Eol::Lf)
             };
-            let line = Line {
-                text: body,
-                eol,
-                name_end: slot.name_end,
-            };
-            if !line.is_blank() && !is_type_letter(&line) {
-                return Err(SyntaxError {
-                    line: number,
-                    reason: "not a <type>=<value> line",
-                });
-            }
-            slots.push(slot);
-            offset += advance;
+            after_cr = false;
+            slots.push(Self::slot(text, start, end, eol, slots.len() + 1)?);
+            start = at + 1;
         }
-        Ok(Self { source, slots })
+        if start < bytes.len() {
+            slots.push(Self::slot(
+                text,
+                start,
+                bytes.len(),
+                Eol::None,
+                slots.len() + 1,
+            )?);
+        }
+        Ok(Self {
+            source: Arc::from(text),
+            slots,
+        })
+    }
+
+    fn slot(
+        text: &str,
+        start: usize,
+        end: usize,
+        eol: Eol,
+        number: usize,
+    ) -> Result<Slot, SyntaxError> {
+        let body = text.get(start..end).unwrap_or("");
+        let line = Line {
+            text: body,
+            eol,
+            name_end: name_end(body),
+        };
+        if !line.is_blank() && !is_type_letter(&line) {
+            return Err(SyntaxError {
+                line: number,
+                reason: "not a <type>=<value> line",
+            });
+        }
+        Ok(Slot {
+            text: Text::Span(start, end),
+            eol,
+            name_end: line.name_end,
+        })
     }
 
     fn view<'a>(&'a self, slot: &'a Slot) -> Line<'a> {

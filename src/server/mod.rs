@@ -116,6 +116,8 @@ pub enum StartError {
     Random,
     #[error(transparent)]
     Sfu(#[from] crate::sfu::StartError),
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
 }
 
 type RateLimiter = (
@@ -547,7 +549,9 @@ impl RunningServer {
     }
 }
 
-/// Binds the configured address (or `listen` when given) and starts serving.
+/// Binds the configured address (or `listen` when given) and starts serving: the main
+/// listener on `[server] workers` threads of its own, the rest (metrics listener, probes,
+/// expiry) on the caller's runtime.
 pub async fn start(
     gateway: Gateway,
     listen: Option<SocketAddr>,
@@ -559,6 +563,9 @@ pub async fn start(
         .map_err(|e| StartError::Listen(address, e))?;
     let local_addr = listener
         .local_addr()
+        .map_err(|e| StartError::Listen(address, e))?;
+    let listener = listener
+        .into_std()
         .map_err(|e| StartError::Listen(address, e))?;
     let gateway = Arc::new(gateway);
     let (stop, stopped) = watch::channel(false);
@@ -603,17 +610,34 @@ pub async fn start(
             config.server.shutdown_grace,
         ))
     });
-    let main_task = tokio::spawn(accept_loop(
-        listener,
-        Listener::Main,
-        tls,
-        gateway.clone(),
-        stopped,
-        config.server.header_read_timeout,
-        config.server.shutdown_grace,
-    ));
+    let mut workers = Vec::with_capacity(config.server.workers);
+    for index in 0..config.server.workers {
+        let listener = listener
+            .try_clone()
+            .map_err(|e| StartError::Listen(address, e))?;
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let serve = accept_loop_std(
+            listener,
+            tls.clone(),
+            gateway.clone(),
+            stopped.clone(),
+            config.server.header_read_timeout,
+            config.server.shutdown_grace,
+        );
+        std::thread::Builder::new()
+            .name(format!("whipgate-worker-{index}"))
+            .spawn(move || {
+                run_worker(serve);
+                let _ = done.send(());
+            })
+            .map_err(StartError::Thread)?;
+        workers.push(finished);
+    }
+    drop(listener);
     let task = tokio::spawn(async move {
-        let _ = main_task.await;
+        for worker in workers {
+            let _ = worker.await;
+        }
         if let Some(task) = metrics_task {
             let _ = task.await;
         }
@@ -625,6 +649,47 @@ pub async fn start(
         stop,
         task,
     })
+}
+
+/// One worker: a single-threaded event loop, so that a connection, the request it carries
+/// and the backend connection serving that request never hop threads. The kernel hands each
+/// new connection to whichever worker accepts it first, which is the least busy one.
+fn run_worker(serve: impl std::future::Future<Output = ()>) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(serve),
+        Err(error) => tracing::error!(%error, "cannot start a worker's event loop"),
+    }
+}
+
+/// [`accept_loop`] on a listener handed over from another runtime.
+async fn accept_loop_std(
+    listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    stopped: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+    grace: Duration,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "a worker cannot take the listener");
+            return;
+        }
+    };
+    accept_loop(
+        listener,
+        Listener::Main,
+        tls,
+        gateway,
+        stopped,
+        header_read_timeout,
+        grace,
+    )
+    .await;
 }
 
 /// Sessions whose tokens expired leave the registry within a minute.
