@@ -30,7 +30,7 @@ pub fn well_formed(lines: &Lines) -> Result<(), SdpError> {
             b'v' if index == 0 && value == "0" => {}
             b'v' => return Err(fail("the version line must be the first and say v=0")),
             b'o' if !in_media => {
-                if value.split_ascii_whitespace().count() != 6 {
+                if Fields::new(value).count() != 6 {
                     return Err(fail("origin needs six fields"));
                 }
                 seen_o = true;
@@ -96,7 +96,7 @@ pub fn well_formed(lines: &Lines) -> Result<(), SdpError> {
 }
 
 fn media_line(value: &str) -> Result<(), &'static str> {
-    let mut fields = value.split_ascii_whitespace();
+    let mut fields = Fields::new(value);
     let (Some(media), Some(port), Some(_proto)) = (fields.next(), fields.next(), fields.next())
     else {
         return Err("m= needs media, port, protocol and formats");
@@ -108,7 +108,7 @@ fn media_line(value: &str) -> Result<(), &'static str> {
     if port.parse::<u16>().is_err() || count.parse::<u16>().is_err() {
         return Err("m= port is not a number");
     }
-    if fields.next().is_none() {
+    if !fields.has_more() {
         return Err("m= lists no formats");
     }
     Ok(())
@@ -141,13 +141,59 @@ fn is_hostname(text: &str) -> bool {
         && text.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
+/// ASCII-whitespace-separated fields, like `split_ascii_whitespace` but with a cheap
+/// `has_more`: the last field of most attributes (fmtp parameters, extmap URIs) only needs
+/// to exist, and scanning it byte by byte was a third of the grammar check's cost.
+struct Fields<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { rest: text }
+    }
+
+    fn skip_space(&mut self) {
+        let start = self
+            .rest
+            .bytes()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(self.rest.len());
+        self.rest = self.rest.get(start..).unwrap_or("");
+    }
+
+    fn has_more(&mut self) -> bool {
+        self.skip_space();
+        !self.rest.is_empty()
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        self.skip_space();
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = self
+            .rest
+            .bytes()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(self.rest.len());
+        let (field, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        Some(field)
+    }
+}
+
 fn number<T: std::str::FromStr>(text: Option<&str>) -> Option<T> {
     text?.parse().ok()
 }
 
 fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
     let value = line.attribute_value().unwrap_or("");
-    let mut fields = value.split_ascii_whitespace();
+    let mut fields = Fields::new(value);
     match line.attribute_name().unwrap_or("") {
         "" => Err("attribute has no name"),
         "rtpmap" => {
@@ -167,7 +213,7 @@ fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
             if pt != "*" && number::<u8>(Some(pt)).is_none_or(|pt| pt >= 128) {
                 return Err("payload type is not 0-127");
             }
-            fields.next().map(|_| ()).ok_or("has no parameters")
+            fields.has_more().then_some(()).ok_or("has no parameters")
         }
         "candidate" => {
             let f: Vec<&str> = fields.collect();
@@ -215,7 +261,7 @@ fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
             if !matches!(direction, "sendrecv" | "sendonly" | "recvonly" | "inactive") {
                 return Err("extmap direction is not a direction");
             }
-            fields.next().map(|_| ()).ok_or("extmap has no URI")
+            fields.has_more().then_some(()).ok_or("extmap has no URI")
         }
         "rid" => {
             let (Some(_id), Some(direction)) = (fields.next(), fields.next()) else {

@@ -176,7 +176,7 @@ impl Lines {
             eol,
             name_end: name_end(body),
         };
-        if !line.is_blank() && !is_type_letter(&line) {
+        if !is_type_letter(&line) && !line.is_blank() {
             return Err(SyntaxError {
                 line: number,
                 reason: "not a <type>=<value> line",
@@ -313,12 +313,33 @@ impl Lines {
 
     /// The exact bytes: every line with its original terminator.
     pub fn write(&self) -> String {
+        if self.is_verbatim() {
+            return String::from(&*self.source);
+        }
         let mut out = String::with_capacity(self.source.len() + 64);
         for line in self.iter() {
             out.push_str(line.text);
             out.push_str(line.eol.as_str());
         }
         out
+    }
+}
+
+impl Lines {
+    /// True while no line was edited, inserted or removed: most offers and answers pass
+    /// through unchanged, and copying the body whole is far cheaper than line by line.
+    fn is_verbatim(&self) -> bool {
+        let mut next = 0;
+        for slot in &self.slots {
+            let Text::Span(start, end) = slot.text else {
+                return false;
+            };
+            if start != next {
+                return false;
+            }
+            next = end + slot.eol.as_str().len();
+        }
+        next == self.source.len()
     }
 }
 
@@ -405,6 +426,32 @@ mod properties {
             }
             let parsed = Lines::parse(&text).expect("well-formed lines");
             prop_assert_eq!(parsed.write(), text);
+        }
+
+        #[test]
+        fn an_edited_body_is_written_line_by_line(
+            lines in proptest::collection::vec(("[a-z]", "[ -~]{0,20}", prop_oneof!["\r\n", "\n"]), 1..20),
+            victim in 0usize..20,
+            replace in proptest::bool::ANY,
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|(kind, value, eol)| format!("{kind}={value}{eol}"))
+                .collect();
+            let mut edited = Lines::parse(&text).expect("well-formed lines");
+            let victim = victim % lines.len();
+            let mut expected: Vec<String> = lines
+                .iter()
+                .map(|(kind, value, eol)| format!("{kind}={value}{eol}"))
+                .collect();
+            if replace {
+                edited.set_text(victim, "x=edited".into());
+                expected[victim] = format!("x=edited{}", lines[victim].2);
+            } else {
+                edited.remove_indices(&[victim]);
+                expected.remove(victim);
+            }
+            prop_assert_eq!(edited.write(), expected.concat());
         }
 
         #[test]

@@ -269,8 +269,9 @@ impl Gateway {
                 }
                 Err(failure) => return Err(self.with_retry_after(config, failure.error)),
             };
-            let answer = match upstream_offer
-                .accept_answer(&String::from_utf8_lossy(&created.answer), &policy)
+            let answer = match std::str::from_utf8(&created.answer)
+                .map_err(|_| crate::sdp::SdpError::Malformed("the answer is not UTF-8".into()))
+                .and_then(|answer| upstream_offer.accept_answer(answer, &policy))
             {
                 Ok(answer) => answer,
                 Err(error) => {

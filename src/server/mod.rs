@@ -98,7 +98,6 @@ pub struct Gateway {
     probes: probes::Probes,
     /// The main listener's certificate, when it serves TLS.
     tls: Option<Arc<tls::CertResolver>>,
-    random: SystemRandom,
     clock: Clock,
 }
 
@@ -196,7 +195,6 @@ impl Gateway {
             rate_limits: Mutex::new(None),
             probes: probes::Probes::default(),
             tls,
-            random,
             clock: Arc::new(unix_now),
         })
     }
@@ -491,12 +489,12 @@ impl Gateway {
         })
     }
 
+    /// Session ids, token nonces and request ids: a ChaCha generator per thread, seeded and
+    /// periodically reseeded from the OS (one getrandom syscall per value cost about 2% of a
+    /// request's CPU).
     fn random_bytes<const N: usize>(&self) -> [u8; N] {
         let mut bytes = [0u8; N];
-        // SystemRandom reads the OS generator, which does not fail once the process runs.
-        if self.random.fill(&mut bytes).is_err() {
-            tracing::error!("system random generator failed");
-        }
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
         bytes
     }
 }
