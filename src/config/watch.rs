@@ -24,11 +24,14 @@ pub fn watch(path: &Path, debounce: Duration) -> notify::Result<(ConfigWatch, mp
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // Other files in the directory (logs, say) are none of our business.
+        // Reading the file (as the task below does after every event) is an event too: counting
+        // opens and reads made the watch re-read routes.toml 50 times a second, forever.
         let relevant = event.is_ok_and(|event| {
-            event.paths.iter().any(|p| {
-                let file = p.file_name();
-                file == name.as_deref() || file.is_some_and(|f| f == "..data")
-            })
+            !is_read_only(&event.kind)
+                && event.paths.iter().any(|p| {
+                    let file = p.file_name();
+                    file == name.as_deref() || file.is_some_and(|f| f == "..data")
+                })
         });
         if relevant {
             let _ = raw_tx.send(());
@@ -55,4 +58,42 @@ pub fn watch(path: &Path, debounce: Duration) -> notify::Result<(ConfigWatch, mp
         }
     });
     Ok((ConfigWatch { _watcher: watcher }, changed_rx))
+}
+
+fn is_read_only(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(
+        kind,
+        EventKind::Access(
+            AccessKind::Read
+                | AccessKind::Open(_)
+                | AccessKind::Close(AccessMode::Read | AccessMode::Execute)
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RenameMode,
+    };
+
+    #[test]
+    fn reads_of_the_file_are_not_changes_but_writes_and_swaps_are() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert!(super::is_read_only(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Create(CreateKind::File),
+        ] {
+            assert!(!super::is_read_only(&kind), "{kind:?}");
+        }
+    }
 }
