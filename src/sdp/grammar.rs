@@ -6,7 +6,15 @@
 
 use super::{Line, Lines, SdpError};
 
-pub fn well_formed(lines: &Lines) -> Result<(), SdpError> {
+/// What the grammar check noticed on its way, so later steps can skip a pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Noticed {
+    /// Some `a=candidate` names an mDNS (`.local`) address.
+    pub mdns_candidates: bool,
+}
+
+pub fn well_formed(lines: &Lines) -> Result<Noticed, SdpError> {
+    let mut noticed = Noticed::default();
     let mut seen_o = false;
     let mut seen_s = false;
     let mut seen_t = false;
@@ -62,6 +70,7 @@ pub fn well_formed(lines: &Lines) -> Result<(), SdpError> {
             }
             b'a' => {
                 attribute(&line).map_err(fail)?;
+                noticed.mdns_candidates |= super::is_mdns_candidate(&line);
                 match line.attribute_name() {
                     Some("mid") if in_media => {
                         mids.push(line.attribute_value().unwrap_or("").trim())
@@ -92,7 +101,7 @@ pub fn well_formed(lines: &Lines) -> Result<(), SdpError> {
             "BUNDLE names mid {stray}, which no m-section has"
         )));
     }
-    Ok(())
+    Ok(noticed)
 }
 
 fn media_line(value: &str) -> Result<(), &'static str> {
@@ -296,7 +305,7 @@ mod tests {
     use super::*;
 
     fn check(text: &str) -> Result<(), SdpError> {
-        well_formed(&Lines::parse(text).expect("lines"))
+        well_formed(&Lines::parse(text).expect("lines")).map(|_| ())
     }
 
     const GOOD: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\

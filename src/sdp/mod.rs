@@ -123,12 +123,14 @@ pub fn prepare_offer_with(
     validation: Validation,
 ) -> Result<Offer, SdpError> {
     let mut lines = parse_sdp(text)?;
-    grammar::well_formed(&lines)?;
+    let noticed = grammar::well_formed(&lines)?;
     if validation == Validation::Strict {
         strict::well_formed(&lines)?;
     }
     check_directions(kind, &summarise(&lines))?;
-    lines.remove_where(is_mdns_candidate);
+    if noticed.mdns_candidates {
+        lines.remove_where(is_mdns_candidate);
+    }
     Ok(Offer { lines })
 }
 
