@@ -650,8 +650,9 @@ pub async fn start(
 }
 
 /// One worker: a single-threaded event loop, so that a connection, the request it carries
-/// and the backend connection serving that request never hop threads. The kernel hands each
-/// new connection to whichever worker accepts it first, which is the least busy one.
+/// and the backend connection serving that request never hop threads. A new connection goes
+/// to whichever worker accepts it first, usually the least busy one (connections opened in
+/// one burst may all land on one worker).
 fn run_worker(serve: impl std::future::Future<Output = ()>) {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
