@@ -230,3 +230,17 @@ fn defaults_are_safe() {
     assert!(server.request_timeout > server.upstream_timeout);
     assert_eq!(server.cors_allow_origins, vec!["*".to_string()]);
 }
+
+#[test]
+fn workers_default_to_the_cores_and_zero_is_refused() {
+    let config = load(GOOD).expect("valid");
+    assert_eq!(
+        config.server.workers,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    let text = GOOD.replace("session_ttl = \"2d\"", "session_ttl = \"2d\"\nworkers = 3");
+    assert_eq!(load(&text).expect("valid").server.workers, 3);
+    let text = GOOD.replace("session_ttl = \"2d\"", "session_ttl = \"2d\"\nworkers = 0");
+    let message = error(&text);
+    assert!(message.contains("workers must be at least 1"), "{message}");
+}

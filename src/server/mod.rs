@@ -406,6 +406,9 @@ impl Gateway {
         if old.config.server.listen != config.server.listen {
             tracing::warn!("a changed listen address takes effect only after a restart");
         }
+        if old.config.server.workers != config.server.workers {
+            tracing::warn!("a changed number of workers takes effect only after a restart");
+        }
         if let Some(settings) = &config.builtin {
             if let Some(running) = old
                 .config
