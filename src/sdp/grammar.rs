@@ -152,7 +152,7 @@ fn is_hostname(text: &str) -> bool {
 
 /// ASCII-whitespace-separated fields, like `split_ascii_whitespace` but with a cheap
 /// `has_more`: the last field of most attributes (fmtp parameters, extmap URIs) only needs
-/// to exist, and scanning it byte by byte was a third of the grammar check's cost.
+/// to exist, not to be scanned to its end (about 8% of the grammar check's instructions).
 struct Fields<'a> {
     rest: &'a str,
 }

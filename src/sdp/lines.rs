@@ -323,9 +323,7 @@ impl Lines {
         }
         out
     }
-}
 
-impl Lines {
     /// True while no line was edited, inserted or removed: most offers and answers pass
     /// through unchanged, and copying the body whole is far cheaper than line by line.
     fn is_verbatim(&self) -> bool {
