@@ -56,11 +56,20 @@ fn sdp_benches(c: &mut Criterion) {
         |b| {
             b.iter(|| {
                 sdp::prepare_offer(EndpointKind::Whip, black_box(&offer))
-                    .and_then(|o| o.rewrite(&policy))
-                    .map(|o| o.text())
+                    .and_then(|o| o.rewrite(&policy).map(|o| o.text()))
             })
         },
     );
+    let answer = corpus("janus-whip-answer-simulcast.sdp");
+    let prepared = sdp::prepare_offer(EndpointKind::Whip, &offer).expect("offer");
+    let no_policy = sdp::Policy::default();
+    c.bench_function("sdp/accept_answer janus simulcast (no policy)", |b| {
+        b.iter(|| {
+            prepared
+                .accept_answer(black_box(&answer), &no_policy)
+                .map(|a| a.len())
+        })
+    });
     let frag = corpus("gstreamer-trickle-1.sdpfrag");
     c.bench_function("sdp/prepare_trickle gstreamer", |b| {
         b.iter(|| sdp::prepare_trickle(black_box(&frag), &[]))

@@ -4,6 +4,7 @@
 //! forwarded untouched); a known one must be well formed, so a backend never receives a line
 //! whipgate's own policies would misread.
 
+use super::lines::Attr;
 use super::{Line, Lines, SdpError};
 
 /// What the grammar check noticed on its way, so later steps can skip a pass.
@@ -45,8 +46,10 @@ pub fn well_formed(lines: &Lines) -> Result<Noticed, SdpError> {
             }
             b's' if !in_media => seen_s = true,
             b't' if !in_media => {
-                let fields: Vec<&str> = value.split_ascii_whitespace().collect();
-                if fields.len() != 2 || fields.iter().any(|f| f.parse::<u64>().is_err()) {
+                let mut fields = Fields::new(value);
+                let start = number::<u64>(fields.next());
+                let stop = number::<u64>(fields.next());
+                if start.is_none() || stop.is_none() || fields.has_more() {
                     return Err(fail("timing needs two numbers"));
                 }
                 seen_t = true;
@@ -70,16 +73,13 @@ pub fn well_formed(lines: &Lines) -> Result<Noticed, SdpError> {
             }
             b'a' => {
                 attribute(&line).map_err(fail)?;
-                noticed.mdns_candidates |= super::is_mdns_candidate(&line);
-                match line.attribute_name() {
-                    Some("mid") if in_media => {
-                        mids.push(line.attribute_value().unwrap_or("").trim())
+                match line.attr() {
+                    Attr::Candidate => {
+                        noticed.mdns_candidates |= super::is_mdns_candidate(&line);
                     }
-                    Some("group") => {
-                        let mut parts = line
-                            .attribute_value()
-                            .unwrap_or("")
-                            .split_ascii_whitespace();
+                    Attr::Mid if in_media => mids.push(line.attribute_value().unwrap_or("").trim()),
+                    Attr::Group => {
+                        let mut parts = Fields::new(line.attribute_value().unwrap_or(""));
                         if parts.next() == Some("BUNDLE") {
                             bundle.extend(parts);
                         }
@@ -124,8 +124,13 @@ fn media_line(value: &str) -> Result<(), &'static str> {
 }
 
 fn connection(value: &str) -> Result<(), &'static str> {
-    let fields: Vec<&str> = value.split_ascii_whitespace().collect();
-    let [network, family, address] = fields[..] else {
+    let mut fields = Fields::new(value);
+    let (Some(network), Some(family), Some(address), false) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.has_more(),
+    ) else {
         return Err("connection needs network, address type and address");
     };
     let address = address.split('/').next().unwrap_or("");
@@ -203,57 +208,60 @@ fn number<T: std::str::FromStr>(text: Option<&str>) -> Option<T> {
 fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
     let value = line.attribute_value().unwrap_or("");
     let mut fields = Fields::new(value);
-    match line.attribute_name().unwrap_or("") {
-        "" => Err("attribute has no name"),
-        "rtpmap" => {
+    match line.attr() {
+        Attr::Rtpmap => {
             number::<u8>(fields.next())
                 .filter(|pt| *pt < 128)
                 .ok_or("rtpmap payload type is not 0-127")?;
-            let mut encoding = fields.next().ok_or("rtpmap has no encoding")?.split('/');
-            let name = encoding.next().unwrap_or("");
-            let clock = number::<u32>(encoding.next());
-            if name.is_empty() || clock.is_none() {
+            let encoding = fields.next().ok_or("rtpmap has no encoding")?;
+            let (name, rest) = encoding.split_once('/').unwrap_or((encoding, ""));
+            let clock = rest.split_once('/').map_or(rest, |(clock, _)| clock);
+            if name.is_empty() || number::<u32>(Some(clock)).is_none() {
                 return Err("rtpmap needs name/clock-rate");
             }
             Ok(())
         }
-        "fmtp" | "rtcp-fb" => {
+        Attr::Fmtp | Attr::RtcpFb => {
             let pt = fields.next().ok_or("names no payload type")?;
             if pt != "*" && number::<u8>(Some(pt)).is_none_or(|pt| pt >= 128) {
                 return Err("payload type is not 0-127");
             }
             fields.has_more().then_some(()).ok_or("has no parameters")
         }
-        "candidate" => {
-            let f: Vec<&str> = fields.collect();
-            if f.len() < 8
-                || number::<u16>(f.get(1).copied()).is_none()
-                || number::<u32>(f.get(3).copied()).is_none()
-                || number::<u16>(f.get(5).copied()).is_none()
-                || f.get(6) != Some(&"typ")
+        Attr::Candidate => {
+            let _foundation = fields.next();
+            let component = number::<u16>(fields.next());
+            let _transport = fields.next();
+            let priority = number::<u32>(fields.next());
+            let _address = fields.next();
+            let port = number::<u16>(fields.next());
+            let typ = fields.next();
+            let kind = fields.next();
+            if component.is_none()
+                || priority.is_none()
+                || port.is_none()
+                || typ != Some("typ")
+                || kind.is_none()
             {
                 return Err("candidate is not foundation component transport priority address port typ type");
             }
             Ok(())
         }
-        "fingerprint" => {
+        Attr::Fingerprint => {
             let (Some(_hash), Some(print)) = (fields.next(), fields.next()) else {
                 return Err("fingerprint needs a hash function and a value");
             };
-            let pairs_ok = print
-                .split(':')
-                .all(|pair| pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_hexdigit()));
-            if pairs_ok {
+            if is_hex_pairs(print) {
                 Ok(())
             } else {
                 Err("fingerprint is not colon-separated hex pairs")
             }
         }
-        "setup" => match value.trim() {
+        Attr::Setup => match value.trim() {
             "actpass" | "active" | "passive" | "holdconn" => Ok(()),
             _ => Err("setup is not actpass, active, passive or holdconn"),
         },
-        "mid" | "ice-ufrag" | "ice-pwd" => {
+        Attr::Mid | Attr::IceUfrag | Attr::IcePwd => {
             let trimmed = value.trim();
             if trimmed.is_empty() || trimmed.len() > 256 || trimmed.contains(char::is_whitespace) {
                 Err("needs a value of 1-256 characters without spaces")
@@ -261,7 +269,7 @@ fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
                 Ok(())
             }
         }
-        "extmap" => {
+        Attr::Extmap => {
             let id = fields.next().ok_or("extmap has no id")?;
             let (id, direction) = id.split_once('/').unwrap_or((id, "sendrecv"));
             if number::<u16>(Some(id)).is_none_or(|id| id == 0 || id > 255) {
@@ -272,7 +280,7 @@ fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
             }
             fields.has_more().then_some(()).ok_or("extmap has no URI")
         }
-        "rid" => {
+        Attr::Rid => {
             let (Some(_id), Some(direction)) = (fields.next(), fields.next()) else {
                 return Err("rid needs an id and a direction");
             };
@@ -280,24 +288,48 @@ fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
                 .then_some(())
                 .ok_or("rid direction is not send or recv")
         }
-        "simulcast" => {
+        Attr::Simulcast => {
             let direction = fields.next().ok_or("simulcast is empty")?;
             matches!(direction, "send" | "recv")
                 .then_some(())
                 .ok_or("simulcast must start with send or recv")
         }
-        "ssrc" => {
+        Attr::Ssrc => {
             number::<u32>(fields.next()).ok_or("ssrc is not a 32-bit number")?;
             Ok(())
         }
-        "sendrecv" | "sendonly" | "recvonly" | "inactive" | "rtcp-mux" | "rtcp-mux-only"
-        | "rtcp-rsize" | "bundle-only" | "end-of-candidates" | "extmap-allow-mixed"
+        Attr::SendRecv
+        | Attr::SendOnly
+        | Attr::RecvOnly
+        | Attr::Inactive
+        | Attr::RtcpMux
+        | Attr::RtcpMuxOnly
+        | Attr::RtcpRsize
+        | Attr::BundleOnly
+        | Attr::EndOfCandidates
+        | Attr::ExtmapAllowMixed
             if !value.is_empty() =>
         {
             Err("this flag takes no value")
         }
+        Attr::Other if line.attribute_name().is_none_or(str::is_empty) => {
+            Err("attribute has no name")
+        }
         _ => Ok(()),
     }
+}
+
+/// `AB:CD:...`: two hex digits, then pairs each after a colon.
+fn is_hex_pairs(print: &str) -> bool {
+    let bytes = print.as_bytes();
+    bytes.len() % 3 == 2
+        && bytes.iter().enumerate().all(|(i, &b)| {
+            if i % 3 == 2 {
+                b == b':'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
 }
 
 #[cfg(test)]

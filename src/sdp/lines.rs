@@ -26,20 +26,121 @@ impl Eol {
     }
 }
 
+/// The attribute names whipgate reads, recognised once when a line is parsed, so that the
+/// checks after it compare a byte instead of strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr {
+    Rtpmap,
+    Fmtp,
+    RtcpFb,
+    Candidate,
+    Fingerprint,
+    Setup,
+    Mid,
+    IceUfrag,
+    IcePwd,
+    Extmap,
+    Rid,
+    Simulcast,
+    Ssrc,
+    Group,
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+    RtcpMux,
+    RtcpMuxOnly,
+    RtcpRsize,
+    BundleOnly,
+    EndOfCandidates,
+    ExtmapAllowMixed,
+    /// Any other name, including none (`a=` alone).
+    Other,
+}
+
+impl Attr {
+    fn of(name: &str) -> Self {
+        match name {
+            "rtpmap" => Attr::Rtpmap,
+            "fmtp" => Attr::Fmtp,
+            "rtcp-fb" => Attr::RtcpFb,
+            "candidate" => Attr::Candidate,
+            "fingerprint" => Attr::Fingerprint,
+            "setup" => Attr::Setup,
+            "mid" => Attr::Mid,
+            "ice-ufrag" => Attr::IceUfrag,
+            "ice-pwd" => Attr::IcePwd,
+            "extmap" => Attr::Extmap,
+            "rid" => Attr::Rid,
+            "simulcast" => Attr::Simulcast,
+            "ssrc" => Attr::Ssrc,
+            "group" => Attr::Group,
+            "sendrecv" => Attr::SendRecv,
+            "sendonly" => Attr::SendOnly,
+            "recvonly" => Attr::RecvOnly,
+            "inactive" => Attr::Inactive,
+            "rtcp-mux" => Attr::RtcpMux,
+            "rtcp-mux-only" => Attr::RtcpMuxOnly,
+            "rtcp-rsize" => Attr::RtcpRsize,
+            "bundle-only" => Attr::BundleOnly,
+            "end-of-candidates" => Attr::EndOfCandidates,
+            "extmap-allow-mixed" => Attr::ExtmapAllowMixed,
+            _ => Attr::Other,
+        }
+    }
+}
+
 /// A view of one `<type>=<value>` line (or a blank line kept for byte fidelity).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Line<'a> {
     text: &'a str,
     eol: Eol,
+    shape: Shape,
+}
+
+/// What is known of a line's text without reading it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    kind: Option<u8>,
+    /// For `a=` lines; `Other` for every other line.
+    attr: Attr,
     /// Where an `a=` line's name ends (its `:` or the end of the line).
     name_end: usize,
+}
+
+impl Shape {
+    fn of(text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let kind = (bytes.len() >= 2 && bytes[1] == b'=').then(|| bytes[0]);
+        if kind != Some(b'a') {
+            return Self {
+                kind,
+                attr: Attr::Other,
+                name_end: text.len(),
+            };
+        }
+        let name_end = bytes
+            .iter()
+            .skip(2)
+            .position(|&b| b == b':')
+            .map_or(text.len(), |i| i + 2);
+        Self {
+            kind,
+            attr: Attr::of(text.get(2..name_end).unwrap_or("")),
+            name_end,
+        }
+    }
 }
 
 impl<'a> Line<'a> {
     /// The line's type letter (`v`, `o`, `m`, `a`, ...); `None` for a blank line.
     pub fn kind(&self) -> Option<u8> {
-        let bytes = self.text.as_bytes();
-        (bytes.len() >= 2 && bytes[1] == b'=').then(|| bytes[0])
+        self.shape.kind
+    }
+
+    /// The attribute an `a=` line carries, when whipgate knows its name.
+    pub fn attr(&self) -> Attr {
+        self.shape.attr
     }
 
     /// Everything after `<type>=`.
@@ -49,18 +150,18 @@ impl<'a> Line<'a> {
 
     /// For an `a=name:value` or `a=flag` line, the attribute name.
     pub fn attribute_name(&self) -> Option<&'a str> {
-        if self.kind() != Some(b'a') {
+        if self.shape.kind != Some(b'a') {
             return None;
         }
-        self.text.get(2..self.name_end)
+        self.text.get(2..self.shape.name_end)
     }
 
     /// For an `a=name:value` line, the value after the first colon.
     pub fn attribute_value(&self) -> Option<&'a str> {
-        if self.kind() != Some(b'a') || self.name_end >= self.text.len() {
+        if self.shape.kind != Some(b'a') || self.shape.name_end >= self.text.len() {
             return None;
         }
-        self.text.get(self.name_end + 1..)
+        self.text.get(self.shape.name_end + 1..)
     }
 
     pub fn text(&self) -> &'a str {
@@ -97,7 +198,7 @@ enum Text {
 struct Slot {
     text: Text,
     eol: Eol,
-    name_end: usize,
+    shape: Shape,
 }
 
 /// The lines of an SDP body or sdpfrag, in order, with their terminators.
@@ -108,16 +209,8 @@ struct Slot {
 pub struct Lines {
     source: Arc<str>,
     slots: Vec<Slot>,
-}
-
-fn name_end(text: &str) -> usize {
-    if text.as_bytes().first() != Some(&b'a') {
-        return text.len();
-    }
-    text.bytes()
-        .skip(2)
-        .position(|b| b == b':')
-        .map_or(text.len(), |i| i + 2)
+    /// No line edited, inserted or removed since parsing: the text is still `source`.
+    pristine: bool,
 }
 
 impl Lines {
@@ -126,25 +219,16 @@ impl Lines {
         let bytes = text.as_bytes();
         let mut slots = Vec::with_capacity(bytes.len() / 32 + 1);
         let mut start = 0;
-        let mut after_cr = false;
-        // One vectorised pass over the terminators: a CR must be the first half of a CRLF.
-        for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
-            if bytes[at] == b'\r' {
-                if bytes.get(at + 1) != Some(&b'\n') {
-                    return Err(SyntaxError {
-                        line: slots.len() + 1,
-                        reason: "stray carriage return",
-                    });
-                }
-                after_cr = true;
-                continue;
-            }
-            let (end, eol) = if after_cr {
+        let mut crlf = 0;
+        // One vectorised pass over the line feeds; carriage returns are counted apart, and
+        // only a body with one that is not the first half of a CRLF takes the slow path.
+        for at in memchr::memchr_iter(b'\n', bytes) {
+            let (end, eol) = if at > start && bytes[at - 1] == b'\r' {
+                crlf += 1;
                 (at - 1, Eol::CrLf)
             } else {
                 (at, Eol::Lf)
             };
-            after_cr = false;
             slots.push(Self::slot(text, start, end, eol, slots.len() + 1)?);
             start = at + 1;
         }
@@ -157,9 +241,16 @@ impl Lines {
                 slots.len() + 1,
             )?);
         }
+        if memchr::memchr_iter(b'\r', bytes).count() != crlf {
+            return Err(SyntaxError {
+                line: stray_carriage_return(bytes),
+                reason: "stray carriage return",
+            });
+        }
         Ok(Self {
             source: Arc::from(text),
             slots,
+            pristine: true,
         })
     }
 
@@ -171,12 +262,9 @@ impl Lines {
         number: usize,
     ) -> Result<Slot, SyntaxError> {
         let body = text.get(start..end).unwrap_or("");
-        let line = Line {
-            text: body,
-            eol,
-            name_end: name_end(body),
-        };
-        if !is_type_letter(&line) && !line.is_blank() {
+        let shape = Shape::of(body);
+        let typed = shape.kind.is_some_and(|k| k.is_ascii_lowercase());
+        if !typed && !body.trim().is_empty() {
             return Err(SyntaxError {
                 line: number,
                 reason: "not a <type>=<value> line",
@@ -185,7 +273,7 @@ impl Lines {
         Ok(Slot {
             text: Text::Span(start, end),
             eol,
-            name_end: line.name_end,
+            shape,
         })
     }
 
@@ -197,7 +285,7 @@ impl Lines {
         Line {
             text,
             eol: slot.eol,
-            name_end: slot.name_end,
+            shape: slot.shape,
         }
     }
 
@@ -220,8 +308,9 @@ impl Lines {
     /// Replaces the text of line `index`, keeping its terminator.
     pub fn set_text(&mut self, index: usize, text: String) {
         if let Some(slot) = self.slots.get_mut(index) {
-            slot.name_end = name_end(&text);
+            slot.shape = Shape::of(&text);
             slot.text = Text::Owned(text.into_boxed_str());
+            self.pristine = false;
         }
     }
 
@@ -248,11 +337,12 @@ impl Lines {
             }
         }
         let slot = Slot {
-            name_end: name_end(&text),
+            shape: Shape::of(&text),
             text: Text::Owned(text.into_boxed_str()),
             eol,
         };
         self.slots.insert(index, slot);
+        self.pristine = false;
     }
 
     /// Removes the lines whose indices are in `indices` (any order, duplicates ignored).
@@ -273,7 +363,11 @@ impl Lines {
             index += 1;
             keep
         });
-        before - self.slots.len()
+        let removed = before - self.slots.len();
+        if removed > 0 {
+            self.pristine = false;
+        }
+        removed
     }
 
     /// Removes every line for which `drop` is true; returns how many went.
@@ -290,9 +384,10 @@ impl Lines {
     /// Index ranges of the media sections (each starts at its `m=` line).
     pub fn media_sections(&self) -> Vec<std::ops::Range<usize>> {
         let starts: Vec<usize> = self
+            .slots
             .iter()
             .enumerate()
-            .filter(|(_, line)| line.kind() == Some(b'm'))
+            .filter(|(_, slot)| slot.shape.kind == Some(b'm'))
             .map(|(i, _)| i)
             .collect();
         starts
@@ -305,8 +400,9 @@ impl Lines {
     /// Lines before the first `m=` line.
     pub fn session_section(&self) -> std::ops::Range<usize> {
         let end = self
+            .slots
             .iter()
-            .position(|line| line.kind() == Some(b'm'))
+            .position(|slot| slot.shape.kind == Some(b'm'))
             .unwrap_or(self.slots.len());
         0..end
     }
@@ -326,28 +422,25 @@ impl Lines {
 
     /// True while no line was edited, inserted or removed: most offers and answers pass
     /// through unchanged, and copying the body whole is far cheaper than line by line.
-    fn is_verbatim(&self) -> bool {
-        let mut next = 0;
-        for slot in &self.slots {
-            let Text::Span(start, end) = slot.text else {
-                return false;
-            };
-            if start != next {
-                return false;
-            }
-            next = end + slot.eol.as_str().len();
-        }
-        next == self.source.len()
+    pub fn is_verbatim(&self) -> bool {
+        self.pristine
     }
 }
 
-fn is_type_letter(line: &Line<'_>) -> bool {
-    line.kind().is_some_and(|k| k.is_ascii_lowercase())
+/// One-based number of the line holding the first carriage return not followed by a line
+/// feed (the error path of [`Lines::parse`]).
+fn stray_carriage_return(bytes: &[u8]) -> usize {
+    let at = bytes
+        .iter()
+        .enumerate()
+        .position(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'))
+        .unwrap_or(bytes.len());
+    1 + bytes[..at].iter().filter(|&&b| b == b'\n').count()
 }
 
 /// A candidate whose connection address is an mDNS name (RFC 9725 §4.3.2: drop silently).
 pub fn is_mdns_candidate(line: &Line<'_>) -> bool {
-    line.attribute_name() == Some("candidate")
+    line.attr() == Attr::Candidate
         && line
             .attribute_value()
             .and_then(|value| value.split_ascii_whitespace().nth(4))
@@ -379,8 +472,41 @@ mod tests {
     }
 
     #[test]
-    fn rejects_stray_carriage_return() {
-        assert!(Lines::parse("v=0\ra=x\r\n").is_err());
+    fn rejects_stray_carriage_return_naming_its_line() {
+        assert_eq!(
+            Lines::parse("v=0\ra=x\r\n")
+                .map(|_| ())
+                .expect_err("stray CR")
+                .line,
+            1
+        );
+        let err = Lines::parse("v=0\r\na=x\ry\r\ns=-\r\n").expect_err("stray CR");
+        assert_eq!((err.line, err.reason), (2, "stray carriage return"));
+        assert!(Lines::parse("v=0\r\ns=-\r").is_err());
+        assert!(Lines::parse("v=0\r\r\n").is_err());
+    }
+
+    #[test]
+    fn knows_attributes_by_name_before_and_after_an_edit() {
+        let mut lines =
+            Lines::parse("v=0\r\na=sendonly\r\na=mid:0\r\na=x-mine:1\r\na=\r\nm=video 9 X 0\r\n")
+                .expect("valid");
+        let attrs: Vec<Attr> = lines.iter().map(|line| line.attr()).collect();
+        assert_eq!(
+            attrs,
+            [
+                Attr::Other,
+                Attr::SendOnly,
+                Attr::Mid,
+                Attr::Other,
+                Attr::Other,
+                Attr::Other
+            ]
+        );
+        assert!(lines.is_verbatim());
+        lines.set_text(1, "a=recvonly".into());
+        assert_eq!(lines.get(1).map(|line| line.attr()), Some(Attr::RecvOnly));
+        assert!(!lines.is_verbatim());
     }
 
     #[test]

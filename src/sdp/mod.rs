@@ -19,7 +19,10 @@ pub use policy::{
     apply_to_offer as apply_policy, AnswerPolicy, CodecSpec, ExtensionFilter, Policy, Simulcast,
 };
 
+use std::borrow::Cow;
+
 use crate::kind::EndpointKind;
+use lines::Attr;
 
 /// Why an SDP body was refused; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,12 +64,12 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn from_attribute(name: &str) -> Option<Self> {
-        match name {
-            "sendrecv" => Some(Direction::SendRecv),
-            "sendonly" => Some(Direction::SendOnly),
-            "recvonly" => Some(Direction::RecvOnly),
-            "inactive" => Some(Direction::Inactive),
+    fn of_attr(attr: Attr) -> Option<Self> {
+        match attr {
+            Attr::SendRecv => Some(Direction::SendRecv),
+            Attr::SendOnly => Some(Direction::SendOnly),
+            Attr::RecvOnly => Some(Direction::RecvOnly),
+            Attr::Inactive => Some(Direction::Inactive),
             _ => None,
         }
     }
@@ -85,19 +88,30 @@ impl Direction {
     }
 }
 
-/// What the validator needs to know of one m-section.
+/// What the offer and answer checks need to know of one m-section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaSummary {
     pub media: String,
+    /// The section's own direction attribute, else the session's, else sendrecv.
     pub direction: Direction,
     /// Port 0 without `a=bundle-only` means the section is rejected or disabled.
     pub active: bool,
+    pub mid: Option<String>,
+}
+
+/// The m-sections and the first BUNDLE group of a body, found in one pass over its lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outline {
+    pub media: Vec<MediaSummary>,
+    /// The mids of the first `a=group:BUNDLE`, if there is one.
+    pub bundle: Option<Vec<String>>,
 }
 
 /// A client's offer, checked for its endpoint kind, less its mDNS (`.local`) candidates.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
     lines: Lines,
+    outline: Outline,
 }
 
 /// How hard offers are checked (`[server] sdp_validation`).
@@ -127,23 +141,25 @@ pub fn prepare_offer_with(
     if validation == Validation::Strict {
         strict::well_formed(&lines)?;
     }
-    check_directions(kind, &summarise(&lines))?;
+    let outline = outline(&lines);
+    check_directions(kind, &outline.media)?;
     if noticed.mdns_candidates {
         lines.remove_where(is_mdns_candidate);
     }
-    Ok(Offer { lines })
+    Ok(Offer { lines, outline })
 }
 
 impl Offer {
     /// The offer as one backend's policy wants it; `Unacceptable` when nothing it accepts
     /// remains (e.g. only H264 accepted, VP8 offered).
-    pub fn rewrite(&self, policy: &Policy) -> Result<Offer, SdpError> {
+    pub fn rewrite(&self, policy: &Policy) -> Result<Cow<'_, Offer>, SdpError> {
         if policy.is_empty() {
-            return Ok(self.clone());
+            return Ok(Cow::Borrowed(self));
         }
         let mut lines = self.lines.clone();
         policy::apply_to_offer(&mut lines, policy)?;
-        Ok(Offer { lines })
+        let outline = outline(&lines);
+        Ok(Cow::Owned(Offer { lines, outline }))
     }
 
     /// The bytes to send upstream.
@@ -151,15 +167,30 @@ impl Offer {
         self.lines.write()
     }
 
+    /// True when the bytes to send upstream are exactly those the offer was prepared from,
+    /// so the caller may forward the body it received instead of a copy.
+    pub fn is_unchanged(&self) -> bool {
+        self.lines.is_verbatim()
+    }
+
     /// Applies the answer policy to a backend's answer to this offer and checks the result
-    /// answers this offer; returns the bytes for the client.
-    pub fn accept_answer(&self, answer: &str, policy: &Policy) -> Result<String, SdpError> {
+    /// answers this offer; returns the bytes for the client (`answer` itself when no policy
+    /// changed it).
+    pub fn accept_answer<'a>(
+        &self,
+        answer: &'a str,
+        policy: &Policy,
+    ) -> Result<Cow<'a, str>, SdpError> {
         let mut lines = parse_sdp(answer)?;
         if let Some(answer_policy) = &policy.answer {
             policy::apply_to_answer(&mut lines, answer_policy);
         }
-        answer::check_against_offer(&self.lines, &lines)?;
-        Ok(lines.write())
+        answer::check_against_offer(&self.outline, &outline(&lines))?;
+        Ok(if lines.is_verbatim() {
+            Cow::Borrowed(answer)
+        } else {
+            Cow::Owned(lines.write())
+        })
     }
 }
 
@@ -175,39 +206,82 @@ fn parse_sdp(text: &str) -> Result<Lines, SdpError> {
 
 /// Direction and activity of every m-section, in order.
 pub fn summarise(lines: &Lines) -> Vec<MediaSummary> {
-    let session_direction = direction_in(lines, lines.session_section());
-    lines
-        .media_sections()
-        .into_iter()
-        .filter_map(|range| {
-            let m_line = lines.get(range.start)?;
-            let mut fields = m_line.value().split_ascii_whitespace();
-            let media = fields.next().unwrap_or("").to_owned();
-            let port_is_zero = fields
-                .next()
-                .map(|port| port.split('/').next() == Some("0"))
-                .unwrap_or(true);
-            let bundle_only = range
-                .clone()
-                .filter_map(|i| lines.get(i))
-                .any(|line| line.attribute_name() == Some("bundle-only"));
-            let direction = direction_in(lines, range)
-                .or(session_direction)
-                .unwrap_or(Direction::SendRecv);
-            Some(MediaSummary {
-                media,
-                direction,
-                active: !port_is_zero || bundle_only,
-            })
-        })
-        .collect()
+    outline(lines).media
 }
 
-fn direction_in(lines: &Lines, range: std::ops::Range<usize>) -> Option<Direction> {
-    range
-        .rev()
-        .filter_map(|i| lines.get(i))
-        .find_map(|line| line.attribute_name().and_then(Direction::from_attribute))
+/// The m-sections and BUNDLE group of `lines`, in one pass. A direction attribute in a
+/// section wins over the session's; of several, the last wins.
+pub fn outline(lines: &Lines) -> Outline {
+    struct Open {
+        summary: MediaSummary,
+        own_direction: Option<Direction>,
+        port_zero: bool,
+        bundle_only: bool,
+    }
+    let mut session_direction = None;
+    let mut sections: Vec<Open> = Vec::new();
+    let mut bundle = None;
+    for line in lines.iter() {
+        match line.kind() {
+            Some(b'm') => {
+                let mut fields = line.value().split_ascii_whitespace();
+                let media = fields.next().unwrap_or("").to_owned();
+                let port_zero = fields
+                    .next()
+                    .is_some_and(|port| port.split('/').next() == Some("0"));
+                sections.push(Open {
+                    summary: MediaSummary {
+                        media,
+                        direction: Direction::SendRecv,
+                        active: true,
+                        mid: None,
+                    },
+                    own_direction: None,
+                    port_zero,
+                    bundle_only: false,
+                });
+            }
+            Some(b'a') => {
+                let attr = line.attr();
+                if let Some(direction) = Direction::of_attr(attr) {
+                    match sections.last_mut() {
+                        Some(open) => open.own_direction = Some(direction),
+                        None => session_direction = Some(direction),
+                    }
+                    continue;
+                }
+                match (attr, sections.last_mut()) {
+                    (Attr::Mid, Some(open)) => {
+                        open.summary.mid = line.attribute_value().map(|v| v.trim().to_owned())
+                    }
+                    (Attr::BundleOnly, Some(open)) => open.bundle_only = true,
+                    (Attr::Group, _) if bundle.is_none() => {
+                        let mut parts = line
+                            .attribute_value()
+                            .unwrap_or("")
+                            .split_ascii_whitespace();
+                        if parts.next() == Some("BUNDLE") {
+                            bundle = Some(parts.map(str::to_owned).collect());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    let media = sections
+        .into_iter()
+        .map(|open| MediaSummary {
+            direction: open
+                .own_direction
+                .or(session_direction)
+                .unwrap_or(Direction::SendRecv),
+            active: !open.port_zero || open.bundle_only,
+            ..open.summary
+        })
+        .collect();
+    Outline { media, bundle }
 }
 
 fn check_directions(kind: EndpointKind, media: &[MediaSummary]) -> Result<(), SdpError> {
@@ -315,6 +389,41 @@ mod tests {
                 1
             )
         );
+    }
+
+    #[test]
+    fn unchanged_bodies_are_passed_through_not_copied() {
+        let prepared =
+            prepare_offer(EndpointKind::Whip, &offer("sendonly", "sendonly")).expect("valid");
+        assert!(prepared.is_unchanged());
+        let answer = prepared
+            .text()
+            .replace("a=sendonly", "a=recvonly")
+            .replace("a=setup:actpass", "a=setup:active");
+        let accepted = prepared
+            .accept_answer(&answer, &Policy::default())
+            .expect("answers the offer");
+        assert!(matches!(accepted, Cow::Borrowed(_)));
+        let with_mdns = offer("sendonly", "sendonly").replacen(
+            "a=setup:actpass\r\n",
+            "a=setup:actpass\r\na=candidate:1 1 udp 2122260223 e0a1.local 5000 typ host\r\n",
+            1,
+        );
+        let cleaned = prepare_offer(EndpointKind::Whip, &with_mdns).expect("valid");
+        assert!(!cleaned.is_unchanged());
+    }
+
+    #[test]
+    fn the_last_direction_in_a_section_wins_over_the_sessions() {
+        let text = offer("recvonly", "sendonly")
+            .replace("t=0 0\r\n", "t=0 0\r\na=inactive\r\n")
+            .replace("a=recvonly\r\n", "a=recvonly\r\na=sendrecv\r\n");
+        let lines = Lines::parse(&text).expect("valid");
+        let directions: Vec<Direction> = summarise(&lines).iter().map(|m| m.direction).collect();
+        assert_eq!(directions, [Direction::SendRecv, Direction::SendOnly]);
+        let no_own = text.replace("a=sendonly\r\n", "");
+        let lines = Lines::parse(&no_own).expect("valid");
+        assert_eq!(summarise(&lines)[1].direction, Direction::Inactive);
     }
 
     #[test]

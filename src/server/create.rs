@@ -1,5 +1,6 @@
 //! POST /whip/{stream} and POST /whep/{stream}: route, place, fail over, seal the session.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +46,8 @@ struct Ctx<'a> {
     kind: EndpointKind,
     stream: &'a StreamName,
     offer: &'a Offer,
+    /// The body `offer` was prepared from, forwarded as is when no policy changes it.
+    offer_body: &'a Bytes,
     parts: &'a http::request::Parts,
     request_id: &'a str,
 }
@@ -106,6 +109,7 @@ impl Gateway {
             kind,
             stream: &stream,
             offer: &offer,
+            offer_body: &body,
             parts: &parts,
             request_id,
         };
@@ -227,7 +231,11 @@ impl Gateway {
                         kind: ctx.kind,
                         stream: ctx.stream,
                         captures: &decision.captures,
-                        offer: Bytes::from(upstream_offer.text()),
+                        offer: if upstream_offer.is_unchanged() {
+                            ctx.offer_body.clone()
+                        } else {
+                            Bytes::from(upstream_offer.text())
+                        },
                         client_authorization: ctx.parts.headers.get(header::AUTHORIZATION),
                         request_id: ctx.request_id,
                     },
@@ -273,7 +281,8 @@ impl Gateway {
                 .map_err(|_| crate::sdp::SdpError::Malformed("the answer is not UTF-8".into()))
                 .and_then(|answer| upstream_offer.accept_answer(answer, &policy))
             {
-                Ok(answer) => answer,
+                Ok(Cow::Borrowed(_)) => created.answer.clone(),
+                Ok(Cow::Owned(rewritten)) => Bytes::from(rewritten),
                 Err(error) => {
                     self.release(backend.clone(), created.resource, ctx.request_id);
                     return Err(GatewayError::BadGateway(format!(
@@ -296,7 +305,7 @@ impl Gateway {
         decision: &Decision<'_>,
         ctx: &Ctx<'_>,
         created: crate::backend::Created,
-        answer: String,
+        answer: Bytes,
     ) -> Result<Response<Body>, GatewayError> {
         let now = (self.clock)();
         let claims = SessionClaims {
@@ -333,7 +342,7 @@ impl Gateway {
                 created: now,
             },
         );
-        let mut response = Response::new(http_body_util::Full::new(Bytes::from(answer)));
+        let mut response = Response::new(http_body_util::Full::new(answer));
         *response.status_mut() = StatusCode::CREATED;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
