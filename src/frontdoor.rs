@@ -78,23 +78,28 @@ impl IceServer {
     /// The canonical single-line header value: the URI kept inside `<...>` and every value
     /// an RFC 9110 quoted-string, whatever a backend or routes.toml put in them.
     pub fn to_header_value(&self) -> String {
-        let mut out = format!("<{}>; rel=\"ice-server\"", escape_uri(&self.uri));
+        let mut out = String::with_capacity(self.uri.len() + 96);
+        out.push('<');
+        out.push_str(&escape_uri(&self.uri));
+        out.push_str(">; rel=\"ice-server\"");
         for (name, value) in [
             ("username", &self.username),
             ("credential", &self.credential),
             ("credential-type", &self.credential_type),
         ] {
             if let Some(value) = value {
-                out.push_str(&format!("; {name}={}", quote(value)));
+                out.push_str("; ");
+                out.push_str(name);
+                out.push('=');
+                push_quoted(&mut out, value);
             }
         }
         out
     }
 }
 
-/// An RFC 9110 quoted-string (control characters dropped).
-fn quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
+/// Appends `value` as an RFC 9110 quoted-string (control characters dropped).
+fn push_quoted(out: &mut String, value: &str) {
     out.push('"');
     for c in value.chars() {
         if c == '"' || c == '\\' {
@@ -105,7 +110,6 @@ fn quote(value: &str) -> String {
         }
     }
     out.push('"');
-    out
 }
 
 /// Percent-encodes what would end the `<...>` or the header line.

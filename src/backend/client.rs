@@ -117,7 +117,7 @@ impl UpstreamClient {
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let started = std::time::Instant::now();
-        let label = method.as_str().to_owned();
+        let label = method.clone();
         let result = tokio::time::timeout(
             self.settings.request_timeout,
             self.follow(backend, method, url, headers, body),
@@ -126,14 +126,14 @@ impl UpstreamClient {
         .map_err(|_| UpstreamError::Timeout)
         .and_then(|r| r);
         let status = match &result {
-            Ok(response) => response.status.as_str().to_owned(),
-            Err(UpstreamError::Timeout) => "timeout".to_owned(),
-            Err(UpstreamError::Connect(_)) => "refused".to_owned(),
-            Err(_) => "error".to_owned(),
+            Ok(response) => response.status.as_str(),
+            Err(UpstreamError::Timeout) => "timeout",
+            Err(UpstreamError::Connect(_)) => "refused",
+            Err(_) => "error",
         };
         self.metrics
             .upstream_requests
-            .with_label_values(&[backend.id.0.as_str(), label.as_str(), status.as_str()])
+            .with_label_values(&[backend.id.0.as_str(), label.as_str(), status])
             .inc();
         self.metrics
             .upstream_duration
