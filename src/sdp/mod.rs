@@ -14,7 +14,7 @@ mod strict;
 
 pub use candidate::CandidateClass;
 pub use frag::{prepare_trickle, Trickle};
-pub use lines::{is_mdns_candidate, Eol, Line, Lines, SyntaxError};
+pub use lines::{is_mdns_candidate, Attr, Eol, Line, Lines, SyntaxError};
 pub use policy::{
     apply_to_offer as apply_policy, AnswerPolicy, CodecSpec, ExtensionFilter, Policy, Simulcast,
 };
@@ -22,7 +22,6 @@ pub use policy::{
 use std::borrow::Cow;
 
 use crate::kind::EndpointKind;
-use lines::Attr;
 
 /// Why an SDP body was refused; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
