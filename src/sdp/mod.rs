@@ -203,16 +203,12 @@ fn parse_sdp(text: &str) -> Result<Lines, SdpError> {
     Ok(lines)
 }
 
-/// Direction and activity of every m-section, in order.
-pub fn summarise(lines: &Lines) -> Vec<MediaSummary> {
-    outline(lines).media
-}
-
 /// The m-sections and BUNDLE group of `lines`, in one pass. A direction attribute in a
 /// section wins over the session's; of several, the last wins.
 pub fn outline(lines: &Lines) -> Outline {
     struct Open {
-        summary: MediaSummary,
+        media: String,
+        mid: Option<String>,
         own_direction: Option<Direction>,
         port_zero: bool,
         bundle_only: bool,
@@ -229,12 +225,8 @@ pub fn outline(lines: &Lines) -> Outline {
                     .next()
                     .is_some_and(|port| port.split('/').next() == Some("0"));
                 sections.push(Open {
-                    summary: MediaSummary {
-                        media,
-                        direction: Direction::SendRecv,
-                        active: true,
-                        mid: None,
-                    },
+                    media,
+                    mid: None,
                     own_direction: None,
                     port_zero,
                     bundle_only: false,
@@ -251,7 +243,7 @@ pub fn outline(lines: &Lines) -> Outline {
                 }
                 match (attr, sections.last_mut()) {
                     (Attr::Mid, Some(open)) => {
-                        open.summary.mid = line.attribute_value().map(|v| v.trim().to_owned())
+                        open.mid = line.attribute_value().map(|v| v.trim().to_owned())
                     }
                     (Attr::BundleOnly, Some(open)) => open.bundle_only = true,
                     (Attr::Group, _) if bundle.is_none() => {
@@ -272,12 +264,13 @@ pub fn outline(lines: &Lines) -> Outline {
     let media = sections
         .into_iter()
         .map(|open| MediaSummary {
+            media: open.media,
             direction: open
                 .own_direction
                 .or(session_direction)
                 .unwrap_or(Direction::SendRecv),
             active: !open.port_zero || open.bundle_only,
-            ..open.summary
+            mid: open.mid,
         })
         .collect();
     Outline { media, bundle }
@@ -418,20 +411,21 @@ mod tests {
             .replace("t=0 0\r\n", "t=0 0\r\na=inactive\r\n")
             .replace("a=recvonly\r\n", "a=recvonly\r\na=sendrecv\r\n");
         let lines = Lines::parse(&text).expect("valid");
-        let directions: Vec<Direction> = summarise(&lines).iter().map(|m| m.direction).collect();
+        let directions: Vec<Direction> =
+            outline(&lines).media.iter().map(|m| m.direction).collect();
         assert_eq!(directions, [Direction::SendRecv, Direction::SendOnly]);
         let no_own = text.replace("a=sendonly\r\n", "");
         let lines = Lines::parse(&no_own).expect("valid");
-        assert_eq!(summarise(&lines)[1].direction, Direction::Inactive);
+        assert_eq!(outline(&lines).media[1].direction, Direction::Inactive);
     }
 
     #[test]
     fn bundle_only_section_with_port_zero_is_active() {
         let text = offer("sendonly", "sendonly").replace("m=video 9", "m=video 0");
         let lines = Lines::parse(&text).expect("valid");
-        assert!(!summarise(&lines)[1].active);
+        assert!(!outline(&lines).media[1].active);
         let text = text.replace("a=mid:1\r\n", "a=mid:1\r\na=bundle-only\r\n");
         let lines = Lines::parse(&text).expect("valid");
-        assert!(summarise(&lines)[1].active);
+        assert!(outline(&lines).media[1].active);
     }
 }

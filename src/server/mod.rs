@@ -115,7 +115,7 @@ pub enum StartError {
     Random,
     #[error(transparent)]
     Sfu(#[from] crate::sfu::StartError),
-    #[error("cannot start a worker thread: {0}")]
+    #[error("cannot start a worker: {0}")]
     Thread(std::io::Error),
 }
 
@@ -611,24 +611,38 @@ pub async fn start(
             config.server.shutdown_grace,
         ))
     });
+    // One worker per thread: a single-threaded event loop, so that a connection, the request
+    // it carries and the backend connection serving that request never hop threads. A new
+    // connection goes to whichever worker accepts it first, usually the least busy one
+    // (connections opened in one burst may all land on one worker). Each event loop is built
+    // and given the listener here, so that a worker that cannot start fails the start.
     let mut workers = Vec::with_capacity(config.server.workers);
     for index in 0..config.server.workers {
-        let listener = listener
-            .try_clone()
-            .map_err(|e| StartError::Listen(address, e))?;
-        let (done, finished) = tokio::sync::oneshot::channel::<()>();
-        let serve = accept_loop_std(
-            listener,
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Thread)?;
+        let worker_listener = {
+            let _inside = runtime.enter();
+            listener
+                .try_clone()
+                .and_then(TcpListener::from_std)
+                .map_err(|e| StartError::Listen(address, e))?
+        };
+        let serve = accept_loop(
+            worker_listener,
+            Listener::Main,
             tls.clone(),
             gateway.clone(),
             stopped.clone(),
             config.server.header_read_timeout,
             config.server.shutdown_grace,
         );
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("whipgate-worker-{index}"))
             .spawn(move || {
-                run_worker(serve);
+                runtime.block_on(serve);
                 let _ = done.send(());
             })
             .map_err(StartError::Thread)?;
@@ -650,48 +664,6 @@ pub async fn start(
         stop,
         task,
     })
-}
-
-/// One worker: a single-threaded event loop, so that a connection, the request it carries
-/// and the backend connection serving that request never hop threads. A new connection goes
-/// to whichever worker accepts it first, usually the least busy one (connections opened in
-/// one burst may all land on one worker).
-fn run_worker(serve: impl std::future::Future<Output = ()>) {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(serve),
-        Err(error) => tracing::error!(%error, "cannot start a worker's event loop"),
-    }
-}
-
-/// [`accept_loop`] on a listener handed over from another runtime.
-async fn accept_loop_std(
-    listener: std::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    gateway: Arc<Gateway>,
-    stopped: watch::Receiver<bool>,
-    header_read_timeout: Duration,
-    grace: Duration,
-) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(%error, "a worker cannot take the listener");
-            return;
-        }
-    };
-    accept_loop(
-        listener,
-        Listener::Main,
-        tls,
-        gateway,
-        stopped,
-        header_read_timeout,
-        grace,
-    )
-    .await;
 }
 
 /// Sessions whose tokens expired leave the registry within a minute.
