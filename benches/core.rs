@@ -93,6 +93,7 @@ fn token_benches(c: &mut Criterion) {
         created: 1_764_000_000,
         expires: 1_764_604_800,
         subject: None,
+        state: Default::default(),
     };
     c.bench_function("session/seal", |b| {
         b.iter(|| keys.seal(black_box(&claims), [7; 12]))

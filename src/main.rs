@@ -96,6 +96,9 @@ fn main() -> ExitCode {
             match Config::load(&config, mode) {
                 Ok(loaded) => {
                     println!("{}: ok: {}", config.display(), loaded.summary());
+                    for warning in loaded.warnings() {
+                        eprintln!("{}: warning: {warning}", config.display());
+                    }
                     for (route, by) in loaded.routes.unreachable() {
                         eprintln!(
                             "{}: warning: route `{}` can never match: route `{}` before it catches all of its requests",
@@ -200,7 +203,7 @@ fn explain(
         client_ip: ip,
         identities: &[],
     };
-    Ok(config.routes.explain(&facts))
+    Ok(config.explain(&facts))
 }
 
 async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub sdp_rejections: IntCounterVec,
+    pub vendor_api_calls: IntCounterVec,
+    pub vendor_api_duration: HistogramVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +79,8 @@ impl Metrics {
             requests: counter("whipgate_requests_total", "Requests answered, by endpoint, method and status.", &["endpoint", "method", "status"]),
             request_duration: histogram("whipgate_request_duration_seconds", "Time to answer a request.", &["endpoint", "method"], LATENCY_BUCKETS),
             upstream_requests: counter("whipgate_upstream_requests_total", "Requests to backends, by backend, method and status (or error).", &["backend", "method", "status"]),
+            vendor_api_calls: counter("whipgate_vendor_api_calls_total", "Calls to vendors' own APIs (tokens, ingresses, live inputs, webhooks), by backend, operation and result (ok, 4xx, 429, 5xx, timeout, refused, error, limited).", &["backend", "operation", "result"]),
+            vendor_api_duration: histogram("whipgate_vendor_api_duration_seconds", "Time a vendor API call took.", &["backend", "operation"], LATENCY_BUCKETS),
             upstream_duration: histogram("whipgate_upstream_duration_seconds", "Time a backend took to answer (redirects included).", &["backend", "method"], LATENCY_BUCKETS),
             failovers: counter("whipgate_failovers_total", "Sessions moved on from one candidate backend to the next, by reason.", &["from", "to", "reason"]),
             sessions_live: gauge("whipgate_sessions_live", "Sessions this replica created that have not ended.", &["backend", "route", "kind"]),
@@ -104,7 +108,7 @@ impl Metrics {
     /// Every metric's name (used or not yet), for `whipgate metrics` and deploy checks.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 15] = [
+        let collectors: [&dyn Collector; 17] = [
             &self.requests,
             &self.request_duration,
             &self.upstream_requests,
@@ -120,6 +124,8 @@ impl Metrics {
             &self.config_reloads,
             &self.config_generation,
             &self.sdp_rejections,
+            &self.vendor_api_calls,
+            &self.vendor_api_duration,
         ];
         let mut names: Vec<String> = collectors
             .iter()
@@ -160,7 +166,7 @@ mod tests {
             "whipgate_requests_total{endpoint=\"whip\",method=\"POST\",status=\"201\"} 1"
         ));
         assert!(text.contains("whipgate_config_generation 1"));
-        assert_eq!(metrics.names().len(), 15);
+        assert_eq!(metrics.names().len(), 17);
         assert!(metrics.names().iter().all(|n| n.starts_with("whipgate_")));
     }
 }

@@ -209,9 +209,7 @@ fn a_builtin_backend_takes_no_remote_settings() {
         )
         .expect_err(extra);
         assert!(
-            error
-                .to_string()
-                .contains("has no meaning for kind = \"builtin\""),
+            error.to_string().contains("for kind = \"builtin\""),
             "{error}"
         );
     }

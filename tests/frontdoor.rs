@@ -540,6 +540,7 @@ async fn bad_tokens_are_404_and_never_reach_a_backend() {
                 created: 0,
                 expires: u64::MAX,
                 subject: None,
+                state: Default::default(),
             },
             [0; 12],
         )

@@ -12,7 +12,7 @@ use ring::hmac;
 use ring::rand::SystemRandom;
 
 use super::{read_file, AuthError, Grants, Identity, RawBearerToken};
-use crate::config::SecretSource;
+use crate::secret::SecretSource;
 
 #[derive(Clone)]
 pub(super) struct BearerTokens {

@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::{read_file, AuthError, Grants, Identity, RawJwt};
-use crate::config::SecretSource;
+use crate::secret::SecretSource;
 
 #[derive(Clone)]
 pub(super) struct JwtVerifier {

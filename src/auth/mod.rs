@@ -19,9 +19,9 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 
-use crate::config::SecretSource;
 use crate::kind::EndpointKind;
-use crate::routing::StreamPattern;
+use crate::secret::SecretSource;
+use crate::stream::StreamPattern;
 use bearer::BearerTokens;
 use jwt::JwtVerifier;
 

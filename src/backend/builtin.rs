@@ -5,21 +5,84 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::StatusCode;
 use url::Url;
 
-use super::{AttemptError, BackendDef, CreateRequest, Created, Patched};
+use super::{
+    Adapter, AllowedHost, AttemptError, BackendDef, BoxFuture, CreateRequest, Created, KeyError,
+    KindKeys, Patched, SessionRequest, Upstreams,
+};
 use crate::error::GatewayError;
+use crate::frontdoor::UpstreamIfMatch;
 use crate::kind::EndpointKind;
+use crate::session::SessionState;
 use crate::sfu::{PeerId, Sfu, SfuError};
 
 /// Resources of built-in sessions are `builtin://<backend>/session/<id>`; they exist only
 /// inside sealed session tokens and are never sent to a client.
 const SCHEME: &str = "builtin";
 
-pub async fn create(
+/// The SFU of this process; its settings are `[builtin]`, shared by every builtin backend.
+#[derive(Debug)]
+pub struct Builtin;
+
+pub(super) fn build(_keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
+    Ok(Arc::new(Builtin))
+}
+
+impl Adapter for Builtin {
+    fn kind(&self) -> &'static str {
+        "builtin"
+    }
+
+    fn serves(&self, _endpoint: EndpointKind) -> bool {
+        true
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    fn hosts(&self) -> Vec<AllowedHost> {
+        Vec::new()
+    }
+
+    fn describe(&self) -> String {
+        "builtin: the SFU in this process".into()
+    }
+
+    fn create<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        backend: &'a BackendDef,
+        request: CreateRequest<'a>,
+    ) -> BoxFuture<'a, Result<Created, AttemptError>> {
+        Box::pin(create(cx.sfu.get(), backend, request))
+    }
+
+    fn patch<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        _backend: &'a BackendDef,
+        session: SessionRequest<'a>,
+        body: Bytes,
+        _if_match: &'a UpstreamIfMatch,
+    ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
+        Box::pin(patch(cx.sfu.get(), session.resource, body))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        _backend: &'a BackendDef,
+        session: SessionRequest<'a>,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(delete(cx.sfu.get(), session.resource))
+    }
+}
+
+async fn create(
     sfu: Option<&Sfu>,
-    backend: &Arc<BackendDef>,
+    backend: &BackendDef,
     request: CreateRequest<'_>,
 ) -> Result<Created, AttemptError> {
     let sfu = sfu.ok_or_else(|| AttemptError::retryable(stopped()))?;
@@ -40,14 +103,11 @@ pub async fn create(
         resource,
         etag: None,
         ice_servers: Vec::new(),
+        state: SessionState::new(),
     })
 }
 
-pub async fn patch(
-    sfu: Option<&Sfu>,
-    resource: &Url,
-    body: Bytes,
-) -> Result<Patched, GatewayError> {
+async fn patch(sfu: Option<&Sfu>, resource: &Url, body: Bytes) -> Result<Patched, GatewayError> {
     let sfu = sfu.ok_or_else(stopped)?;
     let id = peer_id(resource)?;
     let fragment = String::from_utf8_lossy(&body);
@@ -59,14 +119,10 @@ pub async fn patch(
     sfu.trickle(id, fragment.into_owned())
         .await
         .map_err(gateway_error)?;
-    Ok(Patched {
-        status: StatusCode::NO_CONTENT,
-        body: None,
-        etag: None,
-    })
+    Ok(Patched::trickled())
 }
 
-pub async fn delete(sfu: Option<&Sfu>, resource: &Url) -> Result<(), GatewayError> {
+async fn delete(sfu: Option<&Sfu>, resource: &Url) -> Result<(), GatewayError> {
     let sfu = sfu.ok_or_else(stopped)?;
     sfu.end(peer_id(resource)?).await.map_err(gateway_error)
 }

@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use url::Url;
 
-use super::BackendDef;
+use super::{AllowedHost, BackendDef};
 
 /// Limits of the upstream client, from `[server]`.
 #[derive(Debug, Clone)]
@@ -107,10 +107,12 @@ impl UpstreamClient {
         })
     }
 
-    /// Sends one request to `backend`, following 307/308 to hosts the backend allows.
+    /// Sends one request to `backend`, following 307/308 to hosts the backend allows (and
+    /// to `extra`, a host the vendor's own API handed out for this session).
     pub async fn send(
         &self,
         backend: &BackendDef,
+        extra: Option<&AllowedHost>,
         method: Method,
         url: Url,
         headers: HeaderMap,
@@ -120,7 +122,7 @@ impl UpstreamClient {
         let label = method.clone();
         let result = tokio::time::timeout(
             self.settings.request_timeout,
-            self.follow(backend, method, url, headers, body),
+            self.follow(backend, extra, method, url, headers, body),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)
@@ -145,6 +147,7 @@ impl UpstreamClient {
     async fn follow(
         &self,
         backend: &BackendDef,
+        extra: Option<&AllowedHost>,
         method: Method,
         mut url: Url,
         headers: HeaderMap,
@@ -168,7 +171,7 @@ impl UpstreamClient {
             let next = url
                 .join(location)
                 .map_err(|_| UpstreamError::Redirect("redirect to an invalid URL".into()))?;
-            if !backend.allows_host(&next) {
+            if !backend.allows_host(&next) && !extra.is_some_and(|host| host.allows(&next)) {
                 return Err(UpstreamError::Redirect(
                     "redirect to a host the backend's definition does not allow".into(),
                 ));
@@ -179,6 +182,53 @@ impl UpstreamClient {
             "more than {} redirects",
             self.settings.max_redirects
         )))
+    }
+
+    /// One call to a vendor's own API (tokens, ingresses, live inputs, webhooks): bounded in
+    /// time like any exchange, no redirect followed, counted by operation.
+    pub async fn call_api(
+        &self,
+        backend: &str,
+        operation: &'static str,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(
+            self.settings.request_timeout,
+            self.once(method, &url, &headers, body),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout)
+        .and_then(|r| r);
+        let outcome = match &result {
+            Ok(response) => match response.status.as_u16() {
+                200..=299 => "ok",
+                429 => "429",
+                400..=499 => "4xx",
+                500..=599 => "5xx",
+                _ => "error",
+            },
+            Err(UpstreamError::Timeout) => "timeout",
+            Err(UpstreamError::Connect(_)) => "refused",
+            Err(_) => "error",
+        };
+        self.count_api(backend, operation, outcome);
+        self.metrics
+            .vendor_api_duration
+            .with_label_values(&[backend, operation])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Counts a vendor API call (or one whipgate held back: `limited`).
+    pub fn count_api(&self, backend: &str, operation: &'static str, outcome: &'static str) {
+        self.metrics
+            .vendor_api_calls
+            .with_label_values(&[backend, operation, outcome])
+            .inc();
     }
 
     async fn once(

@@ -1,68 +1,143 @@
 //! Backends: what routes.toml says about each one, and the adapter that talks to it.
 //!
-//! Every backend kind implements the same three calls (create, patch, delete) so the front
-//! door never knows which vendor is behind a stream: `whip` (a standard WHIP/WHEP server)
-//! and `builtin` (the SFU in this process).
+//! Every backend kind is one module behind one interface, [`Adapter`]: create a session,
+//! PATCH it, DELETE it, say what it serves, and hand back what the session must remember
+//! (sealed in its token, so any replica serves its PATCH and DELETE). The front door never
+//! knows which vendor is behind a stream. Adding a kind is its module and one line in
+//! [`KINDS`].
 
+mod broker;
 mod builtin;
 mod client;
+mod cloudflare;
+mod exchange;
 mod health;
+mod ivs;
+mod keys;
+mod livekit;
+mod millicast;
 mod template;
+mod webhook;
 mod whip;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use url::Url;
 
 pub use client::{ClientSettings, UpstreamClient, UpstreamError, UpstreamResponse};
 pub use health::{CircuitPolicy, HealthBoard, Unavailable};
+pub use keys::{KeyError, KindKeys};
 pub use template::{TemplateError, UrlTemplate};
-pub use whip::{Created, Patched};
 
 use crate::error::GatewayError;
+use crate::frontdoor::{IceServer, UpstreamIfMatch};
 use crate::kind::EndpointKind;
-use crate::routing::BackendId;
+use crate::routing::{BackendId, StreamName};
+pub use crate::secret::Secret;
+use crate::session::{SessionClaims, SessionState};
 
-/// A secret value (bearer token, key). Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// Every backend kind routes.toml knows, by its `kind` name, and how it is built from the
+/// kind's own keys.
+const KINDS: &[(&str, BuildAdapter)] = &[
+    ("whip", whip::build),
+    ("builtin", builtin::build),
+    ("livekit", livekit::build),
+    ("ivs", ivs::build),
+    ("cloudflare", cloudflare::build),
+    ("millicast", millicast::build),
+    ("webhook", webhook::build),
+];
 
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
+type BuildAdapter = fn(&mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError>;
 
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
+/// The `kind` names routes.toml accepts.
+pub fn kind_names() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().map(|(name, _)| *name)
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
+/// Builds the adapter of `kind` from its keys (those every kind shares already taken).
+pub fn build_adapter(kind: &str, keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
+    let Some((_, build)) = KINDS.iter().find(|(name, _)| *name == kind) else {
+        let known: Vec<&str> = kind_names().collect();
+        return Err(keys.error(format!(
+            "unknown kind `{kind}` (one of {})",
+            known.join(", ")
+        )));
+    };
+    build(keys)
+}
+
+/// A future an adapter returns; boxed so that adapters live behind `dyn Adapter`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One backend kind: the vendor's dialect on one side, the standard on the other.
+pub trait Adapter: Send + Sync + fmt::Debug {
+    /// Its routes.toml `kind`.
+    fn kind(&self) -> &'static str;
+
+    /// Whether it can take WHIP or WHEP sessions at all (LiveKit and IVS have no WHEP).
+    fn serves(&self, endpoint: EndpointKind) -> bool;
+
+    /// Whether trickle / ICE-restart PATCH is forwarded by default (`trickle` overrides).
+    fn trickle(&self) -> bool {
+        true
     }
+
+    /// False for the SFU in this process: no hosts, credentials or health probes apply.
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    /// Hosts this backend may send whipgate to (redirects, Locations), from its own URLs.
+    fn hosts(&self) -> Vec<AllowedHost>;
+
+    /// Route regex captures its URL or name templates need for `endpoint`.
+    fn placeholders(&self, _endpoint: EndpointKind) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// One line for `explain` and the status page: the kind and where it goes; never a
+    /// secret.
+    fn describe(&self) -> String;
+
+    /// Opens a session for a client's offer.
+    fn create<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        backend: &'a BackendDef,
+        request: CreateRequest<'a>,
+    ) -> BoxFuture<'a, Result<Created, AttemptError>>;
+
+    /// Trickle or ICE restart on a session it created.
+    fn patch<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        backend: &'a BackendDef,
+        session: SessionRequest<'a>,
+        body: Bytes,
+        if_match: &'a UpstreamIfMatch,
+    ) -> BoxFuture<'a, Result<Patched, GatewayError>>;
+
+    /// Ends a session it created, with whatever cleanup the vendor needs.
+    fn delete<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        backend: &'a BackendDef,
+        session: SessionRequest<'a>,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
 }
 
-/// How whipgate authenticates to a backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendAuth {
-    None,
-    /// `Authorization: Bearer <secret>`; the client's own credential is never forwarded.
-    Bearer(Secret),
-    /// Forward the client's `Authorization` header as it came.
-    Passthrough,
-}
-
-/// One `[[backend]]`, validated.
+/// One `[[backend]]`, validated: the settings every kind shares, and its adapter.
 #[derive(Debug, Clone)]
 pub struct BackendDef {
     pub id: BackendId,
-    pub adapter: Adapter,
-    pub whip_url: Option<UrlTemplate>,
-    pub whep_url: Option<UrlTemplate>,
-    pub auth: BackendAuth,
-    /// Fills `{key}` in the URL templates (a vendor's stream key).
-    pub url_key: Option<Secret>,
-    /// Hosts whipgate may follow a redirect to or accept in a Location: the templates' own
+    pub adapter: Arc<dyn Adapter>,
+    /// Hosts whipgate may follow a redirect to or accept in a Location: the adapter's own
     /// hosts plus those configured.
     pub allowed_hosts: Vec<AllowedHost>,
     /// Whether the backend takes trickle / ICE-restart PATCH requests.
@@ -90,42 +165,47 @@ pub struct HealthCheck {
 }
 
 impl BackendDef {
-    pub fn endpoint(&self, kind: EndpointKind) -> Option<&UrlTemplate> {
-        match kind {
-            EndpointKind::Whip => self.whip_url.as_ref(),
-            EndpointKind::Whep => self.whep_url.as_ref(),
-        }
-    }
-
     /// Whether this backend can take sessions of `kind` at all.
     pub fn serves(&self, kind: EndpointKind) -> bool {
-        match self.adapter {
-            Adapter::Whip => self.endpoint(kind).is_some(),
-            Adapter::Builtin => true,
-        }
+        self.adapter.serves(kind)
     }
 
     pub fn allows_host(&self, url: &url::Url) -> bool {
         self.allowed_hosts.iter().any(|allowed| allowed.allows(url))
     }
+
+    /// Its routes.toml kind.
+    pub fn kind(&self) -> &'static str {
+        self.adapter.kind()
+    }
 }
 
-/// A host a backend may send whipgate to; without a port, any port of that host.
+/// A host a backend may send whipgate to; without a port, any port of that host. `*.domain`
+/// allows every subdomain of `domain` (vendors that redirect to regional hosts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedHost {
     pub host: String,
     pub port: Option<u16>,
+    /// `*.` was given: `host` is a parent domain, matched on a label boundary.
+    pub subdomains: bool,
 }
 
 impl AllowedHost {
-    /// `host` or `host:port` (IPv6 in brackets).
+    /// `host`, `host:port` (IPv6 in brackets) or `*.domain[:port]`.
     pub fn parse(value: &str) -> Option<Self> {
-        let url = url::Url::parse(&format!("http://{value}/")).ok()?;
+        let (subdomains, rest) = match value.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, value),
+        };
+        let url = url::Url::parse(&format!("http://{rest}/")).ok()?;
         if url.path() != "/" || !url.username().is_empty() || url.password().is_some() {
             return None;
         }
         let host = url.host_str()?.to_owned();
-        let explicit_port = value
+        if subdomains && !matches!(url.host(), Some(url::Host::Domain(_))) {
+            return None;
+        }
+        let explicit_port = rest
             .rsplit_once(':')
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
         let port = if explicit_port {
@@ -133,24 +213,37 @@ impl AllowedHost {
         } else {
             None
         };
-        Some(Self { host, port })
+        Some(Self {
+            host,
+            port,
+            subdomains,
+        })
+    }
+
+    /// Exactly the host (and port, when given) of `url`.
+    pub fn of(url: &Url) -> Option<Self> {
+        Some(Self {
+            host: url.host_str()?.to_owned(),
+            port: url.port_or_known_default(),
+            subdomains: false,
+        })
     }
 
     pub fn allows(&self, url: &url::Url) -> bool {
-        url.host_str() == Some(self.host.as_str())
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let host_ok = if self.subdomains {
+            host.strip_suffix(self.host.as_str())
+                .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
+        } else {
+            host == self.host
+        };
+        host_ok
             && self
                 .port
                 .is_none_or(|port| url.port_or_known_default() == Some(port))
     }
-}
-
-/// The backend kinds whipgate can talk to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Adapter {
-    /// A standard WHIP/WHEP server (RFC 9725, WHEP).
-    Whip,
-    /// The SFU inside this process.
-    Builtin,
 }
 
 /// What adapters reach backends with: the pooled HTTP client, and the built-in SFU once it
@@ -197,57 +290,61 @@ impl AttemptError {
 /// Everything a create call needs besides the backend.
 pub struct CreateRequest<'a> {
     pub kind: EndpointKind,
-    pub stream: &'a crate::routing::StreamName,
+    pub stream: &'a StreamName,
     /// Named captures of the route's stream regex, for URL templates.
     pub captures: &'a [(String, String)],
-    pub offer: bytes::Bytes,
+    pub offer: Bytes,
     pub client_authorization: Option<&'a http::HeaderValue>,
     pub request_id: &'a str,
+    /// The id the session will have (a vendor may want a unique participant name).
+    pub sid: &'a str,
+    pub route: &'a str,
+    /// Who the client authenticated as, and its tier, when a client_auth accepted it.
+    pub subject: Option<&'a str>,
+    pub tier: Option<&'a str>,
+    pub client_ip: Option<std::net::IpAddr>,
+    /// Unix seconds, from the gateway's clock (token lifetimes, request signatures).
+    pub now: u64,
 }
 
 /// Everything a PATCH or DELETE needs besides the backend.
 pub struct SessionRequest<'a> {
-    pub resource: &'a url::Url,
+    pub resource: &'a Url,
+    /// What the session token holds: stream, route and the adapter's own state.
+    pub claims: &'a SessionClaims,
     pub client_authorization: Option<&'a http::HeaderValue>,
     pub request_id: &'a str,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub now: u64,
 }
 
-impl Adapter {
-    pub async fn create(
-        &self,
-        upstreams: &Upstreams,
-        backend: &Arc<BackendDef>,
-        request: CreateRequest<'_>,
-    ) -> Result<Created, AttemptError> {
-        match self {
-            Adapter::Whip => whip::create(&upstreams.client, backend, request).await,
-            Adapter::Builtin => builtin::create(upstreams.sfu.get(), backend, request).await,
-        }
-    }
+/// A backend session that now exists.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub answer: Bytes,
+    /// Absolute, on a host the backend is allowed to use.
+    pub resource: Url,
+    pub etag: Option<String>,
+    pub ice_servers: Vec<IceServer>,
+    /// What PATCH and DELETE will need; sealed into the session token.
+    pub state: SessionState,
+}
 
-    pub async fn patch(
-        &self,
-        upstreams: &Upstreams,
-        backend: &Arc<BackendDef>,
-        session: SessionRequest<'_>,
-        body: bytes::Bytes,
-        if_match: &crate::frontdoor::UpstreamIfMatch,
-    ) -> Result<Patched, GatewayError> {
-        match self {
-            Adapter::Whip => whip::patch(&upstreams.client, backend, session, body, if_match).await,
-            Adapter::Builtin => builtin::patch(upstreams.sfu.get(), session.resource, body).await,
-        }
-    }
+/// A backend's reply to a PATCH.
+#[derive(Debug, Clone)]
+pub struct Patched {
+    /// 204 for trickle, 200 with a fragment for an ICE restart.
+    pub status: StatusCode,
+    pub body: Option<Bytes>,
+    pub etag: Option<String>,
+}
 
-    pub async fn delete(
-        &self,
-        upstreams: &Upstreams,
-        backend: &Arc<BackendDef>,
-        session: SessionRequest<'_>,
-    ) -> Result<(), GatewayError> {
-        match self {
-            Adapter::Whip => whip::delete(&upstreams.client, backend, session).await,
-            Adapter::Builtin => builtin::delete(upstreams.sfu.get(), session.resource).await,
+impl Patched {
+    pub fn trickled() -> Self {
+        Self {
+            status: StatusCode::NO_CONTENT,
+            body: None,
+            etag: None,
         }
     }
 }

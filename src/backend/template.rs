@@ -83,6 +83,7 @@ impl UrlTemplate {
         let allowed = super::AllowedHost {
             host: sample.host_str().unwrap_or_default().to_owned(),
             port: sample.port_or_known_default(),
+            subdomains: false,
         };
         let captures = names.into_iter().filter(|n| n != "stream").collect();
         Ok(Self {

@@ -14,8 +14,9 @@ use crate::kind::EndpointKind;
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
+    /// `[[backend]]`: read key by key (the kind decides which keys exist).
     #[serde(default)]
-    pub backend: Vec<RawBackend>,
+    pub backend: Vec<super::backend::RawBackend>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
     /// `[builtin]`: the built-in SFU's network settings.
@@ -136,15 +137,6 @@ pub struct RawIceServer {
     pub lifetime: Option<Duration>,
 }
 
-/// What a route does with ICE servers: the backend's `Link`s, whipgate's own, or both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IcePolicy {
-    Backend,
-    Replace,
-    Merge,
-}
-
 /// `rate_limit = { per_second = 20, burst = 100 }` or `rate_limit = false`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -167,42 +159,6 @@ pub struct RawSessionKey {
     pub id: String,
     pub secret_env: Option<String>,
     pub secret_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RawBackendKind {
-    Whip,
-    Builtin,
-}
-
-/// One `[[backend]]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBackend {
-    pub id: Spanned<String>,
-    pub kind: RawBackendKind,
-    pub whip_url: Option<Spanned<String>>,
-    pub whep_url: Option<Spanned<String>>,
-    pub auth: Option<Spanned<RawAuth>>,
-    /// The backend's key for `{key}` in its URL templates, from the environment or a file.
-    pub url_key_env: Option<String>,
-    pub url_key_file: Option<String>,
-    /// Extra `host[:port]`s the backend may redirect to or put in a Location.
-    #[serde(default)]
-    pub allowed_hosts: Vec<Spanned<String>>,
-    /// Whether PATCH (trickle, ICE restart) is forwarded (default true).
-    pub trickle: Option<bool>,
-    /// Default SDP policy of routes to this backend (a route's own `sdp` overrides it).
-    pub sdp: Option<Spanned<crate::sdp::Policy>>,
-    /// Most sessions this replica sends here; then the route's next candidates (overflow).
-    pub max_sessions: Option<usize>,
-    /// Price of one session-minute (any currency), for `whipgate_cost_estimate_total`.
-    pub cost_per_minute: Option<f64>,
-    /// Passive circuit breaking.
-    pub circuit: Option<RawCircuit>,
-    /// Active health probe.
-    pub health_check: Option<Spanned<RawHealthCheck>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,15 +188,6 @@ pub struct RawHealthCheck {
     pub fall: Option<u32>,
 }
 
-/// A backend's credential: exactly one of the three.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAuth {
-    pub bearer_env: Option<String>,
-    pub bearer_file: Option<String>,
-    pub passthrough: Option<bool>,
-}
-
 /// One `[[route]]`: `backends` (ordered) or `split` (weighted), optional `overflow`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,7 +210,7 @@ pub struct RawRoute {
     pub ice_servers: Vec<Spanned<String>>,
     /// `backend` (pass the backend's), `replace` or `merge`; default `merge` with
     /// ice_servers, else `backend`.
-    pub ice_policy: Option<IcePolicy>,
+    pub ice_policy: Option<crate::routing::IcePolicy>,
 }
 
 /// One weighted backend of a `split`.

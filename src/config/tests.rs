@@ -1,5 +1,8 @@
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
 
 use super::*;
 
@@ -77,9 +80,11 @@ fn loads_a_good_file() {
     assert_eq!(config.routes.routes()[0].id, "route-1");
     assert_eq!(config.routes.routes()[1].id, "viewers");
     let vendor = &config.backends[&BackendId("vendor".into())];
-    assert_eq!(
-        vendor.auth,
-        BackendAuth::Bearer(Secret::new("file-token".into()))
+    assert_eq!(vendor.kind(), "whip");
+    assert!(
+        vendor.adapter.describe().contains("bearer"),
+        "{}",
+        vendor.adapter.describe()
     );
     assert!(vendor.allows_host(&Url::parse("https://media.vendor.example:8443/r").expect("url")));
     assert!(vendor.allows_host(&Url::parse("https://whip.vendor.example/r").expect("url")));
@@ -143,7 +148,7 @@ fn other_mistakes_are_located() {
                 "kind = \"whip\"\nwhip_url = \"http",
                 "kind = \"janus\"\nwhip_url = \"http",
             ),
-            "unknown variant",
+            "unknown kind `janus`",
         ),
         (
             GOOD.replace("stream = \"cam-*\"", "stream = \"cam-[\""),

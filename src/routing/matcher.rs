@@ -3,12 +3,11 @@
 
 use std::net::IpAddr;
 
-use globset::{Glob, GlobMatcher};
+use globset::GlobMatcher;
 use ipnet::IpNet;
-use regex::Regex;
 
-use super::StreamName;
 use crate::kind::EndpointKind;
+use crate::stream::{StreamName, StreamPattern};
 
 /// The facts of one request that routing may look at.
 #[derive(Debug, Clone, Copy)]
@@ -43,130 +42,6 @@ fn claim_has(claim: &serde_json::Value, value: &str) -> bool {
         serde_json::Value::Number(n) => n.to_string() == value,
         serde_json::Value::Bool(b) => b.to_string() == value,
         _ => false,
-    }
-}
-
-/// A stream-name pattern: a glob (`*`, `?`, `[a-z]`, `{a,b}`) or a regex whose named
-/// captures can be used in backend URL templates.
-#[derive(Debug, Clone)]
-pub enum StreamPattern {
-    /// The common glob shapes, matched without a regex: tables of thousands of routes
-    /// compile and match fast.
-    Exact(String),
-    Prefix(String),
-    Suffix(String),
-    Glob {
-        pattern: String,
-        matcher: GlobMatcher,
-    },
-    Regex(Regex),
-}
-
-const GLOB_META: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
-
-impl StreamPattern {
-    pub fn glob(pattern: &str) -> Result<Self, String> {
-        let plain = |s: &str| !s.contains(GLOB_META);
-        if plain(pattern) {
-            return Ok(StreamPattern::Exact(pattern.to_owned()));
-        }
-        if let Some(prefix) = pattern.strip_suffix('*').filter(|p| plain(p)) {
-            return Ok(StreamPattern::Prefix(prefix.to_owned()));
-        }
-        if let Some(suffix) = pattern.strip_prefix('*').filter(|p| plain(p)) {
-            return Ok(StreamPattern::Suffix(suffix.to_owned()));
-        }
-        let glob = Glob::new(pattern).map_err(|e| e.kind().to_string())?;
-        Ok(StreamPattern::Glob {
-            pattern: pattern.to_owned(),
-            matcher: glob.compile_matcher(),
-        })
-    }
-
-    /// The literal text every matching name starts with, when there is one (for indexing).
-    pub fn literal_prefix(&self) -> Option<&str> {
-        match self {
-            StreamPattern::Exact(text) | StreamPattern::Prefix(text) => Some(text.as_str()),
-            StreamPattern::Glob { pattern, .. } => {
-                let end = pattern.find(GLOB_META).unwrap_or(pattern.len());
-                Some(&pattern[..end])
-            }
-            StreamPattern::Suffix(_) | StreamPattern::Regex(_) => None,
-        }
-        .filter(|prefix| !prefix.is_empty())
-    }
-
-    /// Anchored: the regex must match the whole stream name.
-    pub fn regex(pattern: &str) -> Result<Self, String> {
-        Regex::new(&format!("^(?:{pattern})$"))
-            .map(StreamPattern::Regex)
-            .map_err(|e| {
-                e.to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("invalid regex")
-                    .trim()
-                    .to_owned()
-            })
-    }
-
-    /// Named capture groups (for template checks).
-    pub fn capture_names(&self) -> Vec<String> {
-        match self {
-            StreamPattern::Regex(regex) => {
-                regex.capture_names().flatten().map(str::to_owned).collect()
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// Whether this pattern matches every name.
-    pub fn matches_everything(&self) -> bool {
-        match self {
-            StreamPattern::Prefix(prefix) | StreamPattern::Suffix(prefix) => prefix.is_empty(),
-            StreamPattern::Glob { pattern, .. } => pattern == "**",
-            StreamPattern::Regex(regex) => matches!(regex.as_str(), "^(?:.*)$" | "^(?:.+)$"),
-            StreamPattern::Exact(_) => false,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            StreamPattern::Exact(name) => format!("stream {name:?}"),
-            StreamPattern::Prefix(prefix) => format!("stream glob \"{prefix}*\""),
-            StreamPattern::Suffix(suffix) => format!("stream glob \"*{suffix}\""),
-            StreamPattern::Glob { pattern, .. } => format!("stream glob {pattern:?}"),
-            StreamPattern::Regex(regex) => format!("stream regex {:?}", regex.as_str()),
-        }
-    }
-
-    /// Whether `stream` matches (grants of client credentials use the same patterns).
-    pub fn is_match(&self, stream: &str) -> bool {
-        match self {
-            StreamPattern::Regex(regex) => regex.is_match(stream),
-            other => other.captures(stream).is_some(),
-        }
-    }
-
-    fn captures(&self, stream: &str) -> Option<Vec<(String, String)>> {
-        match self {
-            StreamPattern::Exact(name) => (stream == name).then(Vec::new),
-            StreamPattern::Prefix(prefix) => stream.starts_with(prefix.as_str()).then(Vec::new),
-            StreamPattern::Suffix(suffix) => stream.ends_with(suffix.as_str()).then(Vec::new),
-            StreamPattern::Glob { matcher, .. } => matcher.is_match(stream).then(Vec::new),
-            StreamPattern::Regex(regex) => {
-                let found = regex.captures(stream)?;
-                Some(
-                    regex
-                        .capture_names()
-                        .flatten()
-                        .filter_map(|name| {
-                            Some((name.to_owned(), found.name(name)?.as_str().to_owned()))
-                        })
-                        .collect(),
-                )
-            }
-        }
     }
 }
 
@@ -363,6 +238,7 @@ fn parse_forwarded_for(raw: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use globset::Glob;
 
     fn facts<'a>(stream: &'a StreamName, headers: &'a http::HeaderMap) -> RequestFacts<'a> {
         RequestFacts {

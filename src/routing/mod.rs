@@ -10,64 +10,17 @@ mod placement;
 
 use std::collections::HashMap;
 
-pub use matcher::{client_ip, Matcher, RequestFacts, StreamPattern};
+pub use crate::stream::{StreamName, StreamNameError, StreamPattern, MAX_STREAM_NAME_LEN};
+pub use matcher::{client_ip, Matcher, RequestFacts};
 pub use placement::{rendezvous_score, Placement, Reason};
 
-/// A stream name as the client sent it in the path, percent-decoded and checked.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamName(String);
-
-/// Longest stream name accepted, in bytes.
-pub const MAX_STREAM_NAME_LEN: usize = 200;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StreamNameError {
-    #[error("stream name is empty")]
-    Empty,
-    #[error("stream name is longer than {MAX_STREAM_NAME_LEN} bytes")]
-    TooLong,
-    #[error("stream name is not valid percent-encoded UTF-8")]
-    NotUtf8,
-    #[error("stream name contains a control character")]
-    Control,
-    #[error("stream name may not be a dot segment")]
-    DotSegment,
-}
-
-impl StreamName {
-    /// Decodes one path segment as sent by a client.
-    pub fn from_path_segment(segment: &str) -> Result<Self, StreamNameError> {
-        let decoded = percent_encoding::percent_decode_str(segment)
-            .decode_utf8()
-            .map_err(|_| StreamNameError::NotUtf8)?;
-        Self::new(decoded.into_owned())
-    }
-
-    pub fn new(name: String) -> Result<Self, StreamNameError> {
-        if name.is_empty() {
-            return Err(StreamNameError::Empty);
-        }
-        if name.len() > MAX_STREAM_NAME_LEN {
-            return Err(StreamNameError::TooLong);
-        }
-        if name.chars().any(char::is_control) {
-            return Err(StreamNameError::Control);
-        }
-        if name == "." || name == ".." {
-            return Err(StreamNameError::DotSegment);
-        }
-        Ok(Self(name))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for StreamName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// What a route does with ICE servers: the backend's `Link`s, whipgate's own, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IcePolicy {
+    Backend,
+    Replace,
+    Merge,
 }
 
 /// A backend's id as written in routes.toml.
@@ -97,7 +50,7 @@ pub struct Route {
     pub bind_sessions: bool,
     /// `[ice_server.NAME]`s for this route's clients, and what to do with the backend's.
     pub ice_servers: Vec<String>,
-    pub ice_policy: crate::config::IcePolicy,
+    pub ice_policy: IcePolicy,
 }
 
 impl Route {
@@ -226,6 +179,16 @@ impl RouteTable {
 
     /// A human-readable account of the decision for `facts`, for `whipgate explain`.
     pub fn explain(&self, facts: &RequestFacts<'_>) -> String {
+        self.explain_with(facts, |_| String::new())
+    }
+
+    /// [`Self::explain`], with `note` saying what each candidate backend is (its kind, and
+    /// whether it serves the request's kind at all).
+    pub fn explain_with(
+        &self,
+        facts: &RequestFacts<'_>,
+        note: impl Fn(&BackendId) -> String,
+    ) -> String {
         let mut out = String::new();
         for route in &self.routes {
             if route.matcher.matches(facts).is_none() {
@@ -254,7 +217,12 @@ impl RouteTable {
             }
             out.push_str("  candidates, in the order they are tried:\n");
             for (position, (id, reason)) in decision.candidates.iter().enumerate() {
-                out.push_str(&format!("    {}. {id} ({reason})\n", position + 1));
+                let note = note(id);
+                let sep = if note.is_empty() { "" } else { " — " };
+                out.push_str(&format!(
+                    "    {}. {id} ({reason}){sep}{note}\n",
+                    position + 1
+                ));
             }
             return out;
         }
@@ -284,7 +252,7 @@ mod tests {
             auth: None,
             bind_sessions: false,
             ice_servers: Vec::new(),
-            ice_policy: crate::config::IcePolicy::Backend,
+            ice_policy: IcePolicy::Backend,
         }
     }
 
@@ -384,7 +352,7 @@ mod tests {
     #[test]
     fn stream_names_are_decoded_and_checked() {
         assert_eq!(
-            StreamName::from_path_segment("a%2Fb%20c").map(|s| s.0),
+            StreamName::from_path_segment("a%2Fb%20c").map(|s| s.as_str().to_owned()),
             Ok("a/b c".to_string())
         );
         assert_eq!(

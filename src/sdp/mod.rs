@@ -312,8 +312,45 @@ fn check_directions(kind: EndpointKind, media: &[MediaSummary]) -> Result<(), Sd
     }
 }
 
+/// Whether some `m={media}` section of `sdp` offers `codec` (by its rtpmap encoding name,
+/// case-insensitively): a vendor that needs one codec refuses an offer without it up front.
+pub fn offers_codec(sdp: &str, media: &str, codec: &str) -> bool {
+    let mut in_media = false;
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(m) = line.strip_prefix("m=") {
+            in_media = m.split(' ').next() == Some(media);
+        } else if in_media {
+            let Some(rtpmap) = line.strip_prefix("a=rtpmap:") else {
+                continue;
+            };
+            let encoding = rtpmap
+                .split_once(' ')
+                .and_then(|(_, rest)| rest.split('/').next())
+                .unwrap_or("");
+            if encoding.eq_ignore_ascii_case(codec) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn offers_codec_looks_in_the_right_media_section() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 h264/90000\r\n";
+        assert!(super::offers_codec(sdp, "video", "H264"));
+        assert!(super::offers_codec(sdp, "audio", "opus"));
+        assert!(!super::offers_codec(sdp, "audio", "H264"));
+        assert!(!super::offers_codec(
+            "v=0\r\nm=video 9 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n",
+            "video",
+            "H264"
+        ));
+    }
+
     use super::*;
 
     const HEAD: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\

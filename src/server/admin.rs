@@ -145,7 +145,7 @@ fn explain_from_query(config: &crate::config::Config, query: &str) -> Result<Str
         client_ip: ip,
         identities: &[],
     };
-    Ok(config.routes.explain(&facts))
+    Ok(config.explain(&facts))
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -42,6 +42,10 @@ struct Misses {
 struct Ctx<'a> {
     /// The authenticated client, and whether its session is bound to it.
     subject: Option<&'a str>,
+    tier: Option<&'a str>,
+    client_ip: Option<std::net::IpAddr>,
+    /// The id the session gets, whichever backend takes it.
+    sid: String,
     bind_subject: bool,
     kind: EndpointKind,
     stream: &'a StreamName,
@@ -90,6 +94,7 @@ impl Gateway {
         outcome.route = Some(decision.route.id.clone());
         let identity = identities.admit(decision.route, kind, stream.as_str())?;
         let subject = identity.and_then(|i| i.subject.as_deref());
+        let tier = identity.and_then(|i| i.tier.as_deref());
         if let (Some(limit), Some(subject)) = (config.server.max_sessions_per_subject, subject) {
             if self.registry.count_for_subject(subject) >= limit {
                 return Err(GatewayError::TooManyRequests {
@@ -105,6 +110,9 @@ impl Gateway {
             .inspect_err(|error| self.count_rejection(error))?;
         let ctx = Ctx {
             subject,
+            tier,
+            client_ip: client,
+            sid: hex(&self.random_bytes::<12>()),
             bind_subject: decision.route.bind_sessions,
             kind,
             stream: &stream,
@@ -226,7 +234,7 @@ impl Gateway {
                 .adapter
                 .create(
                     &self.upstreams,
-                    backend,
+                    backend.as_ref(),
                     CreateRequest {
                         kind: ctx.kind,
                         stream: ctx.stream,
@@ -238,6 +246,12 @@ impl Gateway {
                         },
                         client_authorization: ctx.parts.headers.get(header::AUTHORIZATION),
                         request_id: ctx.request_id,
+                        sid: &ctx.sid,
+                        route: &decision.route.id,
+                        subject: ctx.subject,
+                        tier: ctx.tier,
+                        client_ip: ctx.client_ip,
+                        now: (self.clock)(),
                     },
                 )
                 .await;
@@ -284,7 +298,8 @@ impl Gateway {
                 Ok(Cow::Borrowed(_)) => created.answer.clone(),
                 Ok(Cow::Owned(rewritten)) => Bytes::from(rewritten),
                 Err(error) => {
-                    self.release(backend.clone(), created.resource, ctx.request_id);
+                    let claims = self.claims(config, backend, decision, ctx, &created);
+                    self.release(backend.clone(), claims, ctx.request_id);
                     return Err(GatewayError::BadGateway(format!(
                         "backend {} gave an unusable answer: {error}",
                         backend.id
@@ -298,6 +313,30 @@ impl Gateway {
         Ok(None)
     }
 
+    /// What the session token will hold.
+    fn claims(
+        &self,
+        config: &Config,
+        backend: &BackendDef,
+        decision: &Decision<'_>,
+        ctx: &Ctx<'_>,
+        created: &crate::backend::Created,
+    ) -> SessionClaims {
+        let now = (self.clock)();
+        SessionClaims {
+            sid: ctx.sid.clone(),
+            backend: backend.id.0.clone(),
+            resource: created.resource.to_string(),
+            kind: ctx.kind,
+            stream: ctx.stream.as_str().to_owned(),
+            route: decision.route.id.clone(),
+            created: now,
+            expires: now.saturating_add(config.server.session_ttl.as_secs()),
+            subject: ctx.subject.filter(|_| ctx.bind_subject).map(str::to_owned),
+            state: created.state.clone(),
+        }
+    }
+
     fn created(
         &self,
         config: &Config,
@@ -308,17 +347,7 @@ impl Gateway {
         answer: Bytes,
     ) -> Result<Response<Body>, GatewayError> {
         let now = (self.clock)();
-        let claims = SessionClaims {
-            sid: hex(&self.random_bytes::<12>()),
-            backend: backend.id.0.clone(),
-            resource: created.resource.to_string(),
-            kind: ctx.kind,
-            stream: ctx.stream.as_str().to_owned(),
-            route: decision.route.id.clone(),
-            created: now,
-            expires: now.saturating_add(config.server.session_ttl.as_secs()),
-            subject: ctx.subject.filter(|_| ctx.bind_subject).map(str::to_owned),
-        };
+        let claims = self.claims(config, backend, decision, ctx, &created);
         let token = self.keys().seal(&claims, self.random_bytes::<12>());
         let location = session_url(config, ctx.parts, &token)?;
         let labels = [

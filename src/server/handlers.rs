@@ -368,8 +368,15 @@ impl Gateway {
                 &backend,
                 SessionRequest {
                     resource: &resource,
+                    claims: &claims,
                     client_authorization: parts.headers.get(header::AUTHORIZATION),
                     request_id,
+                    client_ip: super::create::client_address(
+                        config,
+                        &parts.headers,
+                        &parts.extensions,
+                    ),
+                    now: (self.clock)(),
                 },
                 Bytes::from(trickle.body),
                 &if_match,
@@ -407,8 +414,15 @@ impl Gateway {
                 &backend,
                 SessionRequest {
                     resource: &resource,
+                    claims: &claims,
                     client_authorization: request.headers().get(header::AUTHORIZATION),
                     request_id,
+                    client_ip: super::create::client_address(
+                        config,
+                        request.headers(),
+                        request.extensions(),
+                    ),
+                    now: (self.clock)(),
                 },
             )
             .await;
@@ -508,12 +522,16 @@ impl Gateway {
     pub(super) fn release(
         &self,
         backend: std::sync::Arc<crate::backend::BackendDef>,
-        resource: Url,
+        claims: SessionClaims,
         request_id: &str,
     ) {
         let upstreams = self.upstreams.clone();
         let request_id = request_id.to_owned();
+        let now = (self.clock)();
         tokio::spawn(async move {
+            let Ok(resource) = Url::parse(&claims.resource) else {
+                return;
+            };
             let result = backend
                 .adapter
                 .delete(
@@ -521,8 +539,11 @@ impl Gateway {
                     &backend,
                     SessionRequest {
                         resource: &resource,
+                        claims: &claims,
                         client_authorization: None,
                         request_id: &request_id,
+                        client_ip: None,
+                        now,
                     },
                 )
                 .await;

@@ -135,10 +135,7 @@ impl Gateway {
             .values()
             .map(|b| BackendRow {
                 id: b.id.0.clone(),
-                kind: match b.adapter {
-                    crate::backend::Adapter::Whip => "whip",
-                    crate::backend::Adapter::Builtin => "builtin",
-                },
+                kind: b.kind(),
                 available: self.health.is_available(&b.id.0, now),
                 sessions: sessions.iter().filter(|s| s.backend == b.id.0).count(),
             })

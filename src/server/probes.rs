@@ -88,6 +88,7 @@ async fn probe_loop(
 async fn probe_once(backend: &BackendDef, check: &HealthCheck, client: &UpstreamClient) -> bool {
     let attempt = client.send(
         backend,
+        None,
         Method::GET,
         check.url.clone(),
         HeaderMap::new(),

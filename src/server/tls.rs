@@ -5,56 +5,21 @@
 //! else is refused and the last good pair keeps serving. New handshakes get the new pair;
 //! established connections keep what they negotiated.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
 
-/// The files of the main listener's certificate, resolved against routes.toml's directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// PEM: the leaf certificate first, then any intermediates.
-    pub cert: PathBuf,
-    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
-
-/// Why a pair was not loaded; names the file at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum CertError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {problem}", path.display())]
-    Invalid { path: PathBuf, problem: String },
-    #[error("the key in {} does not match the certificate in {}", files.key.display(), files.cert.display())]
-    Mismatch { files: TlsFiles },
-}
-
-impl CertError {
-    /// The file to fix (the key file for a mismatch).
-    pub fn path(&self) -> &Path {
-        match self {
-            CertError::Read { path, .. } | CertError::Invalid { path, .. } => path,
-            CertError::Mismatch { files } => &files.key,
-        }
-    }
-}
+pub use crate::config::tls::{load, parse, CertError, TlsFiles};
 
 /// The main listener's TLS: 1.3 and 1.2 on ring (never the process default provider), ALPN
 /// `h2` then `http/1.1`, the pair `resolver` holds at each handshake.
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<ServerConfig, rustls::Error> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(crate::config::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
@@ -160,55 +125,11 @@ pub fn follow(
     Ok(())
 }
 
-/// The pair in `files`, read from disk and checked.
-pub fn load(files: &TlsFiles) -> Result<CertifiedKey, CertError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| CertError::Read {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    parse(files, &read(&files.cert)?, &read(&files.key)?)
-}
-
-/// The pair from PEM: a certificate chain and a private key that belong together.
-pub fn parse(files: &TlsFiles, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, CertError> {
-    let invalid = |path: &Path, problem: String| CertError::Invalid {
-        path: path.to_owned(),
-        problem,
-    };
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(&files.cert, format!("bad PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(invalid(&files.cert, "holds no PEM CERTIFICATE".into()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| invalid(&files.key, format!("no PEM private key: {e}")))?;
-    let signer = provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| invalid(&files.key, format!("unusable private key: {e}")))?;
-    let pair = CertifiedKey::new(chain, signer);
-    match pair.keys_match() {
-        Ok(()) => Ok(pair),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(CertError::Mismatch {
-                files: files.clone(),
-            })
-        }
-        // Mostly a leaf that is not valid DER inside its PEM armour.
-        Err(e) => Err(invalid(&files.cert, format!("unusable certificate: {e}"))),
-    }
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::path::{Path, PathBuf};
 
     use super::*;
 

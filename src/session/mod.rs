@@ -7,4 +7,4 @@ mod registry;
 mod token;
 
 pub use registry::{LiveSession, SessionRegistry, Unaccounted};
-pub use token::{KeyError, Keyring, SessionClaims, TokenError, MIN_SECRET_LEN};
+pub use token::{KeyError, Keyring, SessionClaims, SessionState, TokenError, MIN_SECRET_LEN};

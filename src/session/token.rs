@@ -32,7 +32,15 @@ pub struct SessionClaims {
     /// The client subject that created the session, when its route binds sessions to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// What the backend's adapter must remember for PATCH and DELETE besides `resource`
+    /// (a participant identity or id, an ingress id, a per-session credential), so that any
+    /// replica can serve them. Encrypted with the rest; never shown.
+    #[serde(default, skip_serializing_if = "SessionState::is_empty")]
+    pub state: SessionState,
 }
+
+/// An adapter's own session memory: names it chooses, string values.
+pub type SessionState = std::collections::BTreeMap<String, String>;
 
 /// Why a token did not open. Every variant is a 404 to the client, deliberately alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -215,6 +223,7 @@ mod tests {
             created: 1_000,
             expires: 2_000,
             subject: None,
+            state: Default::default(),
         }
     }
 

@@ -1,0 +1,372 @@
+//! Speaking WHIP/WHEP (RFC 9725) to a remote server: POST an offer, PATCH and DELETE its
+//! resource. Every remote kind ends here once it has its URL and credential, so the
+//! differences real servers show (relative or foreign Locations, 403-for-401, 406-for-415,
+//! unquoted ETags, text error bodies) are turned into one behaviour in one place.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+use url::Url;
+
+use super::{
+    AllowedHost, AttemptError, BackendDef, Created, Patched, UpstreamError, UpstreamResponse,
+    Upstreams,
+};
+use crate::error::GatewayError;
+use crate::frontdoor::{self, UpstreamIfMatch};
+use crate::kind::EndpointKind;
+use crate::session::SessionState;
+
+const SDP: &str = "application/sdp";
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// Where and how to send one WHIP/WHEP request.
+pub(super) struct Target<'a> {
+    pub url: Url,
+    /// Whipgate's credential for this backend (or the client's, with `passthrough`).
+    pub authorization: Option<HeaderValue>,
+    /// The credential is the client's own: a 401/403 is the client's fault.
+    pub passthrough: bool,
+    /// A host the vendor's API handed out for this session, trusted besides the backend's.
+    pub extra_host: Option<&'a AllowedHost>,
+    /// `Accept` of the POST (some vendors answer errors as text).
+    pub accept: &'static str,
+    pub request_id: &'a str,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(url: Url, authorization: Option<HeaderValue>, request_id: &'a str) -> Self {
+        Self {
+            url,
+            authorization,
+            passthrough: false,
+            extra_host: None,
+            accept: SDP,
+            request_id,
+        }
+    }
+}
+
+/// `Authorization: Bearer <secret>`, marked sensitive so no debug output shows it.
+pub(super) fn bearer(secret: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {secret}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// POSTs `offer`; a 201 (or 200) with a usable Location is a session.
+pub(super) async fn post_offer(
+    cx: &Upstreams,
+    backend: &BackendDef,
+    kind: EndpointKind,
+    target: &Target<'_>,
+    offer: Bytes,
+) -> Result<Created, AttemptError> {
+    let mut headers = base_headers(target);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    headers.insert(header::ACCEPT, HeaderValue::from_static(target.accept));
+    let response = cx
+        .client
+        .send(
+            backend,
+            target.extra_host,
+            Method::POST,
+            target.url.clone(),
+            headers,
+            offer,
+        )
+        .await
+        .map_err(|e| transport_error(backend, e))?;
+    match response.status {
+        StatusCode::CREATED | StatusCode::OK => created(backend, target, response),
+        status => {
+            log_refusal(backend, "POST", &response);
+            Err(create_refused(
+                backend,
+                kind,
+                status,
+                &response.headers,
+                target.passthrough,
+            ))
+        }
+    }
+}
+
+fn created(
+    backend: &BackendDef,
+    target: &Target<'_>,
+    response: UpstreamResponse,
+) -> Result<Created, AttemptError> {
+    let bad = |reason: &str| {
+        AttemptError::fatal(GatewayError::BadGateway(format!(
+            "backend {} {reason}",
+            backend.id
+        )))
+    };
+    let location = response
+        .headers
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| bad("answered without a Location"))?;
+    let resource = response
+        .url
+        .join(location.trim())
+        .map_err(|_| bad("answered with an invalid Location"))?;
+    let allowed = backend.allows_host(&resource)
+        || target.extra_host.is_some_and(|host| host.allows(&resource));
+    if !matches!(resource.scheme(), "http" | "https") || !allowed {
+        return Err(bad(
+            "answered with a Location on a host it is not allowed to use",
+        ));
+    }
+    if response.body.is_empty() {
+        return Err(bad("answered without SDP"));
+    }
+    let etag = response
+        .headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let ice_servers = frontdoor::ice_servers(
+        response
+            .headers
+            .get_all(header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    Ok(Created {
+        answer: response.body,
+        resource,
+        etag,
+        ice_servers,
+        state: SessionState::new(),
+    })
+}
+
+fn create_refused(
+    backend: &BackendDef,
+    kind: EndpointKind,
+    status: StatusCode,
+    headers: &HeaderMap,
+    passthrough: bool,
+) -> AttemptError {
+    let id = &backend.id;
+    match status.as_u16() {
+        400 => AttemptError::fatal(GatewayError::BadRequest(format!(
+            "backend {id} rejected the offer"
+        ))),
+        401 | 403 => AttemptError::fatal(credential_refused(backend, status.as_u16(), passthrough)),
+        404 | 409 if kind == EndpointKind::Whep => AttemptError::fatal(GatewayError::NotLive {
+            reason: "no publisher is live on this stream".into(),
+            retry_after: Duration::ZERO,
+        }),
+        404 => AttemptError::fatal(GatewayError::NotFound(format!(
+            "backend {id} has no endpoint for this stream"
+        ))),
+        409 => AttemptError::fatal(GatewayError::Conflict(format!(
+            "backend {id} refused: the stream is already in use"
+        ))),
+        406 | 415 => AttemptError::fatal(GatewayError::BadGateway(format!(
+            "backend {id} refused application/sdp ({status})"
+        ))),
+        422 => AttemptError::fatal(GatewayError::Unprocessable(format!(
+            "backend {id} cannot accept this offer"
+        ))),
+        429 | 500..=599 => AttemptError::retryable(GatewayError::Unavailable {
+            reason: format!("backend {id} answered {status}"),
+            retry_after: retry_after(headers),
+        }),
+        _ => AttemptError::fatal(GatewayError::BadGateway(format!(
+            "backend {id} answered {status}"
+        ))),
+    }
+}
+
+/// Forwards a trickle or ICE-restart fragment to the session's resource.
+pub(super) async fn patch(
+    cx: &Upstreams,
+    backend: &BackendDef,
+    target: &Target<'_>,
+    body: Bytes,
+    if_match: &UpstreamIfMatch,
+) -> Result<Patched, GatewayError> {
+    let mut headers = base_headers(target);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
+    let if_match_value = match if_match {
+        UpstreamIfMatch::Any => Some(HeaderValue::from_static("*")),
+        UpstreamIfMatch::Value(value) => Some(
+            HeaderValue::from_str(value)
+                .map_err(|_| GatewayError::PreconditionFailed("If-Match is not valid".into()))?,
+        ),
+        UpstreamIfMatch::Absent | UpstreamIfMatch::NoneUpstream => None,
+    };
+    if let Some(value) = if_match_value {
+        headers.insert(header::IF_MATCH, value);
+    }
+    let response = cx
+        .client
+        .send(
+            backend,
+            target.extra_host,
+            Method::PATCH,
+            target.url.clone(),
+            headers,
+            body,
+        )
+        .await
+        .map_err(|e| transport_error(backend, e).error)?;
+    let etag = || {
+        response
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+    };
+    match response.status.as_u16() {
+        204 => Ok(Patched::trickled()),
+        200 if response.body.is_empty() => Ok(Patched::trickled()),
+        200 => Ok(Patched {
+            status: StatusCode::OK,
+            etag: etag(),
+            body: Some(response.body.clone()),
+        }),
+        status => {
+            log_refusal(backend, "PATCH", &response);
+            Err(session_refused(
+                backend,
+                status,
+                "PATCH",
+                target.passthrough,
+            ))
+        }
+    }
+}
+
+/// DELETEs the session's resource; any 2xx is done.
+pub(super) async fn delete(
+    cx: &Upstreams,
+    backend: &BackendDef,
+    target: &Target<'_>,
+) -> Result<(), GatewayError> {
+    let headers = base_headers(target);
+    let response = cx
+        .client
+        .send(
+            backend,
+            target.extra_host,
+            Method::DELETE,
+            target.url.clone(),
+            headers,
+            Bytes::new(),
+        )
+        .await
+        .map_err(|e| transport_error(backend, e).error)?;
+    match response.status.as_u16() {
+        200..=299 => Ok(()),
+        status => {
+            log_refusal(backend, "DELETE", &response);
+            Err(session_refused(
+                backend,
+                status,
+                "DELETE",
+                target.passthrough,
+            ))
+        }
+    }
+}
+
+fn session_refused(
+    backend: &BackendDef,
+    status: u16,
+    method: &str,
+    passthrough: bool,
+) -> GatewayError {
+    let id = &backend.id;
+    match status {
+        400 => GatewayError::BadRequest(format!("backend {id} rejected the {method} body")),
+        401 | 403 => credential_refused(backend, status, passthrough),
+        404 | 410 => GatewayError::NotFound("session not found".into()),
+        405 | 501 => GatewayError::MethodNotAllowed {
+            reason: format!("backend {id} does not support {method} on sessions"),
+            allow: "DELETE, OPTIONS",
+        },
+        412 => GatewayError::PreconditionFailed(
+            "If-Match does not match the session's current ETag".into(),
+        ),
+        422 => GatewayError::Unprocessable(format!(
+            "backend {id} cannot do this {method} (trickle or ICE restart unsupported)"
+        )),
+        _ => GatewayError::BadGateway(format!("backend {id} answered {method} with {status}")),
+    }
+}
+
+/// 401 and 403 mean one thing to the client: with `passthrough` its own credential was
+/// refused (401); otherwise whipgate's credential for the backend is wrong (502, ops' fault).
+fn credential_refused(backend: &BackendDef, status: u16, passthrough: bool) -> GatewayError {
+    if passthrough {
+        GatewayError::Unauthorized("the backend refused the client's credentials".into())
+    } else {
+        GatewayError::BadGateway(format!(
+            "backend {} refused whipgate's credential ({status})",
+            backend.id
+        ))
+    }
+}
+
+/// Vendors explain refusals in their bodies (Millicast's `text/plain`, LiveKit's JSON): ops
+/// see the first line in the log; the client gets whipgate's own one-line error.
+fn log_refusal(backend: &BackendDef, method: &str, response: &UpstreamResponse) {
+    let text = String::from_utf8_lossy(&response.body);
+    let first = text.lines().next().unwrap_or("").trim();
+    let reason: String = first.chars().take(200).collect();
+    tracing::info!(
+        backend = %backend.id,
+        method,
+        status = response.status.as_u16(),
+        reason = %reason,
+        "backend refused"
+    );
+}
+
+fn base_headers(target: &Target<'_>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = &target.authorization {
+        headers.insert(header::AUTHORIZATION, value.clone());
+    }
+    if let Ok(value) = HeaderValue::from_str(target.request_id) {
+        headers.insert("x-request-id", value);
+    }
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    headers
+}
+
+pub(super) const USER_AGENT: &str = concat!("whipgate/", env!("CARGO_PKG_VERSION"));
+
+pub(super) fn transport_error(backend: &BackendDef, error: UpstreamError) -> AttemptError {
+    let id = &backend.id;
+    match error {
+        UpstreamError::Connect(cause) => AttemptError::retryable(GatewayError::Unavailable {
+            reason: format!("backend {id} unreachable: {cause}"),
+            retry_after: Duration::ZERO,
+        }),
+        UpstreamError::Timeout => AttemptError::retryable(GatewayError::GatewayTimeout(format!(
+            "backend {id} timed out"
+        ))),
+        UpstreamError::Redirect(reason) | UpstreamError::Protocol(reason) => {
+            AttemptError::fatal(GatewayError::BadGateway(format!("backend {id}: {reason}")))
+        }
+    }
+}
+
+/// A backend's `Retry-After` in seconds (HTTP-dates are rare here and read as zero).
+pub(super) fn retry_after(headers: &HeaderMap) -> Duration {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::ZERO)
+}
