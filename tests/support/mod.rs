@@ -203,6 +203,14 @@ impl SecretSource for TestSecrets {
             "BACKEND_TOKEN" => Some("backend-secret-token".into()),
             "STUDIO_TOKEN" => Some("studio-client-token-123".into()),
             "GUEST_TOKEN" => Some("guest-client-token-456".into()),
+            // Vendor credentials of tests/vendors.rs.
+            "LIVEKIT_API_SECRET" => Some("livekit-secret-0123456789abcdef0123".into()),
+            "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
+            "AWS_SECRET_ACCESS_KEY" => Some("aws-secret-key-example".into()),
+            "CLOUDFLARE_API_TOKEN" => Some("cf-api-token-example".into()),
+            "MILLICAST_PUBLISH_TOKEN" => Some("mc-publish-token".into()),
+            "MILLICAST_SUBSCRIBE_TOKEN" => Some("mc-subscribe-token".into()),
+            "WEBHOOK_SECRET" => Some("webhook-secret-example".into()),
             _ => None,
         }
     }

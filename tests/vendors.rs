@@ -1,0 +1,394 @@
+//! Vendor kinds against in-process contract fakes: each fake checks what its vendor checks
+//! (the JWT's signature and claims, the SigV4 header, the bearer, the webhook signature) and
+//! answers in the vendor's shapes. tests/e2e/vendors.sh runs fuller fakes with real peers.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use support::{corpus, gateway, post_offer, send, FakeBackend, Reply, Seen};
+
+const LIVEKIT_SECRET: &str = "livekit-secret-0123456789abcdef0123";
+
+#[derive(Debug, serde::Deserialize)]
+struct Grant {
+    #[serde(rename = "roomJoin")]
+    room_join: Option<bool>,
+    room: Option<String>,
+    #[serde(rename = "canPublish")]
+    can_publish: Option<bool>,
+    #[serde(rename = "canSubscribe")]
+    can_subscribe: Option<bool>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LivekitClaims {
+    iss: String,
+    sub: Option<String>,
+    exp: u64,
+    video: Grant,
+}
+
+/// What LiveKit's auth middleware does: `Bearer ` exactly, HS256 with the key's secret,
+/// `exp` required.
+fn livekit_claims(seen: &Seen) -> Option<LivekitClaims> {
+    let token = seen.header("authorization")?.strip_prefix("Bearer ")?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp"]);
+    jsonwebtoken::decode::<LivekitClaims>(
+        token,
+        &jsonwebtoken::DecodingKey::from_secret(LIVEKIT_SECRET.as_bytes()),
+        &validation,
+    )
+    .ok()
+    .map(|data| data.claims)
+}
+
+#[tokio::test]
+async fn livekit_signs_a_participant_token_per_session_and_whep_falls_to_the_next_backend() {
+    let identities: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen_identities = identities.clone();
+    let livekit = FakeBackend::start(move |seen: &Seen| {
+        let Some(claims) = livekit_claims(seen) else {
+            return Reply::new(401)
+                .header("content-type", "text/plain")
+                .body("invalid authorization header. Must start with Bearer ");
+        };
+        let grant_ok = claims.iss == "APIxxxx"
+            && claims.video.room_join == Some(true)
+            && claims.video.room.as_deref() == Some("lk-cam")
+            && claims.video.can_publish == Some(true)
+            && claims.video.can_subscribe == Some(false)
+            && claims.exp > 1_700_000_000;
+        let Some(identity) = claims.sub.filter(|_| grant_ok) else {
+            return Reply::new(401).body("{\"error\":\"bad grant\"}");
+        };
+        seen_identities.lock().expect("lock").push(identity);
+        match (seen.method.as_str(), seen.path.as_str()) {
+            ("POST", "/whip/v1") if seen.header("content-type") == Some("application/sdp") => {
+                Reply::new(201)
+                    .header("location", "/whip/v1/PA_1")
+                    .header("etag", "ufrag1")
+                    .body(corpus("janus-whip-answer.sdp"))
+            }
+            ("PATCH", "/whip/v1/PA_1") if seen.header("if-match").is_none() => Reply::new(428),
+            ("PATCH", "/whip/v1/PA_1") => Reply::new(204),
+            ("DELETE", "/whip/v1/PA_1") => Reply::new(200),
+            _ => Reply::new(400),
+        }
+    })
+    .await;
+    let origin = FakeBackend::start(support::whip_server()).await;
+    let gw = gateway(&format!(
+        r#"
+[[backend]]
+id = "lk"
+kind = "livekit"
+url = "{}"
+api_key = "APIxxxx"
+api_secret_env = "LIVEKIT_API_SECRET"
+
+[[backend]]
+id = "origin"
+kind = "whip"
+whep_url = "{}"
+
+[[route]]
+backends = ["lk", "origin"]
+"#,
+        livekit.url(""),
+        origin.url("/whep/{stream}")
+    ))
+    .await;
+    let created = post_offer(gw.local_addr, "/whip/lk-cam", &[]).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let session = created.location_path();
+    let patched = send(
+        gw.local_addr,
+        "PATCH",
+        &session,
+        &[("content-type", "application/trickle-ice-sdpfrag")],
+        "a=ice-ufrag:x\r\na=ice-pwd:yyyyyyyyyyyyyyyyyyyyyy\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 192.0.2.1 5000 typ host\r\n",
+    )
+    .await;
+    assert_eq!(patched.status, 204, "{}", patched.body);
+    let deleted = send(gw.local_addr, "DELETE", &session, &[], "").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let identities = identities.lock().expect("lock").clone();
+    assert_eq!(identities.len(), 3, "{identities:?}");
+    assert!(identities[0].starts_with("whipgate-"), "{identities:?}");
+    assert!(
+        identities.iter().all(|i| i == &identities[0]),
+        "PATCH and DELETE must use the POST's identity: {identities:?}"
+    );
+
+    let viewer = post_offer(gw.local_addr, "/whep/lk-cam", &[]).await;
+    assert_eq!(viewer.status, 201, "{}", viewer.body);
+    assert_eq!(livekit.count(), 3, "no WHEP request may reach LiveKit");
+    assert_eq!(origin.count(), 1);
+    for seen in livekit.seen().iter().chain(origin.seen().iter()) {
+        for value in seen.headers.values() {
+            let value = value.to_str().unwrap_or("");
+            assert!(!value.contains(LIVEKIT_SECRET), "secret sent as a header");
+        }
+    }
+}
+
+#[tokio::test]
+async fn webhook_events_are_signed_and_its_answer_routes_the_session() {
+    let events: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let media = FakeBackend::start(|seen: &Seen| {
+        if seen.header("authorization") != Some("Bearer per-stream-bearer") {
+            return Reply::new(403);
+        }
+        support::whip_server()(seen)
+    })
+    .await;
+    let media_url = media.url("/whip/booked");
+    let log = events.clone();
+    let hook = FakeBackend::start(move |seen: &Seen| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"webhook-secret-example");
+        let expected: String = ring::hmac::sign(&key, &seen.body)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if seen.header("x-whipgate-signature") != Some(&format!("sha256={expected}")) {
+            return Reply::new(401);
+        }
+        let event: serde_json::Value = serde_json::from_slice(&seen.body).expect("json");
+        log.lock().expect("lock").push(event.clone());
+        let answer = match (event["event"].as_str(), event["stream"].as_str()) {
+            (Some("opening"), Some("booked")) => serde_json::json!({
+                "allowed": true, "url": media_url, "bearer": "per-stream-bearer"
+            }),
+            (Some("opening"), _) => {
+                serde_json::json!({ "allowed": false, "reason": "stream is not booked" })
+            }
+            _ => serde_json::json!({}),
+        };
+        Reply::new(200)
+            .header("content-type", "application/json")
+            .body(answer.to_string())
+    })
+    .await;
+    let gw = gateway(&format!(
+        r#"
+[[backend]]
+id = "hook"
+kind = "webhook"
+url = "{}"
+secret_env = "WEBHOOK_SECRET"
+
+[[route]]
+id = "booked"
+backends = ["hook"]
+"#,
+        hook.url("/whipgate")
+    ))
+    .await;
+    let refused = post_offer(gw.local_addr, "/whip/other", &[]).await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.body.contains("stream is not booked"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(media.count(), 0);
+
+    let created = post_offer(gw.local_addr, "/whip/booked", &[]).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let deleted = send(gw.local_addr, "DELETE", &created.location_path(), &[], "").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(
+        media.count(),
+        2,
+        "POST and DELETE with the webhook's bearer"
+    );
+
+    let events = events.lock().expect("lock").clone();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, ["opening", "opening", "closing"], "{events:?}");
+    let closing = &events[2];
+    assert_eq!(closing["stream"], "booked");
+    assert_eq!(closing["route"], "booked");
+    assert_eq!(closing["kind"], "whip");
+    assert!(closing["request_id"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
+}
+
+#[tokio::test]
+async fn cloudflare_reuses_one_live_input_and_fails_over_on_its_api_429() {
+    let api_calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let media = FakeBackend::start(support::whip_server()).await;
+    let publish = media.url("/SECRETPATH/webRTC/publish");
+    let play = media.url("/UID1/webRTC/play");
+    let calls = api_calls.clone();
+    let limited = Arc::new(Mutex::new(false));
+    let limited_now = limited.clone();
+    let api = FakeBackend::start(move |seen: &Seen| {
+        if seen.header("authorization") != Some("Bearer cf-api-token-example") {
+            return Reply::new(403).body(
+                r#"{"success":false,"errors":[{"code":10000,"message":"Authentication error"}]}"#,
+            );
+        }
+        if *limited_now.lock().expect("lock") {
+            return Reply::new(429).header("retry-after", "300");
+        }
+        calls
+            .lock()
+            .expect("lock")
+            .push(format!("{} {}", seen.method, seen.path));
+        let input = serde_json::json!({
+            "uid": "UID1", "meta": { "name": "whipgate:cf-cam" }, "created": "2026-12-01T10:00:00Z",
+            "webRTC": { "url": publish }, "webRTCPlayback": { "url": play },
+        });
+        let result = match seen.method.as_str() {
+            "GET" if seen.path.ends_with("/live_inputs") => {
+                serde_json::json!({ "liveInputs": [], "range": 0, "total": 0 })
+            }
+            _ => input,
+        };
+        Reply::new(200)
+            .header("content-type", "application/json")
+            .body(
+            serde_json::json!({ "success": true, "errors": [], "messages": [], "result": result })
+                .to_string(),
+        )
+    })
+    .await;
+    let fallback = FakeBackend::start(support::whip_server()).await;
+    let gw = gateway(&format!(
+        r#"
+[[backend]]
+id = "cf"
+kind = "cloudflare"
+account_id = "023e105f4ecef8ad9ca31a8372d0c353"
+api_token_env = "CLOUDFLARE_API_TOKEN"
+api_url = "{}"
+
+[[backend]]
+id = "fallback"
+kind = "whip"
+whip_url = "{}"
+
+[[route]]
+backends = ["cf", "fallback"]
+"#,
+        api.url("/client/v4"),
+        fallback.url("/whip/{stream}")
+    ))
+    .await;
+    for _ in 0..2 {
+        let created = post_offer(gw.local_addr, "/whip/cf-cam", &[]).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        assert!(
+            !created.body.contains("SECRETPATH")
+                && !created
+                    .header("location")
+                    .unwrap_or("")
+                    .contains("SECRETPATH")
+        );
+        let deleted = send(gw.local_addr, "DELETE", &created.location_path(), &[], "").await;
+        assert_eq!(deleted.status, 200);
+    }
+    let calls = api_calls.lock().expect("lock").clone();
+    assert_eq!(
+        calls,
+        [
+            "GET /client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/stream/live_inputs",
+            "POST /client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/stream/live_inputs",
+        ],
+        "one lookup and one create for two publishes of the stream"
+    );
+    assert_eq!(media.count(), 4);
+
+    *limited.lock().expect("lock") = true;
+    let failed_over = post_offer(gw.local_addr, "/whip/cf-other", &[]).await;
+    assert_eq!(failed_over.status, 201, "{}", failed_over.body);
+    assert_eq!(
+        fallback.count(),
+        1,
+        "the API's 429 fails over to the next backend"
+    );
+    let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
+    let line = "whipgate_vendor_api_calls_total{backend=\"cf\",operation=\"list_live_inputs\",result=\"429\"}";
+    assert!(metrics.contains(line), "missing {line}");
+}
+
+#[tokio::test]
+async fn millicast_errors_are_mapped_and_ivs_needs_h264_before_any_call() {
+    let millicast = FakeBackend::start(|seen: &Seen| match seen.path.as_str() {
+        p if p.starts_with("/api/whep/k9Mwad/") => {
+            if seen.header("authorization") != Some("Bearer mc-subscribe-token") {
+                return Reply::new(401)
+                    .header("content-type", "text/plain")
+                    .body("Unauthorized: bad token");
+            }
+            Reply::new(409)
+                .header("content-type", "text/plain")
+                .body("Stream not found")
+        }
+        _ => Reply::new(401)
+            .header("content-type", "text/plain")
+            .body("Unauthorized: token expired"),
+    })
+    .await;
+    let ivs_api = FakeBackend::start(|_: &Seen| Reply::new(500)).await;
+    let gw = gateway(&format!(
+        r#"
+[[backend]]
+id = "dolby"
+kind = "millicast"
+account_id = "k9Mwad"
+publish_token_env = "MILLICAST_PUBLISH_TOKEN"
+subscribe_token_env = "MILLICAST_SUBSCRIBE_TOKEN"
+url = "{}"
+
+[[backend]]
+id = "ivs"
+kind = "ivs"
+region = "us-east-1"
+stage_arn = "arn:aws:ivs:us-east-1:123456789012:stage/abcdABCDefgh"
+access_key_id_env = "AWS_ACCESS_KEY_ID"
+secret_access_key_env = "AWS_SECRET_ACCESS_KEY"
+api_url = "{}"
+whip_url = "{}"
+
+[[route]]
+match = {{ stream = "ivs-*" }}
+backends = ["ivs"]
+
+[[route]]
+backends = ["dolby"]
+"#,
+        millicast.url(""),
+        ivs_api.url(""),
+        ivs_api.url("/")
+    ))
+    .await;
+    let viewer = post_offer(gw.local_addr, "/whep/show", &[]).await;
+    assert_eq!(viewer.status, 409, "{}", viewer.body);
+    assert!(viewer.header("retry-after").is_some());
+    let publisher = post_offer(gw.local_addr, "/whip/show", &[]).await;
+    assert_eq!(publisher.status, 502, "{}", publisher.body);
+    assert!(!publisher.body.contains("mc-publish-token"));
+
+    // GStreamer's VP8-only offer: IVS would refuse it, so whipgate does first.
+    let refused = send(
+        gw.local_addr,
+        "POST",
+        "/whip/ivs-cam",
+        &[("content-type", "application/sdp")],
+        corpus("gstreamer-whip-offer.sdp"),
+    )
+    .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(refused.body.contains("H.264"), "{}", refused.body);
+    assert_eq!(
+        ivs_api.count(),
+        0,
+        "no AWS call for an offer IVS cannot take"
+    );
+}
