@@ -314,11 +314,16 @@ impl Ivs {
             state.get(TOKEN).and_then(|t| exchange::bearer(t)),
             session.request_id,
         );
-        if let Err(error) = exchange::delete(cx, backend, &target).await {
-            // IVS documents no DELETE on its WHIP resources; the disconnect below is what
-            // ends the publish.
-            tracing::debug!(backend = %backend.id, %error, "IVS resource DELETE refused");
-        }
+        // IVS documents no DELETE on its WHIP resources; the disconnect below is what ends
+        // the publish. A resource that is already gone still tells the client so (404).
+        let resource_gone = match exchange::delete(cx, backend, &target).await {
+            Err(GatewayError::NotFound(_)) => true,
+            Err(error) => {
+                tracing::debug!(backend = %backend.id, %error, "IVS resource DELETE refused");
+                false
+            }
+            Ok(()) => false,
+        };
         let participant = state
             .get(PARTICIPANT)
             .ok_or_else(|| GatewayError::NotFound("session not found".into()))?;
@@ -338,7 +343,7 @@ impl Ivs {
             )
             .await
             .map_err(|e| e.error)?;
-        if response.status == http::StatusCode::NOT_FOUND {
+        if response.status == http::StatusCode::NOT_FOUND || resource_gone {
             return Err(GatewayError::NotFound("session not found".into()));
         }
         broker::expect_success(backend, "disconnect_participant", &response).map_err(|e| e.error)

@@ -17,6 +17,9 @@
 # publishes and plays, K simple-whip-client publishes and aiortc plays until the publisher
 # leaves, L Chromium's /publish page publishes while Chromium's /play page and aiortc play,
 # M one publisher to Janus and one to the built-in SFU at the same time.
+# Also with whipgate, vendor backends against contract fakes (vendors.sh, vendor_fakes.py):
+# O livekit, P livekit ingress, Q ivs, R cloudflare, S millicast, T webhook, U vendor switch by
+# reload, V no vendor secret leaks.
 # Prints "ok - NAME" / "not ok - NAME: reason" per test and ends with "N passed, M failed".
 set -uo pipefail
 
@@ -125,7 +128,7 @@ dump_all() {
     aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
     aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
     aiortc-m-sfu.log coturn.log aiortc-relay.log chromium-relay-play.log chromium-relay-publish.log \
-    aiortc-relay-play.log janus.log
+    aiortc-relay-play.log "${VENDOR_LOGS[@]}" janus.log
 }
 
 NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
@@ -140,7 +143,7 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V"; fi
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
 NAME_K="built-in SFU: whip-client (GStreamer, trickle via PATCH) publishes, aiortc plays; when the publisher's DELETE comes, its viewers are released"
@@ -148,6 +151,8 @@ NAME_L="built-in SFU: Chromium publishes from /publish, Chromium plays /play (fr
 NAME_M="routes.toml sends one publisher to Janus (remote backend) and another to the built-in SFU at the same time; both carry media"
 NAME_E="the backend tokens and the TURN secret never show in whipgate's log or in what clients received"
 if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
+# shellcheck source-path=SCRIPTDIR source=vendors.sh
+. "$HERE/vendors.sh"   # NAME_O .. NAME_V, VENDOR_LOGS, test_o .. test_v
 ALL_NAMES=()
 for t in $TESTS; do
   case $t in
@@ -156,6 +161,7 @@ for t in $TESTS; do
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
     I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
     L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");; N) ALL_NAMES+=("$NAME_N");;
+    O | P | Q | R | S | T | U | V) n=NAME_$t; ALL_NAMES+=("${!n}");;
   esac
 done
 setup_failed() {
@@ -903,6 +909,7 @@ for t in $TESTS; do
     L) test_l ;;
     M) test_m ;;
     N) test_n ;;
+    O | P | Q | R | S | T | U | V) "test_${t,,}" ;;
     *) echo "# unknown test $t" ;;
   esac
 done
