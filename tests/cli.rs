@@ -155,3 +155,51 @@ fn sighup_reloads_even_an_unchanged_file() {
     assert!(reloaded.contains("generation=2"), "{reloaded}");
     assert!(exit.success());
 }
+
+#[test]
+fn vendor_kinds_are_checked_explained_and_warned_about() {
+    let config = "[[backend]]\nid = \"lk\"\nkind = \"livekit\"\nurl = \"https://p.livekit.cloud\"\napi_key = \"APIxxxx\"\napi_secret_env = \"LIVEKIT_API_SECRET\"\n\n[[backend]]\nid = \"ivs\"\nkind = \"ivs\"\nregion = \"us-east-1\"\nstage_arn = \"arn:aws:ivs:us-east-1:123456789012:stage/abcdABCDefgh\"\naccess_key_id_env = \"AWS_ACCESS_KEY_ID\"\nsecret_access_key_env = \"AWS_SECRET_ACCESS_KEY\"\n\n[[route]]\nid = \"studio\"\nbackends = [\"lk\", \"ivs\"]\n";
+    let path = temp_file("vendors.toml", config);
+    let output = whipgate()
+        .args(["check", "--skip-secrets"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "route `studio` matches WHEP requests, but its backends (livekit, ivs) serve WHIP only"
+        ),
+        "{stderr}"
+    );
+
+    let output = whipgate()
+        .args(["explain", "--config"])
+        .arg(&path)
+        .args(["--kind", "whep", "--stream", "cam"])
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("1. lk (primary) — livekit: native WHIP"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(skipped: it does not serve whep)"),
+        "{stdout}"
+    );
+
+    let typo = temp_file("typo.toml", &config.replace("api_key =", "api_kee ="));
+    let output = whipgate()
+        .args(["check", "--skip-secrets"])
+        .arg(&typo)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains(":5:") && stderr.contains("unknown key `api_kee` for kind = \"livekit\""),
+        "{stderr}"
+    );
+}

@@ -25,6 +25,9 @@ const SCHEME: &str = "builtin";
 #[derive(Debug)]
 pub struct Builtin;
 
+/// The routes.toml keys of this kind, besides those every kind takes.
+pub(super) const KEYS: &[&str] = &[];
+
 pub(super) fn build(_keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
     Ok(Arc::new(Builtin))
 }

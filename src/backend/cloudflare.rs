@@ -58,6 +58,15 @@ struct LiveInput {
     play: Url,
 }
 
+/// The routes.toml keys of this kind, besides those every kind takes.
+pub(super) const KEYS: &[&str] = &[
+    "account_id",
+    "api_token_env",
+    "api_token_file",
+    "api_url",
+    "api_rate_limit",
+];
+
 pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
     let account_id = keys.required_string("account_id")?;
     if !account_id.bytes().all(|b| b.is_ascii_alphanumeric()) {

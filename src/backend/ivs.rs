@@ -50,6 +50,22 @@ pub struct AwsCredentials {
     pub session_token: Option<Secret>,
 }
 
+/// The routes.toml keys of this kind, besides those every kind takes.
+pub(super) const KEYS: &[&str] = &[
+    "region",
+    "stage_arn",
+    "access_key_id_env",
+    "access_key_id_file",
+    "secret_access_key_env",
+    "secret_access_key_file",
+    "session_token_env",
+    "session_token_file",
+    "api_url",
+    "whip_url",
+    "token_duration",
+    "api_rate_limit",
+];
+
 pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
     let region = keys.required_string("region")?;
     if !region

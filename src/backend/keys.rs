@@ -176,6 +176,20 @@ impl<'a> KindKeys<'a> {
         self.secrets.mode == crate::secret::SecretMode::Resolve
     }
 
+    /// Fails on the first key that is neither common nor one of `known`.
+    pub fn refuse_unknown(&self, known: &[&str]) -> Result<(), KeyError> {
+        let unknown = self.keys.iter().find(|(key, _)| {
+            !known.contains(&key.as_str()) && !super::COMMON_KEYS.contains(&key.as_str())
+        });
+        match unknown {
+            None => Ok(()),
+            Some((key, value)) => Err(self.error_at(
+                value.span().start,
+                format!("unknown key `{key}` for kind = \"{}\"", self.kind),
+            )),
+        }
+    }
+
     /// Fails on any key no one took, naming it and its place.
     pub fn finish(self) -> Result<(), KeyError> {
         match self.keys.iter().next() {

@@ -43,6 +43,17 @@ pub struct Livekit {
     token_ttl: Duration,
 }
 
+/// The routes.toml keys of this kind, besides those every kind takes.
+pub(super) const KEYS: &[&str] = &[
+    "url",
+    "api_key",
+    "api_secret_env",
+    "api_secret_file",
+    "room",
+    "mode",
+    "token_ttl",
+];
+
 pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
     // Every LiveKit deployment has its own origin (a Cloud project's or a self-hosted
     // server's), so there is no useful default.
@@ -352,6 +363,11 @@ impl Adapter for Livekit {
 
     fn placeholders(&self, _endpoint: EndpointKind) -> Vec<String> {
         self.room.captures()
+    }
+
+    /// livekit-server answers `GET /` with 200 "OK" while it runs.
+    fn health_url(&self) -> Option<Url> {
+        self.url.join("/").ok()
     }
 
     fn describe(&self) -> String {

@@ -32,6 +32,16 @@ pub struct Millicast {
     subscribe_token: Option<Secret>,
 }
 
+/// The routes.toml keys of this kind, besides those every kind takes.
+pub(super) const KEYS: &[&str] = &[
+    "url",
+    "account_id",
+    "publish_token_env",
+    "publish_token_file",
+    "subscribe_token_env",
+    "subscribe_token_file",
+];
+
 pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
     let url = match keys.url("url")? {
         Some(url) => url,

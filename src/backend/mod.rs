@@ -43,32 +43,58 @@ use crate::session::{SessionClaims, SessionState};
 
 /// Every backend kind routes.toml knows, by its `kind` name, and how it is built from the
 /// kind's own keys.
-const KINDS: &[(&str, BuildAdapter)] = &[
-    ("whip", whip::build),
-    ("builtin", builtin::build),
-    ("livekit", livekit::build),
-    ("ivs", ivs::build),
-    ("cloudflare", cloudflare::build),
-    ("millicast", millicast::build),
-    ("webhook", webhook::build),
+const KINDS: &[Kind] = &[
+    ("whip", whip::KEYS, whip::build),
+    ("builtin", builtin::KEYS, builtin::build),
+    ("livekit", livekit::KEYS, livekit::build),
+    ("ivs", ivs::KEYS, ivs::build),
+    ("cloudflare", cloudflare::KEYS, cloudflare::build),
+    ("millicast", millicast::KEYS, millicast::build),
+    ("webhook", webhook::KEYS, webhook::build),
+];
+
+/// A kind's name, its own keys, and its builder.
+type Kind = (&'static str, &'static [&'static str], BuildAdapter);
+
+/// The keys of `[[backend]]` that mean the same for every kind (read by the config loader).
+pub const COMMON_KEYS: &[&str] = &[
+    "id",
+    "kind",
+    "allowed_hosts",
+    "trickle",
+    "sdp",
+    "max_sessions",
+    "cost_per_minute",
+    "circuit",
+    "health_check",
 ];
 
 type BuildAdapter = fn(&mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError>;
 
 /// The `kind` names routes.toml accepts.
 pub fn kind_names() -> impl Iterator<Item = &'static str> {
-    KINDS.iter().map(|(name, _)| *name)
+    KINDS.iter().map(|(name, _, _)| *name)
+}
+
+/// The keys `kind` takes besides [`COMMON_KEYS`] (for the README check), if it exists.
+pub fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
+    KINDS
+        .iter()
+        .find(|(name, _, _)| *name == kind)
+        .map(|(_, keys, _)| *keys)
 }
 
 /// Builds the adapter of `kind` from its keys (those every kind shares already taken).
 pub fn build_adapter(kind: &str, keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
-    let Some((_, build)) = KINDS.iter().find(|(name, _)| *name == kind) else {
-        let known: Vec<&str> = kind_names().collect();
+    let Some((_, known, build)) = KINDS.iter().find(|(name, _, _)| *name == kind) else {
+        let names: Vec<&str> = kind_names().collect();
         return Err(keys.error(format!(
             "unknown kind `{kind}` (one of {})",
-            known.join(", ")
+            names.join(", ")
         )));
     };
+    // A misspelt key is reported as such, not as the missing key it was meant to be.
+    keys.refuse_unknown(known)?;
     build(keys)
 }
 
@@ -99,6 +125,12 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// Route regex captures its URL or name templates need for `endpoint`.
     fn placeholders(&self, _endpoint: EndpointKind) -> Vec<String> {
         Vec::new()
+    }
+
+    /// What a `health_check` without `url` probes: a URL of the vendor's that answers below
+    /// 500 while it takes sessions.
+    fn health_url(&self) -> Option<Url> {
+        None
     }
 
     /// One line for `explain` and the status page: the kind and where it goes; never a

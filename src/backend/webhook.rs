@@ -34,6 +34,9 @@ pub struct Webhook {
     secret: Secret,
 }
 
+/// The routes.toml keys of this kind, besides those every kind takes.
+pub(super) const KEYS: &[&str] = &["url", "secret_env", "secret_file"];
+
 pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
     let url = keys
         .url("url")?

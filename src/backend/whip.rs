@@ -45,6 +45,15 @@ struct RawAuth {
     passthrough: Option<bool>,
 }
 
+/// The routes.toml keys of this kind, besides those every kind takes.
+pub(super) const KEYS: &[&str] = &[
+    "whip_url",
+    "whep_url",
+    "auth",
+    "url_key_env",
+    "url_key_file",
+];
+
 pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
     let whip_url = keys.template("whip_url")?;
     let whep_url = keys.template("whep_url")?;

@@ -95,7 +95,7 @@ impl Loader<'_> {
             });
         let health_check = match &common.health_check {
             None => None,
-            Some(check) => Some(self.health_check(&id, check)?),
+            Some(check) => Some(self.health_check(&id, check, adapter.health_url())?),
         };
         let cost_per_minute = match common.cost_per_minute {
             Some(cost) if !(cost.is_finite() && cost >= 0.0) => {
@@ -129,18 +129,27 @@ impl Loader<'_> {
         &self,
         id: &str,
         check: &Spanned<RawHealthCheck>,
+        kind_default: Option<Url>,
     ) -> Result<HealthCheck, ConfigError> {
         let at = check.span().start;
         let raw = check.get_ref();
-        let url = Url::parse(&raw.url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
+        let url = match &raw.url {
+            Some(url) => Url::parse(url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| {
+                    self.error_at(
+                        at,
+                        format!("backend `{id}`: health_check url is not an http(s) URL"),
+                    )
+                })?,
+            None => kind_default.ok_or_else(|| {
                 self.error_at(
                     at,
-                    format!("backend `{id}`: health_check url is not an http(s) URL"),
+                    format!("backend `{id}`: health_check needs a url for this kind"),
                 )
-            })?;
+            })?,
+        };
         Ok(HealthCheck {
             url,
             interval: raw
@@ -171,19 +180,6 @@ struct Common {
     /// Active health probe.
     health_check: Option<Spanned<RawHealthCheck>>,
 }
-
-/// Their names, for the README check.
-pub const COMMON_BACKEND_KEYS: &[&str] = &[
-    "id",
-    "kind",
-    "allowed_hosts",
-    "trickle",
-    "sdp",
-    "max_sessions",
-    "cost_per_minute",
-    "circuit",
-    "health_check",
-];
 
 impl Common {
     fn take(keys: &mut KindKeys<'_>) -> Result<Self, KeyError> {

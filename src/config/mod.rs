@@ -9,7 +9,7 @@ mod server;
 pub mod tls;
 mod watch;
 
-pub use backend::COMMON_BACKEND_KEYS;
+pub use crate::backend::COMMON_KEYS as COMMON_BACKEND_KEYS;
 pub use server::{IceCredential, IceServerDef, RateLimitSettings, ServerSettings};
 pub use watch::{watch, ConfigWatch};
 

@@ -174,8 +174,9 @@ pub struct RawCircuit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealthCheck {
-    /// URL probed with GET; any answer below 500 passes.
-    pub url: String,
+    /// URL probed with GET; any answer below 500 passes (default: the kind's own, where it
+    /// has one).
+    pub url: Option<String>,
     /// Default 5 s.
     #[serde(default, with = "humantime_serde")]
     pub interval: Option<Duration>,
