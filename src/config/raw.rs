@@ -41,6 +41,10 @@ pub struct RawBuiltin {
     /// Public addresses (1:1 NAT) advertised as well.
     #[serde(default)]
     pub public_addresses: Vec<String>,
+    /// A connected peer that sends nothing (no media, RTCP or STUN) for this long has ended
+    /// (default 30 s).
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `[server]`: every limit has a safe default.

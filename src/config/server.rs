@@ -191,6 +191,9 @@ impl Loader<'_> {
                 .collect()
         };
         settings.host_addresses = ips(&raw.host_addresses, "host_addresses")?;
+        if let Some(idle) = raw.idle_timeout {
+            settings.idle_timeout = idle.max(Duration::from_secs(5));
+        }
         settings.public_addresses = ips(&raw.public_addresses, "public_addresses")?;
         if settings.udp_listen.ip().is_unspecified() && settings.host_addresses.is_empty() {
             return Err(self.error_at(

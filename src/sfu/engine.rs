@@ -12,12 +12,15 @@ use str0m::change::SdpOffer;
 use str0m::config::{CryptoProvider, DtlsCert};
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::{PeerRole, SfuError, StreamStatus};
 
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// A connected peer from which nothing at all arrived for this long is gone (RFC 7675's
+/// consent lifetime); `[builtin] idle_timeout` overrides it.
+pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// At most one keyframe request per publisher track (and layer) this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a viewer re-chooses its simulcast layer.
@@ -39,9 +42,50 @@ pub struct Addresses {
     pub candidates: Vec<SocketAddr>,
 }
 
+/// The DTLS stacks the SFU chooses from, per peer, by the role the peer's offer gives it.
+///
+/// str0m-openssl 0.6's DTLS never resends a handshake flight (its timeout handling only
+/// reschedules itself), which is fatal when the SFU is the DTLS client of a peer that misses
+/// the first flight: FFmpeg's WHIP muxer (`a=setup:passive`) reads the SFU's ClientHello as
+/// part of its ICE exchange and drops it. dimpl resends flights, but refuses the RSA client
+/// certificates GStreamer's webrtcbin presents when the SFU is the DTLS server. So the SFU is
+/// a server on OpenSSL's stack and a client on dimpl's. Both use one ECDSA P-256 certificate.
+#[derive(Clone)]
+pub struct Crypto {
+    /// The SFU answers `a=setup:passive` (the usual case: offers are `actpass` or `active`).
+    pub server: Arc<CryptoProvider>,
+    /// The SFU answers `a=setup:active`: the peer's offer said `passive`.
+    pub client: Arc<CryptoProvider>,
+}
+
+impl Crypto {
+    /// OpenSSL's DTLS as the server, dimpl's as the client.
+    pub fn standard() -> Self {
+        Self {
+            server: Arc::new(str0m_openssl::default_provider()),
+            client: Arc::new(str0m_rust_crypto::default_provider()),
+        }
+    }
+
+    fn for_offer(&self, offer: &str) -> &Arc<CryptoProvider> {
+        if offer_is_dtls_server(offer) {
+            &self.client
+        } else {
+            &self.server
+        }
+    }
+}
+
+/// Whether the offerer will be the DTLS server (`a=setup:passive`), making the SFU its client.
+pub(super) fn offer_is_dtls_server(offer: &str) -> bool {
+    offer
+        .lines()
+        .any(|line| line.trim_end().eq_ignore_ascii_case("a=setup:passive"))
+}
+
 pub struct Engine {
     addresses: Addresses,
-    crypto: Arc<CryptoProvider>,
+    crypto: Crypto,
     cert: DtlsCert,
     peers: HashMap<PeerId, Peer>,
     streams: HashMap<String, Stream>,
@@ -50,6 +94,7 @@ pub struct Engine {
     /// Sessions that ended without a DELETE, and when.
     ended: HashMap<PeerId, Instant>,
     next_id: Box<dyn FnMut() -> PeerId + Send>,
+    idle_limit: Duration,
 }
 
 #[derive(Default)]
@@ -64,6 +109,9 @@ struct Peer {
     rtc: Rtc,
     created: Instant,
     connected: bool,
+    /// When anything last arrived from the peer: media, RTCP, DTLS, STUN requests or
+    /// indications. This, not str0m's ICE-lite state, decides whether a peer is still there.
+    last_heard: Instant,
     next_timeout: Instant,
     /// m-lines in SDP order, as str0m reported them.
     media: Vec<(Mid, MediaKind)>,
@@ -95,7 +143,7 @@ struct Forwarding {
 impl Engine {
     pub fn new(
         addresses: Addresses,
-        crypto: Arc<CryptoProvider>,
+        crypto: Crypto,
         cert: DtlsCert,
         next_id: Box<dyn FnMut() -> PeerId + Send>,
     ) -> Self {
@@ -108,13 +156,20 @@ impl Engine {
             by_source: HashMap::new(),
             ended: HashMap::new(),
             next_id,
+            idle_limit: DEFAULT_IDLE_LIMIT,
         }
     }
 
-    fn new_rtc(&self, now: Instant) -> Rtc {
+    /// How long a connected peer may stay silent before it is taken as gone.
+    pub fn with_idle_limit(mut self, limit: Duration) -> Self {
+        self.idle_limit = limit;
+        self
+    }
+
+    fn new_rtc(&self, now: Instant, offer: &str) -> Rtc {
         let mut rtc = RtcConfig::new()
             .set_ice_lite(true)
-            .set_crypto_provider(self.crypto.clone())
+            .set_crypto_provider(self.crypto.for_offer(offer).clone())
             .set_dtls_cert(self.cert.clone())
             .build(now);
         for address in &self.addresses.candidates {
@@ -174,9 +229,9 @@ impl Engine {
         role: PeerRole,
         offer: &str,
     ) -> Result<(PeerId, String), SfuError> {
+        let mut rtc = self.new_rtc(now, offer);
         let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| SfuError::Offer(format!("the offer cannot be parsed: {e}")))?;
-        let mut rtc = self.new_rtc(now);
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -193,6 +248,7 @@ impl Engine {
                 rtc,
                 created: now,
                 connected: false,
+                last_heard: now,
                 next_timeout: now,
                 media: Vec::new(),
                 layers: HashMap::new(),
@@ -302,9 +358,22 @@ impl Engine {
             }
         };
         let Some(id) = owner else {
+            // RFC 8445 keepalives (libnice's) are unauthenticated binding indications,
+            // which str0m does not take; from a known peer's address they still show it
+            // is there.
+            if is_binding_indication(datagram) {
+                if let Some(peer) = self
+                    .by_source
+                    .get(&source)
+                    .and_then(|id| self.peers.get_mut(id))
+                {
+                    peer.last_heard = now;
+                }
+            }
             return;
         };
         if let Some(peer) = self.peers.get_mut(&id) {
+            peer.last_heard = now;
             if let Err(error) = peer.rtc.handle_input(input) {
                 tracing::debug!(peer = id, %error, "built-in SFU peer refused a datagram");
                 peer.rtc.disconnect();
@@ -343,7 +412,10 @@ impl Engine {
             .peers
             .iter()
             .filter(|(_, p)| {
-                !p.rtc.is_alive() || (!p.connected && now - p.created > CONNECT_DEADLINE)
+                !p.rtc.is_alive()
+                    || (!p.connected && now - p.created > CONNECT_DEADLINE)
+                    || (p.connected
+                        && now.saturating_duration_since(p.last_heard) > self.idle_limit)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -411,10 +483,11 @@ impl Engine {
                 Vec::new()
             }
             Event::IceConnectionStateChange(state) => {
+                // An ICE-lite agent calls a pair disconnected 15 s after the last binding
+                // request, but full agents may keep a pair alive with binding indications
+                // and media alone (RFC 8445 §11, libnice does): the peer ends when nothing
+                // has arrived for `idle_limit` (see `tick`), not on this state.
                 tracing::debug!(peer = id, ?state, "built-in SFU peer ICE state");
-                if state == IceConnectionState::Disconnected {
-                    peer.rtc.disconnect();
-                }
                 Vec::new()
             }
             Event::MediaAdded(added) => {
@@ -692,4 +765,11 @@ impl Engine {
     pub fn peer_count(&self) -> usize {
         self.peers.len()
     }
+}
+
+/// A STUN Binding Indication (RFC 5389: class indication, method binding, magic cookie).
+fn is_binding_indication(datagram: &[u8]) -> bool {
+    datagram.len() >= 20
+        && datagram[0..2] == [0x00, 0x11]
+        && datagram[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }

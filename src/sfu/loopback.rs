@@ -41,6 +41,14 @@ pub struct Client {
     /// Drop every n-th RTP packet sent to this client (none when 0).
     pub drop_every: u32,
     pub dropped: u64,
+    /// Drop this many of the first DTLS datagrams sent to this client (a peer that misses
+    /// the SFU's first flight, as FFmpeg's WHIP muxer does).
+    pub drop_first_dtls: u32,
+    /// Send no STUN from this client (a peer that keeps its pair alive with media and
+    /// binding indications only, as libnice does).
+    pub mute_stun: bool,
+    /// Send nothing at all from this client (a peer that vanished).
+    pub silent: bool,
     rtp_seen: u64,
     next_timeout: Instant,
 }
@@ -56,6 +64,11 @@ pub struct Loopback {
     pub engine_time: Duration,
     /// Media timestamps count from here.
     origin: Instant,
+    /// The next client offers `a=setup:passive` (as FFmpeg does), making the SFU its DTLS
+    /// client.
+    pub next_passive: bool,
+    /// The next client's crypto (DTLS stack) instead of the default.
+    pub next_crypto: Option<Arc<CryptoProvider>>,
 }
 
 const VP8_KEY: u8 = 0x00;
@@ -71,7 +84,9 @@ impl Loopback {
     pub fn new() -> Self {
         let sfu = SocketAddr::from(([10, 0, 0, 1], 5000));
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
-        let cert = crypto
+        let sfu_crypto = super::engine::Crypto::standard();
+        let cert = sfu_crypto
+            .server
             .dtls_provider
             .generate_certificate()
             .expect("the crypto provider makes certificates");
@@ -81,7 +96,7 @@ impl Loopback {
                 local: sfu,
                 candidates: vec![sfu],
             },
-            crypto.clone(),
+            sfu_crypto,
             cert,
             Box::new(move || {
                 counter += 1;
@@ -98,13 +113,17 @@ impl Loopback {
             clients: Vec::new(),
             wire: VecDeque::new(),
             engine_time: Duration::ZERO,
+            next_passive: false,
+            next_crypto: None,
         }
     }
 
-    fn client_rtc(&self) -> Rtc {
-        RtcConfig::new()
-            .set_crypto_provider(self.crypto.clone())
-            .build(self.now)
+    fn client_rtc(&mut self) -> Rtc {
+        let crypto = self
+            .next_crypto
+            .take()
+            .unwrap_or_else(|| self.crypto.clone());
+        RtcConfig::new().set_crypto_provider(crypto).build(self.now)
     }
 
     fn next_addr(&self) -> SocketAddr {
@@ -146,7 +165,12 @@ impl Loopback {
         let (offer, pending): (_, SdpPendingOffer) = change
             .apply()
             .ok_or_else(|| SfuError::Offer("no changes".into()))?;
-        let offer = offer.to_sdp_string();
+        let mut offer = offer.to_sdp_string();
+        if std::mem::take(&mut self.next_passive) {
+            // The client keeps its actpass offer; the SFU's `active` answer then makes it
+            // the DTLS server, as if it had offered passive.
+            offer = offer.replace("a=setup:actpass", "a=setup:passive");
+        }
         let (session, answer) = if direction == Direction::SendOnly {
             self.engine.publish(self.now, stream, &offer)?
         } else {
@@ -168,6 +192,9 @@ impl Loopback {
             keyframe_requests: 0,
             drop_every: 0,
             dropped: 0,
+            drop_first_dtls: 0,
+            mute_stun: false,
+            silent: false,
             rtp_seen: 0,
             next_timeout: self.now,
         });
@@ -320,6 +347,11 @@ impl Loopback {
     fn deliver(&mut self, to: SocketAddr, from: SocketAddr, data: Vec<u8>) {
         let now = self.now;
         if to == self.sfu {
+            if let Some(sender) = self.clients.iter().find(|c| c.addr == from) {
+                if sender.silent || (sender.mute_stun && is_stun(&data)) {
+                    return;
+                }
+            }
             let started = Instant::now();
             let mut out = Vec::new();
             self.engine
@@ -333,6 +365,10 @@ impl Loopback {
         let Some(client) = self.clients.iter_mut().find(|c| c.addr == to) else {
             return;
         };
+        if is_dtls(&data) && client.drop_first_dtls > 0 {
+            client.drop_first_dtls -= 1;
+            return;
+        }
         if is_rtp(&data) {
             client.rtp_seen += 1;
             if client.drop_every > 0 && client.rtp_seen % u64::from(client.drop_every) == 0 {
@@ -365,6 +401,15 @@ impl Loopback {
         }
         false
     }
+}
+
+/// RFC 7983: DTLS records start with 20..=63, STUN messages with 0..=3.
+fn is_dtls(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| (20..=63).contains(b))
+}
+
+fn is_stun(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| *b <= 3)
 }
 
 /// SRTP media, not RTCP: RTCP packet types 200-207 sit where RTP has marker + payload type.

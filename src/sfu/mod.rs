@@ -10,7 +10,6 @@ mod engine;
 pub mod loopback;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +25,8 @@ pub struct SfuSettings {
     pub host_addresses: Vec<IpAddr>,
     /// Public addresses the host is reachable at (1:1 NAT), advertised as well.
     pub public_addresses: Vec<IpAddr>,
+    /// A connected peer from which nothing arrives for this long has ended.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for SfuSettings {
@@ -34,6 +35,7 @@ impl Default for SfuSettings {
             udp_listen: SocketAddr::from(([127, 0, 0, 1], 8189)),
             host_addresses: Vec::new(),
             public_addresses: Vec::new(),
+            idle_timeout: engine::DEFAULT_IDLE_LIMIT,
         }
     }
 }
@@ -128,8 +130,9 @@ impl Sfu {
             .set_nonblocking(true)
             .map_err(|e| StartError::Bind(settings.udp_listen, e))?;
         let addresses = advertised(settings, bound)?;
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let crypto = engine::Crypto::standard();
         let cert = crypto
+            .server
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| StartError::Setup("cannot create a DTLS certificate".into()))?;
@@ -141,7 +144,8 @@ impl Sfu {
             let _ = ring::rand::SecureRandom::fill(&random, &mut bytes);
             u64::from_le_bytes(bytes)
         });
-        let engine = Engine::new(addresses, crypto, cert, next_id);
+        let engine =
+            Engine::new(addresses, crypto, cert, next_id).with_idle_limit(settings.idle_timeout);
         let (commands, receiver) = mpsc::channel(256);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

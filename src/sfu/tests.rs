@@ -214,3 +214,104 @@ fn garbage_offers_and_datagrams_are_refused_quietly() {
     }
     assert_eq!(sent, 0);
 }
+
+/// The SFU answers a passive offer as the DTLS client; a peer that misses its first flight
+/// (FFmpeg's WHIP muxer reads it as part of its ICE exchange and drops it) must get it again.
+/// Against OpenSSL's DTLS server (FFmpeg's) and dimpl's.
+#[test]
+fn the_dtls_client_role_retransmits_a_lost_first_flight() {
+    let servers: [(&str, std::sync::Arc<str0m::config::CryptoProvider>); 2] = [
+        (
+            "openssl",
+            std::sync::Arc::new(str0m_openssl::default_provider()),
+        ),
+        (
+            "dimpl",
+            std::sync::Arc::new(str0m_rust_crypto::default_provider()),
+        ),
+    ];
+    for (server, crypto) in servers {
+        let mut lb = Loopback::new();
+        lb.next_passive = true;
+        lb.next_crypto = Some(crypto);
+        let publisher = lb.publish("s", &[]).expect("publish");
+        lb.clients[publisher].drop_first_dtls = 1;
+        assert!(
+            lb.connect_all(Duration::from_secs(5)),
+            "{server} server: the handshake completes after the SFU resends its flight"
+        );
+        assert_eq!(
+            lb.clients[publisher].drop_first_dtls, 0,
+            "a flight was dropped"
+        );
+        let viewer = lb.play("s").expect("play");
+        assert!(lb.connect_all(Duration::from_secs(5)), "viewer connects");
+        let sent = media(&mut lb, publisher, 2, 30, 1000, true);
+        let got = video(&lb.clients[viewer].received).len() as u32;
+        assert!(
+            got >= sent / 2,
+            "{server} server: viewer got {got} of {sent} frames"
+        );
+    }
+}
+
+/// An offer's `a=setup` decides the SFU's DTLS role, and so its DTLS stack.
+#[test]
+fn the_sfu_is_a_dtls_client_only_for_passive_offers() {
+    use super::engine::offer_is_dtls_server;
+    assert!(offer_is_dtls_server(
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=setup:passive\r\n"
+    ));
+    assert!(!offer_is_dtls_server("v=0\r\na=setup:actpass\r\n"));
+    assert!(!offer_is_dtls_server("v=0\r\na=setup:active\r\n"));
+}
+
+/// A publisher that sends media but no binding requests (libnice keeps a nominated pair
+/// alive with indications and media) stays published long past the ICE-lite agent's 15 s.
+#[test]
+fn media_without_binding_requests_keeps_a_publisher_alive() {
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &[]).expect("publish");
+    let viewer = lb.play("s").expect("play");
+    assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
+    lb.clients[publisher].mute_stun = true;
+    media(&mut lb, publisher, 40, 30, 600, true);
+    let before = video(&lb.clients[viewer].received).len();
+    let sent = media(&mut lb, publisher, 2, 30, 600, true);
+    let after = video(&lb.clients[viewer].received).len();
+    assert!(
+        after - before + 5 >= sent as usize,
+        "after 40 s without binding requests the viewer got {} of {sent} frames",
+        after - before
+    );
+    let status = lb.engine.status();
+    assert!(
+        status.iter().any(|s| s.stream == "s"),
+        "the stream is still listed"
+    );
+}
+
+/// A publisher from which nothing arrives any more ends after the idle limit, and its
+/// viewers with it.
+#[test]
+fn a_silent_peer_ends_after_the_idle_limit() {
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &[]).expect("publish");
+    let _viewer = lb.play("s").expect("play");
+    assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
+    lb.clients[publisher].silent = true;
+    for _ in 0..(25 * 20) {
+        lb.advance(Duration::from_millis(50));
+    }
+    assert!(
+        lb.engine.status().iter().any(|s| s.stream == "s"),
+        "25 s of silence is within the limit"
+    );
+    for _ in 0..(10 * 20) {
+        lb.advance(Duration::from_millis(50));
+    }
+    assert!(
+        lb.engine.status().iter().all(|s| s.stream != "s"),
+        "35 s of silence ends the stream"
+    );
+}

@@ -19,7 +19,9 @@
 # M one publisher to Janus and one to the built-in SFU at the same time.
 # Also with whipgate, vendor backends against contract fakes (vendors.sh, vendor_fakes.py):
 # O livekit, P livekit ingress, Q ivs, R cloudflare, S millicast, T webhook, U vendor switch by
-# reload, V no vendor secret leaks.
+# reload, V no vendor secret leaks. And real publishers as users run them (ffmpeg.sh): W FFmpeg 9
+# with its default flags and X with -whip_flags dtls_active to the built-in SFU, Y FFmpeg to
+# Janus and through every vendor kind, Z simple-whip-client publishing for 60 s.
 # Prints "ok - NAME" / "not ok - NAME: reason" per test and ends with "N passed, M failed".
 set -uo pipefail
 
@@ -128,7 +130,7 @@ dump_all() {
     aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
     aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
     aiortc-m-sfu.log coturn.log aiortc-relay.log chromium-relay-play.log chromium-relay-publish.log \
-    aiortc-relay-play.log "${VENDOR_LOGS[@]}" janus.log
+    aiortc-relay-play.log "${VENDOR_LOGS[@]}" "${FFMPEG_LOGS[@]}" janus.log
 }
 
 NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
@@ -143,7 +145,7 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z"; fi
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
 NAME_K="built-in SFU: whip-client (GStreamer, trickle via PATCH) publishes, aiortc plays; when the publisher's DELETE comes, its viewers are released"
@@ -153,6 +155,8 @@ NAME_E="the backend tokens and the TURN secret never show in whipgate's log or i
 if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
 # shellcheck source-path=SCRIPTDIR source=vendors.sh
 . "$HERE/vendors.sh"   # NAME_O .. NAME_V, VENDOR_LOGS, test_o .. test_v
+# shellcheck source-path=SCRIPTDIR source=ffmpeg.sh
+. "$HERE/ffmpeg.sh"    # NAME_W .. NAME_Z, FFMPEG_LOGS, test_w .. test_z
 ALL_NAMES=()
 for t in $TESTS; do
   case $t in
@@ -161,7 +165,7 @@ for t in $TESTS; do
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
     I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
     L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");; N) ALL_NAMES+=("$NAME_N");;
-    O | P | Q | R | S | T | U | V) n=NAME_$t; ALL_NAMES+=("${!n}");;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z) n=NAME_$t; ALL_NAMES+=("${!n}");;
   esac
 done
 setup_failed() {
@@ -273,7 +277,7 @@ STREAM_A=e2e-whipclient STREAM_B=e2e-aiortc STREAM_C=e2e-mdns
 # Streams named h264-* take the route whose SDP policy allows only H264 for video (F G H).
 STREAM_F=h264-aiortc STREAM_G=h264-whipclient STREAM_H=h264-vp8only
 STREAM_M=e2e-mixed   # test M's Janus side
-for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H $STREAM_M; do
+for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H $STREAM_M $STREAM_Y; do
   code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
     -X POST http://127.0.0.1:7080/whip/create \
     -d "{\"id\":\"$id\",\"room\":$ROOM,\"label\":\"label-$id\",\"token\":\"$BACKEND_TOKEN\"}")
@@ -909,7 +913,7 @@ for t in $TESTS; do
     L) test_l ;;
     M) test_m ;;
     N) test_n ;;
-    O | P | Q | R | S | T | U | V) "test_${t,,}" ;;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z) "test_${t,,}" ;;
     *) echo "# unknown test $t" ;;
   esac
 done
