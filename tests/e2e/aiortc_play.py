@@ -3,6 +3,7 @@
 
     aiortc_play.py URL [--token T] [--min-frames N] [--min-audio N] [--timeout S]
                        [--expect-status CODE] [--ready-file F] [--release-file F] [--keep]
+                       [--wait-live S]
 
 POSTs a recvonly audio+video offer to URL, expects 201 + Location, applies the answer, then
 decodes frames until it has --min-frames video frames and --min-audio audio frames (or
@@ -11,6 +12,9 @@ decodes frames until it has --min-frames video frames and --min-audio audio fram
 
 --expect-status CODE only checks that the POST is answered CODE (e.g. 409 with no
 publisher) and that a Retry-After comes with it.
+--wait-live S retries the POST while it is answered 409 (no publisher yet), for up to S
+seconds, so a player can be started together with its publisher; the wall-clock time of the
+first decoded video frame is printed ("check: first video frame at <unix seconds>").
 --ready-file F gets "LOCATION <url>" once the frames are in; --release-file F then holds
 the session (still receiving) until F exists, for at most --timeout seconds more.
 """
@@ -38,6 +42,8 @@ async def count(track, counter, key):
     try:
         while True:
             await track.recv()
+            if counter[key] == 0 and key == "video":
+                log(f"check: first video frame at {time.time():.3f}")
             counter[key] += 1
     except Exception:
         pass
@@ -59,19 +65,25 @@ async def run(args):
 
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as http:
-        async with http.post(args.url, data=pc.localDescription.sdp, headers=headers) as r:
-            body = await r.text()
-            if args.expect_status:
-                if r.status != args.expect_status:
-                    raise Fail(f"POST answered {r.status}, expected {args.expect_status}: {body.strip()}")
-                if r.status in (409, 503) and "Retry-After" not in r.headers:
-                    raise Fail(f"{r.status} without Retry-After")
-                log(f"check: POST answered {r.status} ({body.strip()}), Retry-After {r.headers.get('Retry-After')}")
-                await pc.close()
-                return
-            if r.status != 201:
-                raise Fail(f"POST answered {r.status}: {body.strip()}")
-            location = urljoin(args.url, r.headers["Location"])
+        live_by = time.monotonic() + args.wait_live
+        while True:
+            async with http.post(args.url, data=pc.localDescription.sdp, headers=headers) as r:
+                status, answer_headers, body = r.status, r.headers, await r.text()
+            if status == 409 and time.monotonic() < live_by and not args.expect_status:
+                await asyncio.sleep(0.05)
+                continue
+            break
+        if args.expect_status:
+            if status != args.expect_status:
+                raise Fail(f"POST answered {status}, expected {args.expect_status}: {body.strip()}")
+            if status in (409, 503) and "Retry-After" not in answer_headers:
+                raise Fail(f"{status} without Retry-After")
+            log(f"check: POST answered {status} ({body.strip()}), Retry-After {answer_headers.get('Retry-After')}")
+            await pc.close()
+            return
+        if status != 201:
+            raise Fail(f"POST answered {status}: {body.strip()}")
+        location = urljoin(args.url, answer_headers["Location"])
         log("check: 201 with Location")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         deadline = time.monotonic() + args.timeout
@@ -110,6 +122,8 @@ def main():
     ap.add_argument("--ready-file")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--release-file")
+    ap.add_argument("--wait-live", type=float, default=0.0,
+                    help="retry a 409 (no publisher yet) for up to this many seconds")
     args = ap.parse_args()
     try:
         asyncio.run(run(args))

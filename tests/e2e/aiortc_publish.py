@@ -4,6 +4,7 @@
     aiortc_publish.py URL [--token T] [--ready-file F] [--release-file F] [--hold S]
                           [--expect-absolute PREFIX] [--local-candidate] [--state-file F]
                           [--offer-file F] [--answer-file F] [--expect-video-codec NAME] [--relay]
+                          [--obs]
 
 Creates a peer connection with a synthetic video track (moving gradient, VP8/H264 as the
 server picks) and a synthetic audio track (a tone), gathers all candidates (aiortc does not
@@ -15,6 +16,10 @@ until --release-file exists (or --hold seconds pass), sends DELETE to the Locati
 
 --local-candidate adds a `.local` (mDNS) host candidate to the real offer before POSTing it
 (RFC 9725 4.3.2: a WHIP endpoint must accept such an offer).
+
+--obs behaves as OBS 30+ does: its offer carries no candidate at all (they are removed before
+the POST), it never trickles and never restarts ICE, so only a complete answer (with the
+server's candidates) lets it connect.
 
 --offer-file / --answer-file save the SDP POSTed and the one received. --expect-video-codec NAME
 checks that the answer's video m-line puts NAME first (the codec aiortc then encodes) and, once
@@ -224,6 +229,10 @@ async def run(args):
         if kinds != {"relay"}:
             raise Fail("relay-only offer has candidates of types %s" % sorted(kinds))
         log("check: offer carries relay candidates only")
+    if args.obs:
+        sdp = "".join(l for l in sdp.splitlines(keepends=True)
+                      if not l.startswith(("a=candidate:", "a=end-of-candidates")))
+        log("check: offer without candidates, as OBS sends it")
     if args.local_candidate:
         sdp = add_local_candidate(sdp)
         log("check: offer carries a .local candidate (%d bytes)" % len(sdp))
@@ -344,6 +353,8 @@ def main():
     ap.add_argument("--connect-timeout", type=float, default=10.0)
     ap.add_argument("--expect-absolute", metavar="PREFIX")
     ap.add_argument("--local-candidate", action="store_true")
+    ap.add_argument("--obs", action="store_true",
+                    help="offer without candidates and never trickle, as OBS 30+ does")
     ap.add_argument("--relay", action="store_true",
                     help="get TURN servers by OPTIONS and send through the relay only")
     ap.add_argument("--offer-file", help="save the offer POSTed here")

@@ -8,20 +8,24 @@
 #         dtls_active; aiortc decodes the frames.
 #   Y     The same FFmpeg through whipgate to Janus (simple-whip-server) and through every
 #         vendor kind (vendors.sh's fakes fronting the SFU); a player decodes each stream.
+#   OB    OBS 30+'s behaviour (a candidate-less offer, no trickle, no ICE restart), emulated with
+#         aiortc: to the built-in SFU (an aiortc player decodes it) and to Janus through whipgate.
 #   Z     simple-whip-client (libnice: no binding request after it connected, only media and
 #         binding indications) publishes for 60 s; an aiortc viewer keeps receiving to the end.
 #
 # Sourced by janus.sh before its setup (names and functions only); the tests use its helpers
-# and those of builtin.sh and vendors.sh. Each FFmpeg run also records the time from its start
-# to the first frame the player decoded (BENCHMARKS.md) in $TMP/first-frame.txt.
+# and those of builtin.sh and vendors.sh. Each FFmpeg run with a player also records the time
+# from its start to the first frame the player decoded (BENCHMARKS.md).
 
 NAME_W="FFmpeg 9 (WHIP muxer, default flags: a=setup:passive, the SFU is the DTLS client) publishes H.264 + Opus to the built-in SFU; aiortc decodes its video and audio"
 NAME_X="FFmpeg 9 with -whip_flags dtls_active publishes to the built-in SFU; aiortc decodes its video and audio"
 NAME_Y="FFmpeg 9 publishes through whipgate to Janus (simple-whip-server) and through every vendor kind (livekit, livekit ingress, ivs, cloudflare, millicast, webhook fakes fronting the SFU); its media reaches Janus, and a player decodes each vendor stream"
+NAME_OB="OBS-like publisher (aiortc with a candidate-less offer, never trickling) gets a complete answer and publishes to the built-in SFU (aiortc decodes it) and to Janus through whipgate (Janus receives its packets)"
 NAME_Z="built-in SFU: simple-whip-client (libnice keepalives: media and binding indications, no binding requests) publishes for 60 s; an aiortc viewer keeps receiving its packets to the end"
-FFMPEG_LOGS=(ffmpeg-w.log ffmpeg-x.log ffmpeg-y-janus.log ffmpeg-y-lk.log ffmpeg-y-lki.log ffmpeg-y-ivs.log
+FFMPEG_LOGS=(obs-sfu.log obs-janus.log play-obs.log ffmpeg-w.log ffmpeg-x.log ffmpeg-y-janus.log ffmpeg-y-lk.log ffmpeg-y-lki.log ffmpeg-y-ivs.log
   ffmpeg-y-cf.log ffmpeg-y-dolby.log ffmpeg-y-hook.log whip-client-z.log aiortc-play-z.log)
 STREAM_Y=e2e-ffmpeg   # Y's Janus endpoint
+STREAM_OB=e2e-obs     # OB's Janus endpoint
 
 # ffmpeg_bin: the FFmpeg with a WHIP muxer, from the venv's imageio-ffmpeg (installed by
 # scripts/install-test-deps); empty when missing.
@@ -51,16 +55,20 @@ ffmpeg_wait_end() {
   wait "$2" 2>/dev/null
 }
 
-# ff_play URL TAG: aiortc plays URL until it decoded 60 video and 30 audio frames; records
-# the time from FFMPEG_T0 to the player's success.
+# ff_play URL TAG: aiortc plays URL, started together with FFmpeg (it retries the 409 of a
+# stream not live yet), until it decoded 60 video and 30 audio frames. Records the time from
+# FFmpeg's start (FFMPEG_T0; its POST follows within milliseconds) to the first video frame
+# the player decoded, in $FIRST_MEDIA_FILE (target/e2e-artifacts/first-media.txt, for
+# BENCHMARKS.md).
 ff_play() {
-  local url=$1 tag=$2
+  local url=$1 tag=$2 first
   if ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$url" --min-frames 60 --min-audio 30 --timeout 20 \
-      >"$TMP/play-$tag.log" 2>&1; then
+      --wait-live 15 >"$TMP/play-$tag.log" 2>&1; then
     FAIL="player of $tag: $(grep -E '^RESULT' "$TMP/play-$tag.log" | tail -1)"; return 1
   fi
-  echo "$tag $(awk -v a="$FFMPEG_T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')" \
-    >>"$TMP/first-frame.txt"
+  first=$(sed -n 's/^check: first video frame at //p' "$TMP/play-$tag.log" | head -1)
+  [ -z "$first" ] || echo "$tag $(awk -v a="$FFMPEG_T0" -v b="$first" 'BEGIN { printf "%.2f", b - a }')" \
+    >>"$FIRST_MEDIA_FILE"
 }
 
 # ff_sfu_test NAME TAG STREAM [FFMPEG OPTIONS...]: FFmpeg -> the built-in SFU, aiortc plays.
@@ -70,12 +78,14 @@ ff_sfu_test() {
   note "$tag: FFmpeg $* -> built-in SFU ($stream)"
   FAIL= FFMPEG_T0=$(date +%s.%N)
   ffmpeg_pub "ffmpeg-$tag" "$GW/whip/$stream" 12 "$@"; local ff=$LAST_PID
-  if ! wait_for 15 "$ff" "FFmpeg" ffmpeg_muxing "ffmpeg-$tag"; then
+  if ! ff_play "$GW/whep/$stream" "sfu-$tag"; then
+    not_ok "$name" "$FAIL; FFmpeg: $(ffmpeg_why "ffmpeg-$tag")"; kill "$ff" 2>/dev/null; return
+  fi
+  if ! ffmpeg_muxing "ffmpeg-$tag"; then
     not_ok "$name" "FFmpeg never reached its muxing state: $(ffmpeg_why "ffmpeg-$tag")"
     kill "$ff" 2>/dev/null; return
   fi
   note "$tag: $(grep -o 'DTLS handshake is done, elapsed=[0-9.]*ms' "$TMP/ffmpeg-$tag.log")"
-  ff_play "$GW/whep/$stream" "sfu-$tag" || { not_ok "$name" "$FAIL"; kill "$ff" 2>/dev/null; return; }
   note "$tag: player $(check_line "play-sfu-$tag")"
   if ! ffmpeg_wait_end "ffmpeg-$tag" "$ff"; then
     not_ok "$name" "FFmpeg exited with an error: $(ffmpeg_why "ffmpeg-$tag")"; return
@@ -113,11 +123,13 @@ test_y_steps() {
     local before; before=$(grep -cE "$placed" "$TMP/whipgate-front.log")
     FFMPEG_T0=$(date +%s.%N)
     ffmpeg_pub "ffmpeg-y-$backend" "$FRONT/whip/$stream" 10; ff=$LAST_PID
-    if ! wait_for 15 "$ff" "FFmpeg" ffmpeg_muxing "ffmpeg-y-$backend"; then
+    # Players use the front's WHEP: the vendor's own, or the route's fallback to origin.
+    if ! ff_play "$FRONT/whep/$stream" "$backend"; then
+      FAIL="$FAIL; FFmpeg: $(ffmpeg_why "ffmpeg-y-$backend")"; kill "$ff" 2>/dev/null; return 1
+    fi
+    if ! ffmpeg_muxing "ffmpeg-y-$backend"; then
       FAIL="FFmpeg -> $backend: $(ffmpeg_why "ffmpeg-y-$backend")"; kill "$ff" 2>/dev/null; return 1
     fi
-    # Players use the front's WHEP: the vendor's own, or the route's fallback to origin.
-    ff_play "$FRONT/whep/$stream" "$backend" || { kill "$ff" 2>/dev/null; return 1; }
     if [ "$(grep -cE "$placed" "$TMP/whipgate-front.log")" -le "$before" ]; then
       FAIL="the front's log shows no new POST of $stream placed on $backend without failover"; kill "$ff" 2>/dev/null; return 1
     fi
@@ -183,4 +195,45 @@ test_z() {
     not_ok "$name" "after SIGINT's DELETE the SFU still lists $stream"; return
   fi
   ok "$name"
+}
+
+# ------------------------------------------------------------------ OB: OBS's behaviour
+test_ob_steps() {
+  local pub
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$GW/whip/live-obs" --obs \
+    --expect-absolute "$GW/session/" --ready-file "$TMP/obs-sfu.ready" \
+    --release-file "$TMP/obs-sfu.release" --hold 60) >"$TMP/obs-sfu.log" 2>&1 &
+  pub=$!; PIDS+=("$pub")
+  if ! wait_for 20 "$pub" "OBS-like publisher" test -f "$TMP/obs-sfu.ready"; then
+    FAIL="to the SFU: $(result_line obs-sfu || echo 'no connection within 20 s')"; return 1
+  fi
+  if ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/live-obs" --min-frames 60 --min-audio 30 \
+      >"$TMP/play-obs.log" 2>&1; then
+    FAIL="player: $(result_line play-obs)"; touch "$TMP/obs-sfu.release"; return 1
+  fi
+  note "OB: SFU player $(check_line play-obs)"
+  release_publisher obs-sfu "$pub" || true
+  [ "$(result_line obs-sfu)" = "RESULT ok" ] || { FAIL="to the SFU: $(result_line obs-sfu)"; return 1; }
+
+  local label=label-$STREAM_OB
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$(url_for "$STREAM_OB")" --obs \
+    --token "$TOKEN" "${PY_ABS[@]}" --ready-file "$TMP/obs-janus.ready" \
+    --release-file "$TMP/obs-janus.release" --hold 60) >"$TMP/obs-janus.log" 2>&1 &
+  pub=$!; PIDS+=("$pub")
+  if ! wait_for 20 "$pub" "OBS-like publisher" test -f "$TMP/obs-janus.ready"; then
+    FAIL="to Janus: $(result_line obs-janus || echo 'no connection within 20 s')"; return 1
+  fi
+  if ! wait_media "$label" 40 10; then
+    FAIL="Janus admin: no packets from the OBS-like publisher (got '${STATS}')"; touch "$TMP/obs-janus.release"; return 1
+  fi
+  note "OB: Janus handle in packets (session handle audio video): $STATS"
+  release_publisher obs-janus "$pub" || true
+  [ "$(result_line obs-janus)" = "RESULT ok" ] || { FAIL="to Janus: $(result_line obs-janus)"; return 1; }
+}
+
+test_ob() {
+  local name=$NAME_OB
+  if [ "$DIRECT" = 1 ]; then echo "# OB needs whipgate: skipped in direct mode"; return; fi
+  FAIL=
+  if test_ob_steps; then ok "$name"; else not_ok "$name" "$FAIL"; fi
 }

@@ -21,7 +21,8 @@
 # O livekit, P livekit ingress, Q ivs, R cloudflare, S millicast, T webhook, U vendor switch by
 # reload, V no vendor secret leaks. And real publishers as users run them (ffmpeg.sh): W FFmpeg 9
 # with its default flags and X with -whip_flags dtls_active to the built-in SFU, Y FFmpeg to
-# Janus and through every vendor kind, Z simple-whip-client publishing for 60 s.
+# Janus and through every vendor kind, Z simple-whip-client publishing for 60 s, OB an
+# OBS-like publisher (candidate-less offer, no trickle) to the SFU and to Janus.
 # Prints "ok - NAME" / "not ok - NAME: reason" per test and ends with "N passed, M failed".
 set -uo pipefail
 
@@ -114,7 +115,37 @@ start_bg() {
 
 # ------------------------------------------------------------------ result bookkeeping
 PASSED=0; FAILED=0
-ok() { echo "ok - $1"; PASSED=$((PASSED + 1)); }
+ok() { echo "ok - $1"; PASSED=$((PASSED + 1)); matrix_rows "${CURRENT_TEST:-}" >>"$MATRIX_FILE"; }
+# The README's table of publishers and players per backend kind is generated from these rows
+# (scripts/peer-matrix): each passing test adds "publisher|backend kind|player" lines; a
+# player of "-" means the backend itself showed the media (Janus' Admin API).
+MATRIX_FILE=${E2E_MATRIX:-$HERE/../../target/e2e-artifacts/peer-matrix.txt}
+mkdir -p "$(dirname "$MATRIX_FILE")"; : >"$MATRIX_FILE"
+FIRST_MEDIA_FILE=$(dirname "$MATRIX_FILE")/first-media.txt   # ffmpeg.sh's timings
+: >"$FIRST_MEDIA_FILE"
+matrix_rows() {
+  local gst="GStreamer (simple-whip-client)" ff="FFmpeg 9" obs="OBS-like (aiortc, no candidates, no trickle)"
+  case $1 in
+    A) echo "$gst|whip (Janus)|-" ;;
+    B) echo "aiortc|whip (Janus)|-" ;;
+    G) echo "$gst|whip (Janus)|-" ;;
+    J) echo "aiortc|builtin|aiortc" ;;
+    K) echo "$gst|builtin|aiortc" ;;
+    L) printf '%s\n' "Chromium|builtin|Chromium" "Chromium|builtin|aiortc" ;;
+    N) printf '%s\n' "aiortc|builtin|Chromium" "Chromium|builtin|aiortc" ;;
+    O) echo "aiortc|livekit|aiortc" ;;
+    P) echo "aiortc|livekit (ingress)|aiortc" ;;
+    Q) echo "aiortc|ivs|aiortc" ;;
+    R) echo "aiortc|cloudflare|aiortc" ;;
+    S) echo "aiortc|millicast|aiortc" ;;
+    T) echo "aiortc|webhook|aiortc" ;;
+    W | X) echo "$ff|builtin|aiortc" ;;
+    Y) printf '%s\n' "$ff|whip (Janus)|-" "$ff|livekit|aiortc" "$ff|livekit (ingress)|aiortc" \
+         "$ff|ivs|aiortc" "$ff|cloudflare|aiortc" "$ff|millicast|aiortc" "$ff|webhook|aiortc" ;;
+    Z) echo "$gst|builtin|aiortc" ;;
+    OB) printf '%s\n' "$obs|builtin|aiortc" "$obs|whip (Janus)|-" ;;
+  esac
+}
 not_ok() { echo "not ok - $1: $2"; FAILED=$((FAILED + 1)); }
 dump() {
   local f
@@ -145,7 +176,7 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB"; fi
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
 NAME_K="built-in SFU: whip-client (GStreamer, trickle via PATCH) publishes, aiortc plays; when the publisher's DELETE comes, its viewers are released"
@@ -165,7 +196,7 @@ for t in $TESTS; do
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
     I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
     L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");; N) ALL_NAMES+=("$NAME_N");;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z) n=NAME_$t; ALL_NAMES+=("${!n}");;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB) n=NAME_$t; ALL_NAMES+=("${!n}");;
   esac
 done
 setup_failed() {
@@ -277,7 +308,7 @@ STREAM_A=e2e-whipclient STREAM_B=e2e-aiortc STREAM_C=e2e-mdns
 # Streams named h264-* take the route whose SDP policy allows only H264 for video (F G H).
 STREAM_F=h264-aiortc STREAM_G=h264-whipclient STREAM_H=h264-vp8only
 STREAM_M=e2e-mixed   # test M's Janus side
-for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H $STREAM_M $STREAM_Y; do
+for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H $STREAM_M $STREAM_Y $STREAM_OB; do
   code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
     -X POST http://127.0.0.1:7080/whip/create \
     -d "{\"id\":\"$id\",\"room\":$ROOM,\"label\":\"label-$id\",\"token\":\"$BACKEND_TOKEN\"}")
@@ -898,6 +929,7 @@ test_i() {
 . "$HERE/builtin.sh"
 
 for t in $TESTS; do
+  CURRENT_TEST=$t
   case $t in
     D) test_d ;;
     E) test_e ;;
@@ -913,7 +945,7 @@ for t in $TESTS; do
     L) test_l ;;
     M) test_m ;;
     N) test_n ;;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z) "test_${t,,}" ;;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB) "test_${t,,}" ;;
     *) echo "# unknown test $t" ;;
   esac
 done
