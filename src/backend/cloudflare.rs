@@ -19,10 +19,9 @@ use super::broker::{self, Budget, Retry};
 use super::exchange::{self, Target};
 use super::{
     Adapter, AllowedHost, AttemptError, BackendDef, BoxFuture, CreateRequest, Created, KeyError,
-    KindKeys, Patched, Secret, SessionRequest, Upstreams,
+    KindKeys, Secret, Upstreams,
 };
 use crate::error::GatewayError;
-use crate::frontdoor::UpstreamIfMatch;
 use crate::kind::EndpointKind;
 
 const DEFAULT_API_URL: &str = "https://api.cloudflare.com/client/v4";
@@ -335,10 +334,6 @@ impl Cloudflare {
             backend.id
         ))))
     }
-
-    fn session_target<'a>(&self, session: &SessionRequest<'a>) -> Target<'a> {
-        Target::new(session.resource.clone(), None, session.request_id)
-    }
 }
 
 impl Adapter for Cloudflare {
@@ -369,32 +364,6 @@ impl Adapter for Cloudflare {
         request: CreateRequest<'a>,
     ) -> BoxFuture<'a, Result<Created, AttemptError>> {
         Box::pin(self.create_session(cx, backend, request))
-    }
-
-    fn patch<'a>(
-        &'a self,
-        cx: &'a Upstreams,
-        backend: &'a BackendDef,
-        session: SessionRequest<'a>,
-        body: Bytes,
-        if_match: &'a UpstreamIfMatch,
-    ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
-        Box::pin(async move {
-            let target = self.session_target(&session);
-            exchange::patch(cx, backend, &target, body, if_match).await
-        })
-    }
-
-    fn delete<'a>(
-        &'a self,
-        cx: &'a Upstreams,
-        backend: &'a BackendDef,
-        session: SessionRequest<'a>,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        Box::pin(async move {
-            let target = self.session_target(&session);
-            exchange::delete(cx, backend, &target).await
-        })
     }
 }
 

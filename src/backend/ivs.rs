@@ -21,10 +21,9 @@ use super::broker::{self, Budget, Retry};
 use super::exchange::{self, Target};
 use super::{
     Adapter, AllowedHost, AttemptError, BackendDef, BoxFuture, CreateRequest, Created, KeyError,
-    KindKeys, Patched, Secret, SessionRequest, Upstreams,
+    KindKeys, Secret, SessionRequest, SessionTarget, Upstreams,
 };
 use crate::error::GatewayError;
-use crate::frontdoor::UpstreamIfMatch;
 use crate::kind::EndpointKind;
 
 const DEFAULT_WHIP_URL: &str = "https://global.whip.live-video.net";
@@ -325,14 +324,9 @@ impl Ivs {
         session: SessionRequest<'_>,
     ) -> Result<(), GatewayError> {
         let state = &session.claims.state;
-        let target = Target::new(
-            session.resource.clone(),
-            state.get(TOKEN).and_then(|t| exchange::bearer(t)),
-            session.request_id,
-        );
         // IVS documents no DELETE on its WHIP resources; the disconnect below is what ends
         // the publish. A resource that is already gone still tells the client so (404).
-        let resource_gone = match exchange::delete(cx, backend, &target).await {
+        let resource_gone = match super::remote_delete(self, cx, backend, &session).await {
             Err(GatewayError::NotFound(_)) => true,
             Err(error) => {
                 tracing::debug!(backend = %backend.id, %error, "IVS resource DELETE refused");
@@ -404,25 +398,15 @@ impl Adapter for Ivs {
         Box::pin(self.create_session(cx, backend, request))
     }
 
-    fn patch<'a>(
-        &'a self,
-        cx: &'a Upstreams,
-        backend: &'a BackendDef,
-        session: SessionRequest<'a>,
-        body: Bytes,
-        if_match: &'a UpstreamIfMatch,
-    ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
-        Box::pin(async move {
-            let target = Target::new(
-                session.resource.clone(),
-                session
-                    .claims
-                    .state
-                    .get(TOKEN)
-                    .and_then(|t| exchange::bearer(t)),
-                session.request_id,
-            );
-            exchange::patch(cx, backend, &target, body, if_match).await
+    fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
+        Ok(SessionTarget {
+            url: session.resource.clone(),
+            authorization: session
+                .claims
+                .state
+                .get(TOKEN)
+                .and_then(|t| exchange::bearer(t)),
+            passthrough: false,
         })
     }
 

@@ -20,7 +20,7 @@ use super::broker::{self, Retry};
 use super::exchange::{self, Target};
 use super::{
     Adapter, AllowedHost, AttemptError, BackendDef, BoxFuture, CreateRequest, Created, KeyError,
-    KindKeys, Patched, Secret, SessionRequest, Upstreams,
+    KindKeys, Patched, Secret, SessionRequest, SessionTarget, Upstreams,
 };
 use crate::error::GatewayError;
 use crate::frontdoor::UpstreamIfMatch;
@@ -322,7 +322,10 @@ impl Livekit {
 
     /// The credential of a session's PATCH and DELETE: a fresh token for the same identity
     /// and room (native WHIP), or the ingress's stream key.
-    fn session_target<'a>(&self, session: &SessionRequest<'a>) -> Result<Target<'a>, GatewayError> {
+    fn credential_target(
+        &self,
+        session: &SessionRequest<'_>,
+    ) -> Result<SessionTarget, GatewayError> {
         let state = &session.claims.state;
         let authorization = match (self.mode, state.get(STREAM_KEY)) {
             (Mode::Ingress, Some(key)) => exchange::bearer(key),
@@ -340,11 +343,11 @@ impl Livekit {
                 Some(self.bearer(&claims)?)
             }
         };
-        Ok(Target::new(
-            session.resource.clone(),
+        Ok(SessionTarget {
+            url: session.resource.clone(),
             authorization,
-            session.request_id,
-        ))
+            passthrough: false,
+        })
     }
 }
 
@@ -391,6 +394,10 @@ impl Adapter for Livekit {
         Box::pin(self.create_session(cx, backend, request))
     }
 
+    fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
+        self.credential_target(session)
+    }
+
     fn patch<'a>(
         &'a self,
         cx: &'a Upstreams,
@@ -400,7 +407,7 @@ impl Adapter for Livekit {
         if_match: &'a UpstreamIfMatch,
     ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
         Box::pin(async move {
-            let target = self.session_target(&session)?;
+            let target = self.session_target(&session)?.exchange(session.request_id);
             // LiveKit answers 428 to a PATCH without If-Match; for trickle it compares
             // nothing, so a client that sent none gets the session's own ETag sent for it.
             let remembered = match if_match {
@@ -423,8 +430,7 @@ impl Adapter for Livekit {
         session: SessionRequest<'a>,
     ) -> BoxFuture<'a, Result<(), GatewayError>> {
         Box::pin(async move {
-            let target = self.session_target(&session)?;
-            let deleted = exchange::delete(cx, backend, &target).await;
+            let deleted = super::remote_delete(self, cx, backend, &session).await;
             if let Some(ingress) = session.claims.state.get(INGRESS) {
                 if let Err(error) = self.delete_ingress(cx, backend, ingress, session.now).await {
                     broker::log_cleanup_failure(backend, "delete_ingress", &error);

@@ -8,17 +8,15 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use url::Url;
 
 use super::exchange::{self, Target};
 use super::{
     Adapter, AllowedHost, AttemptError, BackendDef, BoxFuture, CreateRequest, Created, KeyError,
-    KindKeys, Patched, Secret, SessionRequest, Upstreams,
+    KindKeys, Secret, SessionRequest, SessionTarget, Upstreams,
 };
 use crate::error::GatewayError;
-use crate::frontdoor::UpstreamIfMatch;
 use crate::kind::EndpointKind;
 
 const DEFAULT_URL: &str = "https://director.millicast.com";
@@ -145,37 +143,13 @@ impl Adapter for Millicast {
         })
     }
 
-    fn patch<'a>(
-        &'a self,
-        cx: &'a Upstreams,
-        backend: &'a BackendDef,
-        session: SessionRequest<'a>,
-        body: Bytes,
-        if_match: &'a UpstreamIfMatch,
-    ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
-        Box::pin(async move {
-            let target = self.target(
-                session.claims.kind,
-                session.resource.clone(),
-                session.request_id,
-            );
-            exchange::patch(cx, backend, &target, body, if_match).await
-        })
-    }
-
-    fn delete<'a>(
-        &'a self,
-        cx: &'a Upstreams,
-        backend: &'a BackendDef,
-        session: SessionRequest<'a>,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        Box::pin(async move {
-            let target = self.target(
-                session.claims.kind,
-                session.resource.clone(),
-                session.request_id,
-            );
-            exchange::delete(cx, backend, &target).await
+    fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
+        Ok(SessionTarget {
+            url: session.resource.clone(),
+            authorization: self
+                .token(session.claims.kind)
+                .and_then(|t| exchange::bearer(t.expose())),
+            passthrough: false,
         })
     }
 }

@@ -145,6 +145,16 @@ pub trait Adapter: Send + Sync + fmt::Debug {
         request: CreateRequest<'a>,
     ) -> BoxFuture<'a, Result<Created, AttemptError>>;
 
+    /// Where PATCH and DELETE of a session go, with which credential: by default its
+    /// resource URL with none. The default `patch` and `delete` speak WHIP to it.
+    fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
+        Ok(SessionTarget {
+            url: session.resource.clone(),
+            authorization: None,
+            passthrough: false,
+        })
+    }
+
     /// Trickle or ICE restart on a session it created.
     fn patch<'a>(
         &'a self,
@@ -153,7 +163,19 @@ pub trait Adapter: Send + Sync + fmt::Debug {
         session: SessionRequest<'a>,
         body: Bytes,
         if_match: &'a UpstreamIfMatch,
-    ) -> BoxFuture<'a, Result<Patched, GatewayError>>;
+    ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
+        Box::pin(async move {
+            let target = self.session_target(&session)?;
+            exchange::patch(
+                cx,
+                backend,
+                &target.exchange(session.request_id),
+                body,
+                if_match,
+            )
+            .await
+        })
+    }
 
     /// Ends a session it created, with whatever cleanup the vendor needs.
     fn delete<'a>(
@@ -161,7 +183,39 @@ pub trait Adapter: Send + Sync + fmt::Debug {
         cx: &'a Upstreams,
         backend: &'a BackendDef,
         session: SessionRequest<'a>,
-    ) -> BoxFuture<'a, Result<(), GatewayError>>;
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move { remote_delete(self, cx, backend, &session).await })
+    }
+}
+
+/// The WHIP DELETE of a session at its [`Adapter::session_target`]: the default `delete`, and
+/// the first step of kinds that clean up more.
+async fn remote_delete<A: Adapter + ?Sized>(
+    adapter: &A,
+    cx: &Upstreams,
+    backend: &BackendDef,
+    session: &SessionRequest<'_>,
+) -> Result<(), GatewayError> {
+    let target = adapter.session_target(session)?;
+    exchange::delete(cx, backend, &target.exchange(session.request_id)).await
+}
+
+/// Where a session's PATCH and DELETE go.
+#[derive(Debug, Clone)]
+pub struct SessionTarget {
+    pub url: Url,
+    /// The credential for them (marked sensitive).
+    pub authorization: Option<http::HeaderValue>,
+    /// It is the client's own: a 401/403 is the client's fault.
+    pub passthrough: bool,
+}
+
+impl SessionTarget {
+    fn exchange(self, request_id: &str) -> exchange::Target<'_> {
+        let mut target = exchange::Target::new(self.url, self.authorization, request_id);
+        target.passthrough = self.passthrough;
+        target
+    }
 }
 
 /// One `[[backend]]`, validated: the settings every kind shares, and its adapter.

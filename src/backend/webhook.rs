@@ -18,10 +18,9 @@ use super::broker::{self, Retry};
 use super::exchange::{self, Target};
 use super::{
     Adapter, AllowedHost, AttemptError, BackendDef, BoxFuture, CreateRequest, Created, KeyError,
-    KindKeys, Patched, Secret, SessionRequest, Upstreams,
+    KindKeys, Secret, SessionRequest, SessionTarget, Upstreams,
 };
 use crate::error::GatewayError;
-use crate::frontdoor::UpstreamIfMatch;
 use crate::kind::EndpointKind;
 
 pub const SIGNATURE_HEADER: &str = "x-whipgate-signature";
@@ -171,18 +170,6 @@ impl Webhook {
         }
         Ok(created)
     }
-
-    fn session_target<'a>(&self, session: &SessionRequest<'a>) -> Target<'a> {
-        Target::new(
-            session.resource.clone(),
-            session
-                .claims
-                .state
-                .get(BEARER)
-                .and_then(|b| exchange::bearer(b)),
-            session.request_id,
-        )
-    }
 }
 
 /// A reason fit for a client's one-line error: printable, bounded.
@@ -232,17 +219,15 @@ impl Adapter for Webhook {
         Box::pin(self.create_session(cx, backend, request))
     }
 
-    fn patch<'a>(
-        &'a self,
-        cx: &'a Upstreams,
-        backend: &'a BackendDef,
-        session: SessionRequest<'a>,
-        body: Bytes,
-        if_match: &'a UpstreamIfMatch,
-    ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
-        Box::pin(async move {
-            let target = self.session_target(&session);
-            exchange::patch(cx, backend, &target, body, if_match).await
+    fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
+        Ok(SessionTarget {
+            url: session.resource.clone(),
+            authorization: session
+                .claims
+                .state
+                .get(BEARER)
+                .and_then(|b| exchange::bearer(b)),
+            passthrough: false,
         })
     }
 
@@ -253,8 +238,7 @@ impl Adapter for Webhook {
         session: SessionRequest<'a>,
     ) -> BoxFuture<'a, Result<(), GatewayError>> {
         Box::pin(async move {
-            let target = self.session_target(&session);
-            let deleted = exchange::delete(cx, backend, &target).await;
+            let deleted = super::remote_delete(self, cx, backend, &session).await;
             let claims = session.claims;
             let event = Event {
                 event: "closing",

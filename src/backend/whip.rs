@@ -4,17 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderValue;
 
 use super::exchange::{self, Target};
 use super::template::{UrlTemplate, KEY_PLACEHOLDER};
 use super::{
     Adapter, AllowedHost, AttemptError, BackendDef, BoxFuture, CreateRequest, Created, KeyError,
-    KindKeys, Patched, Secret, SessionRequest, Upstreams,
+    KindKeys, Secret, SessionRequest, SessionTarget, Upstreams,
 };
 use crate::error::GatewayError;
-use crate::frontdoor::UpstreamIfMatch;
 use crate::kind::EndpointKind;
 
 /// How whipgate authenticates to a backend.
@@ -208,37 +206,11 @@ impl Adapter for Whip {
         Box::pin(self.create_session(cx, backend, request))
     }
 
-    fn patch<'a>(
-        &'a self,
-        cx: &'a Upstreams,
-        backend: &'a BackendDef,
-        session: SessionRequest<'a>,
-        body: Bytes,
-        if_match: &'a UpstreamIfMatch,
-    ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
-        Box::pin(async move {
-            let target = self.target(
-                session.resource.clone(),
-                session.client_authorization,
-                session.request_id,
-            );
-            exchange::patch(cx, backend, &target, body, if_match).await
-        })
-    }
-
-    fn delete<'a>(
-        &'a self,
-        cx: &'a Upstreams,
-        backend: &'a BackendDef,
-        session: SessionRequest<'a>,
-    ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        Box::pin(async move {
-            let target = self.target(
-                session.resource.clone(),
-                session.client_authorization,
-                session.request_id,
-            );
-            exchange::delete(cx, backend, &target).await
+    fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
+        Ok(SessionTarget {
+            url: session.resource.clone(),
+            authorization: self.authorization(session.client_authorization),
+            passthrough: self.auth == BackendAuth::Passthrough,
         })
     }
 }

@@ -21,7 +21,7 @@ NAME_W="FFmpeg 9 (WHIP muxer, default flags: a=setup:passive, the SFU is the DTL
 NAME_X="FFmpeg 9 with -whip_flags dtls_active publishes to the built-in SFU; aiortc decodes its video and audio"
 NAME_Y="FFmpeg 9 publishes through whipgate to Janus (simple-whip-server) and through every vendor kind (livekit, livekit ingress, ivs, cloudflare, millicast, webhook fakes fronting the SFU); its media reaches Janus, and a player decodes each vendor stream"
 NAME_OB="OBS-like publisher (aiortc with a candidate-less offer, never trickling) gets a complete answer and publishes to the built-in SFU (aiortc decodes it) and to Janus through whipgate (Janus receives its packets)"
-NAME_Z="built-in SFU: simple-whip-client (libnice keepalives: media and binding indications, no binding requests) publishes for 60 s; an aiortc viewer keeps receiving its packets to the end"
+NAME_Z="built-in SFU: simple-whip-client (libnice keepalives: media and binding indications, no binding requests) publishes for ${E2E_LONG_SECONDS:-60} s; an aiortc viewer keeps receiving its packets to the end"
 FFMPEG_LOGS=(obs-sfu.log obs-janus.log play-obs.log ffmpeg-w.log ffmpeg-x.log ffmpeg-y-janus.log ffmpeg-y-lk.log ffmpeg-y-lki.log ffmpeg-y-ivs.log
   ffmpeg-y-cf.log ffmpeg-y-dolby.log ffmpeg-y-hook.log whip-client-z.log aiortc-play-z.log)
 STREAM_Y=e2e-ffmpeg   # Y's Janus endpoint
