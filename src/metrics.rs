@@ -9,6 +9,21 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// A request method as a label: the methods whipgate serves by name, anything a client
+/// invents as `other`, so that no client can add series.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "PUT" => "PUT",
+        _ => "other",
+    }
+}
+
 /// Request latency buckets, in seconds (signalling: sub-millisecond to many seconds).
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -151,6 +166,14 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        for (method, label) in [("POST", "POST"), ("BREW", "other"), ("get", "other")] {
+            let method = http::Method::from_bytes(method.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), label);
+        }
+    }
 
     #[test]
     fn every_metric_is_registered_under_its_name() {

@@ -36,13 +36,53 @@ sdp = {{ video_codecs = ["VP8", "H264"] }}
     )
 }
 
+/// The value of `series`; a series that is not there fails the test (it is not a zero).
 fn value(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find(|line| line.starts_with(series))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| panic!("no series {series} in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn invented_methods_and_paths_add_no_series_and_backends_show_from_the_start() {
+    let good = FakeBackend::start(whip_server()).await;
+    let bad = FakeBackend::start(|_| Reply::new(500)).await;
+    let gw = gateway(&config(&good, &bad)).await;
+    let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
+    for series in [
+        "whipgate_sessions_live{backend=\"janus\",kind=\"whip\",route=\"main\"} 0",
+        "whipgate_sessions_live{backend=\"janus\",kind=\"whep\",route=\"main\"} 0",
+        "whipgate_session_seconds_total{backend=\"janus\"} 0",
+        "whipgate_cost_estimate_total{backend=\"flaky\"} 0",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "missing {series} before any session"
+        );
+    }
+    let series = |text: &str| text.lines().filter(|l| l.starts_with("whipgate_")).count();
+    // One invented method and path first, so their shared label set exists.
+    send(gw.local_addr, "BREW", "/coffee", &[], "").await;
+    let before = series(&send(gw.local_addr, "GET", "/metrics", &[], "").await.body);
+    for i in 0..2000 {
+        let method = format!("M{i:04}X");
+        send(gw.local_addr, &method, &format!("/p{i}/q{i}"), &[], "").await;
+    }
+    let after = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
+    assert_eq!(
+        series(&after),
+        before,
+        "2000 invented methods and paths added series"
+    );
+    assert!(
+        value(
+            &after,
+            "whipgate_requests_total{endpoint=\"other\",method=\"other\",status=\"404\"}"
+        ) >= 2001.0
+    );
 }
 
 #[tokio::test]

@@ -361,12 +361,54 @@ pub(super) fn transport_error(backend: &BackendDef, error: UpstreamError) -> Att
     }
 }
 
-/// A backend's `Retry-After` in seconds (HTTP-dates are rare here and read as zero).
+/// A backend's `Retry-After`: delay-seconds, or an HTTP-date from now; anything else is
+/// zero. Any size parses (the health board clamps it to the backend's `max_rest`).
 pub(super) fn retry_after(headers: &HeaderMap) -> Duration {
-    headers
+    let Some(value) = headers
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+        .map(str::trim)
+    else {
+        return Duration::ZERO;
+    };
+    if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+        return Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    httpdate::parse_http_date(value)
+        .ok()
+        .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
         .unwrap_or(Duration::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(value).expect("value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_of_any_size_and_dates() {
+        assert_eq!(retry_after(&with("120")), Duration::from_secs(120));
+        assert_eq!(
+            retry_after(&with("99999999999999999999999")),
+            Duration::from_secs(u64::MAX)
+        );
+        let in_a_minute =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+        let parsed = retry_after(&with(&in_a_minute));
+        assert!(parsed > Duration::from_secs(50) && parsed <= Duration::from_secs(60));
+        assert_eq!(
+            retry_after(&with("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Duration::ZERO
+        );
+        assert_eq!(retry_after(&with("soon")), Duration::ZERO);
+        assert_eq!(retry_after(&HeaderMap::new()), Duration::ZERO);
+    }
 }

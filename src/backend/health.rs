@@ -13,6 +13,8 @@ pub struct CircuitPolicy {
     pub failures: u32,
     /// How long an open circuit keeps the backend out before one trial request.
     pub cooldown: Duration,
+    /// The longest a backend is benched, whatever its `Retry-After` or `cooldown` says.
+    pub max_rest: Duration,
 }
 
 impl Default for CircuitPolicy {
@@ -20,6 +22,7 @@ impl Default for CircuitPolicy {
         Self {
             failures: 3,
             cooldown: Duration::from_secs(10),
+            max_rest: DEFAULT_MAX_REST,
         }
     }
 }
@@ -49,6 +52,9 @@ impl std::fmt::Display for Unavailable {
         }
     }
 }
+
+/// A backend asking for an hour's rest (or a year's) is benched this long at most.
+pub const DEFAULT_MAX_REST: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Default, Clone)]
 struct State {
@@ -105,17 +111,23 @@ impl HealthBoard {
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
             // Past the threshold every failure (the half-open trial included) re-opens it.
             if state.consecutive_failures >= policy.failures {
-                state.open_until = Some(now + policy.cooldown);
+                state.open_until = now.checked_add(policy.cooldown.min(policy.max_rest));
             }
             if let Some(rest) = retry_after.filter(|d| !d.is_zero()) {
-                state.rest_until = Some(now + rest);
+                state.rest_until = now.checked_add(rest.min(policy.max_rest));
             }
         });
     }
 
-    /// The verdict of an active health check (`None`: no checks configured).
+    /// The verdict of an active health check (`None`: no checks configured). A passing
+    /// check ends a rest the backend asked for: it says it is back.
     pub fn set_probe(&self, backend: &str, healthy: Option<bool>) {
-        self.with(backend, |state| state.probe_healthy = healthy);
+        self.with(backend, |state| {
+            state.probe_healthy = healthy;
+            if healthy == Some(true) {
+                state.rest_until = None;
+            }
+        });
     }
 
     /// Backends not skipped now, for readiness.
@@ -140,6 +152,7 @@ mod tests {
         let policy = CircuitPolicy {
             failures: 3,
             cooldown: Duration::from_secs(10),
+            max_rest: DEFAULT_MAX_REST,
         };
         let t0 = Instant::now();
         for _ in 0..2 {
@@ -164,6 +177,35 @@ mod tests {
         board.record_success("a");
         assert!(board.check("a", later).is_ok());
         assert!(board.check("b", t0).is_ok(), "backends are independent");
+    }
+
+    #[test]
+    fn rests_are_clamped_and_a_passing_probe_ends_them() {
+        let board = HealthBoard::default();
+        let t0 = Instant::now();
+        let policy = CircuitPolicy {
+            failures: 1,
+            cooldown: Duration::from_secs(u64::MAX),
+            max_rest: Duration::from_secs(60),
+        };
+        board.record_failure("a", t0, Some(Duration::from_secs(u64::MAX)), policy);
+        assert!(board.check("a", t0 + Duration::from_secs(59)).is_err());
+        assert!(
+            board.check("a", t0 + Duration::from_secs(61)).is_ok(),
+            "no rest or cooldown beyond max_rest"
+        );
+        board.record_failure(
+            "b",
+            t0,
+            Some(Duration::from_secs(30)),
+            CircuitPolicy::default(),
+        );
+        assert!(board.check("b", t0 + Duration::from_secs(1)).is_err());
+        board.set_probe("b", Some(true));
+        assert!(
+            board.check("b", t0 + Duration::from_secs(1)).is_ok(),
+            "the probe passed"
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use http::StatusCode;
 use url::Url;
 
 pub use client::{ClientSettings, UpstreamClient, UpstreamError, UpstreamResponse};
-pub use health::{CircuitPolicy, HealthBoard, Unavailable};
+pub use health::{CircuitPolicy, HealthBoard, Unavailable, DEFAULT_MAX_REST};
 pub use keys::{KeyError, KindKeys};
 pub use template::{TemplateError, UrlTemplate};
 

@@ -92,6 +92,10 @@ impl Loader<'_> {
             .map_or_else(CircuitPolicy::default, |c| CircuitPolicy {
                 failures: c.failures.unwrap_or(3).max(1),
                 cooldown: c.cooldown.unwrap_or(Duration::from_secs(10)),
+                max_rest: c
+                    .max_rest
+                    .unwrap_or(crate::backend::DEFAULT_MAX_REST)
+                    .max(Duration::from_secs(1)),
             });
         let health_check = match &common.health_check {
             None => None,

@@ -173,6 +173,10 @@ pub struct RawCircuit {
     /// How long it stays open before a trial request (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub cooldown: Option<Duration>,
+    /// The longest the backend is benched, by its circuit or by a `Retry-After` it sends
+    /// (default 5 min).
+    #[serde(default, with = "humantime_serde")]
+    pub max_rest: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

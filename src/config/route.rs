@@ -62,12 +62,18 @@ impl Loader<'_> {
             .unwrap_or(0);
         let raw_match = raw.matcher.map(Spanned::into_inner).unwrap_or_default();
         let mut matcher = self.matcher(&id, match_at, raw_match)?;
-        if (matcher.tier.is_some() || !matcher.claims.is_empty() || bind_sessions)
-            && client_auth.is_empty()
-        {
+        if bind_sessions && auth.is_none() {
+            // Without the route's own auth, a session may be made anonymously: there would
+            // be no subject to bind it to, and anyone with its URL could end it anyway.
             return Err(self.error_at(
                 match_at,
-                format!("route `{id}`: tier, claims and bind_sessions need a [client_auth.NAME]"),
+                format!("route `{id}`: bind_sessions needs the route's auth"),
+            ));
+        }
+        if (matcher.tier.is_some() || !matcher.claims.is_empty()) && client_auth.is_empty() {
+            return Err(self.error_at(
+                match_at,
+                format!("route `{id}`: tier and claims need a [client_auth.NAME]"),
             ));
         }
         matcher.identity_from = auth.clone();

@@ -195,6 +195,10 @@ fn other_mistakes_are_located() {
             ),
             "give one of",
         ),
+        (
+            GOOD.replace("id = \"viewers\"", "id = \"viewers\"\nbind_sessions = true"),
+            "bind_sessions needs the route's auth",
+        ),
         ("[server]\n".to_owned(), "no [[route]]"),
         ("this is = = not toml".to_owned(), "routes.toml:1:"),
     ];

@@ -129,7 +129,7 @@ impl Gateway {
                     );
                     self.metrics
                         .requests
-                        .with_label_values(&["shed", method.as_str(), "503"])
+                        .with_label_values(&["shed", crate::metrics::method_label(&method), "503"])
                         .inc();
                     return response;
                 }
@@ -152,11 +152,15 @@ impl Gateway {
         let status = response.status();
         self.metrics
             .requests
-            .with_label_values(&[outcome.endpoint, method.as_str(), status.as_str()])
+            .with_label_values(&[
+                outcome.endpoint,
+                crate::metrics::method_label(&method),
+                status.as_str(),
+            ])
             .inc();
         self.metrics
             .request_duration
-            .with_label_values(&[outcome.endpoint, method.as_str()])
+            .with_label_values(&[outcome.endpoint, crate::metrics::method_label(&method)])
             .observe(started.elapsed().as_secs_f64());
         tracing::info!(
             request_id = %request_id,

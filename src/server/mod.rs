@@ -124,6 +124,41 @@ type RateLimiter = (
     Arc<crate::ratelimit::RateLimits>,
 );
 
+/// Most `sessions_live` series shown at 0 before their first session; a table of thousands of
+/// routes would otherwise put as many idle series in every scrape.
+const MAX_ZERO_LIVE_SERIES: usize = 1000;
+
+/// Creates the per-backend series dashboards plot (live, started and ended sessions,
+/// session-seconds, cost) at 0, so that a backend shows from the start rather than from its first session.
+fn zero_series(metrics: &crate::metrics::Metrics, config: &Config) {
+    use crate::kind::EndpointKind;
+    for id in config.backends.keys() {
+        metrics.session_seconds.with_label_values(&[id.0.as_str()]);
+        metrics.cost_estimate.with_label_values(&[id.0.as_str()]);
+    }
+    let mut created = 0;
+    for route in config.routes.routes() {
+        for id in route.all_backends() {
+            let Some(backend) = config.backends.get(id) else {
+                continue;
+            };
+            for kind in [EndpointKind::Whip, EndpointKind::Whep] {
+                if route.matcher.kind.is_some_and(|k| k != kind) || !backend.serves(kind) {
+                    continue;
+                }
+                if created == MAX_ZERO_LIVE_SERIES {
+                    return;
+                }
+                let labels = [id.0.as_str(), route.id.as_str(), kind.as_str()];
+                metrics.sessions_live.with_label_values(&labels);
+                metrics.sessions_started.with_label_values(&labels);
+                metrics.sessions_ended.with_label_values(&labels);
+                created += 1;
+            }
+        }
+    }
+}
+
 /// Starts the built-in SFU unless it runs already. Its socket cannot move while sessions
 /// use it, so changed `[builtin]` settings wait for a restart.
 fn start_sfu(
@@ -154,6 +189,7 @@ impl Gateway {
         let keys = build_keys(&config, &ephemeral_secret)?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         metrics.config_generation.set(1);
+        zero_series(&metrics, &config);
         let client = UpstreamClient::new(
             ClientSettings {
                 connect_timeout: config.server.connect_timeout,
@@ -436,6 +472,7 @@ impl Gateway {
             });
         }
         let generation = old.generation + 1;
+        zero_series(&self.metrics, &config);
         let config = Arc::new(config);
         self.previous.store(Some(old.config.clone()));
         self.live.store(Arc::new(Live {

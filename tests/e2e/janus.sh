@@ -946,7 +946,7 @@ for t in $TESTS; do
     M) test_m ;;
     N) test_n ;;
     O | P | Q | R | S | T | U | V | W | X | Y | Z | OB) "test_${t,,}" ;;
-    *) echo "# unknown test $t" ;;
+    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z and OB" ;;
   esac
 done
 
