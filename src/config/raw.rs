@@ -110,6 +110,9 @@ pub struct RawServer {
     /// Proxies whose X-Forwarded-For / Forwarded headers are believed (CIDRs).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The header those proxies append the client's address to: `x-forwarded-for` (default)
+    /// or `forwarded`; the other one is ignored.
+    pub forwarded_header: Option<crate::routing::ForwardedHeader>,
     /// Serve the status, publish and play pages (`/`, `/publish/{stream}`, `/play/{stream}`);
     /// default false.
     pub pages: Option<bool>,

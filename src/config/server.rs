@@ -79,6 +79,8 @@ pub struct ServerSettings {
     pub upstream_roots: Vec<CertificateDer<'static>>,
     /// Proxies whose forwarding headers name the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The one header those proxies append to.
+    pub forwarded_header: crate::routing::ForwardedHeader,
     /// Bearer token of the admin endpoints; `None` disables them.
     pub admin_token: Option<Secret>,
     pub sdp_validation: crate::sdp::Validation,
@@ -313,6 +315,7 @@ impl Loader<'_> {
                     Some(self.secret(0, "admin token", env.as_deref(), file.as_deref())?)
                 }
             },
+            forwarded_header: raw.forwarded_header.unwrap_or_default(),
             trusted_proxies: raw
                 .trusted_proxies
                 .iter()

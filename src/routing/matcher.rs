@@ -177,50 +177,73 @@ impl Matcher {
     }
 }
 
-/// The client's address: the peer, or — when the peer is a trusted proxy — the rightmost
-/// address in `X-Forwarded-For` / `Forwarded: for=` that is not itself a trusted proxy.
-pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted_proxies: &[IpNet]) -> IpAddr {
+/// Which header the trusted proxies in front append the client's address to. Only that one
+/// is read: a proxy that appends to `X-Forwarded-For` passes a client's own `Forwarded`
+/// through untouched, so reading both would let a client name its own address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
+}
+
+/// The client's address: the connection's peer, unless the peer is a trusted proxy; then the
+/// rightmost address of the proxies' header that is not itself a trusted proxy (everything
+/// left of it came from the client and proves nothing). An entry that does not parse ends
+/// the walk: the hop right of it, which received the request from it, is the answer.
+pub fn client_ip(
+    peer: IpAddr,
+    headers: &http::HeaderMap,
+    trusted_proxies: &[IpNet],
+    header: ForwardedHeader,
+) -> IpAddr {
     let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
     if !trusted(&peer) {
         return peer;
     }
-    let mut chain: Vec<IpAddr> = Vec::new();
-    for value in headers
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        for element in value.split(',') {
-            for pair in element.split(';') {
-                let Some((key, raw)) = pair.split_once('=') else {
+    let mut chain: Vec<Option<IpAddr>> = Vec::new();
+    match header {
+        ForwardedHeader::Forwarded => {
+            for value in headers.get_all(http::header::FORWARDED).iter() {
+                let Ok(value) = value.to_str() else {
+                    chain.push(None);
                     continue;
                 };
-                if key.trim().eq_ignore_ascii_case("for") {
-                    if let Some(ip) = parse_forwarded_for(raw.trim()) {
-                        chain.push(ip);
-                    }
+                for element in value.split(',') {
+                    let hop = element.split(';').find_map(|pair| {
+                        let (key, raw) = pair.split_once('=')?;
+                        key.trim()
+                            .eq_ignore_ascii_case("for")
+                            .then(|| parse_forwarded_for(raw.trim()))
+                    });
+                    chain.push(hop.flatten());
                 }
             }
         }
-    }
-    if chain.is_empty() {
-        for value in headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-        {
-            chain.extend(
-                value
-                    .split(',')
-                    .filter_map(|part| part.trim().parse::<IpAddr>().ok()),
-            );
+        ForwardedHeader::XForwardedFor => {
+            for value in headers.get_all("x-forwarded-for").iter() {
+                let Ok(value) = value.to_str() else {
+                    chain.push(None);
+                    continue;
+                };
+                chain.extend(
+                    value
+                        .split(',')
+                        .map(|part| part.trim().parse::<IpAddr>().ok()),
+                );
+            }
         }
     }
-    chain
-        .into_iter()
-        .rev()
-        .find(|ip| !trusted(ip))
-        .unwrap_or(peer)
+    let mut nearest = peer;
+    for hop in chain.into_iter().rev() {
+        match hop {
+            Some(ip) if trusted(&ip) => nearest = ip,
+            Some(ip) => return ip,
+            None => return nearest,
+        }
+    }
+    nearest
 }
 
 /// `192.0.2.1`, `"192.0.2.1:4711"`, `"[2001:db8::1]:4711"`.
@@ -304,12 +327,13 @@ mod tests {
         );
         let proxy: IpAddr = "10.0.0.1".parse().expect("ip");
         let stranger: IpAddr = "192.0.2.50".parse().expect("ip");
+        let xff = ForwardedHeader::XForwardedFor;
         assert_eq!(
-            client_ip(proxy, &headers, &trusted).to_string(),
+            client_ip(proxy, &headers, &trusted, xff).to_string(),
             "198.51.100.4"
         );
         assert_eq!(
-            client_ip(stranger, &headers, &trusted),
+            client_ip(stranger, &headers, &trusted, xff),
             stranger,
             "spoofed XFF ignored"
         );
@@ -321,9 +345,49 @@ mod tests {
                 .expect("v"),
         );
         assert_eq!(
-            client_ip(proxy, &forwarded, &trusted).to_string(),
+            client_ip(proxy, &forwarded, &trusted, ForwardedHeader::Forwarded).to_string(),
             "2001:db8::7"
         );
-        assert_eq!(client_ip(proxy, &http::HeaderMap::new(), &trusted), proxy);
+        assert_eq!(
+            client_ip(proxy, &http::HeaderMap::new(), &trusted, xff),
+            proxy
+        );
+    }
+
+    #[test]
+    fn a_client_cannot_name_its_own_address_through_the_other_header() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let proxy: IpAddr = "10.0.0.1".parse().expect("ip");
+        let mut headers = http::HeaderMap::new();
+        // The client sent Forwarded itself; the proxy appended its peer to X-Forwarded-For.
+        headers.insert(
+            http::header::FORWARDED,
+            "for=198.18.0.1".parse().expect("v"),
+        );
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().expect("v"));
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted, ForwardedHeader::XForwardedFor).to_string(),
+            "203.0.113.9"
+        );
+        // A client-made prefix and garbage: only what the proxies appended counts.
+        headers.insert(
+            "x-forwarded-for",
+            "198.18.0.1, not-an-ip, 203.0.113.9, 10.0.0.5"
+                .parse()
+                .expect("v"),
+        );
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted, ForwardedHeader::XForwardedFor).to_string(),
+            "203.0.113.9"
+        );
+        headers.insert(
+            "x-forwarded-for",
+            "198.18.0.1, junk, 10.0.0.5".parse().expect("v"),
+        );
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted, ForwardedHeader::XForwardedFor).to_string(),
+            "10.0.0.5",
+            "the chain ends at what cannot be read: the proxy that received it answers"
+        );
     }
 }

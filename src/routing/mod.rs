@@ -11,7 +11,7 @@ mod placement;
 use std::collections::HashMap;
 
 pub use crate::stream::{StreamName, StreamNameError, StreamPattern, MAX_STREAM_NAME_LEN};
-pub use matcher::{client_ip, Matcher, RequestFacts};
+pub use matcher::{client_ip, ForwardedHeader, Matcher, RequestFacts};
 pub use placement::{rendezvous_score, Placement, Reason};
 
 /// What a route does with ICE servers: the backend's `Link`s, whipgate's own, or both.

@@ -434,7 +434,12 @@ pub(super) fn client_address(
     extensions: &http::Extensions,
 ) -> Option<std::net::IpAddr> {
     let peer = extensions.get::<PeerAddr>()?.0.ip();
-    Some(client_ip(peer, headers, &config.server.trusted_proxies))
+    Some(client_ip(
+        peer,
+        headers,
+        &config.server.trusted_proxies,
+        config.server.forwarded_header,
+    ))
 }
 
 /// The request's host, lower case, without port.
