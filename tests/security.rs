@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{corpus, gateway, send, whip_server, FakeBackend};
+use support::{corpus, gateway, post_offer, send, whip_server, FakeBackend};
 
 fn config(backend: &FakeBackend, extra: &str) -> String {
     format!(
@@ -205,4 +205,42 @@ async fn slow_clients_cannot_hold_a_connection() {
         "body: answered after {waited:?}"
     );
     assert_eq!(backend.count(), 0);
+}
+
+/// A reload that re-points a backend id at another vendor must not send the new vendor's
+/// credential to the sessions the old one holds.
+#[tokio::test]
+async fn a_re_pointed_backend_sends_its_credential_only_to_its_own_hosts() {
+    let old_vendor = FakeBackend::start(whip_server()).await;
+    let new_vendor = FakeBackend::start(whip_server()).await;
+    let table = |url: String| {
+        format!(
+            "[server]\nsession_keys = [{{ id = \"k1\", secret_env = \"KEY1\" }}]\n\
+             [[backend]]\nid = \"vendor\"\nkind = \"whip\"\nwhip_url = \"{url}\"\n\
+             auth = {{ bearer_env = \"BACKEND_TOKEN\" }}\n[[route]]\nbackends = [\"vendor\"]\n"
+        )
+    };
+    let gw = gateway(&table(old_vendor.url("/whip/{stream}"))).await;
+    let created = post_offer(gw.local_addr, "/whip/cam", &[]).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(
+        old_vendor.seen()[0].header("authorization"),
+        Some("Bearer backend-secret-token")
+    );
+    gw.gateway
+        .apply(support::config(&table(new_vendor.url("/whip/{stream}"))))
+        .expect("reload");
+    let deleted = send(gw.local_addr, "DELETE", &created.location_path(), &[], "").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let delete = old_vendor
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "DELETE")
+        .expect("the DELETE still reaches the session's own host");
+    assert_eq!(
+        delete.header("authorization"),
+        None,
+        "the re-pointed backend's credential went to a host it does not use"
+    );
+    assert_eq!(new_vendor.count(), 0);
 }

@@ -407,6 +407,7 @@ impl Adapter for Ivs {
                 .get(TOKEN)
                 .and_then(|t| exchange::bearer(t)),
             passthrough: false,
+            configured: false,
         })
     }
 

@@ -327,8 +327,8 @@ impl Livekit {
         session: &SessionRequest<'_>,
     ) -> Result<SessionTarget, GatewayError> {
         let state = &session.claims.state;
-        let authorization = match (self.mode, state.get(STREAM_KEY)) {
-            (Mode::Ingress, Some(key)) => exchange::bearer(key),
+        let (authorization, configured) = match (self.mode, state.get(STREAM_KEY)) {
+            (Mode::Ingress, Some(key)) => (exchange::bearer(key), false),
             _ => {
                 let missing = || GatewayError::NotFound("session not found".into());
                 let identity = state.get(IDENTITY).ok_or_else(missing)?;
@@ -340,13 +340,14 @@ impl Livekit {
                     session.now,
                     self.token_ttl,
                 );
-                Some(self.bearer(&claims)?)
+                (Some(self.bearer(&claims)?), true)
             }
         };
         Ok(SessionTarget {
             url: session.resource.clone(),
             authorization,
             passthrough: false,
+            configured,
         })
     }
 }
@@ -407,7 +408,9 @@ impl Adapter for Livekit {
         if_match: &'a UpstreamIfMatch,
     ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
         Box::pin(async move {
-            let target = self.session_target(&session)?.exchange(session.request_id);
+            let target = self
+                .session_target(&session)?
+                .exchange(backend, session.request_id);
             // LiveKit answers 428 to a PATCH without If-Match; for trickle it compares
             // nothing, so a client that sent none gets the session's own ETag sent for it.
             let remembered = match if_match {

@@ -150,6 +150,7 @@ impl Adapter for Millicast {
                 .token(session.claims.kind)
                 .and_then(|t| exchange::bearer(t.expose())),
             passthrough: false,
+            configured: true,
         })
     }
 }

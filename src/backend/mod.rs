@@ -148,11 +148,7 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// Where PATCH and DELETE of a session go, with which credential: by default its
     /// resource URL with none. The default `patch` and `delete` speak WHIP to it.
     fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
-        Ok(SessionTarget {
-            url: session.resource.clone(),
-            authorization: None,
-            passthrough: false,
-        })
+        Ok(SessionTarget::sealed(session.resource.clone(), None))
     }
 
     /// Trickle or ICE restart on a session it created.
@@ -169,7 +165,7 @@ pub trait Adapter: Send + Sync + fmt::Debug {
             exchange::patch(
                 cx,
                 backend,
-                &target.exchange(session.request_id),
+                &target.exchange(backend, session.request_id),
                 body,
                 if_match,
             )
@@ -197,7 +193,7 @@ async fn remote_delete<A: Adapter + ?Sized>(
     session: &SessionRequest<'_>,
 ) -> Result<(), GatewayError> {
     let target = adapter.session_target(session)?;
-    exchange::delete(cx, backend, &target.exchange(session.request_id)).await
+    exchange::delete(cx, backend, &target.exchange(backend, session.request_id)).await
 }
 
 /// Where a session's PATCH and DELETE go.
@@ -208,10 +204,31 @@ pub struct SessionTarget {
     pub authorization: Option<http::HeaderValue>,
     /// It is the client's own: a 401/403 is the client's fault.
     pub passthrough: bool,
+    /// It is the backend's configured credential (not one sealed with the session): it goes
+    /// only to the backend's hosts. A backend id re-pointed at another vendor by a reload
+    /// must not send the new vendor's credential to the old vendor's session URLs.
+    pub configured: bool,
 }
 
 impl SessionTarget {
-    fn exchange(self, request_id: &str) -> exchange::Target<'_> {
+    /// A session URL and a credential sealed with it (or none).
+    pub fn sealed(url: Url, authorization: Option<http::HeaderValue>) -> Self {
+        Self {
+            url,
+            authorization,
+            passthrough: false,
+            configured: false,
+        }
+    }
+
+    fn exchange<'a>(mut self, backend: &BackendDef, request_id: &'a str) -> exchange::Target<'a> {
+        if self.configured && self.authorization.is_some() && !backend.allows_host(&self.url) {
+            tracing::warn!(
+                backend = %backend.id,
+                "a session's URL is not on the backend's hosts (its definition changed?): its credential is not sent"
+            );
+            self.authorization = None;
+        }
         let mut target = exchange::Target::new(self.url, self.authorization, request_id);
         target.passthrough = self.passthrough;
         target

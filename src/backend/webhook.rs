@@ -228,6 +228,7 @@ impl Adapter for Webhook {
                 .get(BEARER)
                 .and_then(|b| exchange::bearer(b)),
             passthrough: false,
+            configured: false,
         })
     }
 

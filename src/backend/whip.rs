@@ -211,6 +211,7 @@ impl Adapter for Whip {
             url: session.resource.clone(),
             authorization: self.authorization(session.client_authorization),
             passthrough: self.auth == BackendAuth::Passthrough,
+            configured: self.auth != BackendAuth::Passthrough,
         })
     }
 }
