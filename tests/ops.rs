@@ -438,3 +438,26 @@ async fn load_beyond_the_concurrency_limit_is_shed_with_503() {
         "places are freed"
     );
 }
+
+/// Settings read only at start say so when a reload changes them, and adding
+/// `metrics_listen` by reload does not hide /metrics on the listener that serves it.
+#[tokio::test]
+async fn a_reload_names_what_waits_for_a_restart() {
+    let good = FakeBackend::start(whip_server()).await;
+    let bad = FakeBackend::start(|_| Reply::new(500)).await;
+    let text = config(&good, &bad);
+    let gw = gateway(&text).await;
+    let changed = text.replace(
+        "upstream_timeout = \"500ms\"",
+        "upstream_timeout = \"500ms\"\nmetrics_listen = \"127.0.0.1:1\"\nworkers = 7",
+    );
+    gw.gateway.apply(support::config(&changed)).expect("reload");
+    let status = gw.gateway.reload_status();
+    assert_eq!(
+        status.pending_restart,
+        ["[server] metrics_listen", "[server] workers"],
+        "{status:?}"
+    );
+    let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(metrics.status, 200, "/metrics is still served where it was");
+}

@@ -46,6 +46,7 @@ impl Gateway {
                     "generation": status.generation,
                     "summary": config.summary(),
                     "last_error": status.last_error,
+                    "pending_restart": status.pending_restart,
                     "reloads_ok": status.reloads_ok,
                     "reloads_failed": status.reloads_failed,
                     "live_sessions": self.registry.len(),

@@ -199,7 +199,11 @@ impl Gateway {
                 t @ (Target::Healthz | Target::Readyz | Target::Metrics),
             ) => t,
             (super::Listener::Metrics, _) => Target::Unknown,
-            (super::Listener::Main, Target::Metrics) if config.server.metrics_listen.is_some() => {
+            (super::Listener::Main, Target::Metrics)
+                if self
+                    .metrics_listener
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
                 Target::Unknown
             }
             (super::Listener::Main, t) => t,

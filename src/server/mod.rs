@@ -71,6 +71,8 @@ struct Live {
 pub struct ReloadStatus {
     pub generation: u64,
     pub last_error: Option<String>,
+    /// Settings changed by a reload that wait for a restart (by routes.toml name).
+    pub pending_restart: Vec<String>,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
 }
@@ -93,6 +95,9 @@ pub struct Gateway {
     metrics: Arc<crate::metrics::Metrics>,
     /// Requests being served now, for load shedding.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// A separate metrics listener runs (bound at start): the main one then hides /metrics.
+    /// Decided by what runs, not by the table, which a reload may change.
+    metrics_listener: std::sync::atomic::AtomicBool,
     /// Per-address limits of POST/PATCH/DELETE, rebuilt when their settings change.
     rate_limits: Mutex<Option<RateLimiter>>,
     probes: probes::Probes,
@@ -123,6 +128,46 @@ type RateLimiter = (
     crate::config::RateLimitSettings,
     Arc<crate::ratelimit::RateLimits>,
 );
+
+/// The settings read only when the process starts that differ between `old` and `new`, by
+/// their routes.toml names, so that a reload says which of its changes wait for a restart.
+fn restart_only_changes(old: &Config, new: &Config, sfu_running: bool) -> Vec<&'static str> {
+    let (a, b) = (&old.server, &new.server);
+    let mut changed = Vec::new();
+    let checks: [(&'static str, bool); 7] = [
+        ("[server] listen", a.listen != b.listen),
+        (
+            "[server] metrics_listen",
+            a.metrics_listen != b.metrics_listen,
+        ),
+        ("[server] workers", a.workers != b.workers),
+        (
+            "[server] header_read_timeout",
+            a.header_read_timeout != b.header_read_timeout,
+        ),
+        (
+            "[server] shutdown_grace",
+            a.shutdown_grace != b.shutdown_grace,
+        ),
+        (
+            "[server] tls_cert_file / tls_key_file (TLS on or off)",
+            a.tls.is_some() != b.tls.is_some(),
+        ),
+        (
+            "[builtin]",
+            sfu_running
+                && old.builtin.is_some()
+                && new.builtin.is_some()
+                && old.builtin != new.builtin,
+        ),
+    ];
+    for (name, differs) in checks {
+        if differs {
+            changed.push(name);
+        }
+    }
+    changed
+}
 
 /// Most `sessions_live` series shown at 0 before their first session; a table of thousands of
 /// routes would otherwise put as many idle series in every scrape.
@@ -228,6 +273,7 @@ impl Gateway {
             health: Arc::new(HealthBoard::default()),
             metrics,
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            metrics_listener: std::sync::atomic::AtomicBool::new(false),
             rate_limits: Mutex::new(None),
             probes: probes::Probes::default(),
             tls,
@@ -439,23 +485,15 @@ impl Gateway {
         let keys = build_keys(&config, &self.ephemeral_secret).map_err(|e| e.to_string())?;
         let certificate = self.certificate_for(&config)?;
         let old = self.live.load_full();
-        if old.config.server.listen != config.server.listen {
-            tracing::warn!("a changed listen address takes effect only after a restart");
-        }
-        if old.config.server.workers != config.server.workers {
-            tracing::warn!("a changed number of workers takes effect only after a restart");
+        let pending =
+            restart_only_changes(&old.config, &config, self.upstreams.sfu.get().is_some());
+        if !pending.is_empty() {
+            tracing::warn!(
+                settings = %pending.join(", "),
+                "changed settings that take effect only after a restart"
+            );
         }
         if let Some(settings) = &config.builtin {
-            if let Some(running) = old
-                .config
-                .builtin
-                .as_ref()
-                .filter(|_| self.upstreams.sfu.get().is_some())
-            {
-                if running != settings {
-                    tracing::warn!("changed [builtin] settings take effect only after a restart");
-                }
-            }
             start_sfu(&self.upstreams, settings).map_err(|e| e.to_string())?;
         }
         let now = Instant::now();
@@ -473,6 +511,10 @@ impl Gateway {
         }
         let generation = old.generation + 1;
         zero_series(&self.metrics, &config);
+        {
+            let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            status.pending_restart = pending.iter().map(|s| (*s).to_owned()).collect();
+        }
         let config = Arc::new(config);
         self.previous.store(Some(old.config.clone()));
         self.live.store(Arc::new(Live {
@@ -508,14 +550,8 @@ impl Gateway {
                 }
                 Ok(Some((files.clone(), pair)))
             }
-            (None, Some(_)) => {
-                tracing::warn!("TLS on the listener takes effect only after a restart");
-                Ok(None)
-            }
-            (Some(_), None) => {
-                tracing::warn!("the listener keeps serving TLS until a restart");
-                Ok(None)
-            }
+            // Turning TLS on or off waits for a restart (restart_only_changes says so).
+            (None, Some(_)) | (Some(_), None) => Ok(None),
             (None, None) => Ok(None),
         }
     }
@@ -637,6 +673,9 @@ pub async fn start(
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    gateway
+        .metrics_listener
+        .store(metrics_addr.is_some(), std::sync::atomic::Ordering::Relaxed);
     let metrics_task = metrics_listener.map(|listener| {
         tokio::spawn(accept_loop(
             listener,
