@@ -303,3 +303,32 @@ async fn whep_falls_through_to_the_backend_that_has_the_publisher() {
     assert_eq!(got.status, 409);
     assert!(got.header("retry-after").is_some());
 }
+
+/// A backend that dies with the request in flight (it read the request, then closed) is
+/// failed over like one that timed out.
+#[tokio::test]
+async fn a_backend_dying_mid_exchange_is_failed_over() {
+    let dying = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dying_addr = dying.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt as _;
+        while let Ok((mut socket, _)) = dying.accept().await {
+            let mut buffer = vec![0u8; 65536];
+            let _ = socket.read(&mut buffer).await;
+            drop(socket);
+        }
+    });
+    let next = FakeBackend::start(whip_server()).await;
+    let gw = gateway(&format!(
+        "[[backend]]\nid = \"dying\"\nkind = \"whip\"\nwhip_url = \"http://{dying_addr}/whip/{{stream}}\"\n\
+         [[backend]]\nid = \"next\"\nkind = \"whip\"\nwhip_url = \"{}\"\n\
+         [[route]]\nbackends = [\"dying\", \"next\"]\n",
+        next.url("/whip/{stream}")
+    ))
+    .await;
+    let created = post_offer(gw.local_addr, "/whip/cam", &[]).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(next.count(), 1);
+}

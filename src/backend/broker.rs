@@ -212,6 +212,10 @@ fn api_transport_error(
         UpstreamError::Timeout => AttemptError::retryable(GatewayError::GatewayTimeout(format!(
             "backend {id}: its API timed out ({operation})"
         ))),
+        UpstreamError::Broken => AttemptError::retryable(GatewayError::Unavailable {
+            reason: format!("backend {id}: its API's connection broke ({operation})"),
+            retry_after: Duration::ZERO,
+        }),
         UpstreamError::Redirect(reason) | UpstreamError::Protocol(reason) => {
             AttemptError::retryable(GatewayError::BadGateway(format!(
                 "backend {id}: its API failed ({operation}): {reason}"

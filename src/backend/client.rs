@@ -56,6 +56,9 @@ pub enum UpstreamError {
     Connect(String),
     #[error("timed out")]
     Timeout,
+    /// The connection broke after the request was sent, before a whole answer came.
+    #[error("connection to backend failed mid-exchange")]
+    Broken,
     #[error("{0}")]
     Redirect(String),
     #[error("{0}")]
@@ -131,6 +134,7 @@ impl UpstreamClient {
             Ok(response) => response.status.as_str(),
             Err(UpstreamError::Timeout) => "timeout",
             Err(UpstreamError::Connect(_)) => "refused",
+            Err(UpstreamError::Broken) => "broken",
             Err(_) => "error",
         };
         self.metrics
@@ -248,7 +252,7 @@ impl UpstreamClient {
             if e.is_connect() {
                 UpstreamError::Connect(connect_reason(&e))
             } else {
-                UpstreamError::Protocol("connection to backend failed mid-exchange".into())
+                UpstreamError::Broken
             }
         })?;
         let (parts, body) = response.into_parts();

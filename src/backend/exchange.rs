@@ -355,6 +355,13 @@ pub(super) fn transport_error(backend: &BackendDef, error: UpstreamError) -> Att
         UpstreamError::Timeout => AttemptError::retryable(GatewayError::GatewayTimeout(format!(
             "backend {id} timed out"
         ))),
+        // Like a timeout: the backend died under the request. The next backend is tried; if
+        // this one had made a session before dying, it is orphaned there (it ends with its
+        // peer connection, which never forms, or with the backend's restart).
+        UpstreamError::Broken => AttemptError::retryable(GatewayError::Unavailable {
+            reason: format!("backend {id}: the connection broke mid-exchange"),
+            retry_after: Duration::ZERO,
+        }),
         UpstreamError::Redirect(reason) | UpstreamError::Protocol(reason) => {
             AttemptError::fatal(GatewayError::BadGateway(format!("backend {id}: {reason}")))
         }
