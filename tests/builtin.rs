@@ -227,3 +227,42 @@ fn a_builtin_backend_takes_no_remote_settings() {
     .expect_err("wildcard without host_addresses");
     assert!(error.to_string().contains("host_addresses"), "{error}");
 }
+
+/// A viewer released with its publisher never sends DELETE: it stops counting on this
+/// replica (live gauge, limits) once the SFU says it ended, and its late DELETE still
+/// answers 200 without counting it twice.
+#[tokio::test]
+async fn sessions_that_ended_on_their_own_stop_counting() {
+    let gw = gateway(CONFIG).await;
+    let published = send(
+        gw.local_addr,
+        "POST",
+        "/whip/cam",
+        &[SDP],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(published.status, 201, "{}", published.body);
+    let viewer = send(
+        gw.local_addr,
+        "POST",
+        "/whep/cam",
+        &[SDP],
+        corpus("chromium-whep-offer.sdp"),
+    )
+    .await;
+    assert_eq!(viewer.status, 201, "{}", viewer.body);
+    assert_eq!(gw.gateway.registry().len(), 2);
+    let deleted = send(gw.local_addr, "DELETE", &published.location_path(), &[], "").await;
+    assert_eq!(deleted.status, 200);
+    assert_eq!(gw.gateway.registry().len(), 1, "the viewer still counts");
+    gw.gateway.reap_ended_sessions().await;
+    assert_eq!(gw.gateway.registry().len(), 0, "the released viewer stopped counting");
+    let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
+    let ended = "whipgate_sessions_ended_total{backend=\"sfu\",kind=\"whep\",route=\"all\"} 1";
+    assert!(metrics.contains(ended), "missing {ended}");
+    let late = send(gw.local_addr, "DELETE", &viewer.location_path(), &[], "").await;
+    assert_eq!(late.status, 200, "{}", late.body);
+    let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
+    assert!(metrics.contains(ended), "the late DELETE counted the viewer twice");
+}

@@ -53,6 +53,23 @@ impl Adapter for Builtin {
         "builtin: the SFU in this process".into()
     }
 
+    /// A peer the SFU no longer holds (gone quiet, closed, its publisher left) has ended.
+    fn ended<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        resources: &'a [Url],
+    ) -> BoxFuture<'a, Option<Vec<bool>>> {
+        Box::pin(async move {
+            let live = cx.sfu.get()?.live_peers().await.ok()?;
+            Some(
+                resources
+                    .iter()
+                    .map(|r| peer_id(r).map_or(true, |id| !live.contains(&id)))
+                    .collect(),
+            )
+        })
+    }
+
     fn create<'a>(
         &'a self,
         cx: &'a Upstreams,

@@ -137,6 +137,17 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     /// secret.
     fn describe(&self) -> String;
 
+    /// Of these sessions' resources, which have ended on the backend's side without a
+    /// DELETE (the client vanished); `None` when the kind cannot tell, and then only a DELETE
+    /// or the token's expiry ends them here.
+    fn ended<'a>(
+        &'a self,
+        _cx: &'a Upstreams,
+        _resources: &'a [Url],
+    ) -> BoxFuture<'a, Option<Vec<bool>>> {
+        Box::pin(async { None })
+    }
+
     /// Opens a session for a client's offer.
     fn create<'a>(
         &'a self,

@@ -363,6 +363,7 @@ impl Gateway {
         self.registry.insert(
             claims.sid.clone(),
             LiveSession {
+                resource: claims.resource.clone(),
                 backend: claims.backend.clone(),
                 stream: claims.stream.clone(),
                 subject: ctx.subject.map(str::to_owned),

@@ -436,7 +436,10 @@ impl Gateway {
             .await;
         match result {
             Ok(()) => {
-                self.session_ended(config, &claims, true);
+                // A built-in session this replica no longer lists ended on its own and was
+                // counted then (see `reap_ended_sessions`); a remote one may be another
+                // replica's, which counts it only where its DELETE succeeds.
+                self.session_ended(config, &claims, backend.adapter.is_remote());
                 Ok(response::empty(StatusCode::OK))
             }
             Err(error @ GatewayError::NotFound(_)) => {

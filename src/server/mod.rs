@@ -439,6 +439,49 @@ impl Gateway {
         }
     }
 
+    /// Sessions of this replica whose backend says they ended without a DELETE (the
+    /// built-in SFU's peer went quiet, closed or lost its publisher) stop counting: live
+    /// gauges, `max_sessions`, `max_sessions_per_subject`. Kinds that cannot tell keep
+    /// theirs until DELETE or the token's expiry.
+    pub async fn reap_ended_sessions(&self) {
+        let config = self.config();
+        for backend in config.backends.values() {
+            let sessions = self.registry.on_backend(&backend.id.0);
+            if sessions.is_empty() {
+                continue;
+            }
+            let (sessions, resources): (Vec<_>, Vec<_>) = sessions
+                .into_iter()
+                .filter_map(|(sid, s)| {
+                    let url = url::Url::parse(&s.resource).ok()?;
+                    Some(((sid, s), url))
+                })
+                .unzip();
+            let Some(ended) = backend.adapter.ended(&self.upstreams, &resources).await else {
+                continue;
+            };
+            for ((sid, session), gone) in sessions.into_iter().zip(ended) {
+                if !gone {
+                    continue;
+                }
+                tracing::info!(backend = %backend.id, sid = %sid, "session ended without a DELETE");
+                let claims = crate::session::SessionClaims {
+                    sid,
+                    backend: session.backend,
+                    resource: session.resource,
+                    kind: session.kind,
+                    stream: session.stream,
+                    route: session.route,
+                    created: session.created,
+                    expires: 0,
+                    subject: None,
+                    state: Default::default(),
+                };
+                self.session_ended(&config, &claims, false);
+            }
+        }
+    }
+
     pub fn reload_status(&self) -> ReloadStatus {
         self.status
             .lock()
@@ -745,16 +788,21 @@ pub async fn start(
 /// Sessions whose tokens expired leave the registry within a minute.
 async fn expire_periodically(gateway: Arc<Gateway>, mut stopped: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    let mut reaper = tokio::time::interval(REAP_INTERVAL);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 gateway.expire_sessions(&gateway.config());
                 gateway.sweep_rate_limits();
             }
+            _ = reaper.tick() => gateway.reap_ended_sessions().await,
             _ = stopped.changed() => return,
         }
     }
 }
+
+/// How often backends are asked which sessions ended without a DELETE.
+const REAP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Serves `listener` until `stopped`, over TLS when `tls` is given. Each TLS handshake runs
 /// in its connection's task, bounded by `header_read_timeout`; ALPN picks HTTP/2 or HTTP/1.1

@@ -35,6 +35,9 @@ pub struct LiveSession {
     pub kind: EndpointKind,
     /// Unix seconds.
     pub created: u64,
+    /// The backend's resource (as sealed in the token), to ask the backend whether the
+    /// session still exists when its client never sends DELETE.
+    pub resource: String,
 }
 
 /// Session time not yet counted, per backend (for session-seconds and cost metrics).
@@ -118,6 +121,17 @@ impl SessionRegistry {
     }
 
     /// A copy of every live session, for the admin listing.
+    /// The sessions of `backend`, with their ids.
+    pub fn on_backend(&self, backend: &str) -> Vec<(String, LiveSession)> {
+        self.with(|live| {
+            live.by_sid
+                .iter()
+                .filter(|(_, (session, _))| session.backend == backend)
+                .map(|(sid, (session, _))| (sid.clone(), session.clone()))
+                .collect()
+        })
+    }
+
     pub fn snapshot(&self) -> Vec<LiveSession> {
         self.with(|live| live.by_sid.values().map(|(s, _)| s.clone()).collect())
     }
@@ -152,6 +166,7 @@ mod tests {
 
     fn session(backend: &str, created: u64) -> LiveSession {
         LiveSession {
+            resource: String::new(),
             backend: backend.into(),
             stream: "s".into(),
             subject: None,

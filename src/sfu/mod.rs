@@ -94,6 +94,9 @@ enum Command {
     Status {
         reply: oneshot::Sender<Vec<StreamStatus>>,
     },
+    LivePeers {
+        reply: oneshot::Sender<std::collections::HashSet<PeerId>>,
+    },
 }
 
 /// A handle on the running SFU; cheap to clone. The SFU stops when the last handle goes.
@@ -217,6 +220,13 @@ impl Sfu {
             return Vec::new();
         }
         status.await.unwrap_or_default()
+    }
+
+    /// The peers it holds now (sessions that ended on their own are not among them).
+    pub async fn live_peers(&self) -> Result<std::collections::HashSet<PeerId>, SfuError> {
+        let (reply, peers) = oneshot::channel();
+        self.send(Command::LivePeers { reply }).await?;
+        peers.await.map_err(|_| SfuError::Stopped)
     }
 
     async fn send(&self, command: Command) -> Result<(), SfuError> {
@@ -344,6 +354,9 @@ fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr
         }
         Command::Status { reply } => {
             let _ = reply.send(engine.status());
+        }
+        Command::LivePeers { reply } => {
+            let _ = reply.send(engine.live_peers());
         }
     }
 }
