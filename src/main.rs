@@ -54,8 +54,9 @@ enum Command {
         /// The stream name (as decoded from the URL).
         #[arg(long)]
         stream: String,
-        /// A request header, `name=value` (repeatable).
-        #[arg(long = "header", value_name = "NAME=VALUE")]
+        /// A request header, `name:value` (as the admin API takes it) or `name=value`
+        /// (repeatable).
+        #[arg(long = "header", value_name = "NAME:VALUE")]
         headers: Vec<String>,
         /// The client's address.
         #[arg(long)]
@@ -160,8 +161,8 @@ fn main() -> ExitCode {
             match runtime.block_on(serve(config, listen)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
+                    // Logging goes to stderr too: one line, in the chosen log format.
                     tracing::error!("{error:#}");
-                    eprintln!("whipgate: {error:#}");
                     ExitCode::from(1)
                 }
             }
@@ -181,9 +182,10 @@ fn explain(
     let config = Config::load(path, SecretMode::Skip)?;
     let mut header_map = http::HeaderMap::new();
     for header in headers {
+        // Header names hold neither ':' nor '=', so the first of either separates.
         let (name, value) = header
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--header takes name=value, not {header:?}"))?;
+            .split_once([':', '='])
+            .ok_or_else(|| anyhow::anyhow!("--header takes name:value, not {header:?}"))?;
         header_map.append(
             http::HeaderName::from_bytes(name.trim().as_bytes())?,
             http::HeaderValue::from_str(value.trim())?,
@@ -208,7 +210,7 @@ fn explain(
 
 async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let config = Config::load(&path, SecretMode::Resolve)?;
-    let summary = config.summary();
+    let summary = config.summary_at(listen.unwrap_or(config.server.listen));
     let gateway = Gateway::new(config)?.with_config_path(path.clone());
     let running = server::start(gateway, listen).await?;
     // Before the "serving" line: a signal sent once that line is seen must find its handler.

@@ -257,12 +257,19 @@ async fn sessions_that_ended_on_their_own_stop_counting() {
     assert_eq!(deleted.status, 200);
     assert_eq!(gw.gateway.registry().len(), 1, "the viewer still counts");
     gw.gateway.reap_ended_sessions().await;
-    assert_eq!(gw.gateway.registry().len(), 0, "the released viewer stopped counting");
+    assert_eq!(
+        gw.gateway.registry().len(),
+        0,
+        "the released viewer stopped counting"
+    );
     let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
     let ended = "whipgate_sessions_ended_total{backend=\"sfu\",kind=\"whep\",route=\"all\"} 1";
     assert!(metrics.contains(ended), "missing {ended}");
     let late = send(gw.local_addr, "DELETE", &viewer.location_path(), &[], "").await;
     assert_eq!(late.status, 200, "{}", late.body);
     let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
-    assert!(metrics.contains(ended), "the late DELETE counted the viewer twice");
+    assert!(
+        metrics.contains(ended),
+        "the late DELETE counted the viewer twice"
+    );
 }

@@ -108,6 +108,11 @@ fn explain_prints_the_route_and_candidate_order() {
     };
     let premium = run(&["--header", "x-tier=premium"]);
     assert!(premium.contains("route premium: MATCH"), "{premium}");
+    assert_eq!(
+        run(&["--header", "x-tier:premium"]),
+        premium,
+        "name:value, as the admin API takes it, works too"
+    );
     assert!(
         premium.contains("1. vendor (primary)") && premium.contains("2. janus (fallback #1)"),
         "{premium}"
@@ -202,4 +207,36 @@ fn vendor_kinds_are_checked_explained_and_warned_about() {
         stderr.contains(":5:") && stderr.contains("unknown key `api_kee` for kind = \"livekit\""),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_missing_file_is_named_without_a_line() {
+    let output = whipgate()
+        .args(["check", "/nonexistent/routes.toml"])
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("/nonexistent/routes.toml: cannot read:"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn serve_says_an_invalid_file_once() {
+    let path = temp_file("invalid-serve.toml", "[server]\nlisten = \"nowhere\"\n");
+    let output = whipgate()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mentions = stderr
+        .lines()
+        .filter(|l| l.contains("listen is not an address"))
+        .count();
+    assert_eq!(mentions, 1, "{stderr}");
 }

@@ -42,12 +42,27 @@ pub struct Config {
 
 /// A problem in routes.toml, located.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
+#[error("{}", self.located())]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub column: usize,
     pub message: String,
+}
+
+impl ConfigError {
+    /// `file:line:column: message`, or `file: message` when no line is at fault (a file that
+    /// cannot be read).
+    fn located(&self) -> String {
+        if self.line == 0 {
+            format!("{}: {}", self.file, self.message)
+        } else {
+            format!(
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        }
+    }
 }
 
 impl Config {
@@ -84,6 +99,11 @@ impl Config {
 
     /// One line for `whipgate check` and the startup log.
     pub fn summary(&self) -> String {
+        self.summary_at(self.server.listen)
+    }
+
+    /// [`Config::summary`] for a listener other than the file's (`serve --listen`).
+    pub fn summary_at(&self, listen: std::net::SocketAddr) -> String {
         let mut ids: Vec<&str> = self.backends.keys().map(|id| id.0.as_str()).collect();
         ids.sort_unstable();
         format!(
@@ -97,7 +117,7 @@ impl Config {
             } else {
                 "s"
             },
-            self.server.listen,
+            listen,
             if self.server.tls.is_some() {
                 " (TLS)"
             } else {

@@ -170,7 +170,8 @@ impl Gateway {
             backend = outcome.backend.as_deref().unwrap_or("-"),
             failovers = outcome.failovers,
             status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            // Whole microseconds: `as_secs_f64() * 1000.0` printed float noise (5.188594999999999).
+            latency_ms = started.elapsed().as_micros() as f64 / 1000.0,
             "request"
         );
         response
