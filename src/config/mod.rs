@@ -3,13 +3,14 @@
 //! Every error names the file, the line and the problem on one line.
 
 mod backend;
+mod keys;
 mod raw;
 mod route;
 mod server;
 pub mod tls;
 mod watch;
 
-pub use crate::backend::COMMON_KEYS as COMMON_BACKEND_KEYS;
+pub use keys::keys;
 pub use server::{IceCredential, IceServerDef, RateLimitSettings, ServerSettings};
 pub use watch::{watch, ConfigWatch};
 
