@@ -991,3 +991,53 @@ async fn wait_for_requests(backend: &FakeBackend, count: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The answer policy applies to every SDP whipgate returns: an ICE restart's fragment too.
+#[tokio::test]
+async fn an_ice_restart_fragment_gets_the_answer_policy() {
+    let backend = FakeBackend::start(|seen| match seen.method.as_str() {
+        "POST" => Reply::new(201)
+            .header("location", "/r/1")
+            .header("etag", "\"v1\"")
+            .body(answer()),
+        "PATCH" => Reply::new(200)
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .header("etag", "\"v2\"")
+            .body(
+                "a=ice-ufrag:new1\r\na=ice-pwd:newpasswordnewpassword12\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                 a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
+                 a=candidate:2 1 udp 2130706431 192.168.1.9 40001 typ host\r\n",
+            ),
+        _ => Reply::new(200),
+    })
+    .await;
+    let gw = gateway(&one_backend(
+        &backend,
+        "sdp = { answer = { address_map = { \"10.0.0.5\" = \"203.0.113.7\" }, drop_candidates = [\"private\"] } }",
+    ))
+    .await;
+    let created = publish(gw.local_addr, "s").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let restarted = send(
+        gw.local_addr,
+        "PATCH",
+        &created.location_path(),
+        &[
+            ("content-type", "application/trickle-ice-sdpfrag"),
+            ("if-match", "*"),
+        ],
+        "a=ice-ufrag:abcd\r\na=ice-pwd:abcdabcdabcdabcdabcdabcd\r\n",
+    )
+    .await;
+    assert_eq!(restarted.status, 200, "{}", restarted.body);
+    assert!(
+        restarted.body.contains("203.0.113.7 40000"),
+        "address not mapped: {}",
+        restarted.body
+    );
+    assert!(
+        !restarted.body.contains("192.168.1.9"),
+        "private candidate not dropped: {}",
+        restarted.body
+    );
+}

@@ -57,6 +57,17 @@ pub fn prepare_trickle(text: &str, drop: &[CandidateClass]) -> Result<Trickle, S
     })
 }
 
+/// A backend's fragment on its way to the client (an ICE restart's answer): the route's
+/// answer policy applies to it as to a whole answer (mapped addresses, dropped candidates).
+pub fn prepare_answer_fragment(
+    text: &str,
+    answer: &policy::AnswerPolicy,
+) -> Result<String, SdpError> {
+    let mut lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
+    policy::apply_to_answer(&mut lines, answer);
+    Ok(lines.write())
+}
+
 fn check_m_line(value: &str) -> Result<(), &'static str> {
     let mut fields = value.split_ascii_whitespace();
     let (Some(_media), Some(port), Some(_proto)) = (fields.next(), fields.next(), fields.next())

@@ -13,7 +13,7 @@ mod policy;
 mod strict;
 
 pub use candidate::CandidateClass;
-pub use frag::{prepare_trickle, Trickle};
+pub use frag::{prepare_answer_fragment, prepare_trickle, Trickle};
 pub use lines::{is_mdns_candidate, Attr, Eol, Line, Lines, SyntaxError};
 pub use policy::{
     apply_to_offer as apply_policy, AnswerPolicy, CodecSpec, ExtensionFilter, Policy, Simulcast,

@@ -392,7 +392,19 @@ impl Gateway {
             )
             .await
             .map_err(|e| self.with_retry_after(config, e))?;
-        let mut response = match patched.body {
+        let body = match (patched.body, &policy.answer) {
+            (Some(body), Some(answer)) => {
+                let text = std::str::from_utf8(&body).map_err(|_| {
+                    GatewayError::BadGateway("the backend's sdpfrag is not UTF-8".into())
+                })?;
+                let rewritten = sdp::prepare_answer_fragment(text, answer).map_err(|e| {
+                    GatewayError::BadGateway(format!("the backend's sdpfrag is unusable: {e}"))
+                })?;
+                Some(Bytes::from(rewritten))
+            }
+            (body, _) => body,
+        };
+        let mut response = match body {
             Some(body) => {
                 let mut response = Response::new(http_body_util::Full::new(body));
                 response
