@@ -401,10 +401,28 @@ async fn one_address_is_limited_with_429_and_retry_after() {
         statuses.push(got.status);
     }
     assert_eq!(statuses, vec![201, 201, 201, 429, 429]);
-    // Reads and probes are not limited.
+    // Reads, probes and CORS preflights are not limited; an OPTIONS that may mint TURN
+    // credentials is.
     assert_eq!(
         send(gw.local_addr, "GET", "/healthz", &[], "").await.status,
         200
+    );
+    let preflight = send(
+        gw.local_addr,
+        "OPTIONS",
+        "/whip/guest-9",
+        &[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(preflight.status, 204);
+    let ice = send(gw.local_addr, "OPTIONS", "/whip/guest-9", &[], "").await;
+    assert_eq!(
+        ice.status, 429,
+        "an OPTIONS that mints TURN credentials is limited"
     );
     assert_eq!(free.count(), 3);
 }

@@ -332,3 +332,43 @@ async fn a_backend_dying_mid_exchange_is_failed_over() {
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(next.count(), 1);
 }
+
+/// max_sessions holds under concurrency: ten POSTs at once to a backend that takes a while
+/// to answer, with room for two, give two sessions.
+#[tokio::test]
+async fn max_sessions_holds_for_concurrent_requests() {
+    let slow =
+        FakeBackend::start(move |seen| whip_server()(seen).delay(Duration::from_millis(300))).await;
+    let gw = gateway(&format!(
+        "[[backend]]\nid = \"slow\"\nkind = \"whip\"\nwhip_url = \"{}\"\nmax_sessions = 2\n\
+         [[route]]\nbackends = [\"slow\"]\n",
+        slow.url("/whip/{stream}")
+    ))
+    .await;
+    let attempts = (0..10).map(|i| {
+        let addr = gw.local_addr;
+        async move {
+            post_offer(addr, &format!("/whip/cam-{i}"), &[])
+                .await
+                .status
+        }
+    });
+    let statuses = futures_join(attempts).await;
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    assert_eq!(created, 2, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 503),
+        "{statuses:?}"
+    );
+}
+
+async fn futures_join<F: std::future::Future<Output = u16> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<u16> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.expect("task"));
+    }
+    out
+}

@@ -201,14 +201,20 @@ impl Gateway {
                 misses.skipped.push(format!("{} {why}", backend.id));
                 continue;
             }
-            if let Some(max) = backend.max_sessions {
-                if self.registry.count_for_backend(&backend.id.0) >= max {
-                    misses
-                        .skipped
-                        .push(format!("{} full ({max} sessions)", backend.id));
-                    continue;
-                }
-            }
+            // Held until the session is in the registry (or the attempt failed), so that
+            // concurrent requests cannot all pass a check made before any of them inserts.
+            let _place = match backend.max_sessions {
+                Some(max) => match self.registry.reserve(&backend.id.0, max) {
+                    Some(place) => Some(place),
+                    None => {
+                        misses
+                            .skipped
+                            .push(format!("{} full ({max} sessions)", backend.id));
+                        continue;
+                    }
+                },
+                None => None,
+            };
             let policy = backend.sdp.overridden_by(&decision.route.sdp);
             let upstream_offer = match ctx.offer.rewrite(&policy) {
                 Ok(rewritten) => rewritten,

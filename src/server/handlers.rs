@@ -209,11 +209,14 @@ impl Gateway {
             }
             (super::Listener::Main, t) => t,
         };
+        // An OPTIONS that is not a preflight may mint TURN credentials: limited like POST.
         let limited = matches!(
             (&target, request.method()),
             (Target::Endpoint(..), &Method::POST)
                 | (Target::Session(_), &Method::PATCH | &Method::DELETE)
-        );
+        ) || (matches!(target, Target::Endpoint(..))
+            && request.method() == Method::OPTIONS
+            && !is_preflight(&request));
         if limited {
             if let Some(client) =
                 super::create::client_address(config, request.headers(), request.extensions())

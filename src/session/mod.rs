@@ -6,5 +6,5 @@
 mod registry;
 mod token;
 
-pub use registry::{LiveSession, SessionRegistry, Unaccounted};
+pub use registry::{LiveSession, Reservation, SessionRegistry, Unaccounted};
 pub use token::{KeyError, Keyring, SessionClaims, SessionState, TokenError, MIN_SECRET_LEN};

@@ -25,6 +25,26 @@ impl Sessions {
     }
 }
 
+/// A place on a backend held while a session is being created.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    registry: &'a SessionRegistry,
+    backend: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.registry.with(|live| {
+            if let Some(count) = live.reserved.get_mut(&self.backend) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    live.reserved.remove(&self.backend);
+                }
+            }
+        });
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveSession {
     pub backend: String,
@@ -56,6 +76,9 @@ struct Sessions {
     per_backend: HashMap<String, usize>,
     /// Likewise for `max_sessions_per_subject`.
     per_subject: HashMap<String, usize>,
+    /// Places taken by sessions being created: counted against `max_sessions` with the live
+    /// ones, so that concurrent requests cannot all pass the check before any is inserted.
+    reserved: HashMap<String, usize>,
 }
 
 impl SessionRegistry {
@@ -120,7 +143,6 @@ impl SessionRegistry {
         })
     }
 
-    /// A copy of every live session, for the admin listing.
     /// The sessions of `backend`, with their ids.
     pub fn on_backend(&self, backend: &str) -> Vec<(String, LiveSession)> {
         self.with(|live| {
@@ -132,6 +154,7 @@ impl SessionRegistry {
         })
     }
 
+    /// A copy of every live session, for the admin listing.
     pub fn snapshot(&self) -> Vec<LiveSession> {
         self.with(|live| live.by_sid.values().map(|(s, _)| s.clone()).collect())
     }
@@ -142,6 +165,24 @@ impl SessionRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Takes a place on `backend` if fewer than `max` sessions are live or being created
+    /// there; the place is given back when the returned guard drops (after the session is
+    /// inserted, or when creating it failed).
+    pub fn reserve<'a>(&'a self, backend: &str, max: usize) -> Option<Reservation<'a>> {
+        self.with(|live| {
+            let taken = live.per_backend.get(backend).copied().unwrap_or(0)
+                + live.reserved.get(backend).copied().unwrap_or(0);
+            if taken >= max {
+                return None;
+            }
+            *live.reserved.entry(backend.to_owned()).or_default() += 1;
+            Some(Reservation {
+                registry: self,
+                backend: backend.to_owned(),
+            })
+        })
     }
 
     pub fn count_for_backend(&self, backend: &str) -> usize {
@@ -163,6 +204,23 @@ impl SessionRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservations_count_against_the_limit_until_dropped() {
+        let registry = SessionRegistry::default();
+        let first = registry.reserve("b", 2).expect("first place");
+        let second = registry.reserve("b", 2).expect("second place");
+        assert!(
+            registry.reserve("b", 2).is_none(),
+            "two in flight fill a limit of 2"
+        );
+        drop(first);
+        registry.insert("s1".into(), session("b", 0));
+        drop(second);
+        assert!(registry.reserve("b", 2).is_some(), "one live, one free");
+        registry.insert("s2".into(), session("b", 0));
+        assert!(registry.reserve("b", 2).is_none(), "two live");
+    }
 
     fn session(backend: &str, created: u64) -> LiveSession {
         LiveSession {
