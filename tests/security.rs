@@ -185,6 +185,12 @@ async fn slow_clients_cannot_hold_a_connection() {
         "header_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\nrequest_timeout = \"30s\"",
     ))
     .await;
+    // Not a byte: closed after header_read_timeout too (hyper alone would wait forever).
+    let (_, waited) = stall(gw.local_addr, b"", Duration::from_secs(6)).await;
+    assert!(
+        waited < Duration::from_secs(4),
+        "silent connection: closed after {waited:?}"
+    );
     // Half a request head, then nothing: the connection is closed after header_read_timeout.
     let (_, waited) = stall(
         gw.local_addr,
@@ -243,4 +249,21 @@ async fn a_re_pointed_backend_sends_its_credential_only_to_its_own_hosts() {
         "the re-pointed backend's credential went to a host it does not use"
     );
     assert_eq!(new_vendor.count(), 0);
+}
+
+/// A request head larger than `max_header_bytes` is refused, and the gateway keeps serving.
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let backend = FakeBackend::start(whip_server()).await;
+    let gw = gateway(&config(&backend, "max_header_bytes = 16384")).await;
+    let big = "x".repeat(64 * 1024);
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let (answer, _) = stall(gw.local_addr, head.as_bytes(), Duration::from_secs(5)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || answer.is_empty(),
+        "a 64 KiB head was answered: {}",
+        answer.lines().next().unwrap_or("")
+    );
+    let ok = send(gw.local_addr, "GET", "/healthz", &[], "").await;
+    assert_eq!(ok.status, 200);
 }

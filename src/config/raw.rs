@@ -74,6 +74,9 @@ pub struct RawServer {
     /// Bound on opening a TCP connection to a backend (default 3 s).
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// Largest request head (request line and headers) accepted, in bytes (default 16 KiB,
+    /// at least 8 KiB); larger heads are refused.
+    pub max_header_bytes: Option<usize>,
     /// Bound on a client sending its request headers (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,

@@ -58,6 +58,8 @@ pub struct ServerSettings {
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
     pub body_read_timeout: Duration,
     pub max_redirects: usize,
     /// Requests in flight before new ones are shed (health and metrics exempt).
@@ -265,6 +267,7 @@ impl Loader<'_> {
             upstream_timeout: raw.upstream_timeout.unwrap_or(Duration::from_secs(8)),
             connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(3)),
             header_read_timeout: raw.header_read_timeout.unwrap_or(Duration::from_secs(10)),
+            max_header_bytes: raw.max_header_bytes.unwrap_or(16 * 1024).max(8192),
             body_read_timeout: raw.body_read_timeout.unwrap_or(Duration::from_secs(10)),
             max_redirects: raw.max_redirects.unwrap_or(3),
             max_concurrent_requests: raw.max_concurrent_requests.unwrap_or(1024).max(1),

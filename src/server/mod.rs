@@ -134,7 +134,7 @@ type RateLimiter = (
 fn restart_only_changes(old: &Config, new: &Config, sfu_running: bool) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
     let mut changed = Vec::new();
-    let checks: [(&'static str, bool); 7] = [
+    let checks: [(&'static str, bool); 8] = [
         ("[server] listen", a.listen != b.listen),
         (
             "[server] metrics_listen",
@@ -144,6 +144,10 @@ fn restart_only_changes(old: &Config, new: &Config, sfu_running: bool) -> Vec<&'
         (
             "[server] header_read_timeout",
             a.header_read_timeout != b.header_read_timeout,
+        ),
+        (
+            "[server] max_header_bytes",
+            a.max_header_bytes != b.max_header_bytes,
         ),
         (
             "[server] shutdown_grace",
@@ -727,6 +731,7 @@ pub async fn start(
             gateway.clone(),
             stopped.clone(),
             config.server.header_read_timeout,
+            config.server.max_header_bytes,
             config.server.shutdown_grace,
         ))
     });
@@ -755,6 +760,7 @@ pub async fn start(
             gateway.clone(),
             stopped.clone(),
             config.server.header_read_timeout,
+            config.server.max_header_bytes,
             config.server.shutdown_grace,
         );
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
@@ -814,10 +820,11 @@ async fn accept_loop(
     gateway: Arc<Gateway>,
     mut stopped: watch::Receiver<bool>,
     header_read_timeout: Duration,
+    max_header_bytes: usize,
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let protocols = Arc::new(Protocols::new(header_read_timeout));
+    let protocols = Arc::new(Protocols::new(header_read_timeout, max_header_bytes));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -847,13 +854,25 @@ async fn accept_loop(
             });
         let service = TowerToHyperService::new(service);
         let Some(acceptor) = &tls else {
-            let connection = protocols
-                .any
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
+            let watcher = graceful.watcher();
+            let protocols = protocols.clone();
             tokio::spawn(async move {
-                let _ = connection.await;
+                // hyper waits for a connection's first bytes without a timer (it reads them to
+                // tell HTTP/1.1 from HTTP/2): a connection that never sends one would stay
+                // open forever, and enough of them starve the process of file descriptors.
+                let mut first = [0u8; 1];
+                if tokio::time::timeout(header_read_timeout, stream.peek(&mut first))
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "connection closed: nothing sent within header_read_timeout");
+                    return;
+                }
+                let connection = protocols
+                    .any
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let _ = watcher.watch(connection).await;
             });
             continue;
         };
@@ -901,11 +920,15 @@ struct Protocols {
 }
 
 impl Protocols {
-    fn new(header_read_timeout: Duration) -> Self {
+    fn new(header_read_timeout: Duration, max_header_bytes: usize) -> Self {
         let mut any = auto::Builder::new(TokioExecutor::new());
         any.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout);
+            .header_read_timeout(header_read_timeout)
+            // hyper refuses buffers below 8 KiB (it panics): the config loader clamps.
+            .max_buf_size(max_header_bytes);
+        any.http2()
+            .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
         Self {
             h1: any.clone().http1_only(),
             h2: any.clone().http2_only(),
