@@ -35,6 +35,9 @@ pub enum GatewayError {
     RequestTimeout(String),
     #[error("{0}")]
     PreconditionFailed(String),
+    /// The backend wants an If-Match the client did not send (428).
+    #[error("{0}")]
+    PreconditionRequired(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -73,6 +76,7 @@ impl GatewayError {
             GatewayError::Conflict(_) | GatewayError::NotLive { .. } => StatusCode::CONFLICT,
             GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            GatewayError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             GatewayError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,

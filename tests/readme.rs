@@ -50,15 +50,30 @@ fn every_routes_toml_block_in_the_readme_loads() {
 #[test]
 fn every_key_routes_toml_takes_is_documented() {
     let text = readme();
-    // Keys appear in the blocks (as keys, or named in their comments) or as `key` in the text.
+    // A key is documented where it stands as a key (`key =`, in a block or in a block's
+    // comment), as the alternative in a comment (`# or key_file`), or as `key` in the text:
+    // a word merely somewhere in a block does not count.
     let mut documented = BTreeSet::new();
     for (_, block) in toml_blocks(&text) {
-        documented.extend(
-            block
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|w| !w.is_empty())
-                .map(str::to_owned),
-        );
+        let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut start = None;
+        for (at, c) in block
+            .char_indices()
+            .chain(std::iter::once((block.len(), ' ')))
+        {
+            match (start, is_word(c)) {
+                (None, true) => start = Some(at),
+                (Some(from), false) => {
+                    let before = block[..from].trim_end();
+                    let after = block[at..].trim_start();
+                    if after.starts_with('=') || before.ends_with(" or") || before.ends_with('#') {
+                        documented.insert(block[from..at].to_owned());
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
     }
     for quoted in text.split('`').skip(1).step_by(2) {
         documented.insert(

@@ -299,8 +299,10 @@ backends = ["cf", "fallback"]
         [
             "GET /client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/stream/live_inputs",
             "POST /client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/stream/live_inputs",
+            // Settling: is another replica's input older than the one just made?
+            "GET /client/v4/accounts/023e105f4ecef8ad9ca31a8372d0c353/stream/live_inputs",
         ],
-        "one lookup and one create for two publishes of the stream"
+        "one lookup, one create and one settling lookup for two publishes of the stream"
     );
     assert_eq!(media.count(), 4);
 
@@ -390,5 +392,79 @@ backends = ["dolby"]
         ivs_api.count(),
         0,
         "no AWS call for an offer IVS cannot take"
+    );
+}
+
+/// Two replicas that both found no input both create one: the one that finds an older input
+/// of the stream after creating its own uses that one, and deletes its own.
+#[tokio::test]
+async fn cloudflare_replicas_settle_on_the_oldest_input() {
+    let media = FakeBackend::start(support::whip_server()).await;
+    let (old_publish, new_publish) = (
+        media.url("/OLD/webRTC/publish"),
+        media.url("/NEW/webRTC/publish"),
+    );
+    let play = media.url("/X/webRTC/play");
+    let created = Arc::new(Mutex::new(false));
+    let deleted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (created_now, deleted_log) = (created.clone(), deleted.clone());
+    let api = FakeBackend::start(move |seen: &Seen| {
+        let input = |uid: &str, publish: &str, at: &str| {
+            serde_json::json!({
+                "uid": uid, "meta": { "name": "whipgate:cam" }, "created": at,
+                "webRTC": { "url": publish }, "webRTCPlayback": { "url": play },
+            })
+        };
+        let result = match (
+            seen.method.as_str(),
+            seen.path.rsplit('/').next().unwrap_or(""),
+        ) {
+            ("GET", "live_inputs") if *created_now.lock().expect("lock") => serde_json::json!({
+                "liveInputs": [
+                    input("NEW", &new_publish, "2026-12-03T10:00:02Z"),
+                    input("OLD", &old_publish, "2026-12-03T10:00:01Z"),
+                ]
+            }),
+            ("GET", "live_inputs") => serde_json::json!({ "liveInputs": [] }),
+            ("POST", _) => {
+                *created_now.lock().expect("lock") = true;
+                input("NEW", &new_publish, "2026-12-03T10:00:02Z")
+            }
+            ("GET", "OLD") => input("OLD", &old_publish, "2026-12-03T10:00:01Z"),
+            ("DELETE", uid) => {
+                deleted_log.lock().expect("lock").push(uid.to_owned());
+                serde_json::json!(null)
+            }
+            _ => return Reply::new(404),
+        };
+        Reply::new(200).body(
+            serde_json::json!({ "success": true, "errors": [], "messages": [], "result": result })
+                .to_string(),
+        )
+    })
+    .await;
+    let gw = gateway(&format!(
+        "[[backend]]\nid = \"cf\"\nkind = \"cloudflare\"\naccount_id = \"acct\"\n\
+         api_token_env = \"CLOUDFLARE_API_TOKEN\"\napi_url = \"{}\"\n[[route]]\nbackends = [\"cf\"]\n",
+        api.url("/client/v4")
+    ))
+    .await;
+    let published = post_offer(gw.local_addr, "/whip/cam", &[]).await;
+    assert_eq!(published.status, 201, "{}", published.body);
+    let posts: Vec<String> = media
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST")
+        .map(|s| s.path.clone())
+        .collect();
+    assert_eq!(
+        posts,
+        ["/OLD/webRTC/publish"],
+        "the oldest input serves the stream"
+    );
+    assert_eq!(
+        *deleted.lock().expect("lock"),
+        ["NEW"],
+        "our own input is deleted"
     );
 }

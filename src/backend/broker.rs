@@ -169,7 +169,8 @@ pub(super) fn expect_success(
         .collect();
     tracing::warn!(backend = %id, operation, status, detail = %detail, "vendor API refused");
     Err(match status {
-        429 | 500..=599 => AttemptError::retryable(GatewayError::Unavailable {
+        // 402: IVS's ServiceQuotaExceededException (a full stage): another backend may not be.
+        402 | 429 | 500..=599 => AttemptError::retryable(GatewayError::Unavailable {
             reason: format!("backend {id}: its API answered {operation} with {status}"),
             retry_after: retry_after(&response.headers),
         }),
@@ -190,7 +191,16 @@ pub(super) fn json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, AttemptError> {
     expect_success(backend, operation, response)?;
     serde_json::from_slice(&response.body).map_err(|e| {
-        tracing::warn!(backend = %backend.id, operation, error = %e, "vendor API answer not understood");
+        // Not the error itself: serde quotes the value it choked on, which may be a secret
+        // URL or a token.
+        tracing::warn!(
+            backend = %backend.id,
+            operation,
+            problem = ?e.classify(),
+            line = e.line(),
+            column = e.column(),
+            "vendor API answer not understood"
+        );
         AttemptError::fatal(GatewayError::BadGateway(format!(
             "backend {}: its API's {operation} answer is not what its contract says",
             backend.id

@@ -53,6 +53,10 @@ impl Adapter for Builtin {
         "builtin: the SFU in this process".into()
     }
 
+    fn reports_ended(&self) -> bool {
+        true
+    }
+
     /// A peer the SFU no longer holds (gone quiet, closed, its publisher left) has ended.
     fn ended<'a>(
         &'a self,

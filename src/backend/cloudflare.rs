@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
@@ -28,6 +29,8 @@ const DEFAULT_API_URL: &str = "https://api.cloudflare.com/client/v4";
 /// Streams whose live input this process remembers; beyond it the memory starts over (an
 /// input found again costs two API calls).
 const REMEMBERED_STREAMS: usize = 10_000;
+/// How long "this stream has no input" answers players before the API is asked again.
+const ABSENT_MEMORY: Duration = Duration::from_secs(5);
 
 pub struct Cloudflare {
     account_id: String,
@@ -35,6 +38,9 @@ pub struct Cloudflare {
     api_url: Url,
     budget: Option<Budget>,
     inputs: Mutex<HashMap<String, LiveInput>>,
+    /// Streams found to have no input (for players), and when: players polling a stream not
+    /// live yet are answered from here rather than by listing again.
+    absent: Mutex<HashMap<String, Instant>>,
     /// Misses are resolved one at a time, so that concurrent first publishers of a stream
     /// make one input between them.
     resolving: tokio::sync::Mutex<()>,
@@ -84,6 +90,7 @@ pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyErro
         api_url,
         budget,
         inputs: Mutex::new(HashMap::new()),
+        absent: Mutex::new(HashMap::new()),
         resolving: tokio::sync::Mutex::new(()),
     }))
 }
@@ -110,7 +117,8 @@ struct ListedInput {
     created: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// Holds the secret media URLs: no `Debug`, so they cannot be logged by accident.
+#[derive(Deserialize)]
 struct FullInput {
     uid: String,
     #[serde(rename = "webRTC")]
@@ -119,9 +127,30 @@ struct FullInput {
     web_rtc_playback: UrlField,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct UrlField {
     url: String,
+}
+
+/// A live input's uid and media URLs from its full record.
+fn usable(backend: &BackendDef, full: Envelope<FullInput>) -> Result<LiveInput, AttemptError> {
+    let unusable = || {
+        AttemptError::fatal(GatewayError::BadGateway(format!(
+            "backend {}: a live input without usable WebRTC URLs",
+            backend.id
+        )))
+    };
+    let full = full.result.filter(|_| full.success).ok_or_else(unusable)?;
+    let parse = |raw: &str| {
+        Url::parse(raw)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+    };
+    Ok(LiveInput {
+        uid: full.uid,
+        publish: parse(&full.web_rtc.url).ok_or_else(unusable)?,
+        play: parse(&full.web_rtc_playback.url).ok_or_else(unusable)?,
+    })
 }
 
 /// The live input name whipgate gives a stream.
@@ -198,11 +227,34 @@ impl Cloudflare {
     }
 
     fn remember(&self, stream: &str, input: LiveInput) {
+        self.absent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(stream);
         let mut inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
         if inputs.len() >= REMEMBERED_STREAMS {
             inputs.clear();
         }
         inputs.insert(stream.to_owned(), input);
+    }
+
+    fn recently_absent(&self, stream: &str, now: Instant) -> bool {
+        self.absent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(stream)
+            .is_some_and(|at| now.saturating_duration_since(*at) < ABSENT_MEMORY)
+    }
+
+    fn remember_absent(&self, stream: &str, now: Instant) {
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        if absent.len() >= REMEMBERED_STREAMS {
+            absent.retain(|_, at| now.saturating_duration_since(*at) < ABSENT_MEMORY);
+            if absent.len() >= REMEMBERED_STREAMS {
+                absent.clear();
+            }
+        }
+        absent.insert(stream.to_owned(), now);
     }
 
     fn forget(&self, stream: &str) {
@@ -212,21 +264,13 @@ impl Cloudflare {
             .remove(stream);
     }
 
-    /// The stream's live input: remembered, found, or (for a publisher) created.
-    async fn live_input(
+    /// The uid of the oldest input named for `stream`, if any.
+    async fn find(
         &self,
         cx: &Upstreams,
         backend: &BackendDef,
         stream: &str,
-        create: bool,
-    ) -> Result<Option<LiveInput>, AttemptError> {
-        if let Some(input) = self.remembered(stream) {
-            return Ok(Some(input));
-        }
-        let _one_at_a_time = self.resolving.lock().await;
-        if let Some(input) = self.remembered(stream) {
-            return Ok(Some(input));
-        }
+    ) -> Result<Option<String>, AttemptError> {
         let listed = self
             .api(
                 cx,
@@ -238,25 +282,57 @@ impl Cloudflare {
             )
             .await?;
         let listed: Envelope<ListResult> = broker::json(backend, "list_live_inputs", &listed)?;
-        let found = listed
+        Ok(listed
             .result
             .filter(|_| listed.success)
-            .and_then(|list| pick(&list.live_inputs, stream).map(|i| i.uid.clone()));
-        let full = match found {
-            Some(uid) => {
-                let response = self
-                    .api(
-                        cx,
-                        backend,
-                        "get_live_input",
-                        Method::GET,
-                        self.inputs_url(Some(&uid))?,
-                        None,
-                    )
-                    .await?;
-                broker::json::<Envelope<FullInput>>(backend, "get_live_input", &response)?
+            .and_then(|list| pick(&list.live_inputs, stream).map(|i| i.uid.clone())))
+    }
+
+    async fn get(
+        &self,
+        cx: &Upstreams,
+        backend: &BackendDef,
+        uid: &str,
+    ) -> Result<LiveInput, AttemptError> {
+        let response = self
+            .api(
+                cx,
+                backend,
+                "get_live_input",
+                Method::GET,
+                self.inputs_url(Some(uid))?,
+                None,
+            )
+            .await?;
+        let full = broker::json::<Envelope<FullInput>>(backend, "get_live_input", &response)?;
+        usable(backend, full)
+    }
+
+    /// The stream's live input: remembered, found, or (for a publisher) created.
+    async fn live_input(
+        &self,
+        cx: &Upstreams,
+        backend: &BackendDef,
+        stream: &str,
+        create: bool,
+        now: Instant,
+    ) -> Result<Option<LiveInput>, AttemptError> {
+        if let Some(input) = self.remembered(stream) {
+            return Ok(Some(input));
+        }
+        if !create && self.recently_absent(stream, now) {
+            return Ok(None);
+        }
+        let _one_at_a_time = self.resolving.lock().await;
+        if let Some(input) = self.remembered(stream) {
+            return Ok(Some(input));
+        }
+        let input = match self.find(cx, backend, stream).await? {
+            Some(uid) => self.get(cx, backend, &uid).await?,
+            None if !create => {
+                self.remember_absent(stream, now);
+                return Ok(None);
             }
-            None if !create => return Ok(None),
             None => {
                 let body = serde_json::json!({
                     "meta": { "name": input_name(stream) },
@@ -272,29 +348,49 @@ impl Cloudflare {
                         Some(body),
                     )
                     .await?;
-                broker::json::<Envelope<FullInput>>(backend, "create_live_input", &response)?
+                let made = usable(
+                    backend,
+                    broker::json::<Envelope<FullInput>>(backend, "create_live_input", &response)?,
+                )?;
+                self.settle(cx, backend, stream, made).await?
             }
-        };
-        let unusable = || {
-            AttemptError::fatal(GatewayError::BadGateway(format!(
-                "backend {}: a live input without usable WebRTC URLs",
-                backend.id
-            )))
-        };
-        let full = full.result.filter(|_| full.success).ok_or_else(unusable)?;
-        let parse = |raw: &str| {
-            Url::parse(raw)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-        };
-        let input = LiveInput {
-            uid: full.uid,
-            publish: parse(&full.web_rtc.url).ok_or_else(unusable)?,
-            play: parse(&full.web_rtc_playback.url).ok_or_else(unusable)?,
         };
         tracing::info!(backend = %backend.id, uid = %input.uid, "live input ready for a stream");
         self.remember(stream, input.clone());
         Ok(Some(input))
+    }
+
+    /// Two replicas may both find no input and both create one. After creating, the oldest
+    /// input of the stream is looked up again; if another replica's is older, it is the one
+    /// used (by every replica) and ours is deleted.
+    async fn settle(
+        &self,
+        cx: &Upstreams,
+        backend: &BackendDef,
+        stream: &str,
+        made: LiveInput,
+    ) -> Result<LiveInput, AttemptError> {
+        let oldest = match self.find(cx, backend, stream).await {
+            Ok(Some(uid)) if uid != made.uid => uid,
+            _ => return Ok(made),
+        };
+        let winner = self.get(cx, backend, &oldest).await?;
+        let deleted = self
+            .api(
+                cx,
+                backend,
+                "delete_live_input",
+                Method::DELETE,
+                self.inputs_url(Some(&made.uid))?,
+                None,
+            )
+            .await;
+        if let Err(error) =
+            deleted.and_then(|r| broker::expect_success(backend, "delete_live_input", &r))
+        {
+            broker::log_cleanup_failure(backend, "delete_live_input", &error.error);
+        }
+        Ok(winner)
     }
 
     async fn create_session(
@@ -308,10 +404,13 @@ impl Cloudflare {
         // A remembered input may have been deleted in Cloudflare's console meanwhile: its
         // URL then answers 404, and the input is looked up once more.
         for attempt in 0..2 {
-            let Some(input) = self.live_input(cx, backend, stream, publisher).await? else {
+            let Some(input) = self
+                .live_input(cx, backend, stream, publisher, Instant::now())
+                .await?
+            else {
                 return Err(AttemptError::fatal(GatewayError::NotLive {
                     reason: "no publisher is live on this stream".into(),
-                    retry_after: std::time::Duration::ZERO,
+                    retry_after: Duration::ZERO,
                 }));
             };
             let url = if publisher { input.publish } else { input.play };
@@ -343,6 +442,12 @@ impl Adapter for Cloudflare {
 
     fn serves(&self, _endpoint: EndpointKind) -> bool {
         true
+    }
+
+    /// Cloudflare claims trickle but was reported never to answer a PATCH (each would wait
+    /// out upstream_timeout): off unless the backend sets `trickle = true`.
+    fn trickle(&self) -> bool {
+        false
     }
 
     fn hosts(&self) -> Vec<AllowedHost> {

@@ -296,6 +296,9 @@ fn session_refused(
         412 => GatewayError::PreconditionFailed(
             "If-Match does not match the session's current ETag".into(),
         ),
+        428 => {
+            GatewayError::PreconditionRequired(format!("backend {id} needs If-Match on {method}"))
+        }
         422 => GatewayError::Unprocessable(format!(
             "backend {id} cannot do this {method} (trickle or ICE restart unsupported)"
         )),

@@ -193,13 +193,14 @@ pub fn sigv4_headers(
         .collect())
 }
 
-#[derive(Debug, Deserialize)]
+/// Holds the participant token: no `Debug`.
+#[derive(Deserialize)]
 struct TokenAnswer {
     #[serde(rename = "participantToken")]
     participant_token: ParticipantToken,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct ParticipantToken {
     #[serde(rename = "participantId")]
     participant_id: String,
@@ -253,14 +254,15 @@ impl Ivs {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        let label = match operation {
-            "CreateParticipantToken" => "create_participant_token",
-            _ => "disconnect_participant",
+        // Cleanup is not budgeted: a spent budget must not leave a participant connected.
+        let (label, budget) = match operation {
+            "CreateParticipantToken" => ("create_participant_token", self.budget.as_ref()),
+            _ => ("disconnect_participant", None),
         };
         broker::call(
             cx,
             backend,
-            self.budget.as_ref(),
+            budget,
             label,
             Method::POST,
             url,

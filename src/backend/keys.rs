@@ -171,11 +171,6 @@ impl<'a> KindKeys<'a> {
         })
     }
 
-    /// Whether secrets are being resolved (`serve`) or only the file's shape is checked.
-    pub fn resolving_secrets(&self) -> bool {
-        self.secrets.mode == crate::secret::SecretMode::Resolve
-    }
-
     /// Fails on the first key that is neither common nor one of `known`.
     pub fn refuse_unknown(&self, known: &[&str]) -> Result<(), KeyError> {
         let unknown = self.keys.iter().find(|(key, _)| {

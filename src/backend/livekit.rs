@@ -3,7 +3,8 @@
 //!
 //! `whip` signs an HS256 participant token per session (identity unique to the session,
 //! room from the template, publish only, short-lived) and signs another with the same
-//! identity and room for PATCH and DELETE, so nothing but the identity is sealed. `ingress`
+//! identity and room for PATCH and DELETE, so only those (and the ETag) are sealed, never a
+//! token. `ingress`
 //! creates a WHIP_INPUT ingress per session through the Twirp API, publishes to it with its
 //! stream key, and deletes it after the session's DELETE.
 
@@ -159,8 +160,52 @@ impl AccessClaims {
     }
 }
 
+/// What deleting an ingress needs, owned, so that it can run on a task of its own.
+struct IngressCleanup {
+    url: Url,
+    api_key: String,
+    api_secret: Secret,
+    token_ttl: Duration,
+}
+
+impl IngressCleanup {
+    async fn run(
+        &self,
+        cx: &Upstreams,
+        backend: &BackendDef,
+        ingress_id: &str,
+        now: u64,
+    ) -> Result<(), GatewayError> {
+        let admin = AccessClaims::ingress_admin(&self.api_key, now, self.token_ttl);
+        let authorization = exchange::bearer(&admin.sign(self.api_secret.expose())?)
+            .ok_or_else(|| GatewayError::Internal("unusable LiveKit token".into()))?;
+        let url = self
+            .url
+            .join("/twirp/livekit.Ingress/DeleteIngress")
+            .map_err(|_| GatewayError::Internal("bad LiveKit URL".into()))?;
+        let body = serde_json::json!({ "ingress_id": ingress_id });
+        let response = broker::call(
+            cx,
+            backend,
+            None,
+            "delete_ingress",
+            Method::POST,
+            url,
+            broker::json_headers(Some(authorization)),
+            Bytes::from(body.to_string()),
+            Retry::Idempotent,
+        )
+        .await
+        .map_err(|e| e.error)?;
+        if response.status == http::StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        broker::expect_success(backend, "delete_ingress", &response).map_err(|e| e.error)
+    }
+}
+
 /// `CreateIngress`'s answer (snake_case, every field present; only these are read).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 struct IngressInfo {
     ingress_id: String,
     stream_key: String,
@@ -279,13 +324,21 @@ impl Livekit {
                 Ok(created)
             }
             Err(error) => {
-                // The ingress was made for this session only: do not leave it behind.
-                if let Err(cleanup) = self
-                    .delete_ingress(cx, backend, &ingress.ingress_id, request.now)
-                    .await
-                {
-                    broker::log_cleanup_failure(backend, "delete_ingress", &cleanup);
-                }
+                // The ingress was made for this session only: do not leave it behind. On a
+                // task of its own, so that the client's request timeout cannot cancel it.
+                let cleanup = IngressCleanup {
+                    url: self.url.clone(),
+                    api_key: self.api_key.clone(),
+                    api_secret: self.api_secret.clone(),
+                    token_ttl: self.token_ttl,
+                };
+                let (cx, backend) = (cx.clone(), backend.clone());
+                let (ingress_id, now) = (ingress.ingress_id, request.now);
+                tokio::spawn(async move {
+                    if let Err(error) = cleanup.run(&cx, &backend, &ingress_id, now).await {
+                        broker::log_cleanup_failure(&backend, "delete_ingress", &error);
+                    }
+                });
                 Err(error)
             }
         }
@@ -298,26 +351,14 @@ impl Livekit {
         ingress_id: &str,
         now: u64,
     ) -> Result<(), GatewayError> {
-        let admin = AccessClaims::ingress_admin(&self.api_key, now, self.token_ttl);
-        let authorization = self.bearer(&admin)?;
-        let body = serde_json::json!({ "ingress_id": ingress_id });
-        let response = broker::call(
-            cx,
-            backend,
-            None,
-            "delete_ingress",
-            Method::POST,
-            self.twirp("DeleteIngress").map_err(|e| e.error)?,
-            broker::json_headers(Some(authorization)),
-            Bytes::from(body.to_string()),
-            Retry::Idempotent,
-        )
-        .await
-        .map_err(|e| e.error)?;
-        if response.status == http::StatusCode::NOT_FOUND {
-            return Ok(());
+        IngressCleanup {
+            url: self.url.clone(),
+            api_key: self.api_key.clone(),
+            api_secret: self.api_secret.clone(),
+            token_ttl: self.token_ttl,
         }
-        broker::expect_success(backend, "delete_ingress", &response).map_err(|e| e.error)
+        .run(cx, backend, ingress_id, now)
+        .await
     }
 
     /// The credential of a session's PATCH and DELETE: a fresh token for the same identity
@@ -359,6 +400,11 @@ impl Adapter for Livekit {
 
     fn serves(&self, endpoint: EndpointKind) -> bool {
         endpoint == EndpointKind::Whip
+    }
+
+    /// LiveKit's ingress answers a trickle PATCH with 405 (livekit/ingress#236).
+    fn trickle(&self) -> bool {
+        self.mode == Mode::Whip
     }
 
     fn hosts(&self) -> Vec<AllowedHost> {
@@ -489,14 +535,31 @@ impl NameTemplate {
         names
     }
 
+    /// One pass over the template: text substituted in is never read again, so a stream
+    /// name holding `{tenant}` or `{` stays as it is.
     pub fn expand(&self, stream: &str, captures: &[(String, String)]) -> Result<String, String> {
-        let mut out = self.raw.replace("{stream}", stream);
-        for (name, value) in captures {
-            out = out.replace(&format!("{{{name}}}"), value);
+        let mut out = String::with_capacity(self.raw.len() + stream.len());
+        let mut rest = self.raw.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let Some(close) = rest[open..].find('}') else {
+                return Err("has an unclosed {placeholder}".into());
+            };
+            let name = &rest[open + 1..open + close];
+            let value = if name == "stream" {
+                Some(stream)
+            } else {
+                captures
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            out.push_str(value.ok_or_else(|| {
+                format!("room placeholder {{{name}}} is not filled by the route")
+            })?);
+            rest = &rest[open + close + 1..];
         }
-        if out.contains('{') {
-            return Err("a room placeholder is not filled by the route".into());
-        }
+        out.push_str(rest);
         Ok(out)
     }
 }
@@ -556,6 +619,14 @@ mod tests {
             "acme-cam"
         );
         assert!(t.expand("cam", &[]).is_err());
+        // What is substituted in is not read again.
+        let t = NameTemplate::parse("{stream}").unwrap();
+        assert_eq!(
+            t.expand("a{tenant}", &[("tenant".into(), "x".into())])
+                .unwrap(),
+            "a{tenant}"
+        );
+        assert_eq!(t.expand("a{b", &[]).unwrap(), "a{b");
         assert!(NameTemplate::parse("{open").is_err());
         assert!(NameTemplate::parse("{}").is_err());
         assert!(NameTemplate::parse("").is_err());

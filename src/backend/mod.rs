@@ -133,9 +133,13 @@ pub trait Adapter: Send + Sync + fmt::Debug {
         None
     }
 
-    /// One line for `explain` and the status page: the kind and where it goes; never a
-    /// secret.
+    /// One line for `explain`: the kind and where it goes; never a secret.
     fn describe(&self) -> String;
+
+    /// Whether [`Adapter::ended`] can tell anything (the gateway asks only those kinds).
+    fn reports_ended(&self) -> bool {
+        false
+    }
 
     /// Of these sessions' resources, which have ended on the backend's side without a
     /// DELETE (the client vanished); `None` when the kind cannot tell, and then only a DELETE

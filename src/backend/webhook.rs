@@ -69,7 +69,8 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     hex
 }
 
-#[derive(Debug, Deserialize)]
+/// Holds the bearer: no `Debug`.
+#[derive(Deserialize)]
 struct Decision {
     allowed: bool,
     url: Option<String>,

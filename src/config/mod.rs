@@ -204,8 +204,7 @@ impl Loader<'_> {
             ice_servers.insert(name.clone(), self.ice_server(name, server)?);
         }
         let mut backends = HashMap::new();
-        let mut order = BTreeMap::new();
-        for (index, backend) in raw.backend.into_iter().enumerate() {
+        for backend in raw.backend {
             let at = backend
                 .get_ref()
                 .get("id")
@@ -214,7 +213,6 @@ impl Loader<'_> {
             if backends.contains_key(&def.id) {
                 return Err(self.error_at(at, format!("backend id `{}` appears twice", def.id)));
             }
-            order.insert(index, def.id.clone());
             backends.insert(def.id.clone(), Arc::new(def));
         }
         let mut routes: Vec<Route> = Vec::new();

@@ -319,7 +319,9 @@ pub fn offers_codec(sdp: &str, media: &str, codec: &str) -> bool {
     for line in sdp.lines() {
         let line = line.trim_end_matches('\r');
         if let Some(m) = line.strip_prefix("m=") {
-            in_media = m.split(' ').next() == Some(media);
+            let mut fields = m.split(' ');
+            // A port of 0 rejects (or disables) the section: it offers nothing.
+            in_media = fields.next() == Some(media) && fields.next() != Some("0");
         } else if in_media {
             let Some(rtpmap) = line.strip_prefix("a=rtpmap:") else {
                 continue;

@@ -95,14 +95,19 @@ impl Gateway {
         let identity = identities.admit(decision.route, kind, stream.as_str())?;
         let subject = identity.and_then(|i| i.subject.as_deref());
         let tier = identity.and_then(|i| i.tier.as_deref());
-        if let (Some(limit), Some(subject)) = (config.server.max_sessions_per_subject, subject) {
-            if self.registry.count_for_subject(subject) >= limit {
-                return Err(GatewayError::TooManyRequests {
-                    reason: format!("this client already holds {limit} live sessions"),
-                    retry_after: config.server.retry_after,
-                });
-            }
-        }
+        // Held until this request's session is in the registry (or it failed), so that
+        // concurrent requests of one client cannot all pass the check.
+        let _subject_place = match (config.server.max_sessions_per_subject, subject) {
+            (Some(limit), Some(subject)) => Some(
+                self.registry
+                    .reserve_for_subject(subject, limit)
+                    .ok_or_else(|| GatewayError::TooManyRequests {
+                        reason: format!("this client already holds {limit} live sessions"),
+                        retry_after: config.server.retry_after,
+                    })?,
+            ),
+            _ => None,
+        };
         let body = read_body(&parts.headers, body, config).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;

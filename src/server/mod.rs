@@ -450,6 +450,9 @@ impl Gateway {
     pub async fn reap_ended_sessions(&self) {
         let config = self.config();
         for backend in config.backends.values() {
+            if !backend.adapter.reports_ended() {
+                continue;
+            }
             let sessions = self.registry.on_backend(&backend.id.0);
             if sessions.is_empty() {
                 continue;

@@ -7,6 +7,21 @@ use std::sync::Mutex;
 use crate::kind::EndpointKind;
 
 impl Sessions {
+    /// The live counts and the reservations `held` is counted in, and its key.
+    fn places<'h>(
+        &mut self,
+        held: &'h Held,
+    ) -> (
+        &HashMap<String, usize>,
+        &mut HashMap<String, usize>,
+        &'h str,
+    ) {
+        match held {
+            Held::Backend(key) => (&self.per_backend, &mut self.reserved, key),
+            Held::Subject(key) => (&self.per_subject, &mut self.reserved_subjects, key),
+        }
+    }
+
     fn forget(&mut self, session: &LiveSession) {
         if let Some(count) = self.per_backend.get_mut(&session.backend) {
             *count = count.saturating_sub(1);
@@ -25,27 +40,34 @@ impl Sessions {
     }
 }
 
-/// A place on a backend held while a session is being created.
+/// A place on a backend (or of a subject) held while a session is being created.
 #[derive(Debug)]
 pub struct Reservation<'a> {
     registry: &'a SessionRegistry,
-    backend: String,
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    Backend(String),
+    Subject(String),
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.registry.with(|live| {
-            if let Some(count) = live.reserved.get_mut(&self.backend) {
+            let (_, reserved, key) = live.places(&self.held);
+            if let Some(count) = reserved.get_mut(key) {
                 *count = count.saturating_sub(1);
                 if *count == 0 {
-                    live.reserved.remove(&self.backend);
+                    reserved.remove(key);
                 }
             }
         });
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LiveSession {
     pub backend: String,
     pub stream: String,
@@ -58,6 +80,20 @@ pub struct LiveSession {
     /// The backend's resource (as sealed in the token), to ask the backend whether the
     /// session still exists when its client never sends DELETE.
     pub resource: String,
+}
+
+/// `Debug` without the resource URL, which may hold a vendor secret.
+impl std::fmt::Debug for LiveSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSession")
+            .field("backend", &self.backend)
+            .field("stream", &self.stream)
+            .field("subject", &self.subject)
+            .field("route", &self.route)
+            .field("kind", &self.kind)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Session time not yet counted, per backend (for session-seconds and cost metrics).
@@ -79,6 +115,8 @@ struct Sessions {
     /// Places taken by sessions being created: counted against `max_sessions` with the live
     /// ones, so that concurrent requests cannot all pass the check before any is inserted.
     reserved: HashMap<String, usize>,
+    /// Likewise against `max_sessions_per_subject`.
+    reserved_subjects: HashMap<String, usize>,
 }
 
 impl SessionRegistry {
@@ -171,17 +209,28 @@ impl SessionRegistry {
     /// there; the place is given back when the returned guard drops (after the session is
     /// inserted, or when creating it failed).
     pub fn reserve<'a>(&'a self, backend: &str, max: usize) -> Option<Reservation<'a>> {
+        self.hold(Held::Backend(backend.to_owned()), max)
+    }
+
+    /// The same for one client subject's `max_sessions_per_subject`.
+    pub fn reserve_for_subject<'a>(&'a self, subject: &str, max: usize) -> Option<Reservation<'a>> {
+        self.hold(Held::Subject(subject.to_owned()), max)
+    }
+
+    fn hold(&self, held: Held, max: usize) -> Option<Reservation<'_>> {
         self.with(|live| {
-            let taken = live.per_backend.get(backend).copied().unwrap_or(0)
-                + live.reserved.get(backend).copied().unwrap_or(0);
+            let (counts, reserved, key) = live.places(&held);
+            let taken =
+                counts.get(key).copied().unwrap_or(0) + reserved.get(key).copied().unwrap_or(0);
             if taken >= max {
                 return None;
             }
-            *live.reserved.entry(backend.to_owned()).or_default() += 1;
-            Some(Reservation {
-                registry: self,
-                backend: backend.to_owned(),
-            })
+            *reserved.entry(key.to_owned()).or_default() += 1;
+            Some(())
+        })?;
+        Some(Reservation {
+            registry: self,
+            held,
         })
     }
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::kind::EndpointKind;
 
 /// What a token carries. Never shown to anyone: only whipgate reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionClaims {
     /// Random id of this session, for the per-replica registry and logs.
     pub sid: String,
@@ -37,6 +37,25 @@ pub struct SessionClaims {
     /// replica can serve them. Encrypted with the rest; never shown.
     #[serde(default, skip_serializing_if = "SessionState::is_empty")]
     pub state: SessionState,
+}
+
+/// The resource URL and the adapter's state may hold vendor secrets (a stream key in a
+/// path, a token): `Debug` shows neither.
+impl std::fmt::Debug for SessionClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionClaims")
+            .field("sid", &self.sid)
+            .field("backend", &self.backend)
+            .field("resource", &"<redacted>")
+            .field("kind", &self.kind)
+            .field("stream", &self.stream)
+            .field("route", &self.route)
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .field("subject", &self.subject)
+            .field("state", &self.state.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// An adapter's own session memory: names it chooses, string values.

@@ -719,12 +719,12 @@ impl Engine {
         }
     }
 
-    /// Live streams, for the status page and the admin API.
     /// The peers held now.
     pub fn live_peers(&self) -> HashSet<PeerId> {
         self.peers.keys().copied().collect()
     }
 
+    /// Live streams, for the status page and the admin API.
     pub fn status(&self) -> Vec<StreamStatus> {
         let mut streams: Vec<StreamStatus> = self
             .streams
