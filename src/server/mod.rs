@@ -733,9 +733,7 @@ pub async fn start(
             None,
             gateway.clone(),
             stopped.clone(),
-            config.server.header_read_timeout,
-            config.server.max_header_bytes,
-            config.server.shutdown_grace,
+            ConnectionLimits::of(&config),
         ))
     });
     // One worker per thread: a single-threaded event loop, so that a connection, the request
@@ -762,9 +760,7 @@ pub async fn start(
             tls.clone(),
             gateway.clone(),
             stopped.clone(),
-            config.server.header_read_timeout,
-            config.server.max_header_bytes,
-            config.server.shutdown_grace,
+            ConnectionLimits::of(&config),
         );
         let (done, finished) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -822,10 +818,13 @@ async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
     gateway: Arc<Gateway>,
     mut stopped: watch::Receiver<bool>,
-    header_read_timeout: Duration,
-    max_header_bytes: usize,
-    grace: Duration,
+    limits: ConnectionLimits,
 ) {
+    let ConnectionLimits {
+        header_read_timeout,
+        max_header_bytes,
+        grace,
+    } = limits;
     let graceful = GracefulShutdown::new();
     let protocols = Arc::new(Protocols::new(header_read_timeout, max_header_bytes));
     loop {
@@ -912,6 +911,24 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("shutdown grace period over with requests still in flight");
+    }
+}
+
+/// What bounds a connection, from `[server]` (read at start).
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    grace: Duration,
+}
+
+impl ConnectionLimits {
+    fn of(config: &Config) -> Self {
+        Self {
+            header_read_timeout: config.server.header_read_timeout,
+            max_header_bytes: config.server.max_header_bytes,
+            grace: config.server.shutdown_grace,
+        }
     }
 }
 
