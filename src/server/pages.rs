@@ -22,10 +22,24 @@ const PLAY: &str = include_str!("pages/play.html");
 const SCRIPT: &str = include_str!("pages/whip.js");
 const STYLE: &str = include_str!("pages/style.css");
 
-/// `connect-src 'self'` keeps the pages talking to this gateway only.
-const CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; \
-                   style-src 'self'; media-src 'self' blob: mediastream:; connect-src 'self'; \
-                   img-src 'self' data:; frame-ancestors 'none'";
+/// `connect-src` keeps the pages talking to this gateway only: the origin they were loaded
+/// from and the configured public origin, which session URLs (DELETE, PATCH) are on. A page
+/// opened at `localhost` while `public_url` says `127.0.0.1` must still reach its session.
+fn content_security_policy(config: &Config) -> String {
+    let public = config
+        .server
+        .public_url
+        .as_ref()
+        .map(|url| url.origin().ascii_serialization())
+        .filter(|origin| origin != "null")
+        .map(|origin| format!(" {origin}"))
+        .unwrap_or_default();
+    format!(
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self'; \
+         media-src 'self' blob: mediastream:; connect-src 'self'{public}; \
+         img-src 'self' data:; frame-ancestors 'none'"
+    )
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -53,15 +67,14 @@ impl Page {
     }
 }
 
-fn asset(content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn asset(config: &Config, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Body::new(body.into()));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(config)) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -111,18 +124,18 @@ struct Status {
 impl Gateway {
     pub(super) async fn page(&self, config: &Config, page: Page) -> Response<Body> {
         match page {
-            Page::Publish => asset("text/html; charset=utf-8", PUBLISH),
-            Page::Play => asset("text/html; charset=utf-8", PLAY),
-            Page::Script => asset("text/javascript; charset=utf-8", SCRIPT),
-            Page::Style => asset("text/css; charset=utf-8", STYLE),
+            Page::Publish => asset(config, "text/html; charset=utf-8", PUBLISH),
+            Page::Play => asset(config, "text/html; charset=utf-8", PLAY),
+            Page::Script => asset(config, "text/javascript; charset=utf-8", SCRIPT),
+            Page::Style => asset(config, "text/css; charset=utf-8", STYLE),
             Page::StatusJson => {
                 let status = self.status(config).await;
                 let body = serde_json::to_vec_pretty(&status).unwrap_or_default();
-                asset("application/json", body)
+                asset(config, "application/json", body)
             }
             Page::Status => {
                 let status = self.status(config).await;
-                asset("text/html; charset=utf-8", render(&status))
+                asset(config, "text/html; charset=utf-8", render(&status))
             }
         }
     }
@@ -228,7 +241,7 @@ fn render(status: &Status) -> String {
     } else {
         html.push_str(
             "<table><tr><th>stream</th><th>backend</th><th>publishing</th><th>viewers</th>\
-             <th>layers</th><th></th></tr>",
+             <th>simulcast layers</th><th>watch</th></tr>",
         );
         for s in &status.streams {
             let name = escape(&s.stream);
@@ -246,7 +259,11 @@ fn render(status: &Status) -> String {
                 escape(&s.backend),
                 if s.publishers > 0 { "yes" } else { "no" },
                 s.viewers,
-                escape(&s.layers.join(" ")),
+                if s.layers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    escape(&s.layers.join(" "))
+                },
             );
         }
         html.push_str("</table>");

@@ -80,11 +80,23 @@ const whipgate = (() => {
     return location;
   }
 
+  // `keepalive` lets the DELETE outlive the page that sends it (a closed tab, a reload).
   async function end(location, token) {
     if (!location) return;
     try {
-      await fetch(location, { method: "DELETE", headers: token ? { Authorization: "Bearer " + token } : {} });
+      await fetch(location, {
+        method: "DELETE", keepalive: true,
+        headers: token ? { Authorization: "Bearer " + token } : {},
+      });
     } catch (_) { /* the page is going away or the network is: nothing to do */ }
+  }
+
+  // A session whose page goes away (tab closed, navigated, reloaded) is ended, so that it
+  // stops counting against the server's limits at once rather than when it times out.
+  function endWithPage(session) {
+    const onHide = () => { session.close(); };
+    window.addEventListener("pagehide", onHide);
+    return () => window.removeEventListener("pagehide", onHide);
   }
 
   async function publish({ url, token, media, simulcast, relay, onState }) {
@@ -103,17 +115,45 @@ const whipgate = (() => {
     }
     pc.onconnectionstatechange = () => onState("publishing: " + pc.connectionState);
     onState("offering");
-    const location = await exchange(pc, absolute, token);
+    let location;
+    try {
+      location = await exchange(pc, absolute, token);
+    } catch (error) {
+      pc.close();
+      throw error;
+    }
     onState("answered");
-    return {
+    let forget = () => {};
+    const session = {
       pc, location,
       // DELETE first: closing the peer connection first sends a DTLS close_notify, which
       // can end the session on the server before the DELETE arrives (which then gets 404).
-      async close() { await end(location, token); pc.close(); },
+      // The camera and microphone are released too: Stop means stop capturing.
+      async close() {
+        forget();
+        const ending = end(location, token);
+        pc.close();
+        for (const track of media.getTracks()) track.stop();
+        await ending;
+      },
     };
+    forget = endWithPage(session);
+    return session;
   }
 
   function location_href() { return window.location.href; }
+
+  const STALL_MS = 1500;
+
+  async function packets(pc) {
+    let received = 0;
+    try {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp") received += s.packetsReceived || 0;
+      });
+    } catch (_) { /* closed meanwhile */ }
+    return received;
+  }
 
   function play({ url, token, video, relay, onState }) {
     let pc = null, location = null, closed = false;
@@ -133,12 +173,23 @@ const whipgate = (() => {
           onState("playing: " + pc.connectionState);
           if (["failed", "closed", "disconnected"].includes(pc.connectionState)) failed();
         };
+        // A publisher that leaves stops the media long before ICE notices (seconds): no new
+        // packet for STALL_MS after some arrived means the stream ended.
+        let lastPackets = 0, lastChange = Date.now();
+        const watch = setInterval(async () => {
+          const now = await packets(pc);
+          if (now > 0 && now === lastPackets && Date.now() - lastChange > STALL_MS) failed();
+          if (now !== lastPackets) { lastPackets = now; lastChange = Date.now(); }
+        }, 250);
         try {
           onState("offering");
           location = await exchange(pc, absolute, tok);
           await ended;
-          onState("lost the stream; reconnecting");
+          clearInterval(watch);
+          video.srcObject = null;
+          onState("the stream ended; waiting for it to come back");
         } catch (error) {
+          clearInterval(watch);
           onState(error.status === 409 ? "waiting for the publisher" : "error: " + error.message);
           pc.close();
           await sleep(Math.max(1, error.retryAfter || 2) * 1000);
@@ -151,6 +202,8 @@ const whipgate = (() => {
       }
     }
     run();
+    const onHide = () => { closed = true; end(location, typeof token === "function" ? token() : token); };
+    window.addEventListener("pagehide", onHide);
     return {
       get pc() { return current(); },
       get location() { return location; },
@@ -167,6 +220,7 @@ const whipgate = (() => {
       },
       async close() {
         closed = true;
+        window.removeEventListener("pagehide", onHide);
         const current = pc;
         await end(location, typeof token === "function" ? token() : token);
         if (current) current.close();
