@@ -253,3 +253,14 @@ test_n() {
   kill "$COTURN_PID" 2>/dev/null
   if [ -n "$fail" ]; then not_ok "$name" "$fail"; else ok "$name"; fi
 }
+
+test_pg() {
+  local name=$NAME_PG
+  if [ "$DIRECT" = 1 ]; then echo "# PG needs whipgate: skipped in direct mode"; return; fi
+  note "PG: Chromium, the pages' own behaviour"
+  if ! nsx node "$HERE/chromium.mjs" pages "$GW" live-pages --timeout 30 >"$TMP/chromium-pages.log" 2>&1; then
+    not_ok "$name" "$(result_line chromium-pages)"; return
+  fi
+  note "PG: $(grep '^check:' "$TMP/chromium-pages.log" | sed 's/^check: //' | tr '\n' ';')"
+  ok "$name"
+}

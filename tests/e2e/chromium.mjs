@@ -21,6 +21,12 @@
 // screenshot of the page to --screenshot, then calls window.player.close(): its DELETE must
 // answer 2xx, and a second DELETE 404.
 //
+// pages: the pages' own behaviour, as a user meets it. The publish page is opened at
+// BASE's host under another name (localhost for 127.0.0.1: its session URLs then point at
+// another origin) and the play page at BASE; Stop must DELETE the session and release the
+// camera and microphone (their tracks end), the player must say the stream ended within 2 s,
+// and closing a publishing tab must end its session (the stream leaves /api/status).
+//
 // Prints one "check: ..." line per verified step; the last line is "RESULT ok" or
 // "RESULT fail: reason", exit status 0 or 1. An overall watchdog ends a stuck run.
 // playwright-core comes from ${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}/playwright
@@ -61,7 +67,7 @@ function usage(msg) {
 
 function parseArgs(argv) {
   const [mode, base, stream, ...rest] = argv;
-  if (!["publish", "play"].includes(mode) || !base || !stream) usage();
+  if (!["publish", "play", "pages"].includes(mode) || !base || !stream) usage();
   const opts = { mode, base: base.replace(/\/+$/, ""), stream, hold: 30, minFrames: 30,
     timeout: 30, simulcast: false, relay: false, token: "", readyFile: null, releaseFile: null,
     screenshot: null };
@@ -300,9 +306,67 @@ async function play(page, o) {
   await closeAndCheckDelete(page, location, o.token, "window.player.close()");
 }
 
+async function pages(context, o) {
+  const other = o.base.replace("//127.0.0.1", "//localhost");
+  if (other === o.base) throw new Fail(`pages needs a BASE on 127.0.0.1, not ${o.base}`);
+  const publisher = await context.newPage();
+  const url = `${other}/publish/${encodeURIComponent(o.stream)}?autostart=1`;
+  const resp = await publisher.goto(url, { waitUntil: "load", timeout: 15000 });
+  if (!resp || resp.status() !== 200) throw new Fail(`GET ${url}: ${resp ? resp.status() : "no response"}`);
+  const connected = await until(() => publisher.evaluate(() =>
+    window.publisher?.pc?.connectionState === "connected"), o.timeout * 1000);
+  if (!connected) throw new Fail(`publish page at ${other} never connected: ${await publisher.evaluate(() => window.publishState)}`);
+  const location = await publisher.evaluate(() => window.publisher.location);
+  check(`publish page at ${other} connected; its session is ${location}`);
+
+  const player = await context.newPage();
+  await player.goto(`${o.base}/play/${encodeURIComponent(o.stream)}`, { waitUntil: "load", timeout: 15000 });
+  const playing = await until(async () =>
+    (await player.evaluate(() => window.player.stats())).framesDecoded >= 10, o.timeout * 1000, 250);
+  if (!playing) throw new Fail(`the player decoded no frames: ${await player.evaluate(() => window.playState)}`);
+  check("the play page decodes the stream");
+
+  // Stop: the DELETE (to the other origin) succeeds, the capture ends.
+  await publisher.evaluate(() => { window.capturedTracks = document.getElementById("preview").srcObject.getTracks(); });
+  const deleted = publisher.waitForResponse(
+    (r) => r.request().method() === "DELETE" && r.url() === location, { timeout: 10000 });
+  deleted.catch(() => {});
+  const stoppedAt = Date.now();
+  await publisher.click("#stop");
+  let answer;
+  try { answer = await deleted; } catch (_) { throw new Fail("Stop sent no DELETE (blocked by the page's CSP?)"); }
+  if (answer.status() !== 200) throw new Fail(`Stop's DELETE answered ${answer.status()}`);
+  check(`Stop sent DELETE ${location}: 200, from a page at ${other}`);
+  const released = await until(() => publisher.evaluate(() =>
+    window.capturedTracks.every((t) => t.readyState === "ended")), 2000, 100);
+  if (!released) throw new Fail("Stop left the camera or microphone capturing");
+  check("Stop ended the camera and microphone tracks");
+
+  const noticed = await until(() => player.evaluate(() => /ended/.test(window.playState || "")), 4000, 100);
+  const after = (Date.now() - stoppedAt) / 1000;
+  if (!noticed || after > 2) {
+    throw new Fail(`the player said ${JSON.stringify(await player.evaluate(() => window.playState))} ${after.toFixed(1)} s after Stop`);
+  }
+  check(`the player said the stream ended ${after.toFixed(1)} s after Stop`);
+
+  // Start again, then close the tab: its session ends with it.
+  await publisher.click("#start");
+  const again = await until(() => publisher.evaluate(() =>
+    window.publisher?.pc?.connectionState === "connected"), o.timeout * 1000);
+  if (!again) throw new Fail("Start after Stop never connected");
+  const listed = async () => (await (await fetch(`${o.base}/api/status`)).json())
+    .streams.some((s) => s.stream === o.stream);
+  if (!(await listed())) throw new Fail("the restarted stream is not in /api/status");
+  await publisher.close({ runBeforeUnload: true });
+  const gone = await until(async () => !(await listed()), 3000, 100);
+  if (!gone) throw new Fail("closing the publishing tab left its session live");
+  check("closing the publishing tab ended its session");
+  await player.close();
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
-  const budget = o.mode === "publish" ? o.timeout + o.hold + 40 : o.timeout + 40;
+  const budget = o.mode === "publish" ? o.timeout + o.hold + 40 : o.timeout * 3 + 40;
   const watchdog = setTimeout(() => {
     log(`RESULT fail: overall timeout (${budget} s)`);
     process.exit(1); // playwright kills the browser on exit
@@ -320,7 +384,9 @@ async function main() {
     page.on("console", (m) => {
       if (m.type() === "error") log(`page console: ${m.text()} (${m.location().url || "?"})`);
     });
-    if (o.mode === "publish") await publish(page, o); else await play(page, o);
+    if (o.mode === "publish") await publish(page, o);
+    else if (o.mode === "play") await play(page, o);
+    else await pages(context, o);
     await browser.close().catch(() => {});
     log("RESULT ok");
     clearTimeout(watchdog);

@@ -161,7 +161,7 @@ dump_all() {
     aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
     aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
     aiortc-m-sfu.log coturn.log aiortc-relay.log chromium-relay-play.log chromium-relay-publish.log \
-    aiortc-relay-play.log "${VENDOR_LOGS[@]}" "${FFMPEG_LOGS[@]}" janus.log
+    aiortc-relay-play.log chromium-pages.log "${VENDOR_LOGS[@]}" "${FFMPEG_LOGS[@]}" janus.log
 }
 
 NAME_A="whip-client (GStreamer, trickle via PATCH) publishes VP8+Opus, media reaches Janus, SIGINT DELETE releases it"
@@ -176,8 +176,9 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB PG"; fi
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
+NAME_PG="pages: the publish page opened at localhost (session URLs on 127.0.0.1) stops cleanly (DELETE 200, camera and microphone released), the play page says the stream ended within 2 s, and closing a publishing tab ends its session"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
 NAME_K="built-in SFU: whip-client (GStreamer, trickle via PATCH) publishes, aiortc plays; when the publisher's DELETE comes, its viewers are released"
 NAME_L="built-in SFU: Chromium publishes from /publish, Chromium plays /play (frames decoded, pixels not black, screenshot) and aiortc plays too"
@@ -196,7 +197,7 @@ for t in $TESTS; do
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
     I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
     L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");; N) ALL_NAMES+=("$NAME_N");;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB) n=NAME_$t; ALL_NAMES+=("${!n}");;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG) n=NAME_$t; ALL_NAMES+=("${!n}");;
   esac
 done
 setup_failed() {
@@ -945,8 +946,8 @@ for t in $TESTS; do
     L) test_l ;;
     M) test_m ;;
     N) test_n ;;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB) "test_${t,,}" ;;
-    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z and OB" ;;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG) "test_${t,,}" ;;
+    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z, OB and PG" ;;
   esac
 done
 

@@ -143,7 +143,7 @@ const whipgate = (() => {
 
   function location_href() { return window.location.href; }
 
-  const STALL_MS = 1500;
+  const STALL_MS = 1000;
 
   async function packets(pc) {
     let received = 0;
