@@ -318,6 +318,14 @@ async function pages(context, o) {
   if (!connected) throw new Fail(`publish page at ${other} never connected: ${await publisher.evaluate(() => window.publishState)}`);
   const location = await publisher.evaluate(() => window.publisher.location);
   check(`publish page at ${other} connected; its session is ${location}`);
+  const whipField = await publisher.evaluate(() => document.getElementById("whip-url").value);
+  if (whipField !== `${other}/whip/${encodeURIComponent(o.stream)}`) {
+    throw new Fail(`the page shows WHIP server ${JSON.stringify(whipField)} for OBS`);
+  }
+  const stats = await until(() => publisher.evaluate(() =>
+    /sending [1-9][0-9]* kbit\/s, \d+x\d+ at [1-9][0-9]* fps/.test(window.publishStats || "") && window.publishStats), 5000, 250);
+  if (!stats) throw new Fail(`no live send stats: ${JSON.stringify(await publisher.evaluate(() => window.publishStats))}`);
+  check(`the page shows the WHIP URL for OBS and live stats: ${stats}`);
 
   const player = await context.newPage();
   await player.goto(`${o.base}/play/${encodeURIComponent(o.stream)}`, { waitUntil: "load", timeout: 15000 });
