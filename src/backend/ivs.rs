@@ -401,16 +401,7 @@ impl Adapter for Ivs {
     }
 
     fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
-        Ok(SessionTarget {
-            url: session.resource.clone(),
-            authorization: session
-                .claims
-                .state
-                .get(TOKEN)
-                .and_then(|t| exchange::bearer(t)),
-            passthrough: false,
-            configured: false,
-        })
+        Ok(SessionTarget::sealed_bearer(session, TOKEN))
     }
 
     fn delete<'a>(

@@ -236,6 +236,18 @@ impl SessionTarget {
         }
     }
 
+    /// The session URL with the bearer the adapter sealed under `key` in the session state.
+    pub fn sealed_bearer(session: &SessionRequest<'_>, key: &str) -> Self {
+        Self::sealed(
+            session.resource.clone(),
+            session
+                .claims
+                .state
+                .get(key)
+                .and_then(|secret| exchange::bearer(secret)),
+        )
+    }
+
     fn exchange<'a>(mut self, backend: &BackendDef, request_id: &'a str) -> exchange::Target<'a> {
         if self.configured && self.authorization.is_some() && !backend.allows_host(&self.url) {
             tracing::warn!(

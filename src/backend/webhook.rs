@@ -221,16 +221,7 @@ impl Adapter for Webhook {
     }
 
     fn session_target(&self, session: &SessionRequest<'_>) -> Result<SessionTarget, GatewayError> {
-        Ok(SessionTarget {
-            url: session.resource.clone(),
-            authorization: session
-                .claims
-                .state
-                .get(BEARER)
-                .and_then(|b| exchange::bearer(b)),
-            passthrough: false,
-            configured: false,
-        })
+        Ok(SessionTarget::sealed_bearer(session, BEARER))
     }
 
     fn delete<'a>(
