@@ -67,6 +67,10 @@ enum Command {
         /// The request's raw query string.
         #[arg(long)]
         query: Option<String>,
+        /// The client's bearer token (or JWT), checked by every [client_auth.NAME] as a
+        /// request's would be, so routes on tier and claims can match; reads the secrets.
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -130,7 +134,8 @@ fn main() -> ExitCode {
             ip,
             host,
             query,
-        } => match explain(&config, kind, stream, &headers, ip, host, query) {
+            token,
+        } => match explain(&config, kind, stream, &headers, ip, host, query, token) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -170,6 +175,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn explain(
     path: &std::path::Path,
     kind: KindArg,
@@ -178,8 +184,25 @@ fn explain(
     ip: Option<std::net::IpAddr>,
     host: Option<String>,
     query: Option<String>,
+    token: Option<String>,
 ) -> anyhow::Result<String> {
-    let config = Config::load(path, SecretMode::Skip)?;
+    // A token is checked as a request's would be, which needs the real keys and tokens.
+    let mode = if token.is_some() {
+        SecretMode::Resolve
+    } else {
+        SecretMode::Skip
+    };
+    let config = Config::load(path, mode)?;
+    let identities = match &token {
+        Some(token) => {
+            let value = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            config.accepted_identities(Some(&value), now)
+        }
+        None => Vec::new(),
+    };
     let mut header_map = http::HeaderMap::new();
     for header in headers {
         // Header names hold neither ':' nor '=', so the first of either separates.
@@ -203,7 +226,7 @@ fn explain(
         headers: &header_map,
         query: query.as_deref(),
         client_ip: ip,
-        identities: &[],
+        identities: &identities,
     };
     Ok(config.explain(&facts))
 }

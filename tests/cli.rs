@@ -119,7 +119,9 @@ fn explain_prints_the_route_and_candidate_order() {
     );
     let rest = run(&[]);
     assert!(
-        rest.contains("route premium: no match (header x-tier = \"premium\")"),
+        rest.contains(
+            "route premium: no match: header x-tier is missing or differs (header x-tier = \"premium\")"
+        ),
         "{rest}"
     );
     assert!(rest.contains("route rest: MATCH"), "{rest}");
@@ -239,4 +241,41 @@ fn serve_says_an_invalid_file_once() {
         .filter(|l| l.contains("listen is not an address"))
         .count();
     assert_eq!(mentions, 1, "{stderr}");
+}
+
+#[test]
+fn explain_simulates_a_token_and_names_the_failing_condition() {
+    let path = temp_file(
+        "explain-token.toml",
+        "[client_auth.studio]\nmode = \"bearer\"\ntokens = [{ token_env = \"EXPLAIN_STUDIO_TOKEN\", subject = \"studio\", tier = \"premium\" }]\n\
+         [[backend]]\nid = \"vendor\"\nkind = \"whip\"\nwhip_url = \"https://v/{stream}\"\n\
+         [[backend]]\nid = \"janus\"\nkind = \"whip\"\nwhip_url = \"http://h/{stream}\"\n\
+         [[route]]\nid = \"premium\"\nmatch = { tier = \"premium\" }\nbackends = [\"vendor\"]\n\
+         [[route]]\nid = \"rest\"\nbackends = [\"janus\"]\n",
+    );
+    let run = |extra: &[&str]| {
+        let output = whipgate()
+            .args(["explain", "--config"])
+            .arg(&path)
+            .args(["--kind", "whip", "--stream", "cam"])
+            .args(extra)
+            .env("EXPLAIN_STUDIO_TOKEN", "studio-token-0123456789")
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let anonymous = run(&[]);
+    assert!(
+        anonymous.contains("route premium: no match: no credential was accepted"),
+        "{anonymous}"
+    );
+    let premium = run(&["--token", "studio-token-0123456789"]);
+    assert!(premium.contains("route premium: MATCH"), "{premium}");
+    let wrong = run(&["--token", "not-a-token"]);
+    assert!(wrong.contains("route premium: no match"), "{wrong}");
 }

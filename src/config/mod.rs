@@ -127,6 +127,23 @@ impl Config {
         )
     }
 
+    /// What every `[client_auth.NAME]` that accepts this `Authorization` says about its
+    /// holder (for `explain --token`; requests go through `server::identity`).
+    pub fn accepted_identities(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+        now: u64,
+    ) -> Vec<(String, crate::auth::Identity)> {
+        self.client_auth
+            .iter()
+            .filter_map(|(name, auth)| {
+                auth.authenticate(authorization, now)
+                    .ok()
+                    .map(|identity| (name.clone(), identity))
+            })
+            .collect()
+    }
+
     /// `explain` of the route table, each candidate backend described by its kind.
     pub fn explain(&self, facts: &crate::routing::RequestFacts<'_>) -> String {
         let kind = facts.kind;

@@ -45,6 +45,37 @@ fn claim_has(claim: &serde_json::Value, value: &str) -> bool {
     }
 }
 
+/// The first condition of a route a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss<'a> {
+    Kind,
+    Host,
+    Header(&'a str),
+    Query(&'a str),
+    Client,
+    /// Tier or claims asked for, and no client auth accepted the credential.
+    NoIdentity,
+    Tier,
+    Claim(&'a str),
+    Stream,
+}
+
+impl std::fmt::Display for Miss<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Miss::Kind => f.write_str("the kind differs"),
+            Miss::Host => f.write_str("the host differs"),
+            Miss::Header(name) => write!(f, "header {name} is missing or differs"),
+            Miss::Query(name) => write!(f, "query {name} is missing or differs"),
+            Miss::Client => f.write_str("the client address is outside client_cidr"),
+            Miss::NoIdentity => f.write_str("no credential was accepted (give --token)"),
+            Miss::Tier => f.write_str("the credential's tier differs"),
+            Miss::Claim(name) => write!(f, "claim {name} is missing or differs"),
+            Miss::Stream => f.write_str("the stream name does not match"),
+        }
+    }
+}
+
 /// One route's `match` table, validated.
 #[derive(Debug, Clone, Default)]
 pub struct Matcher {
@@ -67,13 +98,19 @@ pub struct Matcher {
 impl Matcher {
     /// The regex captures when the request matches, `None` when it does not.
     pub fn matches(&self, facts: &RequestFacts<'_>) -> Option<Vec<(String, String)>> {
+        self.check(facts).ok()
+    }
+
+    /// The regex captures when the request matches, else the first condition that failed
+    /// (for `explain`; no allocation on the way to a miss).
+    pub fn check(&self, facts: &RequestFacts<'_>) -> Result<Vec<(String, String)>, Miss<'_>> {
         if self.kind.is_some_and(|k| k != facts.kind) {
-            return None;
+            return Err(Miss::Kind);
         }
         if !self.hosts.is_empty() {
-            let host = facts.host?;
+            let host = facts.host.ok_or(Miss::Host)?;
             if !self.hosts.iter().any(|glob| glob.is_match(host)) {
-                return None;
+                return Err(Miss::Host);
             }
         }
         for (name, value) in &self.headers {
@@ -83,7 +120,7 @@ impl Matcher {
                 .iter()
                 .any(|v| v.to_str().is_ok_and(|v| v.trim() == value));
             if !present {
-                return None;
+                return Err(Miss::Header(name));
             }
         }
         if !self.query.is_empty() {
@@ -92,35 +129,37 @@ impl Matcher {
                 let present = url::form_urlencoded::parse(query.as_bytes())
                     .any(|(k, v)| k == name.as_str() && v == value.as_str());
                 if !present {
-                    return None;
+                    return Err(Miss::Query(name));
                 }
             }
         }
         if !self.client_cidrs.is_empty() {
-            let ip = facts.client_ip?;
+            let ip = facts.client_ip.ok_or(Miss::Client)?;
             if !self.client_cidrs.iter().any(|net| net.contains(&ip)) {
-                return None;
+                return Err(Miss::Client);
             }
         }
         if self.tier.is_some() || !self.claims.is_empty() {
             // The route's own authenticator, or (a route without `auth`) whichever accepted
             // the credential first.
             let identity = match &self.identity_from {
-                Some(name) => facts.identity(name)?,
-                None => facts.identities.first().map(|(_, identity)| identity)?,
-            };
+                Some(name) => facts.identity(name),
+                None => facts.identities.first().map(|(_, identity)| identity),
+            }
+            .ok_or(Miss::NoIdentity)?;
             if self.tier.is_some() && identity.tier != self.tier {
-                return None;
+                return Err(Miss::Tier);
             }
             for (name, value) in &self.claims {
-                if !claim_has(identity.claims.get(name)?, value) {
-                    return None;
+                let held = identity.claims.get(name).ok_or(Miss::Claim(name))?;
+                if !claim_has(held, value) {
+                    return Err(Miss::Claim(name));
                 }
             }
         }
         match &self.stream {
-            Some(pattern) => pattern.captures(facts.stream.as_str()),
-            None => Some(Vec::new()),
+            Some(pattern) => pattern.captures(facts.stream.as_str()).ok_or(Miss::Stream),
+            None => Ok(Vec::new()),
         }
     }
 

@@ -11,7 +11,7 @@ mod placement;
 use std::collections::HashMap;
 
 pub use crate::stream::{StreamName, StreamNameError, StreamPattern, MAX_STREAM_NAME_LEN};
-pub use matcher::{client_ip, ForwardedHeader, Matcher, RequestFacts};
+pub use matcher::{client_ip, ForwardedHeader, Matcher, Miss, RequestFacts};
 pub use placement::{rendezvous_score, Placement, Reason};
 
 /// What a route does with ICE servers: the backend's `Link`s, whipgate's own, or both.
@@ -191,9 +191,9 @@ impl RouteTable {
     ) -> String {
         let mut out = String::new();
         for route in &self.routes {
-            if route.matcher.matches(facts).is_none() {
+            if let Err(miss) = route.matcher.check(facts) {
                 out.push_str(&format!(
-                    "route {}: no match ({})\n",
+                    "route {}: no match: {miss} ({})\n",
                     route.id,
                     route.matcher.describe()
                 ));
