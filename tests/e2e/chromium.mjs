@@ -334,6 +334,22 @@ async function pages(context, o) {
   if (!playing) throw new Fail(`the player decoded no frames: ${await player.evaluate(() => window.playState)}`);
   check("the play page decodes the stream");
 
+  // The element as a web developer embeds it: a page of another origin, the script and one tag.
+  const embed = await context.newPage();
+  await embed.setContent(`<!doctype html><script src="${o.base}/pages/whip.js"></script>` +
+    `<whep-player src="${o.base}/whep/${encodeURIComponent(o.stream)}" stats></whep-player>`,
+    { waitUntil: "load", timeout: 15000 });
+  const embedded = await until(async () => embed.evaluate(async () => {
+    const el = document.querySelector("whep-player");
+    if (!el || !el.player) return null;
+    const st = await el.stats();
+    const line = el.querySelector(".whep-stats").textContent;
+    return st.framesDecoded >= 10 && /receiving [1-9][0-9]* kbit\/s/.test(line) ? line : null;
+  }), o.timeout * 1000, 250);
+  if (!embedded) throw new Fail("an embedded <whep-player> on another origin decoded nothing");
+  check(`an embedded <whep-player> on another origin plays: ${embedded}`);
+  await embed.close();
+
   // Stop: the DELETE (to the other origin) succeeds, the capture ends.
   await publisher.evaluate(() => { window.capturedTracks = document.getElementById("preview").srcObject.getTracks(); });
   const deleted = publisher.waitForResponse(

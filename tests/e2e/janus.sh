@@ -178,7 +178,7 @@ NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
 if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB PG"; fi
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
-NAME_PG="pages: the publish page opened at localhost (session URLs on 127.0.0.1) shows the WHIP URL for OBS and live send stats, stops cleanly (DELETE 200, camera and microphone released), the play page says the stream ended within 2 s, and closing a publishing tab ends its session"
+NAME_PG="pages: an embedded <whep-player> on another origin plays; the publish page opened at localhost (session URLs on 127.0.0.1) shows the WHIP URL for OBS and live send stats, stops cleanly (DELETE 200, camera and microphone released), the play page says the stream ended within 2 s, and closing a publishing tab ends its session"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
 NAME_K="built-in SFU: whip-client (GStreamer, trickle via PATCH) publishes, aiortc plays; when the publisher's DELETE comes, its viewers are released"
 NAME_L="built-in SFU: Chromium publishes from /publish, Chromium plays /play (frames decoded, pixels not black, screenshot) and aiortc plays too"

@@ -230,3 +230,63 @@ const whipgate = (() => {
 
   return { publish, play };
 })();
+
+// <whep-player src="https://gw.example.com/whep/stream" [token="..."] [stats] [relay]>: an
+// embeddable WHEP player. It plays muted (so autoplay works), waits for a stream that is not
+// live yet, says when it ended and reconnects when it comes back; `stats` shows what it
+// receives. Include this script and put the element in a page; whipgate answers CORS itself.
+if (typeof customElements !== "undefined" && !customElements.get("whep-player")) {
+  class WhepPlayer extends HTMLElement {
+    connectedCallback() {
+      if (this.player) return;
+      // Light DOM, no inline styles: the embedding page styles it (and its CSP may forbid
+      // inline styles).
+      this.innerHTML =
+        '<video autoplay muted playsinline controls></video>' +
+        '<p class="whep-state"></p><p class="whep-stats"></p>';
+      this.video = this.querySelector("video");
+      const stateLine = this.querySelector(".whep-state");
+      this.player = whipgate.play({
+        url: this.getAttribute("src"),
+        token: () => this.getAttribute("token") || "",
+        video: this.video,
+        relay: this.hasAttribute("relay"),
+        onState: (text) => {
+          this.state = text;
+          stateLine.textContent = text;
+          this.dispatchEvent(new CustomEvent("statechange", { detail: text }));
+        },
+      });
+      if (this.hasAttribute("stats")) {
+        const statsLine = this.querySelector(".whep-stats");
+        let last = 0, at = performance.now();
+        this.statsTimer = setInterval(async () => {
+          const pc = this.player.pc;
+          if (!pc) return;
+          let bytes = 0, fps = 0, size = "";
+          (await pc.getStats()).forEach((s) => {
+            if (s.type !== "inbound-rtp") return;
+            bytes += s.bytesReceived || 0;
+            if (s.kind === "video" && s.frameWidth) {
+              fps = s.framesPerSecond || 0;
+              size = s.frameWidth + "x" + s.frameHeight;
+            }
+          });
+          const now = performance.now();
+          const kbps = bytes >= last ? ((bytes - last) * 8) / (now - at) : 0;
+          last = bytes; at = now;
+          statsLine.textContent = `receiving ${kbps.toFixed(0)} kbit/s, ${size || "no video"} at ${fps.toFixed(0)} fps`;
+        }, 1000);
+      }
+    }
+
+    disconnectedCallback() {
+      clearInterval(this.statsTimer);
+      if (this.player) this.player.close();
+      this.player = null;
+    }
+
+    stats() { return this.player ? this.player.stats() : Promise.resolve({ framesDecoded: 0, packetsReceived: 0 }); }
+  }
+  customElements.define("whep-player", WhepPlayer);
+}
