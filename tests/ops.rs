@@ -342,26 +342,20 @@ async fn a_separate_metrics_listener_serves_only_metrics_and_health() {
 
 #[tokio::test]
 async fn sessions_leave_the_live_count_when_their_token_expires() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
     let good = FakeBackend::start(whip_server()).await;
     let bad = FakeBackend::start(|_| Reply::new(500)).await;
     let text = config(&good, &bad).replace("[server]\n", "[server]\nsession_ttl = \"1h\"\n");
-    let now = Arc::new(AtomicU64::new(1_000_000));
-    let clock = {
-        let now = now.clone();
-        Arc::new(move || now.load(Ordering::SeqCst))
-    };
+    let clock = whipgate::clock::Clock::adjustable();
     let gateway = whipgate::server::Gateway::new(support::config(&text))
         .expect("gateway")
-        .with_clock(clock);
+        .with_clock(clock.clone());
     let gw = whipgate::server::start(gateway, Some("127.0.0.1:0".parse().expect("addr")))
         .await
         .expect("start");
     let created = post_offer(gw.local_addr, "/whip/s", &[]).await;
     assert_eq!(created.status, 201);
     let labels = "{backend=\"janus\",kind=\"whip\",route=\"main\"}";
-    now.fetch_add(1800, Ordering::SeqCst);
+    clock.advance(std::time::Duration::from_secs(1800));
     let text = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
     assert_eq!(
         value(&text, &format!("whipgate_sessions_live{labels}")),
@@ -376,7 +370,7 @@ async fn sessions_leave_the_live_count_when_their_token_expires() {
         15.0,
         "30 min at 0.5"
     );
-    now.fetch_add(1801, Ordering::SeqCst);
+    clock.advance(std::time::Duration::from_secs(1801));
     let text = send(gw.local_addr, "GET", "/metrics", &[], "").await.body;
     assert_eq!(
         value(&text, &format!("whipgate_sessions_live{labels}")),
@@ -416,7 +410,8 @@ async fn load_beyond_the_concurrency_limit_is_shed_with_503() {
     let requests: Vec<_> = (0..5)
         .map(|n| tokio::spawn(async move { post_offer(addr, &format!("/whip/s{n}"), &[]).await }))
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let in_flight = || async { slow.count() >= 2 };
+    support::wait_until("two requests at the slow backend", in_flight).await;
     assert_eq!(
         send(addr, "GET", "/healthz", &[], "").await.status,
         200,
@@ -460,4 +455,38 @@ async fn a_reload_names_what_waits_for_a_restart() {
     );
     let metrics = send(gw.local_addr, "GET", "/metrics", &[], "").await;
     assert_eq!(metrics.status, 200, "/metrics is still served where it was");
+}
+
+/// One replica's registry is bounded whatever clients do, and a session the backend says is
+/// gone (404 to a PATCH) stops counting without a DELETE.
+#[tokio::test]
+async fn the_registry_is_bounded_and_believes_a_backend_that_lost_a_session() {
+    let forgetful = FakeBackend::start(|seen| match seen.method.as_str() {
+        "PATCH" => Reply::new(404).body("no such session"),
+        _ => whip_server()(seen),
+    })
+    .await;
+    let bad = FakeBackend::start(|_| Reply::new(500)).await;
+    let text = config(&forgetful, &bad).replace("[server]\n", "[server]\nmax_live_sessions = 2\n");
+    let gw = gateway(&text).await;
+    let first = post_offer(gw.local_addr, "/whip/a", &[]).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(post_offer(gw.local_addr, "/whip/b", &[]).await.status, 201);
+    let full = post_offer(gw.local_addr, "/whip/c", &[]).await;
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert!(full.header("retry-after").is_some());
+    let patched = send(
+        gw.local_addr,
+        "PATCH",
+        &first.location_path(),
+        &[
+            ("content-type", "application/trickle-ice-sdpfrag"),
+            ("if-match", "*"),
+        ],
+        "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123456789\r\n",
+    )
+    .await;
+    assert_eq!(patched.status, 404);
+    assert_eq!(gw.gateway.registry().len(), 1, "the lost session left");
+    assert_eq!(post_offer(gw.local_addr, "/whip/c", &[]).await.status, 201);
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{gateway, post_offer, send, whip_server, FakeBackend, Reply};
+use support::{gateway, metric, post_offer, send, wait_until, whip_server, FakeBackend, Reply};
 
 const SERVER: &str = r#"
 [server]
@@ -203,7 +203,7 @@ async fn failing_backends_open_their_circuit_and_come_back() {
     );
     assert_eq!(spare.count(), 5);
     healthy.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    gw.gateway.clock().advance(Duration::from_millis(2100));
     assert_eq!(
         post_offer(gw.local_addr, "/whip/back", &[]).await.status,
         201
@@ -234,7 +234,7 @@ async fn retry_after_from_a_backend_is_honoured() {
         1,
         "the second request left the resting backend alone"
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    gw.gateway.clock().advance(Duration::from_millis(2100));
     post_offer(gw.local_addr, "/whip/c", &[]).await;
     assert_eq!(resting.count(), 2);
 }
@@ -266,8 +266,13 @@ async fn active_health_checks_take_a_backend_out_and_bring_it_back() {
         backend("spare", &spare, "")
     );
     let gw = gateway(&config).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(probes.load(Ordering::SeqCst) >= 2);
+    let healthy = |expected: f64| {
+        let addr = gw.local_addr;
+        move || async move {
+            metric(addr, "whipgate_backend_healthy{backend=\"checked\"}").await == Some(expected)
+        }
+    };
+    wait_until("the failing probe to take the backend out", healthy(0.0)).await;
     post_offer(gw.local_addr, "/whip/a", &[]).await;
     let posts_to_checked = || checked.seen().iter().filter(|s| s.method == "POST").count();
     assert_eq!(
@@ -276,7 +281,7 @@ async fn active_health_checks_take_a_backend_out_and_bring_it_back() {
         "failing its health check, the backend got no session"
     );
     up.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_until("a passing probe to bring the backend back", healthy(1.0)).await;
     post_offer(gw.local_addr, "/whip/b", &[]).await;
     assert_eq!(posts_to_checked(), 1, "back after a passing probe");
 }

@@ -32,7 +32,7 @@ async fn a_token_replayed_after_expiry_never_reaches_the_backend() {
     .await;
     assert_eq!(created.status, 201);
     let session = created.location_path();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    gw.gateway.clock().advance(Duration::from_millis(2100));
     let before = backend.count();
     for method in ["PATCH", "DELETE"] {
         let got = send(
@@ -266,4 +266,68 @@ async fn oversized_request_heads_are_refused() {
     );
     let ok = send(gw.local_addr, "GET", "/healthz", &[], "").await;
     assert_eq!(ok.status, 200);
+}
+
+/// Keep-alive and HTTP/2 connections with nothing in flight are closed once idle, so that
+/// idle clients cannot hold file descriptors; traffic or a running request keeps them.
+#[tokio::test]
+async fn idle_keep_alive_and_http2_connections_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let backend = FakeBackend::start(whip_server()).await;
+    let gw = gateway(&config(&backend, "connection_idle_timeout = \"1s\"")).await;
+    // HTTP/1.1: one request answered, then the connection idles.
+    let (answer, waited) = stall(
+        gw.local_addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(6),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "keep-alive connection closed after {waited:?}"
+    );
+    // HTTP/2 with prior knowledge: a request, then nothing.
+    let stream = tokio::net::TcpStream::connect(gw.local_addr)
+        .await
+        .expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let closed = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let _ = connection.await;
+        started.elapsed()
+    });
+    let request = http::Request::get("http://x/healthz")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("h2 request");
+    assert_eq!(response.status(), 200);
+    let waited = tokio::time::timeout(Duration::from_secs(6), closed)
+        .await
+        .expect("the idle HTTP/2 connection is closed")
+        .expect("join");
+    assert!(
+        waited < Duration::from_secs(4),
+        "h2 closed after {waited:?}"
+    );
+    // A connection that keeps talking stays open past the limit.
+    let mut stream = tokio::net::TcpStream::connect(gw.local_addr)
+        .await
+        .expect("connect");
+    for _ in 0..4 {
+        use tokio::io::AsyncWriteExt;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("still open");
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0 && buf.starts_with(b"HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -81,3 +81,93 @@ async fn sigterm_finishes_accepted_requests_and_exits_zero() {
     assert!(tokio::net::TcpStream::connect(address).await.is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends one POST on an already open connection; its status, or why it got none.
+async fn post_on(stream: tokio::net::TcpStream, n: usize) -> Result<u16, String> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("/whip/late{n}"))
+        .header("host", "gw")
+        .header("content-type", "application/sdp")
+        .body(http_body_util::Full::new(bytes::Bytes::from(corpus(
+            "chromium-whip-offer-vp8.sdp",
+        ))))
+        .map_err(|e| e.to_string())?;
+    sender
+        .send_request(request)
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// Balancers keep sending for a moment after SIGTERM, and a connection can be open before
+/// its request arrives: both are served during `shutdown_drain`, while readiness fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_serves_connections_opened_before_and_just_after_it() {
+    let backend = FakeBackend::start(support::whip_server()).await;
+    let dir = std::env::temp_dir().join(format!("whipgate-drain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_drain = \"2s\"\n\
+             [[backend]]\nid = \"b\"\nkind = \"whip\"\nwhip_url = \"{}\"\n[[route]]\nbackends = [\"b\"]\n",
+            backend.url("/whip/{stream}")
+        ),
+    )
+    .expect("write");
+    let served = support::spawn_serve(&path, &[], &[]);
+    let address = served.address;
+    let mut silent = Vec::new();
+    for _ in 0..10 {
+        silent.push(
+            tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect"),
+        );
+    }
+    let ready_before = support::send(address, "GET", "/readyz", &[], "")
+        .await
+        .status;
+    assert_eq!(ready_before, 200);
+    served.signal("TERM");
+    support::wait_until("readiness to fail after SIGTERM", || async {
+        support::send(address, "GET", "/readyz", &[], "")
+            .await
+            .status
+            == 503
+    })
+    .await;
+    let mut requests = Vec::new();
+    for (n, stream) in silent.into_iter().enumerate() {
+        requests.push(tokio::spawn(post_on(stream, n)));
+    }
+    for n in 10..50 {
+        requests.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(address)
+                .await
+                .map_err(|e| e.to_string())?;
+            post_on(stream, n).await
+        }));
+    }
+    let mut failures = Vec::new();
+    for request in requests {
+        match request.await.expect("task") {
+            Ok(201) => {}
+            other => failures.push(format!("{other:?}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "10 connections opened before SIGTERM and 40 after it must all be served: {failures:?}"
+    );
+    let (exit, _) = tokio::task::spawn_blocking(move || served.finish_exited())
+        .await
+        .expect("join");
+    assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -121,12 +121,19 @@ pub struct RawServer {
     pub pages: Option<bool>,
     /// Live sessions one authenticated subject may hold on this replica (default: no limit).
     pub max_sessions_per_subject: Option<usize>,
+    pub max_live_sessions: Option<usize>,
     /// Per client address: POST/PATCH/DELETE per second and burst; `true` means 20/s, burst
     /// 100 (default: off).
     pub rate_limit: Option<RawRateLimit>,
     /// Bound on in-flight requests finishing at shutdown (default 10 s).
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+    /// How long new connections are still served after SIGTERM (default 1 s).
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_drain: Option<Duration>,
+    /// Idle connections (HTTP/1.1 keep-alive, HTTP/2) are closed after this (default 60 s).
+    #[serde(default, with = "humantime_serde")]
+    pub connection_idle_timeout: Option<Duration>,
 }
 
 /// `[ice_server.NAME]`: a STUN or TURN server, with static or minted credentials.

@@ -70,9 +70,15 @@ pub struct ServerSettings {
     pub not_live_retry_after: Duration,
     pub cors_allow_origins: Vec<String>,
     pub shutdown_grace: Duration,
+    /// How long after SIGTERM new connections are still served (readiness failing).
+    pub shutdown_drain: Duration,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    pub connection_idle_timeout: Duration,
     /// Serve `/`, `/publish/{stream}` and `/play/{stream}`.
     pub pages: bool,
     pub max_sessions_per_subject: Option<usize>,
+    /// Sessions this replica holds at most, all backends and clients together.
+    pub max_live_sessions: usize,
     /// `None`: no per-address limit.
     pub rate_limit: Option<RateLimitSettings>,
     /// The main listener's certificate and key: TLS only when present.
@@ -280,8 +286,14 @@ impl Loader<'_> {
             not_live_retry_after: raw.not_live_retry_after.unwrap_or(Duration::from_secs(2)),
             cors_allow_origins: raw.cors_allow_origins.unwrap_or_else(|| vec!["*".into()]),
             shutdown_grace: raw.shutdown_grace.unwrap_or(Duration::from_secs(10)),
+            shutdown_drain: raw.shutdown_drain.unwrap_or(Duration::from_secs(1)),
+            connection_idle_timeout: raw
+                .connection_idle_timeout
+                .unwrap_or(Duration::from_secs(60))
+                .max(Duration::from_secs(1)),
             pages: raw.pages.unwrap_or(false),
             max_sessions_per_subject: raw.max_sessions_per_subject,
+            max_live_sessions: raw.max_live_sessions.unwrap_or(100_000).max(1),
             rate_limit: match &raw.rate_limit {
                 // Off unless asked for: behind an L7 proxy not listed in trusted_proxies every
                 // client shares the proxy's address, and a default limit would throttle all.

@@ -64,7 +64,7 @@ impl Gateway {
                 )),
             },
             ("sessions", &Method::GET) => {
-                let now = (self.clock)();
+                let now = self.clock.unix();
                 let sessions: Vec<serde_json::Value> = self
                     .registry
                     .snapshot()

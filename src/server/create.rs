@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -77,7 +76,7 @@ impl Gateway {
         let identities = super::identity::identify(
             config,
             parts.headers.get(header::AUTHORIZATION),
-            (self.clock)(),
+            self.clock.unix(),
         );
         let facts = RequestFacts {
             kind,
@@ -96,7 +95,17 @@ impl Gateway {
         let subject = identity.and_then(|i| i.subject.as_deref());
         let tier = identity.and_then(|i| i.tier.as_deref());
         // Held until this request's session is in the registry (or it failed), so that
-        // concurrent requests of one client cannot all pass the check.
+        // concurrent requests cannot all pass the check.
+        let _any_place = self
+            .registry
+            .reserve_any(config.server.max_live_sessions)
+            .ok_or_else(|| GatewayError::Unavailable {
+                reason: format!(
+                    "this gateway holds its limit of {} live sessions",
+                    config.server.max_live_sessions
+                ),
+                retry_after: config.server.retry_after,
+            })?;
         let _subject_place = match (config.server.max_sessions_per_subject, subject) {
             (Some(limit), Some(subject)) => Some(
                 self.registry
@@ -202,7 +211,7 @@ impl Gateway {
             if !backend.serves(ctx.kind) {
                 continue;
             }
-            if let Err(why) = self.health.check(&backend.id.0, Instant::now()) {
+            if let Err(why) = self.health.check(&backend.id.0, self.clock.instant()) {
                 misses.skipped.push(format!("{} {why}", backend.id));
                 continue;
             }
@@ -262,7 +271,7 @@ impl Gateway {
                         subject: ctx.subject,
                         tier: ctx.tier,
                         client_ip: ctx.client_ip,
-                        now: (self.clock)(),
+                        now: self.clock.unix(),
                     },
                 )
                 .await;
@@ -288,7 +297,7 @@ impl Gateway {
                     );
                     self.health.record_failure(
                         &backend.id.0,
-                        Instant::now(),
+                        self.clock.instant(),
                         failure.error.retry_after(),
                         backend.circuit,
                     );
@@ -333,7 +342,7 @@ impl Gateway {
         ctx: &Ctx<'_>,
         created: &crate::backend::Created,
     ) -> SessionClaims {
-        let now = (self.clock)();
+        let now = self.clock.unix();
         SessionClaims {
             sid: ctx.sid.clone(),
             backend: backend.id.0.clone(),
@@ -357,7 +366,7 @@ impl Gateway {
         created: crate::backend::Created,
         answer: Bytes,
     ) -> Result<Response<Body>, GatewayError> {
-        let now = (self.clock)();
+        let now = self.clock.unix();
         let claims = self.claims(config, backend, decision, ctx, &created);
         let token = self.keys().seal(&claims, self.random_bytes::<12>());
         let location = session_url(config, ctx.parts, &token)?;

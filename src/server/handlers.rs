@@ -286,7 +286,13 @@ impl Gateway {
             }
             Target::Readyz => {
                 outcome.endpoint = "health";
-                let now = std::time::Instant::now();
+                if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(text_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "shutting down\n",
+                    ));
+                }
+                let now = self.clock.instant();
                 let ready = config
                     .backends
                     .keys()
@@ -388,13 +394,20 @@ impl Gateway {
                         &parts.headers,
                         &parts.extensions,
                     ),
-                    now: (self.clock)(),
+                    now: self.clock.unix(),
                 },
                 Bytes::from(trickle.body),
                 &if_match,
             )
             .await
-            .map_err(|e| self.with_retry_after(config, e))?;
+            .map_err(|error| {
+                // The backend no longer holds the session (its client vanished, it expired
+                // there): it stops counting here, as after a DELETE.
+                if let GatewayError::NotFound(_) = error {
+                    self.session_ended(config, &claims, false);
+                }
+                self.with_retry_after(config, error)
+            })?;
         let body = match (patched.body, &policy.answer) {
             (Some(body), Some(answer)) => {
                 let text = std::str::from_utf8(&body).map_err(|_| {
@@ -446,7 +459,7 @@ impl Gateway {
                         request.headers(),
                         request.extensions(),
                     ),
-                    now: (self.clock)(),
+                    now: self.clock.unix(),
                 },
             )
             .await;
@@ -472,7 +485,7 @@ impl Gateway {
         token: &str,
         request: &Request<B>,
     ) -> Response<Body> {
-        let now = (self.clock)();
+        let now = self.clock.unix();
         let supports_patch = self
             .keys()
             .open(token, now)
@@ -515,7 +528,7 @@ impl Gateway {
         let not_found = || GatewayError::NotFound("session not found".into());
         let claims = self
             .keys()
-            .open(token, (self.clock)())
+            .open(token, self.clock.unix())
             .map_err(|_| not_found())?;
         outcome.route = Some(claims.route.clone());
         outcome.backend = Some(claims.backend.clone());
@@ -527,7 +540,7 @@ impl Gateway {
             config,
             &claims,
             headers.get(header::AUTHORIZATION),
-            (self.clock)(),
+            self.clock.unix(),
         )?;
         Ok((claims, backend, resource))
     }
@@ -554,7 +567,7 @@ impl Gateway {
     ) {
         let upstreams = self.upstreams.clone();
         let request_id = request_id.to_owned();
-        let now = (self.clock)();
+        let now = self.clock.unix();
         tokio::spawn(async move {
             let Ok(resource) = Url::parse(&claims.resource) else {
                 return;
@@ -593,7 +606,7 @@ impl Gateway {
         request: &Request<B>,
         response: &mut Response<Body>,
     ) {
-        let now = (self.clock)();
+        let now = self.clock.unix();
         let identities =
             super::identity::identify(config, request.headers().get(header::AUTHORIZATION), now);
         let host = super::create::request_host(request.uri(), request.headers());

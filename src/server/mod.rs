@@ -4,6 +4,7 @@
 //! in `handlers`.
 
 mod admin;
+mod conn;
 mod cors;
 mod create;
 mod handlers;
@@ -19,12 +20,11 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::net::TcpListener;
@@ -39,8 +39,7 @@ use crate::session::{Keyring, SessionRegistry};
 
 pub use response::Body;
 
-/// Unix seconds; injected so that tests can move time.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+pub use crate::clock::Clock;
 
 /// The client's address as the listener saw it (a request extension).
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +97,8 @@ pub struct Gateway {
     /// A separate metrics listener runs (bound at start): the main one then hides /metrics.
     /// Decided by what runs, not by the table, which a reload may change.
     metrics_listener: std::sync::atomic::AtomicBool,
+    /// Set at shutdown: readiness fails while connections drain.
+    draining: std::sync::atomic::AtomicBool,
     /// Per-address limits of POST/PATCH/DELETE, rebuilt when their settings change.
     rate_limits: Mutex<Option<RateLimiter>>,
     probes: probes::Probes,
@@ -134,7 +135,7 @@ type RateLimiter = (
 fn restart_only_changes(old: &Config, new: &Config, sfu_running: bool) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
     let mut changed = Vec::new();
-    let checks: [(&'static str, bool); 8] = [
+    let checks: [(&'static str, bool); 10] = [
         ("[server] listen", a.listen != b.listen),
         (
             "[server] metrics_listen",
@@ -152,6 +153,14 @@ fn restart_only_changes(old: &Config, new: &Config, sfu_running: bool) -> Vec<&'
         (
             "[server] shutdown_grace",
             a.shutdown_grace != b.shutdown_grace,
+        ),
+        (
+            "[server] shutdown_drain",
+            a.shutdown_drain != b.shutdown_drain,
+        ),
+        (
+            "[server] connection_idle_timeout",
+            a.connection_idle_timeout != b.connection_idle_timeout,
         ),
         (
             "[server] tls_cert_file / tls_key_file (TLS on or off)",
@@ -278,10 +287,11 @@ impl Gateway {
             metrics,
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             metrics_listener: std::sync::atomic::AtomicBool::new(false),
+            draining: std::sync::atomic::AtomicBool::new(false),
             rate_limits: Mutex::new(None),
             probes: probes::Probes::default(),
             tls,
-            clock: Arc::new(unix_now),
+            clock: Clock::real(),
         })
     }
 
@@ -291,10 +301,14 @@ impl Gateway {
         self
     }
 
-    /// Replaces the clock (tests of expiry).
+    /// Replaces the clock (tests of expiry and rests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -361,7 +375,7 @@ impl Gateway {
     /// Forgets sessions whose tokens have expired (no request can end them any more), so
     /// live counts and `max_sessions` do not keep them forever.
     fn expire_sessions(&self, config: &Config) {
-        let now = (self.clock)();
+        let now = self.clock.unix();
         let ttl = config.server.session_ttl.as_secs();
         if now < ttl {
             return;
@@ -381,10 +395,10 @@ impl Gateway {
     pub fn render_metrics(&self) -> String {
         let config = self.config();
         self.expire_sessions(&config);
-        for (backend, seconds) in self.registry.account((self.clock)()) {
+        for (backend, seconds) in self.registry.account(self.clock.unix()) {
             self.count_session_time(&config, &backend, seconds);
         }
-        let now = Instant::now();
+        let now = self.clock.instant();
         for id in config.backends.keys() {
             let healthy = i64::from(self.health.is_available(&id.0, now));
             self.metrics
@@ -423,7 +437,7 @@ impl Gateway {
         claims: &crate::session::SessionClaims,
         deleted: bool,
     ) {
-        let now = (self.clock)();
+        let now = self.clock.unix();
         let labels = [
             claims.backend.as_str(),
             claims.route.as_str(),
@@ -649,12 +663,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     out
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// A server accepting connections until [`RunningServer::shutdown`].
 pub struct RunningServer {
     pub local_addr: SocketAddr,
@@ -668,6 +676,9 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets in-flight requests finish within the configured grace period.
     pub async fn shutdown(self) {
+        self.gateway
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
@@ -809,9 +820,36 @@ async fn expire_periodically(gateway: Arc<Gateway>, mut stopped: watch::Receiver
 /// How often backends are asked which sessions ended without a DELETE.
 const REAP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Runs one connection; once the gateway stops, lets it finish its current request (waiting
+/// for its first one, if it has not arrived yet) and closes it. A macro: hyper's connection
+/// types are spelt differently for each transport.
+macro_rules! serve_until_stopped {
+    ($connection:expr, $activity:expr, $stopping:expr, $limits:expr) => {{
+        let connection = $connection;
+        tokio::pin!(connection);
+        let mut stopping = $stopping;
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = tokio::time::timeout($limits.header_read_timeout, $activity.first_request()) => {}
+        }
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
+    }};
+}
+
 /// Serves `listener` until `stopped`, over TLS when `tls` is given. Each TLS handshake runs
 /// in its connection's task, bounded by `header_read_timeout`; ALPN picks HTTP/2 or HTTP/1.1
 /// (a client offering no ALPN gets whichever its first bytes speak).
+///
+/// Shutdown drains rather than cuts: for `shutdown_drain` after the signal new connections
+/// are still accepted (readiness already fails, so balancers move away), then what waits in
+/// the listen backlog is accepted too before the socket closes (closing it would reset
+/// them). Every connection serves the request it was opened for, even one whose bytes have
+/// not arrived yet, and closes after it; all of it within `shutdown_grace`.
 async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
@@ -820,97 +858,146 @@ async fn accept_loop(
     mut stopped: watch::Receiver<bool>,
     limits: ConnectionLimits,
 ) {
-    let ConnectionLimits {
-        header_read_timeout,
-        max_header_bytes,
-        grace,
-    } = limits;
-    let graceful = GracefulShutdown::new();
-    let protocols = Arc::new(Protocols::new(header_read_timeout, max_header_bytes));
+    let protocols = Arc::new(Protocols::new(
+        limits.header_read_timeout,
+        limits.max_header_bytes,
+    ));
+    // Each connection task holds a sender: all have ended when `recv` sees none left.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let connection = Connection {
+        kind,
+        tls,
+        gateway,
+        protocols,
+        limits,
+        stopping: stopped.clone(),
+        open,
+    };
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off rather than spin.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        let accepted = match drain_until {
+            None => tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopped.wait_for(|stop| *stop) => {
+                    drain_until = Some(tokio::time::Instant::now() + limits.drain);
                     continue;
                 }
             },
-            _ = stopped.changed() => break,
+            Some(until) => match tokio::time::timeout_at(until, listener.accept()).await {
+                Ok(accepted) => accepted,
+                Err(_) => break,
+            },
         };
+        match accepted {
+            Ok((stream, peer)) => connection.spawn(stream, peer),
+            Err(error) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // The backlog: connections the kernel completed that nobody accepted yet.
+    while let Ok(Ok((stream, peer))) =
+        tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+    {
+        connection.spawn(stream, peer);
+    }
+    drop(listener);
+    connection.gateway.probes.stop();
+    drop(connection);
+    if tokio::time::timeout(limits.grace, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace period over with requests still in flight");
+    }
+}
+
+/// What every connection of one listener shares.
+struct Connection {
+    kind: Listener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    protocols: Arc<Protocols>,
+    limits: ConnectionLimits,
+    stopping: watch::Receiver<bool>,
+    open: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Connection {
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let gateway = gateway.clone();
-        let secure = tls.is_some();
+        let activity = Arc::new(conn::Activity::default());
+        let gateway = self.gateway.clone();
+        let (kind, secure) = (self.kind, self.tls.is_some());
+        let counted = activity.clone();
         let service = ServiceBuilder::new()
             .layer(CatchPanicLayer::new())
             .service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
+                let in_flight = counted.request();
                 request.extensions_mut().insert(PeerAddr(peer));
                 request.extensions_mut().insert(kind);
                 if secure {
                     request.extensions_mut().insert(Tls);
                 }
-                async move { Ok::<_, Infallible>(gateway.handle(request).await) }
+                async move {
+                    let response = gateway.handle(request).await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(response)
+                }
             });
         let service = TowerToHyperService::new(service);
-        let Some(acceptor) = &tls else {
-            let watcher = graceful.watcher();
-            let protocols = protocols.clone();
-            tokio::spawn(async move {
-                // hyper waits for a connection's first bytes without a timer (it reads them to
-                // tell HTTP/1.1 from HTTP/2): a connection that never sends one would stay
-                // open forever, and enough of them starve the process of file descriptors.
-                let mut first = [0u8; 1];
-                if tokio::time::timeout(header_read_timeout, stream.peek(&mut first))
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(%peer, "connection closed: nothing sent within header_read_timeout");
-                    return;
-                }
-                let connection = protocols
-                    .any
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let _ = watcher.watch(connection).await;
-            });
-            continue;
-        };
-        let handshake = acceptor.accept(stream);
-        let watcher = graceful.watcher();
-        let protocols = protocols.clone();
+        let limits = self.limits;
+        let protocols = self.protocols.clone();
+        let tls = self.tls.clone();
+        let stopping = self.stopping.clone();
+        let open = self.open.clone();
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(header_read_timeout, handshake).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, %peer, "TLS handshake failed");
-                    return;
+            let _open = open;
+            // hyper waits for a connection's first bytes without a timer (it reads them to
+            // tell HTTP/1.1 from HTTP/2): a connection that never sends one would stay open
+            // forever, and enough of them starve the process of file descriptors.
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                tracing::debug!(%peer, "connection closed: nothing sent within header_read_timeout");
+                return;
+            }
+            let io = conn::IdleTimeout::new(stream, activity.clone(), limits.idle);
+            match tls {
+                None => {
+                    let served = protocols.any.serve_connection(TokioIo::new(io), service);
+                    serve_until_stopped!(served, activity, stopping, limits);
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(io))
+                            .await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let builder = match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => &protocols.h2,
+                        Some(b"http/1.1") => &protocols.h1,
+                        _ => &protocols.any,
+                    };
+                    let served = builder.serve_connection(TokioIo::new(stream), service);
+                    serve_until_stopped!(served, activity, stopping, limits);
                 }
-            };
-            let builder = match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => &protocols.h2,
-                Some(b"http/1.1") => &protocols.h1,
-                _ => &protocols.any,
-            };
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let _ = watcher.watch(connection).await;
+            }
         });
-    }
-    drop(listener);
-    gateway.probes.stop();
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace period over with requests still in flight");
     }
 }
 
@@ -919,6 +1006,8 @@ async fn accept_loop(
 struct ConnectionLimits {
     header_read_timeout: Duration,
     max_header_bytes: usize,
+    idle: Duration,
+    drain: Duration,
     grace: Duration,
 }
 
@@ -927,6 +1016,8 @@ impl ConnectionLimits {
         Self {
             header_read_timeout: config.server.header_read_timeout,
             max_header_bytes: config.server.max_header_bytes,
+            idle: config.server.connection_idle_timeout,
+            drain: config.server.shutdown_drain,
             grace: config.server.shutdown_grace,
         }
     }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -141,7 +140,7 @@ impl Gateway {
     }
 
     async fn status(&self, config: &Config) -> Status {
-        let now = Instant::now();
+        let now = self.clock.instant();
         let sessions = self.registry.snapshot();
         let mut backends: Vec<BackendRow> = config
             .backends

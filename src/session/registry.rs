@@ -19,6 +19,8 @@ impl Sessions {
         match held {
             Held::Backend(key) => (&self.per_backend, &mut self.reserved, key),
             Held::Subject(key) => (&self.per_subject, &mut self.reserved_subjects, key),
+            // Never asked: `hold` counts these apart.
+            Held::Any => (&self.per_backend, &mut self.reserved, ""),
         }
     }
 
@@ -51,11 +53,17 @@ pub struct Reservation<'a> {
 enum Held {
     Backend(String),
     Subject(String),
+    /// A place among all of this replica's sessions (`[server] max_live_sessions`).
+    Any,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.registry.with(|live| {
+            if let Held::Any = self.held {
+                live.reserved_any = live.reserved_any.saturating_sub(1);
+                return;
+            }
             let (_, reserved, key) = live.places(&self.held);
             if let Some(count) = reserved.get_mut(key) {
                 *count = count.saturating_sub(1);
@@ -117,6 +125,8 @@ struct Sessions {
     reserved: HashMap<String, usize>,
     /// Likewise against `max_sessions_per_subject`.
     reserved_subjects: HashMap<String, usize>,
+    /// Likewise against `[server] max_live_sessions`.
+    reserved_any: usize,
 }
 
 impl SessionRegistry {
@@ -217,8 +227,21 @@ impl SessionRegistry {
         self.hold(Held::Subject(subject.to_owned()), max)
     }
 
+    /// The same for all of this replica's sessions together, so that no client (an anonymous
+    /// flood included) grows the registry past `max`.
+    pub fn reserve_any(&self, max: usize) -> Option<Reservation<'_>> {
+        self.hold(Held::Any, max)
+    }
+
     fn hold(&self, held: Held, max: usize) -> Option<Reservation<'_>> {
         self.with(|live| {
+            if let Held::Any = held {
+                if live.by_sid.len() + live.reserved_any >= max {
+                    return None;
+                }
+                live.reserved_any += 1;
+                return Some(());
+            }
             let (counts, reserved, key) = live.places(&held);
             let taken =
                 counts.get(key).copied().unwrap_or(0) + reserved.get(key).copied().unwrap_or(0);
@@ -269,6 +292,25 @@ mod tests {
         assert!(registry.reserve("b", 2).is_some(), "one live, one free");
         registry.insert("s2".into(), session("b", 0));
         assert!(registry.reserve("b", 2).is_none(), "two live");
+    }
+
+    #[test]
+    fn the_whole_registry_is_bounded_across_backends() {
+        let registry = SessionRegistry::default();
+        registry.insert("s1".into(), session("a", 0));
+        let pending = registry.reserve_any(3).expect("one live, none pending");
+        registry.insert("s2".into(), session("b", 0));
+        assert!(
+            registry.reserve_any(3).is_none(),
+            "two live and one pending fill 3"
+        );
+        drop(pending);
+        let last = registry.reserve_any(3).expect("two live");
+        registry.insert("s3".into(), session("c", 0));
+        drop(last);
+        assert!(registry.reserve_any(3).is_none(), "three live");
+        registry.remove("s1", 0);
+        assert!(registry.reserve_any(3).is_some());
     }
 
     fn session(backend: &str, created: u64) -> LiveSession {

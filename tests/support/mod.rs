@@ -237,9 +237,11 @@ pub fn config(text: &str) -> Config {
     .unwrap_or_else(|e| panic!("test config invalid: {e}"))
 }
 
-/// A gateway serving `text` on an ephemeral loopback port.
+/// A gateway on a loopback port, on a clock tests move with `gw.gateway.clock().advance`.
 pub async fn gateway(text: &str) -> RunningServer {
-    let gateway = Gateway::new(config(text)).expect("gateway");
+    let gateway = Gateway::new(config(text))
+        .expect("gateway")
+        .with_clock(whipgate::clock::Clock::adjustable());
     server::start(gateway, Some("127.0.0.1:0".parse().expect("addr")))
         .await
         .expect("start gateway")
@@ -499,9 +501,43 @@ impl Served {
     }
 }
 
+impl Served {
+    /// Waits for an exit already asked for (by a signal sent earlier).
+    pub fn finish_exited(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().expect("whipgate exits");
+        let rest = self.lines.try_iter().collect();
+        (status, rest)
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits for `condition` (polled every 10 ms), failing the test after 10 s with `what`.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of one series on the gateway's `/metrics` (`None` when it is absent).
+pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
+    let text = send(addr, "GET", "/metrics", &[], "").await.body;
+    text.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
