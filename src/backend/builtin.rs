@@ -124,6 +124,7 @@ async fn create(
         .map_err(|_| AttemptError::fatal(GatewayError::Internal("bad resource".into())))?;
     Ok(Created {
         answer: Bytes::from(answer),
+        counter_offer: false,
         resource,
         etag: None,
         ice_servers: Vec::new(),

@@ -64,6 +64,7 @@ pub(super) async fn post_offer(
     target: &Target<'_>,
     offer: Bytes,
 ) -> Result<Created, AttemptError> {
+    let legacy = offer.is_empty();
     let mut headers = base_headers(target);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
     headers.insert(header::ACCEPT, HeaderValue::from_static(target.accept));
@@ -80,7 +81,19 @@ pub(super) async fn post_offer(
         .await
         .map_err(|e| transport_error(backend, e))?;
     match response.status {
-        StatusCode::CREATED | StatusCode::OK => created(backend, target, response),
+        // To an empty (legacy) POST, the body of a 201 is the server's own offer.
+        StatusCode::CREATED | StatusCode::OK => created(backend, target, response, legacy),
+        // WHEP: the server refuses the offer and makes its own. Only an SDP body makes a
+        // 406 a counter-offer (its SDP is checked by the front door); otherwise it is an
+        // ordinary refusal.
+        StatusCode::NOT_ACCEPTABLE
+            if kind == EndpointKind::Whep
+                && is_sdp(&response.headers)
+                && !response.body.is_empty()
+                && response.headers.contains_key(header::LOCATION) =>
+        {
+            created(backend, target, response, true)
+        }
         status => {
             log_refusal(backend, "POST", &response);
             Err(create_refused(
@@ -94,10 +107,20 @@ pub(super) async fn post_offer(
     }
 }
 
+fn is_sdp(headers: &HeaderMap) -> bool {
+    frontdoor::content_type_is(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        SDP,
+    )
+}
+
 fn created(
     backend: &BackendDef,
     target: &Target<'_>,
     response: UpstreamResponse,
+    counter_offer: bool,
 ) -> Result<Created, AttemptError> {
     let bad = |reason: &str| {
         AttemptError::fatal(GatewayError::BadGateway(format!(
@@ -139,6 +162,7 @@ fn created(
     );
     Ok(Created {
         answer: response.body,
+        counter_offer,
         resource,
         etag,
         ice_servers,
@@ -241,6 +265,36 @@ pub(super) async fn patch(
                 "PATCH",
                 target.passthrough,
             ))
+        }
+    }
+}
+
+/// Sends a client's answer to the backend's offer (WHEP: `PATCH application/sdp`).
+pub(super) async fn answer(
+    cx: &Upstreams,
+    backend: &BackendDef,
+    target: &Target<'_>,
+    answer: Bytes,
+) -> Result<(), GatewayError> {
+    let mut headers = base_headers(target);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    let response = cx
+        .client
+        .send(
+            backend,
+            target.extra_host,
+            Method::PATCH,
+            target.url.clone(),
+            headers,
+            answer,
+        )
+        .await
+        .map_err(|e| transport_error(backend, e).error)?;
+    match response.status.as_u16() {
+        200..=299 => Ok(()),
+        status => {
+            log_refusal(backend, "PATCH", &response);
+            Err(session_refused(backend, status, "PATCH", target.passthrough))
         }
     }
 }

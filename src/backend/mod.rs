@@ -188,6 +188,32 @@ pub trait Adapter: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Whether a player's empty POST (legacy WHEP: the server offers) may go to it.
+    fn makes_offers(&self) -> bool {
+        false
+    }
+
+    /// A client's answer to the backend's offer (`PATCH application/sdp` on a session whose
+    /// POST got a counter-offer); by default a WHEP PATCH of the resource.
+    fn answer<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        backend: &'a BackendDef,
+        session: SessionRequest<'a>,
+        answer: Bytes,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            let target = self.session_target(&session)?;
+            exchange::answer(
+                cx,
+                backend,
+                &target.exchange(backend, session.request_id),
+                answer,
+            )
+            .await
+        })
+    }
+
     /// Ends a session it created, with whatever cleanup the vendor needs.
     fn delete<'a>(
         &'a self,
@@ -451,7 +477,11 @@ pub struct SessionRequest<'a> {
 /// A backend session that now exists.
 #[derive(Debug, Clone)]
 pub struct Created {
+    /// The backend's answer; or its own offer with `counter_offer`.
     pub answer: Bytes,
+    /// The body is the backend's offer (a WHEP 406 counter-offer, or a legacy server offer
+    /// to an empty POST): the client answers it with `PATCH application/sdp`.
+    pub counter_offer: bool,
     /// Absolute, on a host the backend is allowed to use.
     pub resource: Url,
     pub etag: Option<String>,

@@ -163,6 +163,11 @@ impl Adapter for Whip {
         "whip"
     }
 
+    /// A remote WHEP server may still speak the legacy protocol (it offers to an empty POST).
+    fn makes_offers(&self) -> bool {
+        true
+    }
+
     fn serves(&self, endpoint: EndpointKind) -> bool {
         self.endpoint(endpoint).is_some()
     }

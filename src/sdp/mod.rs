@@ -193,6 +193,54 @@ impl Offer {
     }
 }
 
+/// Checks a backend's own offer before a client of `kind` sees it (a WHEP counter-offer or
+/// a legacy server offer): well formed, sending media the way a WHIP offer would, with the
+/// answer policy applied as to any SDP whipgate returns. `Unacceptable` when it is not an
+/// offer a player could answer, so that a 406 carrying it counts as an ordinary error.
+pub fn check_server_offer<'a>(
+    kind: EndpointKind,
+    text: &'a str,
+    answer_policy: Option<&policy::AnswerPolicy>,
+) -> Result<Cow<'a, str>, SdpError> {
+    let mut lines = parse_sdp(text)?;
+    grammar::well_formed(&lines)?;
+    let media = outline(&lines).media;
+    let sends = match kind {
+        // A server offering media to a player sends it.
+        EndpointKind::Whep => EndpointKind::Whip,
+        // A server offering to a publisher receives.
+        EndpointKind::Whip => EndpointKind::Whep,
+    };
+    check_directions(sends, &media).map_err(|e| {
+        SdpError::Unacceptable(format!(
+            "the backend's offer is unusable: {}",
+            e.to_string().replace("offer", "its offer")
+        ))
+    })?;
+    if let Some(answer_policy) = answer_policy {
+        policy::apply_to_answer(&mut lines, answer_policy);
+    }
+    Ok(if lines.is_verbatim() {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(lines.write())
+    })
+}
+
+/// Checks a client's answer to a backend's offer (its `PATCH application/sdp`): well formed,
+/// with at least one m-line, less its mDNS candidates.
+pub fn prepare_client_answer(text: &str) -> Result<String, SdpError> {
+    let mut lines = parse_sdp(text)?;
+    let noticed = grammar::well_formed(&lines)?;
+    if outline(&lines).media.is_empty() {
+        return Err(SdpError::Unacceptable("answer has no m-line".into()));
+    }
+    if noticed.mdns_candidates {
+        lines.remove_where(is_mdns_candidate);
+    }
+    Ok(lines.write())
+}
+
 fn parse_sdp(text: &str) -> Result<Lines, SdpError> {
     let lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
     if lines.get(0).and_then(|line| line.kind()) != Some(b'v') {
@@ -280,7 +328,14 @@ fn check_directions(kind: EndpointKind, media: &[MediaSummary]) -> Result<(), Sd
     if media.is_empty() {
         return Err(SdpError::Unacceptable("offer has no m-line".into()));
     }
-    let active = || media.iter().enumerate().filter(|(_, m)| m.active);
+    // A data channel (m=application) has no direction: it never makes an offer send or
+    // receive media, and a player may add one to a receive-only offer.
+    let active = || {
+        media
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.active && m.media != "application")
+    };
     match kind {
         EndpointKind::Whip => {
             if active().any(|(_, m)| m.direction.sends()) {

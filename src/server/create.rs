@@ -23,6 +23,10 @@ use crate::session::{LiveSession, SessionClaims};
 const SDP: &str = "application/sdp";
 const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
+/// The key in a session's sealed state saying that the backend made the offer and the
+/// client's `PATCH application/sdp` answer is expected.
+pub(super) const ANSWER_EXPECTED: &str = "whipgate.answer";
+
 /// What went wrong with the candidates tried so far; decides the final error.
 #[derive(Default)]
 struct Misses {
@@ -48,7 +52,8 @@ struct Ctx<'a> {
     bind_subject: bool,
     kind: EndpointKind,
     stream: &'a StreamName,
-    offer: &'a Offer,
+    /// `None` for a legacy player's empty POST: the backend makes the offer.
+    offer: Option<&'a Offer>,
     /// The body `offer` was prepared from, forwarded as is when no policy changes it.
     offer_body: &'a Bytes,
     parts: &'a http::request::Parts,
@@ -120,8 +125,16 @@ impl Gateway {
         let body = read_body(&parts.headers, body, config).await?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
-        let offer = sdp::prepare_offer_with(kind, text, config.server.sdp_validation)
-            .inspect_err(|error| self.count_rejection(error))?;
+        // A WHEP player that POSTs nothing asks the server to offer (draft-murillo-whep-01,
+        // still used by players written for Cloudflare's first WHEP).
+        let offer = if kind == EndpointKind::Whep && text.trim().is_empty() {
+            None
+        } else {
+            Some(
+                sdp::prepare_offer_with(kind, text, config.server.sdp_validation)
+                    .inspect_err(|error| self.count_rejection(error))?,
+            )
+        };
         let ctx = Ctx {
             subject,
             tier,
@@ -130,7 +143,7 @@ impl Gateway {
             bind_subject: decision.route.bind_sessions,
             kind,
             stream: &stream,
-            offer: &offer,
+            offer: offer.as_ref(),
             offer_body: &body,
             parts: &parts,
             request_id,
@@ -230,7 +243,25 @@ impl Gateway {
                 None => None,
             };
             let policy = backend.sdp.overridden_by(&decision.route.sdp);
-            let upstream_offer = match ctx.offer.rewrite(&policy) {
+            tracing::debug!(request_id = ctx.request_id, backend = %backend.id, %reason, "trying backend");
+            let Some(client_offer) = ctx.offer else {
+                if backend.adapter.makes_offers() {
+                    let Some(created) = self
+                        .attempt(config, backend, decision, ctx, Bytes::new(), outcome, misses)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    return self
+                        .counter_offered(config, backend, decision, ctx, created, &policy)
+                        .map(Some);
+                }
+                misses
+                    .skipped
+                    .push(format!("{} cannot make an offer (send one)", backend.id));
+                continue;
+            };
+            let upstream_offer = match client_offer.rewrite(&policy) {
                 Ok(rewritten) => rewritten,
                 Err(error) => {
                     tracing::debug!(request_id = ctx.request_id, backend = %backend.id, %error, "offer refused by the backend's SDP policy");
@@ -239,78 +270,22 @@ impl Gateway {
                     continue;
                 }
             };
-            if let Some((from, reason)) = misses.last_skip.take() {
-                self.metrics
-                    .failovers
-                    .with_label_values(&[from.as_str(), backend.id.0.as_str(), reason])
-                    .inc();
-            }
-            if outcome.backend.is_some() {
-                outcome.failovers += 1;
-            }
-            outcome.backend = Some(backend.id.0.clone());
-            tracing::debug!(request_id = ctx.request_id, backend = %backend.id, %reason, "trying backend");
-            let attempt = backend
-                .adapter
-                .create(
-                    &self.upstreams,
-                    backend.as_ref(),
-                    CreateRequest {
-                        kind: ctx.kind,
-                        stream: ctx.stream,
-                        captures: &decision.captures,
-                        offer: if upstream_offer.is_unchanged() {
-                            ctx.offer_body.clone()
-                        } else {
-                            Bytes::from(upstream_offer.text())
-                        },
-                        client_authorization: ctx.parts.headers.get(header::AUTHORIZATION),
-                        request_id: ctx.request_id,
-                        sid: &ctx.sid,
-                        route: &decision.route.id,
-                        subject: ctx.subject,
-                        tier: ctx.tier,
-                        client_ip: ctx.client_ip,
-                        now: self.clock.unix(),
-                    },
-                )
-                .await;
-            let created = match attempt {
-                Ok(created) => {
-                    self.health.record_success(&backend.id.0);
-                    created
-                }
-                Err(AttemptError {
-                    error: error @ GatewayError::NotLive { .. },
-                    ..
-                }) => {
-                    misses.not_live = Some(error);
-                    misses.last_skip = Some((backend.id.0.clone(), "not_live"));
-                    continue;
-                }
-                Err(failure) if failure.retryable => {
-                    tracing::warn!(
-                        request_id = ctx.request_id,
-                        backend = %backend.id,
-                        reason = %failure.error,
-                        "backend failed; trying the next candidate, if any"
-                    );
-                    self.health.record_failure(
-                        &backend.id.0,
-                        self.clock.instant(),
-                        failure.error.retry_after(),
-                        backend.circuit,
-                    );
-                    let reason = match failure.error {
-                        GatewayError::GatewayTimeout(_) => "timeout",
-                        _ => "unavailable",
-                    };
-                    misses.unavailable = Some(failure.error);
-                    misses.last_skip = Some((backend.id.0.clone(), reason));
-                    continue;
-                }
-                Err(failure) => return Err(self.with_retry_after(config, failure.error)),
+            let offer = if upstream_offer.is_unchanged() {
+                ctx.offer_body.clone()
+            } else {
+                Bytes::from(upstream_offer.text())
             };
+            let Some(created) = self
+                .attempt(config, backend, decision, ctx, offer, outcome, misses)
+                .await?
+            else {
+                continue;
+            };
+            if created.counter_offer {
+                return self
+                    .counter_offered(config, backend, decision, ctx, created, &policy)
+                    .map(Some);
+            }
             let answer = match std::str::from_utf8(&created.answer)
                 .map_err(|_| crate::sdp::SdpError::Malformed("the answer is not UTF-8".into()))
                 .and_then(|answer| upstream_offer.accept_answer(answer, &policy))
@@ -331,6 +306,133 @@ impl Gateway {
                 .map(Some);
         }
         Ok(None)
+    }
+
+    /// One backend's attempt at the session; `None` when the next candidate should try.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        config: &Config,
+        backend: &Arc<BackendDef>,
+        decision: &Decision<'_>,
+        ctx: &Ctx<'_>,
+        offer: Bytes,
+        outcome: &mut Outcome,
+        misses: &mut Misses,
+    ) -> Result<Option<crate::backend::Created>, GatewayError> {
+        if let Some((from, reason)) = misses.last_skip.take() {
+            self.metrics
+                .failovers
+                .with_label_values(&[from.as_str(), backend.id.0.as_str(), reason])
+                .inc();
+        }
+        if outcome.backend.is_some() {
+            outcome.failovers += 1;
+        }
+        outcome.backend = Some(backend.id.0.clone());
+        let attempt = backend
+            .adapter
+            .create(
+                &self.upstreams,
+                backend.as_ref(),
+                CreateRequest {
+                    kind: ctx.kind,
+                    stream: ctx.stream,
+                    captures: &decision.captures,
+                    offer,
+                    client_authorization: ctx.parts.headers.get(header::AUTHORIZATION),
+                    request_id: ctx.request_id,
+                    sid: &ctx.sid,
+                    route: &decision.route.id,
+                    subject: ctx.subject,
+                    tier: ctx.tier,
+                    client_ip: ctx.client_ip,
+                    now: self.clock.unix(),
+                },
+            )
+            .await;
+        match attempt {
+            Ok(created) => {
+                self.health.record_success(&backend.id.0);
+                Ok(Some(created))
+            }
+            Err(AttemptError {
+                error: error @ GatewayError::NotLive { .. },
+                ..
+            }) => {
+                misses.not_live = Some(error);
+                misses.last_skip = Some((backend.id.0.clone(), "not_live"));
+                Ok(None)
+            }
+            Err(failure) if failure.retryable => {
+                tracing::warn!(
+                    request_id = ctx.request_id,
+                    backend = %backend.id,
+                    reason = %failure.error,
+                    "backend failed; trying the next candidate, if any"
+                );
+                self.health.record_failure(
+                    &backend.id.0,
+                    self.clock.instant(),
+                    failure.error.retry_after(),
+                    backend.circuit,
+                );
+                let reason = match failure.error {
+                    GatewayError::GatewayTimeout(_) => "timeout",
+                    _ => "unavailable",
+                };
+                misses.unavailable = Some(failure.error);
+                misses.last_skip = Some((backend.id.0.clone(), reason));
+                Ok(None)
+            }
+            Err(failure) => Err(self.with_retry_after(config, failure.error)),
+        }
+    }
+
+    /// A session whose backend made the offer: the client gets it, as a 406 counter-offer
+    /// to its own offer (WHEP-04) or as the 201 a legacy empty POST expects, and answers
+    /// with `PATCH application/sdp`. An offer no player could answer is the backend's error.
+    fn counter_offered(
+        &self,
+        config: &Config,
+        backend: &Arc<BackendDef>,
+        decision: &Decision<'_>,
+        ctx: &Ctx<'_>,
+        mut created: crate::backend::Created,
+        policy: &sdp::Policy,
+    ) -> Result<Response<Body>, GatewayError> {
+        let offer = match std::str::from_utf8(&created.answer)
+            .map_err(|_| SdpError::Malformed("the offer is not UTF-8".into()))
+            .and_then(|offer| sdp::check_server_offer(ctx.kind, offer, policy.answer.as_ref()))
+        {
+            Ok(Cow::Borrowed(_)) => created.answer.clone(),
+            Ok(Cow::Owned(rewritten)) => Bytes::from(rewritten),
+            Err(error) => {
+                let claims = self.claims(config, backend, decision, ctx, &created);
+                self.release(backend.clone(), claims, ctx.request_id);
+                return Err(GatewayError::BadGateway(format!(
+                    "backend {} made an unusable offer: {error}",
+                    backend.id
+                )));
+            }
+        };
+        created
+            .state
+            .insert(ANSWER_EXPECTED.into(), String::new());
+        let trickles = backend.trickle;
+        let mut response = self.created(config, backend, decision, ctx, created, offer)?;
+        if ctx.offer.is_some() {
+            *response.status_mut() = StatusCode::NOT_ACCEPTABLE;
+        }
+        response.headers_mut().insert(
+            "accept-patch",
+            HeaderValue::from_static(if trickles {
+                "application/trickle-ice-sdpfrag, application/sdp"
+            } else {
+                SDP
+            }),
+        );
+        Ok(response)
     }
 
     /// What the session token will hold.

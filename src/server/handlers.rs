@@ -352,6 +352,15 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (claims, backend, resource) = self.open(config, token, request.headers(), outcome)?;
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        if frontdoor::content_type_is(content_type, SDP) {
+            return self
+                .answer(config, claims, backend, resource, request, request_id)
+                .await;
+        }
         if !backend.trickle {
             return Err(GatewayError::MethodNotAllowed {
                 reason: "this session's backend does not support trickle ICE or ICE restart".into(),
@@ -435,6 +444,57 @@ impl Gateway {
         Ok(response)
     }
 
+    /// `PATCH application/sdp`: the client's answer to the backend's offer (WHEP-04 §4.2's
+    /// counter-offer, or a legacy server offer). Only a session that got an offer expects
+    /// one (422 otherwise, as WHEP-04 says).
+    async fn answer<B>(
+        &self,
+        config: &Config,
+        claims: SessionClaims,
+        backend: std::sync::Arc<crate::backend::BackendDef>,
+        resource: Url,
+        request: Request<B>,
+        request_id: &str,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if !claims.state.contains_key(super::create::ANSWER_EXPECTED) {
+            return Err(GatewayError::Unprocessable(
+                "this session expects no SDP answer: PATCH it with application/trickle-ice-sdpfrag"
+                    .into(),
+            ));
+        }
+        let (parts, body) = request.into_parts();
+        let body = read_body(&parts.headers, body, config).await?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
+        let answer = sdp::prepare_client_answer(text)?;
+        backend
+            .adapter
+            .answer(
+                &self.upstreams,
+                &backend,
+                SessionRequest {
+                    resource: &resource,
+                    claims: &claims,
+                    client_authorization: parts.headers.get(header::AUTHORIZATION),
+                    request_id,
+                    client_ip: super::create::client_address(
+                        config,
+                        &parts.headers,
+                        &parts.extensions,
+                    ),
+                    now: self.clock.unix(),
+                },
+                Bytes::from(answer),
+            )
+            .await
+            .map_err(|error| self.with_retry_after(config, error))?;
+        Ok(response::empty(StatusCode::NO_CONTENT))
+    }
+
     async fn delete<B>(
         &self,
         config: &Config,
@@ -486,13 +546,15 @@ impl Gateway {
         request: &Request<B>,
     ) -> Response<Body> {
         let now = self.clock.unix();
-        let supports_patch = self
-            .keys()
-            .open(token, now)
-            .ok()
+        let claims = self.keys().open(token, now).ok();
+        let trickles = claims
+            .as_ref()
             .and_then(|claims| self.backend_for_session(config, &claims.backend))
             .is_none_or(|backend| backend.trickle);
-        let methods = if supports_patch {
+        let answers = claims
+            .as_ref()
+            .is_some_and(|claims| claims.state.contains_key(super::create::ANSWER_EXPECTED));
+        let methods = if trickles || answers {
             SESSION_METHODS
         } else {
             SESSION_METHODS_NO_PATCH
@@ -500,8 +562,14 @@ impl Gateway {
         let mut response = response::empty(StatusCode::NO_CONTENT);
         let headers = response.headers_mut();
         headers.insert(header::ALLOW, HeaderValue::from_static(methods));
-        if supports_patch {
-            headers.insert(ACCEPT_PATCH, HeaderValue::from_static(SDPFRAG));
+        let accept_patch = match (trickles, answers) {
+            (true, true) => Some("application/trickle-ice-sdpfrag, application/sdp"),
+            (true, false) => Some(SDPFRAG),
+            (false, true) => Some(SDP),
+            (false, false) => None,
+        };
+        if let Some(accept_patch) = accept_patch {
+            headers.insert(ACCEPT_PATCH, HeaderValue::from_static(accept_patch));
         }
         if is_preflight(request) {
             cors::preflight(headers, methods);

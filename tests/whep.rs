@@ -1,0 +1,246 @@
+//! WHEP (draft-ietf-wish-whep-04) at the front door against in-process fake backends:
+//! counter-offers both ways, legacy server offers, partial answers.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use support::{corpus, gateway, send, FakeBackend, Reply, Seen};
+
+const SERVER: &str = r#"
+[server]
+public_url = "https://gw.example.com"
+session_keys = [{ id = "k1", secret_env = "KEY1" }]
+upstream_timeout = "500ms"
+"#;
+
+fn table(backend: &FakeBackend) -> String {
+    format!(
+        "{SERVER}[[backend]]\nid = \"origin\"\nkind = \"whip\"\nwhip_url = \"{w}\"\nwhep_url = \"{e}\"\n\
+         [[route]]\nbackends = [\"origin\"]\n",
+        w = backend.url("/whip/{stream}"),
+        e = backend.url("/whep/{stream}")
+    )
+}
+
+/// What a server that sends media offers: a sendonly offer (the WHIP corpus offer is one).
+fn server_offer() -> String {
+    corpus("chromium-whip-offer-vp8.sdp")
+}
+
+/// A player's answer to it: receive-only (the WHIP corpus answer is one).
+fn player_answer() -> String {
+    corpus("janus-whip-answer.sdp")
+}
+
+/// A WHEP-04 server that counter-offers whatever the player sends, and a legacy one that
+/// offers to an empty POST; it records the answers it gets.
+fn offering_server(answers: Arc<Mutex<Vec<Seen>>>) -> impl Fn(&Seen) -> Reply + Send + Sync {
+    move |seen: &Seen| match seen.method.as_str() {
+        "POST" if seen.body.is_empty() => Reply::new(201)
+            .header("content-type", "application/sdp")
+            .header("location", "/resource/legacy")
+            .body(server_offer()),
+        "POST" => Reply::new(406)
+            .header("content-type", "application/sdp")
+            .header("location", "/resource/counter")
+            .body(server_offer()),
+        "PATCH" => {
+            answers.lock().expect("lock").push(seen.clone());
+            Reply::new(204)
+        }
+        _ => Reply::new(200),
+    }
+}
+
+#[tokio::test]
+async fn a_counter_offer_reaches_the_player_and_its_answer_reaches_the_backend() {
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let backend = FakeBackend::start(offering_server(answers.clone())).await;
+    let gw = gateway(&table(&backend)).await;
+    let got = send(
+        gw.local_addr,
+        "POST",
+        "/whep/show",
+        &[("content-type", "application/sdp")],
+        corpus("chromium-whep-offer.sdp"),
+    )
+    .await;
+    assert_eq!(got.status, 406, "{}", got.body);
+    assert!(got
+        .header("content-type")
+        .is_some_and(|v| v.starts_with("application/sdp")));
+    assert!(got.body.contains("a=sendonly"), "the backend's offer: {}", got.body);
+    let location = got.header("location").expect("Location").to_owned();
+    assert!(
+        location.starts_with("https://gw.example.com/session/"),
+        "absolute, on whipgate: {location}"
+    );
+    assert!(got
+        .header("accept-patch")
+        .is_some_and(|v| v.contains("application/sdp")));
+    let patched = send(
+        gw.local_addr,
+        "PATCH",
+        &got.location_path(),
+        &[("content-type", "application/sdp")],
+        player_answer(),
+    )
+    .await;
+    assert_eq!(patched.status, 204, "{}", patched.body);
+    let answers = answers.lock().expect("lock").clone();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].path, "/resource/counter");
+    assert_eq!(answers[0].header("content-type"), Some("application/sdp"));
+    assert!(String::from_utf8_lossy(&answers[0].body).contains("a=recvonly"));
+    // The session's preflight lets a browser PATCH the answer.
+    let options = send(
+        gw.local_addr,
+        "OPTIONS",
+        &got.location_path(),
+        &[
+            ("origin", "https://player.example"),
+            ("access-control-request-method", "PATCH"),
+        ],
+        "",
+    )
+    .await;
+    assert!(options
+        .header("access-control-allow-methods")
+        .is_some_and(|v| v.contains("PATCH")));
+}
+
+#[tokio::test]
+async fn a_legacy_empty_post_gets_the_backends_offer_with_a_201() {
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let backend = FakeBackend::start(offering_server(answers.clone())).await;
+    let gw = gateway(&table(&backend)).await;
+    let got = send(
+        gw.local_addr,
+        "POST",
+        "/whep/show",
+        &[("content-type", "application/sdp")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 201, "{}", got.body);
+    assert!(got.body.contains("a=sendonly"));
+    let patched = send(
+        gw.local_addr,
+        "PATCH",
+        &got.location_path(),
+        &[("content-type", "application/sdp")],
+        player_answer(),
+    )
+    .await;
+    assert_eq!(patched.status, 204, "{}", patched.body);
+    assert_eq!(answers.lock().expect("lock")[0].path, "/resource/legacy");
+    // An empty WHIP POST is still an error: a publisher must offer.
+    let whip = send(
+        gw.local_addr,
+        "POST",
+        "/whip/show",
+        &[("content-type", "application/sdp")],
+        "",
+    )
+    .await;
+    assert_eq!(whip.status, 400, "{}", whip.body);
+}
+
+#[tokio::test]
+async fn a_406_without_a_usable_offer_is_an_ordinary_error() {
+    for (content_type, body) in [
+        ("text/plain", "codec not supported".to_owned()),
+        ("application/sdp", "this is not SDP".to_owned()),
+        // An offer that receives: no player could answer it to watch.
+        ("application/sdp", corpus("chromium-whep-offer.sdp")),
+    ] {
+        let backend = FakeBackend::start(move |seen: &Seen| match seen.method.as_str() {
+            "POST" => Reply::new(406)
+                .header("content-type", content_type)
+                .header("location", "/resource/x")
+                .body(body.clone()),
+            _ => Reply::new(200),
+        })
+        .await;
+        let gw = gateway(&table(&backend)).await;
+        let got = send(
+            gw.local_addr,
+            "POST",
+            "/whep/show",
+            &[("content-type", "application/sdp")],
+            corpus("chromium-whep-offer.sdp"),
+        )
+        .await;
+        assert_ne!(got.status, 406, "{content_type}: {}", got.body);
+        assert!(got.status >= 400, "{}", got.status);
+        assert!(!got
+            .header("content-type")
+            .is_some_and(|v| v.starts_with("application/sdp")));
+    }
+}
+
+#[tokio::test]
+async fn an_answer_where_none_is_expected_is_422() {
+    let backend = FakeBackend::start(support::whip_server()).await;
+    let gw = gateway(&table(&backend)).await;
+    let got = send(
+        gw.local_addr,
+        "POST",
+        "/whep/show",
+        &[("content-type", "application/sdp")],
+        corpus("chromium-whep-offer.sdp"),
+    )
+    .await;
+    assert_eq!(got.status, 201);
+    let patched = send(
+        gw.local_addr,
+        "PATCH",
+        &got.location_path(),
+        &[("content-type", "application/sdp")],
+        player_answer(),
+    )
+    .await;
+    assert_eq!(patched.status, 422, "{}", patched.body);
+    let wrong = send(
+        gw.local_addr,
+        "PATCH",
+        &got.location_path(),
+        &[("content-type", "text/plain")],
+        "x",
+    )
+    .await;
+    assert_eq!(wrong.status, 415, "{}", wrong.body);
+    assert!(backend.seen().iter().all(|s| s.method != "PATCH"));
+}
+
+/// WHEP-04: a rejected data channel (port 0) is a partial answer, and still a session.
+#[tokio::test]
+async fn a_partial_answer_rejecting_the_data_channel_is_accepted() {
+    let with_data = format!(
+        "{}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\na=sctp-port:5000\r\n",
+        corpus("chromium-whep-offer.sdp").replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2")
+    );
+    let partial = format!(
+        "{}m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:2\r\n",
+        corpus("pion-whep-answer.sdp")
+    );
+    let backend = FakeBackend::start(move |seen: &Seen| match seen.method.as_str() {
+        "POST" => Reply::new(201)
+            .header("location", "/resource/p")
+            .body(partial.clone()),
+        _ => Reply::new(200),
+    })
+    .await;
+    let gw = gateway(&table(&backend)).await;
+    let got = send(
+        gw.local_addr,
+        "POST",
+        "/whep/show",
+        &[("content-type", "application/sdp")],
+        with_data,
+    )
+    .await;
+    assert_eq!(got.status, 201, "{}", got.body);
+    assert!(got.body.contains("m=application 0 "));
+}
