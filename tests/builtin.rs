@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{corpus, gateway, send};
+use support::{corpus, gateway, path_of, send, EventStream};
 
 const CONFIG: &str = r#"
 [server]
@@ -105,6 +105,42 @@ async fn publish_answer_trickle_play_and_delete() {
     let json: serde_json::Value = serde_json::from_str(&status.body).expect("json");
     assert_eq!(json["streams"][0]["stream"], "cam");
     assert_eq!(json["backends"][0]["kind"], "builtin");
+    // WHEP events: the built-in SFU tells whether the stream is live and how many watch.
+    let link = viewer
+        .all("link")
+        .into_iter()
+        .find(|l| l.contains("server-sent-events"))
+        .expect("the events Link");
+    assert!(
+        link.contains("events=\"active,inactive,viewercount,reconnect\""),
+        "{link}"
+    );
+    let events_url = link
+        .split('<')
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .expect("URL in the Link");
+    let subscribed = send(gw.local_addr, "POST", &path_of(events_url), &[], "").await;
+    assert_eq!(subscribed.status, 201, "{}", subscribed.body);
+    let mut events = EventStream::open(
+        gw.local_addr,
+        &path_of(subscribed.header("location").expect("Location")),
+    )
+    .await;
+    // Its publisher has not connected media and the viewer neither (no peer here does):
+    // not live, and nobody counted as watching.
+    assert!(
+        events.next("event: inactive\ndata: {}").await,
+        "{}",
+        events.text
+    );
+    assert!(
+        events
+            .next("event: viewercount\ndata: {\"viewercount\":0}")
+            .await,
+        "{}",
+        events.text
+    );
     // The publisher's DELETE ends it and releases the viewer, whose own DELETE still
     // succeeds once.
     assert_eq!(
@@ -134,6 +170,7 @@ async fn publish_answer_trickle_play_and_delete() {
     );
     let status = send(gw.local_addr, "GET", "/api/status", &[], "").await;
     assert!(status.body.contains("\"streams\": []"), "{}", status.body);
+    assert!(events.ended().await, "the stream ends with its session");
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use support::{corpus, gateway, send, FakeBackend, Reply, Seen};
+use support::{corpus, gateway, path_of, send, EventStream, FakeBackend, Reply, Seen};
 
 const SERVER: &str = r#"
 [server]
@@ -70,7 +70,11 @@ async fn a_counter_offer_reaches_the_player_and_its_answer_reaches_the_backend()
     assert!(got
         .header("content-type")
         .is_some_and(|v| v.starts_with("application/sdp")));
-    assert!(got.body.contains("a=sendonly"), "the backend's offer: {}", got.body);
+    assert!(
+        got.body.contains("a=sendonly"),
+        "the backend's offer: {}",
+        got.body
+    );
     let location = got.header("location").expect("Location").to_owned();
     assert!(
         location.starts_with("https://gw.example.com/session/"),
@@ -243,4 +247,131 @@ async fn a_partial_answer_rejecting_the_data_channel_is_accepted() {
     .await;
     assert_eq!(got.status, 201, "{}", got.body);
     assert!(got.body.contains("m=application 0 "));
+}
+
+/// Sessions advertise events; unsupported ones are refused; draining the backend sends
+/// `reconnect` to the same WHEP URL, ends the backend's publishers and takes no new sessions.
+#[tokio::test]
+async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
+    let backend = FakeBackend::start(support::whip_server()).await;
+    let spare = FakeBackend::start(support::whip_server()).await;
+    let config = format!(
+        "{SERVER}admin_token_env = \"KEY2\"\n\
+         [[backend]]\nid = \"origin\"\nkind = \"whip\"\nwhip_url = \"{w}\"\nwhep_url = \"{e}\"\n\
+         [[backend]]\nid = \"spare\"\nkind = \"whip\"\nwhip_url = \"{sw}\"\nwhep_url = \"{se}\"\n\
+         [[route]]\nbackends = [\"origin\", \"spare\"]\n",
+        w = backend.url("/whip/{stream}"),
+        e = backend.url("/whep/{stream}"),
+        sw = spare.url("/whip/{stream}"),
+        se = spare.url("/whep/{stream}"),
+    );
+    let gw = gateway(&config).await;
+    let publisher = send(
+        gw.local_addr,
+        "POST",
+        "/whip/show",
+        &[("content-type", "application/sdp")],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(publisher.status, 201);
+    let player = send(
+        gw.local_addr,
+        "POST",
+        "/whep/show",
+        &[("content-type", "application/sdp")],
+        corpus("chromium-whep-offer.sdp"),
+    )
+    .await;
+    assert_eq!(player.status, 201);
+    let link = player
+        .all("link")
+        .into_iter()
+        .find(|l| l.contains("urn:ietf:params:whep:ext:core:server-sent-events"))
+        .expect("the events Link");
+    assert!(link.contains("events=\"reconnect\""), "{link}");
+    let events_url = link
+        .split('<')
+        .nth(1)
+        .and_then(|rest| rest.split('>').next())
+        .expect("URL in the Link");
+    for refused in [r#"["active"]"#, r#"["bogus"]"#, "nonsense"] {
+        let got = send(
+            gw.local_addr,
+            "POST",
+            &path_of(events_url),
+            &[("content-type", "application/json")],
+            refused,
+        )
+        .await;
+        assert_eq!(got.status, 400, "{refused}: {}", got.body);
+    }
+    let subscribed = send(
+        gw.local_addr,
+        "POST",
+        &path_of(events_url),
+        &[("content-type", "application/json")],
+        r#"["reconnect"]"#,
+    )
+    .await;
+    assert_eq!(subscribed.status, 201, "{}", subscribed.body);
+    let stream_url = subscribed.header("location").expect("Location").to_owned();
+    let mut events = EventStream::open(gw.local_addr, &path_of(&stream_url)).await;
+    assert_eq!(events.status, 200);
+    assert_eq!(events.content_type, "text/event-stream");
+    assert!(events.next(": whipgate").await, "the stream opens at once");
+
+    let drained = send(
+        gw.local_addr,
+        "POST",
+        "/admin/drain?backend=origin",
+        &[(
+            "authorization",
+            "Bearer k2-secret-k2-secret-k2-secret-k2-secret",
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(drained.status, 200, "{}", drained.body);
+    assert!(
+        events
+            .next("event: reconnect\ndata: {\"url\":\"https://gw.example.com/whep/show\"}")
+            .await,
+        "reconnect sent: {}",
+        events.text
+    );
+    assert!(events.ended().await, "the stream ends after a reconnect");
+    assert!(
+        backend
+            .seen()
+            .iter()
+            .any(|s| s.method == "DELETE" && s.path == "/resource/whip"),
+        "the publisher's session was ended"
+    );
+    let moved = send(
+        gw.local_addr,
+        "POST",
+        "/whip/show",
+        &[("content-type", "application/sdp")],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(moved.status, 201);
+    assert_eq!(
+        spare.count(),
+        1,
+        "the reconnecting publisher lands on the spare"
+    );
+    let unknown = send(
+        gw.local_addr,
+        "POST",
+        "/admin/drain?backend=nope",
+        &[(
+            "authorization",
+            "Bearer k2-secret-k2-secret-k2-secret-k2-secret",
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
 }

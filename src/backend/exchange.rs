@@ -294,7 +294,12 @@ pub(super) async fn answer(
         200..=299 => Ok(()),
         status => {
             log_refusal(backend, "PATCH", &response);
-            Err(session_refused(backend, status, "PATCH", target.passthrough))
+            Err(session_refused(
+                backend,
+                status,
+                "PATCH",
+                target.passthrough,
+            ))
         }
     }
 }

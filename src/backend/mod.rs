@@ -67,6 +67,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "cost_per_minute",
     "circuit",
     "health_check",
+    "drain",
 ];
 
 type BuildAdapter = fn(&mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError>;
@@ -306,6 +307,9 @@ pub struct BackendDef {
     pub cost_per_minute: f64,
     pub circuit: CircuitPolicy,
     pub health_check: Option<HealthCheck>,
+    /// `drain = true`: no new sessions; its publishers are ended so that they reconnect to
+    /// the route's next choice, and its players are told to reconnect.
+    pub drain: bool,
 }
 
 /// An active health probe: `GET url` every `interval`; any answer below 500 within

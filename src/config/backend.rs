@@ -126,6 +126,7 @@ impl Loader<'_> {
             cost_per_minute,
             circuit,
             health_check,
+            drain: common.drain.unwrap_or(false),
         })
     }
 
@@ -183,6 +184,8 @@ struct Common {
     circuit: Option<RawCircuit>,
     /// Active health probe.
     health_check: Option<Spanned<RawHealthCheck>>,
+    /// Takes no new sessions; its publishers are ended and its players told to reconnect.
+    drain: Option<bool>,
 }
 
 impl Common {
@@ -205,6 +208,7 @@ impl Common {
             cost_per_minute: keys.value("cost_per_minute")?,
             circuit: keys.value("circuit")?,
             health_check: keys.take("health_check")?,
+            drain: keys.value("drain")?,
         })
     }
 }

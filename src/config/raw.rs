@@ -122,6 +122,7 @@ pub struct RawServer {
     /// Live sessions one authenticated subject may hold on this replica (default: no limit).
     pub max_sessions_per_subject: Option<usize>,
     pub max_live_sessions: Option<usize>,
+    pub max_event_streams: Option<usize>,
     /// Per client address: POST/PATCH/DELETE per second and burst; `true` means 20/s, burst
     /// 100 (default: off).
     pub rate_limit: Option<RawRateLimit>,

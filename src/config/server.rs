@@ -79,6 +79,8 @@ pub struct ServerSettings {
     pub max_sessions_per_subject: Option<usize>,
     /// Sessions this replica holds at most, all backends and clients together.
     pub max_live_sessions: usize,
+    /// WHEP event streams this replica serves at once.
+    pub max_event_streams: usize,
     /// `None`: no per-address limit.
     pub rate_limit: Option<RateLimitSettings>,
     /// The main listener's certificate and key: TLS only when present.
@@ -294,6 +296,7 @@ impl Loader<'_> {
             pages: raw.pages.unwrap_or(false),
             max_sessions_per_subject: raw.max_sessions_per_subject,
             max_live_sessions: raw.max_live_sessions.unwrap_or(100_000).max(1),
+            max_event_streams: raw.max_event_streams.unwrap_or(10_000),
             rate_limit: match &raw.rate_limit {
                 // Off unless asked for: behind an L7 proxy not listed in trusted_proxies every
                 // client shares the proxy's address, and a default limit would throttle all.

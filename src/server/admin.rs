@@ -63,6 +63,34 @@ impl Gateway {
                     &serde_json::json!({ "error": error, "generation": self.reload_status().generation }),
                 )),
             },
+            ("drain", method @ (&Method::POST | &Method::DELETE)) => {
+                let backend = request
+                    .uri()
+                    .query()
+                    .and_then(|q| {
+                        url::form_urlencoded::parse(q.as_bytes())
+                            .find(|(k, _)| k == "backend")
+                            .map(|(_, v)| v.into_owned())
+                    })
+                    .ok_or_else(|| GatewayError::BadRequest("name it: ?backend=ID".into()))?;
+                let drained = *method == Method::POST;
+                if !self.set_drained(&backend, drained) {
+                    return Err(GatewayError::NotFound(format!(
+                        "no backend {:?}",
+                        backend.chars().take(64).collect::<String>()
+                    )));
+                }
+                if drained {
+                    tracing::info!(%backend, "draining: no new sessions, publishers ended, players told to reconnect");
+                    self.end_drained_publishers().await;
+                } else {
+                    tracing::info!(%backend, "drain ended");
+                }
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "backend": backend, "draining": drained }),
+                ))
+            }
             ("sessions", &Method::GET) => {
                 let now = self.clock.unix();
                 let sessions: Vec<serde_json::Value> = self
@@ -85,7 +113,7 @@ impl Gateway {
             }
             ("explain", &Method::GET) => {
                 let text = explain_from_query(&config, request.uri().query().unwrap_or(""))?;
-                let mut response = Response::new(http_body_util::Full::new(Bytes::from(text)));
+                let mut response = Response::new(super::response::Body::new(Bytes::from(text)));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -150,7 +178,7 @@ fn explain_from_query(config: &crate::config::Config, query: &str) -> Result<Str
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(http_body_util::Full::new(Bytes::from(value.to_string())));
+    let mut response = Response::new(super::response::Body::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

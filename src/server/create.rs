@@ -224,6 +224,10 @@ impl Gateway {
             if !backend.serves(ctx.kind) {
                 continue;
             }
+            if self.is_draining(table, backend) {
+                misses.skipped.push(format!("{} draining", backend.id));
+                continue;
+            }
             if let Err(why) = self.health.check(&backend.id.0, self.clock.instant()) {
                 misses.skipped.push(format!("{} {why}", backend.id));
                 continue;
@@ -247,7 +251,15 @@ impl Gateway {
             let Some(client_offer) = ctx.offer else {
                 if backend.adapter.makes_offers() {
                     let Some(created) = self
-                        .attempt(config, backend, decision, ctx, Bytes::new(), outcome, misses)
+                        .attempt(
+                            config,
+                            backend,
+                            decision,
+                            ctx,
+                            Bytes::new(),
+                            outcome,
+                            misses,
+                        )
                         .await?
                     else {
                         continue;
@@ -416,9 +428,7 @@ impl Gateway {
                 )));
             }
         };
-        created
-            .state
-            .insert(ANSWER_EXPECTED.into(), String::new());
+        created.state.insert(ANSWER_EXPECTED.into(), String::new());
         let trickles = backend.trickle;
         let mut response = self.created(config, backend, decision, ctx, created, offer)?;
         if ctx.offer.is_some() {
@@ -486,6 +496,7 @@ impl Gateway {
             claims.sid.clone(),
             LiveSession {
                 resource: claims.resource.clone(),
+                state: claims.state.clone(),
                 backend: claims.backend.clone(),
                 stream: claims.stream.clone(),
                 subject: ctx.subject.map(str::to_owned),
@@ -494,7 +505,7 @@ impl Gateway {
                 created: now,
             },
         );
-        let mut response = Response::new(http_body_util::Full::new(answer));
+        let mut response = Response::new(super::response::Body::new(answer));
         *response.status_mut() = StatusCode::CREATED;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
@@ -514,6 +525,12 @@ impl Gateway {
         }
         if backend.trickle {
             headers.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+        }
+        if ctx.kind == EndpointKind::Whep {
+            let base = super::handlers::public_base(config, ctx.parts);
+            if let Some(link) = super::events::link(&base, &token, backend.adapter.is_remote()) {
+                headers.append(header::LINK, link);
+            }
         }
         Ok(response)
     }

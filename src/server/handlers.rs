@@ -62,6 +62,8 @@ pub(super) struct Outcome {
 enum Target<'a> {
     Endpoint(EndpointKind, &'a str),
     Session(&'a str),
+    /// A WHEP session's events: subscribe (`None`), or a stream (`Some(list)`).
+    Events(&'a str, Option<&'a str>),
     Admin(&'a str),
     Healthz,
     Readyz,
@@ -80,6 +82,13 @@ fn target(path: &str) -> Target<'_> {
             Target::Endpoint(EndpointKind::Whep, rest)
         }
         (Some("session"), Some(rest)) if !rest.contains('/') => Target::Session(rest),
+        (Some("session"), Some(rest)) => {
+            let mut parts = rest.split('/');
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(token), Some("events"), list, None) => Target::Events(token, list),
+                _ => Target::Unknown,
+            }
+        }
         (Some("admin"), Some(rest)) if !rest.contains('/') => Target::Admin(rest),
         (Some("healthz"), None) => Target::Healthz,
         (Some("readyz"), None) => Target::Readyz,
@@ -90,7 +99,7 @@ fn target(path: &str) -> Target<'_> {
 
 impl Gateway {
     /// Serves one request. Never fails: every error is a response.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Body>
+    pub async fn handle<B>(self: &std::sync::Arc<Self>, request: Request<B>) -> Response<Body>
     where
         B: HttpBody<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -178,7 +187,7 @@ impl Gateway {
     }
 
     async fn dispatch<B>(
-        &self,
+        self: &std::sync::Arc<Self>,
         config: &std::sync::Arc<Config>,
         request: Request<B>,
         request_id: &str,
@@ -306,8 +315,7 @@ impl Gateway {
             Target::Metrics => {
                 outcome.endpoint = "metrics";
                 let mut response = text_response(StatusCode::OK, "");
-                *response.body_mut() =
-                    http_body_util::Full::new(Bytes::from(self.render_metrics()));
+                *response.body_mut() = Body::new(Bytes::from(self.render_metrics()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -328,6 +336,26 @@ impl Gateway {
                         allow: "GET, HEAD",
                     }),
                 }
+            }
+            Target::Events(token, list) => {
+                outcome.endpoint = "events";
+                if *request.method() == Method::OPTIONS {
+                    let methods = if list.is_some() {
+                        "GET, DELETE, OPTIONS"
+                    } else {
+                        "POST, OPTIONS"
+                    };
+                    let mut response = response::empty(StatusCode::NO_CONTENT);
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(methods));
+                    if is_preflight(&request) {
+                        cors::preflight(response.headers_mut(), methods);
+                    }
+                    return Ok(response);
+                }
+                let (token, list) = (token.to_owned(), list.map(str::to_owned));
+                self.events(config, &token, list.as_deref(), request).await
             }
             Target::Page(_) | Target::Unknown => {
                 outcome.endpoint = "other";
@@ -431,7 +459,7 @@ impl Gateway {
         };
         let mut response = match body {
             Some(body) => {
-                let mut response = Response::new(http_body_util::Full::new(body));
+                let mut response = Response::new(Body::new(body));
                 response
                     .headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
@@ -579,7 +607,7 @@ impl Gateway {
 
     /// Opens a session token; every failure is the same 404 and nothing goes upstream. A
     /// session bound to its subject also needs that subject's credential in `headers`.
-    fn open(
+    pub(super) fn open(
         &self,
         config: &Config,
         token: &str,
@@ -720,9 +748,7 @@ fn endpoint_options<B>(request: &Request<B>) -> Response<Body> {
 }
 
 fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(http_body_util::Full::new(Bytes::from_static(
-        text.as_bytes(),
-    )));
+    let mut response = Response::new(Body::new(Bytes::from_static(text.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -847,7 +873,14 @@ pub(super) fn session_url(
     parts: &http::request::Parts,
     token: &str,
 ) -> Result<HeaderValue, GatewayError> {
-    let base = match &config.server.public_url {
+    let base = public_base(config, parts);
+    HeaderValue::from_str(&format!("{base}/session/{token}"))
+        .map_err(|_| GatewayError::Internal("could not build the session URL".into()))
+}
+
+/// Where clients reach this gateway: `public_url`, or the request's own scheme and host.
+pub(super) fn public_base(config: &Config, parts: &http::request::Parts) -> String {
+    match &config.server.public_url {
         Some(url) => url.as_str().trim_end_matches('/').to_owned(),
         None => {
             let authority = parts
@@ -870,9 +903,7 @@ pub(super) fn session_url(
             };
             format!("{scheme}://{authority}")
         }
-    };
-    HeaderValue::from_str(&format!("{base}/session/{token}"))
-        .map_err(|_| GatewayError::Internal("could not build the session URL".into()))
+    }
 }
 
 pub(super) fn insert_etag(headers: &mut HeaderMap, upstream: Option<&str>) {

@@ -7,6 +7,7 @@ mod admin;
 mod conn;
 mod cors;
 mod create;
+mod events;
 mod handlers;
 mod ice;
 mod identity;
@@ -97,6 +98,10 @@ pub struct Gateway {
     /// A separate metrics listener runs (bound at start): the main one then hides /metrics.
     /// Decided by what runs, not by the table, which a reload may change.
     metrics_listener: std::sync::atomic::AtomicBool,
+    /// WHEP event streams open on this replica (`max_event_streams`).
+    event_streams: std::sync::atomic::AtomicUsize,
+    /// Backends drained by `POST /admin/drain` (besides `drain = true` in the table).
+    drained: Mutex<std::collections::HashSet<String>>,
     /// Set at shutdown: readiness fails while connections drain.
     draining: std::sync::atomic::AtomicBool,
     /// Per-address limits of POST/PATCH/DELETE, rebuilt when their settings change.
@@ -288,6 +293,8 @@ impl Gateway {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             metrics_listener: std::sync::atomic::AtomicBool::new(false),
             draining: std::sync::atomic::AtomicBool::new(false),
+            event_streams: std::sync::atomic::AtomicUsize::new(0),
+            drained: Mutex::new(std::collections::HashSet::new()),
             rate_limits: Mutex::new(None),
             probes: probes::Probes::default(),
             tls,
@@ -496,9 +503,92 @@ impl Gateway {
                     created: session.created,
                     expires: 0,
                     subject: None,
-                    state: Default::default(),
+                    state: session.state,
                 };
                 self.session_ended(&config, &claims, false);
+            }
+        }
+    }
+
+    /// Whether `backend` takes no new sessions and sends its clients elsewhere.
+    pub fn is_draining(&self, _config: &Config, backend: &BackendDef) -> bool {
+        backend.drain
+            || self
+                .drained
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&backend.id.0)
+    }
+
+    /// Drains a backend (`POST /admin/drain`) or ends a drain; `false` when no such backend.
+    pub fn set_drained(&self, backend: &str, drained: bool) -> bool {
+        let config = self.config();
+        if !config.backends.contains_key(&BackendId(backend.to_owned())) {
+            return false;
+        }
+        let mut set = self.drained.lock().unwrap_or_else(|e| e.into_inner());
+        if drained {
+            set.insert(backend.to_owned());
+        } else {
+            set.remove(backend);
+        }
+        true
+    }
+
+    /// Ends this replica's WHIP sessions on draining backends, so that their publishers
+    /// reconnect (OBS, simple-whip-client and the publish page do on their own) and land on
+    /// the route's next choice. Players are moved by their `reconnect` event instead: ending
+    /// their sessions too would leave players without events nothing to follow.
+    pub async fn end_drained_publishers(&self) {
+        let config = self.config();
+        for backend in config.backends.values() {
+            if !self.is_draining(&config, backend) {
+                continue;
+            }
+            for (sid, session) in self.registry.on_backend(&backend.id.0) {
+                if session.kind != crate::kind::EndpointKind::Whip {
+                    continue;
+                }
+                let Ok(resource) = url::Url::parse(&session.resource) else {
+                    continue;
+                };
+                let claims = crate::session::SessionClaims {
+                    sid: sid.clone(),
+                    backend: session.backend.clone(),
+                    resource: session.resource.clone(),
+                    kind: session.kind,
+                    stream: session.stream.clone(),
+                    route: session.route.clone(),
+                    created: session.created,
+                    expires: 0,
+                    subject: None,
+                    state: session.state.clone(),
+                };
+                let request_id = hex(&self.random_bytes::<8>());
+                let ended = backend
+                    .adapter
+                    .delete(
+                        &self.upstreams,
+                        backend,
+                        crate::backend::SessionRequest {
+                            resource: &resource,
+                            claims: &claims,
+                            client_authorization: None,
+                            request_id: &request_id,
+                            client_ip: None,
+                            now: self.clock.unix(),
+                        },
+                    )
+                    .await;
+                match ended {
+                    Ok(()) | Err(crate::error::GatewayError::NotFound(_)) => {
+                        tracing::info!(backend = %backend.id, sid = %sid, stream = %session.stream, "publisher ended: its backend is draining");
+                        self.session_ended(&config, &claims, true);
+                    }
+                    Err(error) => {
+                        tracing::warn!(backend = %backend.id, sid = %sid, %error, "could not end a publisher of a draining backend");
+                    }
+                }
             }
         }
     }
@@ -811,7 +901,10 @@ async fn expire_periodically(gateway: Arc<Gateway>, mut stopped: watch::Receiver
                 gateway.expire_sessions(&gateway.config());
                 gateway.sweep_rate_limits();
             }
-            _ = reaper.tick() => gateway.reap_ended_sessions().await,
+            _ = reaper.tick() => {
+                gateway.reap_ended_sessions().await;
+                gateway.end_drained_publishers().await;
+            }
             _ = stopped.changed() => return,
         }
     }

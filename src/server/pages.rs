@@ -14,7 +14,7 @@ use super::Gateway;
 use crate::config::Config;
 use crate::kind::EndpointKind;
 
-type Body = http_body_util::Full<Bytes>;
+use super::response::Body;
 
 const PUBLISH: &str = include_str!("pages/publish.html");
 const PLAY: &str = include_str!("pages/play.html");

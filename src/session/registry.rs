@@ -88,6 +88,8 @@ pub struct LiveSession {
     /// The backend's resource (as sealed in the token), to ask the backend whether the
     /// session still exists when its client never sends DELETE.
     pub resource: String,
+    /// The adapter's sealed state, for ending the session from here (a drain).
+    pub state: super::SessionState,
 }
 
 /// `Debug` without the resource URL, which may hold a vendor secret.
@@ -316,6 +318,7 @@ mod tests {
     fn session(backend: &str, created: u64) -> LiveSession {
         LiveSession {
             resource: String::new(),
+            state: Default::default(),
             backend: backend.into(),
             stream: "s".into(),
             subject: None,

@@ -541,3 +541,76 @@ pub async fn metric(addr: SocketAddr, series: &str) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Reads an event stream as it arrives: `next(needle)` waits (10 s at most) until the text
+/// read so far contains `needle`.
+pub struct EventStream {
+    pub text: String,
+    body: hyper::body::Incoming,
+    pub status: u16,
+    pub content_type: String,
+}
+
+impl EventStream {
+    pub async fn open(addr: std::net::SocketAddr, path: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(connection);
+        let request = http::Request::get(path)
+            .header("host", "gw.example.com")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Self {
+            text: String::new(),
+            body: response.into_body(),
+            status,
+            content_type,
+        }
+    }
+
+    /// Waits for `needle`; `false` when the stream ended (or 10 s passed) without it.
+    pub async fn next(&mut self, needle: &str) -> bool {
+        use http_body_util::BodyExt;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.text.contains(needle) {
+            match tokio::time::timeout_at(deadline, self.body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        self.text.push_str(&String::from_utf8_lossy(data));
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Whether the server ended the stream (within 10 s).
+    pub async fn ended(&mut self) -> bool {
+        use http_body_util::BodyExt;
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), self.body.frame()).await
+            {
+                Ok(None) | Ok(Some(Err(_))) => return true,
+                Ok(Some(Ok(_))) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// The path of a URL whipgate gave out (tests talk to its socket directly).
+pub fn path_of(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| url.to_owned(), |u| u.path().to_owned())
+}

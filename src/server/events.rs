@@ -1,0 +1,326 @@
+//! WHEP server-sent events (the core events extension of draft-ietf-wish-whep-04): a player
+//! POSTs the events it wants to the URL a session's `Link` names, and reads them from the
+//! stream that answer's `Location` names.
+//!
+//! Stateless like sessions: both URLs carry the session token, so any replica serves them.
+//! `reconnect` is whipgate's own: sent when the session's backend is drained or leaves the
+//! table, so that players re-join through the same WHEP URL and land where the stream is now.
+//! The built-in SFU also tells `active`, `inactive` and `viewercount`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::handlers::{public_base, read_body};
+use super::response::{self, Body};
+use super::Gateway;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::session::SessionClaims;
+
+pub(super) const REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
+
+/// Every event whipgate can send, in the order the `Link` lists them.
+const ALL: [&str; 4] = ["active", "inactive", "viewercount", "reconnect"];
+
+/// How often a stream's state is looked at.
+const TICK: Duration = Duration::from_millis(500);
+/// A comment line this often keeps proxies (and whipgate's own idle timeout) from closing
+/// a quiet stream.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// The events a session of this backend can get: the built-in SFU knows its streams; of a
+/// remote backend whipgate only knows when to send its players elsewhere.
+pub(super) fn supported(remote: bool) -> &'static [&'static str] {
+    if remote {
+        &ALL[3..]
+    } else {
+        &ALL
+    }
+}
+
+/// The `Link` a WHEP session advertises its events with.
+pub(super) fn link(base: &str, token: &str, remote: bool) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "<{base}/session/{token}/events>; rel=\"{REL}\"; events=\"{}\"",
+        supported(remote).join(",")
+    ))
+    .ok()
+}
+
+/// The events a player asks for: a JSON array of names (none or an empty body: all).
+/// Anything not supported is refused, as the extension requires, and no stream is made.
+pub(super) fn requested(body: &[u8], remote: bool) -> Result<Vec<&'static str>, GatewayError> {
+    let supported = supported(remote);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(supported.to_vec());
+    }
+    let names: Vec<String> = serde_json::from_slice(body).map_err(|_| {
+        GatewayError::BadRequest("the events request must be a JSON array of event names".into())
+    })?;
+    let mut wanted = Vec::new();
+    for name in &names {
+        let Some(known) = supported.iter().find(|s| **s == name.as_str()) else {
+            return Err(GatewayError::BadRequest(format!(
+                "event {:?} is not supported here (supported: {})",
+                name.chars().take(40).collect::<String>(),
+                supported.join(", ")
+            )));
+        };
+        if !wanted.contains(known) {
+            wanted.push(*known);
+        }
+    }
+    Ok(wanted)
+}
+
+/// The names in an event stream's path, checked again (the path is the client's).
+fn parse_list(list: &str, remote: bool) -> Result<Vec<&'static str>, GatewayError> {
+    let supported = supported(remote);
+    list.split(',')
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            supported
+                .iter()
+                .find(|s| **s == name)
+                .copied()
+                .ok_or_else(|| GatewayError::NotFound("no such event stream".into()))
+        })
+        .collect()
+}
+
+fn event(name: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+impl Gateway {
+    /// `/session/{token}/events` (POST: subscribe) and `/session/{token}/events/{list}`
+    /// (GET: the stream; DELETE: done with it).
+    pub(super) async fn events<B>(
+        self: &Arc<Self>,
+        config: &Arc<Config>,
+        token: &str,
+        list: Option<&str>,
+        request: Request<B>,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut outcome = super::handlers::Outcome::default();
+        let (claims, backend, _) = self.open(config, token, request.headers(), &mut outcome)?;
+        if claims.kind != crate::kind::EndpointKind::Whep {
+            return Err(GatewayError::NotFound(
+                "events are offered on WHEP sessions".into(),
+            ));
+        }
+        let remote = backend.adapter.is_remote();
+        match (list, request.method().clone()) {
+            (None, Method::POST) => {
+                let (parts, body) = request.into_parts();
+                let body = read_body(&parts.headers, body, config).await?;
+                let wanted = requested(&body, remote)?;
+                let base = public_base(config, &parts);
+                let location = HeaderValue::from_str(&format!(
+                    "{base}/session/{token}/events/{}",
+                    wanted.join(",")
+                ))
+                .map_err(|_| GatewayError::Internal("could not build the events URL".into()))?;
+                let mut response = response::empty(StatusCode::CREATED);
+                response.headers_mut().insert(header::LOCATION, location);
+                Ok(response)
+            }
+            (Some(list), Method::GET) => {
+                let wanted = parse_list(list, remote)?;
+                let (parts, _) = request.into_parts();
+                let reconnect_url =
+                    format!("{}/whep/{}", public_base(config, &parts), claims.stream);
+                self.event_stream(config, claims, wanted, reconnect_url)
+            }
+            // The stream ends when its reader goes; a DELETE only says so explicitly.
+            (Some(list), Method::DELETE) => {
+                parse_list(list, remote)?;
+                Ok(response::empty(StatusCode::OK))
+            }
+            (None, _) => Err(GatewayError::MethodNotAllowed {
+                reason: "POST the events you want to this URL".into(),
+                allow: "POST, OPTIONS",
+            }),
+            (Some(_), _) => Err(GatewayError::MethodNotAllowed {
+                reason: "GET reads this event stream, DELETE ends it".into(),
+                allow: "GET, DELETE, OPTIONS",
+            }),
+        }
+    }
+
+    fn event_stream(
+        self: &Arc<Self>,
+        config: &Config,
+        claims: SessionClaims,
+        wanted: Vec<&'static str>,
+        reconnect_url: String,
+    ) -> Result<Response<Body>, GatewayError> {
+        let limit = config.server.max_event_streams;
+        if self.event_streams.fetch_add(1, Ordering::SeqCst) >= limit {
+            self.event_streams.fetch_sub(1, Ordering::SeqCst);
+            return Err(GatewayError::Unavailable {
+                reason: format!("this gateway serves its limit of {limit} event streams"),
+                retry_after: config.server.retry_after,
+            });
+        }
+        let (sender, receiver) = mpsc::channel(8);
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            gateway
+                .feed_events(&claims, &wanted, &reconnect_url, sender)
+                .await;
+            gateway.event_streams.fetch_sub(1, Ordering::SeqCst);
+        });
+        let mut response = Response::new(Body::Events(receiver));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        Ok(response)
+    }
+
+    /// Sends what changes until the player goes, the session ends or a reconnect is sent.
+    async fn feed_events(
+        &self,
+        claims: &SessionClaims,
+        wanted: &[&'static str],
+        reconnect_url: &str,
+        sender: mpsc::Sender<Bytes>,
+    ) {
+        let wants = |name: &str| wanted.contains(&name);
+        // The stream opens with a comment so that a player sees it is up at once.
+        if sender
+            .send(Bytes::from_static(b": whipgate\n\n"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut ticker = tokio::time::interval(TICK);
+        let mut last_sent = tokio::time::Instant::now();
+        let mut active: Option<bool> = None;
+        let mut viewers: Option<usize> = None;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = sender.closed() => return,
+            }
+            if self.clock.unix() >= claims.expires {
+                return;
+            }
+            let config = self.config();
+            let backend = config
+                .backends
+                .get(&crate::routing::BackendId(claims.backend.clone()));
+            let moved = backend.is_none_or(|b| self.is_draining(&config, b));
+            if moved {
+                if wants("reconnect") {
+                    let data = serde_json::json!({ "url": reconnect_url }).to_string();
+                    let _ = sender.send(event("reconnect", &data)).await;
+                }
+                return;
+            }
+            let mut out = Vec::new();
+            let mut session_gone = false;
+            if let Some(backend) = backend.filter(|b| !b.adapter.is_remote()) {
+                let status = match self.upstreams.sfu.get() {
+                    Some(sfu) => sfu
+                        .status()
+                        .await
+                        .into_iter()
+                        .find(|s| s.stream == claims.stream),
+                    None => None,
+                };
+                let now_active = status.as_ref().is_some_and(|s| s.publishing);
+                let now_viewers = status.as_ref().map_or(0, |s| s.viewers);
+                if active != Some(now_active) {
+                    active = Some(now_active);
+                    let name = if now_active { "active" } else { "inactive" };
+                    if wants(name) {
+                        out.push(event(name, "{}"));
+                    }
+                }
+                if viewers != Some(now_viewers) {
+                    viewers = Some(now_viewers);
+                    if wants("viewercount") {
+                        let data = serde_json::json!({ "viewercount": now_viewers }).to_string();
+                        out.push(event("viewercount", &data));
+                    }
+                }
+                // Told after the events above, so that a player learns why it ended.
+                if let Ok(resource) = url::Url::parse(&claims.resource) {
+                    let ended = backend
+                        .adapter
+                        .ended(&self.upstreams, std::slice::from_ref(&resource))
+                        .await;
+                    session_gone = ended.is_some_and(|gone| gone.first() == Some(&true));
+                }
+            }
+            if out.is_empty() && last_sent.elapsed() >= KEEPALIVE {
+                out.push(Bytes::from_static(b": keepalive\n\n"));
+            }
+            for bytes in out {
+                if sender.send(bytes).await.is_err() {
+                    return;
+                }
+                last_sent = tokio::time::Instant::now();
+            }
+            if session_gone {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn players_get_what_they_ask_for_and_nothing_unsupported() {
+        assert_eq!(requested(b"", false).expect("all"), ALL.to_vec());
+        assert_eq!(
+            requested(br#"["viewercount","active","active"]"#, false).expect("two"),
+            vec!["viewercount", "active"]
+        );
+        assert_eq!(requested(b"[]", true).expect("none"), Vec::<&str>::new());
+        for refused in [
+            &br#"["active"]"#[..],
+            br#"["scte35"]"#,
+            br#"{"events":1}"#,
+            b"not json",
+        ] {
+            assert!(
+                requested(refused, true).is_err(),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        assert!(
+            requested(br#"["layers"]"#, false).is_err(),
+            "not offered yet"
+        );
+    }
+
+    #[test]
+    fn a_stream_path_names_only_supported_events() {
+        assert_eq!(
+            parse_list("active,viewercount", false).expect("ok"),
+            vec!["active", "viewercount"]
+        );
+        assert!(parse_list("active", true).is_err());
+        assert!(parse_list("../admin", false).is_err());
+    }
+}
