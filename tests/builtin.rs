@@ -173,6 +173,16 @@ async fn publish_answer_trickle_play_and_delete() {
     assert!(events.ended().await, "the stream ends with its session");
 }
 
+/// A legacy player's empty POST asks the server to offer; the built-in SFU cannot yet, and
+/// says so with a 400 (not a 503 a player would retry forever).
+#[tokio::test]
+async fn an_empty_whep_post_is_refused_with_a_reason() {
+    let gw = gateway(CONFIG).await;
+    let got = send(gw.local_addr, "POST", "/whep/cam", &[SDP], "").await;
+    assert_eq!(got.status, 400, "{}", got.body);
+    assert!(got.body.contains("POST an SDP offer"), "{}", got.body);
+}
+
 #[tokio::test]
 async fn an_ice_restart_is_refused_with_422() {
     let gw = gateway(CONFIG).await;

@@ -38,6 +38,8 @@ struct Misses {
     refused_by_policy: Option<SdpError>,
     /// WHEP: the backend has no live publisher for the stream.
     not_live: Option<GatewayError>,
+    /// A legacy empty POST reached backends that cannot make an offer.
+    cannot_offer: bool,
     /// The last backend passed over and why, for the failover metric.
     last_skip: Option<(String, &'static str)>,
 }
@@ -268,9 +270,7 @@ impl Gateway {
                         .counter_offered(config, backend, decision, ctx, created, &policy)
                         .map(Some);
                 }
-                misses
-                    .skipped
-                    .push(format!("{} cannot make an offer (send one)", backend.id));
+                misses.cannot_offer = true;
                 continue;
             };
             let upstream_offer = match client_offer.rewrite(&policy) {
@@ -548,6 +548,12 @@ fn final_error(config: &Config, kind: EndpointKind, misses: Misses) -> GatewayEr
             reason,
             retry_after: config.server.not_live_retry_after,
         };
+    }
+    if misses.cannot_offer && misses.skipped.is_empty() {
+        return GatewayError::BadRequest(
+            "an empty offer asks the server to offer, and this stream's backends cannot: POST an SDP offer"
+                .into(),
+        );
     }
     if !misses.skipped.is_empty() {
         return GatewayError::Unavailable {

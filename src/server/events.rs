@@ -28,6 +28,9 @@ pub(super) const REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
 /// Every event whipgate can send, in the order the `Link` lists them.
 const ALL: [&str; 4] = ["active", "inactive", "viewercount", "reconnect"];
 
+/// Event streams one session may hold open (a player needs one).
+const PER_SESSION: usize = 4;
+
 /// How often a stream's state is looked at.
 const TICK: Duration = Duration::from_millis(500);
 /// A comment line this often keeps proxies (and whipgate's own idle timeout) from closing
@@ -173,13 +176,41 @@ impl Gateway {
                 retry_after: config.server.retry_after,
             });
         }
+        {
+            let mut per_session = self
+                .event_streams_per_session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let count = per_session.entry(claims.sid.clone()).or_default();
+            if *count >= PER_SESSION {
+                drop(per_session);
+                self.event_streams.fetch_sub(1, Ordering::SeqCst);
+                return Err(GatewayError::TooManyRequests {
+                    reason: format!("this session already has {PER_SESSION} event streams"),
+                    retry_after: config.server.retry_after,
+                });
+            }
+            *count += 1;
+        }
+        // Well inside the connection's idle limit, so that a quiet stream is never cut.
+        let keepalive = KEEPALIVE.min(config.server.connection_idle_timeout / 2);
         let (sender, receiver) = mpsc::channel(8);
         let gateway = self.clone();
         tokio::spawn(async move {
             gateway
-                .feed_events(&claims, &wanted, &reconnect_url, sender)
+                .feed_events(&claims, &wanted, &reconnect_url, keepalive, sender)
                 .await;
             gateway.event_streams.fetch_sub(1, Ordering::SeqCst);
+            let mut per_session = gateway
+                .event_streams_per_session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = per_session.get_mut(&claims.sid) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_session.remove(&claims.sid);
+                }
+            }
         });
         let mut response = Response::new(Body::Events(receiver));
         let headers = response.headers_mut();
@@ -197,6 +228,7 @@ impl Gateway {
         claims: &SessionClaims,
         wanted: &[&'static str],
         reconnect_url: &str,
+        keepalive: Duration,
         sender: mpsc::Sender<Bytes>,
     ) {
         let wants = |name: &str| wanted.contains(&name);
@@ -224,7 +256,10 @@ impl Gateway {
             let backend = config
                 .backends
                 .get(&crate::routing::BackendId(claims.backend.clone()));
-            let moved = backend.is_none_or(|b| self.is_draining(&config, b));
+            // This replica shutting down moves its players too (to another replica): an
+            // open stream would otherwise hold the shutdown for all of `shutdown_grace`.
+            let moved = backend.is_none_or(|b| self.is_draining(&config, b))
+                || self.draining.load(Ordering::Relaxed);
             if moved {
                 if wants("reconnect") {
                     let data = serde_json::json!({ "url": reconnect_url }).to_string();
@@ -268,7 +303,7 @@ impl Gateway {
                     session_gone = ended.is_some_and(|gone| gone.first() == Some(&true));
                 }
             }
-            if out.is_empty() && last_sent.elapsed() >= KEEPALIVE {
+            if out.is_empty() && last_sent.elapsed() >= keepalive {
                 out.push(Bytes::from_static(b": keepalive\n\n"));
             }
             for bytes in out {

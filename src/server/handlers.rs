@@ -519,7 +519,17 @@ impl Gateway {
                 Bytes::from(answer),
             )
             .await
-            .map_err(|error| self.with_retry_after(config, error))?;
+            .map_err(|error| match error {
+                GatewayError::NotFound(_) => {
+                    self.session_ended(config, &claims, false);
+                    error
+                }
+                GatewayError::Unprocessable(_) => GatewayError::Unprocessable(format!(
+                    "backend {} refused the answer",
+                    claims.backend
+                )),
+                other => self.with_retry_after(config, other),
+            })?;
         Ok(response::empty(StatusCode::NO_CONTENT))
     }
 

@@ -102,6 +102,12 @@ pub struct Gateway {
     event_streams: std::sync::atomic::AtomicUsize,
     /// Backends drained by `POST /admin/drain` (besides `drain = true` in the table).
     drained: Mutex<std::collections::HashSet<String>>,
+    /// Held while publishers of drained backends are being ended.
+    drain_running: tokio::sync::Mutex<()>,
+    /// Publishers of a drained backend that only their client's credential could end.
+    drain_given_up: Mutex<std::collections::HashSet<String>>,
+    /// Event streams per session id (a few each, so one token cannot take them all).
+    event_streams_per_session: Mutex<HashMap<String, usize>>,
     /// Set at shutdown: readiness fails while connections drain.
     draining: std::sync::atomic::AtomicBool,
     /// Per-address limits of POST/PATCH/DELETE, rebuilt when their settings change.
@@ -294,6 +300,9 @@ impl Gateway {
             metrics_listener: std::sync::atomic::AtomicBool::new(false),
             draining: std::sync::atomic::AtomicBool::new(false),
             event_streams: std::sync::atomic::AtomicUsize::new(0),
+            drain_running: tokio::sync::Mutex::new(()),
+            drain_given_up: Mutex::new(std::collections::HashSet::new()),
+            event_streams_per_session: Mutex::new(HashMap::new()),
             drained: Mutex::new(std::collections::HashSet::new()),
             rate_limits: Mutex::new(None),
             probes: probes::Probes::default(),
@@ -438,7 +447,7 @@ impl Gateway {
     /// Metrics and registry bookkeeping when a session ends through this replica. A session
     /// is counted as ended where its DELETE succeeded (any replica); it leaves the live count
     /// of the replica that created it only when that replica serves the DELETE.
-    fn session_ended(
+    pub(super) fn session_ended(
         &self,
         config: &Config,
         claims: &crate::session::SessionClaims,
@@ -540,13 +549,25 @@ impl Gateway {
     /// the route's next choice. Players are moved by their `reconnect` event instead: ending
     /// their sessions too would leave players without events nothing to follow.
     pub async fn end_drained_publishers(&self) {
+        // The admin call and the reaper may both start one: one at a time.
+        let Ok(_running) = self.drain_running.try_lock() else {
+            return;
+        };
         let config = self.config();
+        let mut given_up = std::mem::take(
+            &mut *self
+                .drain_given_up
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let mut draining_any = false;
         for backend in config.backends.values() {
             if !self.is_draining(&config, backend) {
                 continue;
             }
+            draining_any = true;
             for (sid, session) in self.registry.on_backend(&backend.id.0) {
-                if session.kind != crate::kind::EndpointKind::Whip {
+                if session.kind != crate::kind::EndpointKind::Whip || given_up.contains(&sid) {
                     continue;
                 }
                 let Ok(resource) = url::Url::parse(&session.resource) else {
@@ -581,15 +602,34 @@ impl Gateway {
                     )
                     .await;
                 match ended {
-                    Ok(()) | Err(crate::error::GatewayError::NotFound(_)) => {
+                    Ok(()) => {
                         tracing::info!(backend = %backend.id, sid = %sid, stream = %session.stream, "publisher ended: its backend is draining");
                         self.session_ended(&config, &claims, true);
                     }
+                    Err(crate::error::GatewayError::NotFound(_)) => {
+                        self.session_ended(&config, &claims, false);
+                    }
+                    // Only the client's own credential could end it (passthrough auth):
+                    // asking again every 5 s would not help. It ends when its client leaves.
+                    Err(
+                        error @ (crate::error::GatewayError::Unauthorized(_)
+                        | crate::error::GatewayError::Forbidden(_)),
+                    ) => {
+                        tracing::warn!(backend = %backend.id, sid = %sid, %error, "cannot end a publisher of a draining backend without its client's credential; it stays until it leaves");
+                        given_up.insert(sid);
+                    }
                     Err(error) => {
-                        tracing::warn!(backend = %backend.id, sid = %sid, %error, "could not end a publisher of a draining backend");
+                        tracing::warn!(backend = %backend.id, sid = %sid, %error, "could not end a publisher of a draining backend; trying again in 5 s");
                     }
                 }
             }
+        }
+        // Remembered only while some drain lasts (so never more than the live sessions).
+        if draining_any {
+            *self
+                .drain_given_up
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = given_up;
         }
     }
 
@@ -910,6 +950,9 @@ async fn expire_periodically(gateway: Arc<Gateway>, mut stopped: watch::Receiver
     }
 }
 
+/// The most time spent accepting the listen backlog at shutdown.
+const BACKLOG_DRAIN: Duration = Duration::from_millis(200);
+
 /// How often backends are asked which sessions ended without a DELETE.
 const REAP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -942,7 +985,8 @@ macro_rules! serve_until_stopped {
 /// are still accepted (readiness already fails, so balancers move away), then what waits in
 /// the listen backlog is accepted too before the socket closes (closing it would reset
 /// them). Every connection serves the request it was opened for, even one whose bytes have
-/// not arrived yet, and closes after it; all of it within `shutdown_grace`.
+/// not arrived yet, and closes after it, within `shutdown_grace` of the drain's end: a
+/// shutdown takes at most `shutdown_drain` + `shutdown_grace` (and a moment for the backlog).
 async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
@@ -990,9 +1034,14 @@ async fn accept_loop(
             }
         }
     }
-    // The backlog: connections the kernel completed that nobody accepted yet.
-    while let Ok(Ok((stream, peer))) =
-        tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+    // The backlog: connections the kernel completed that nobody accepted yet. Bounded, so
+    // that clients that keep connecting cannot hold the shutdown open.
+    let backlog_until = tokio::time::Instant::now() + BACKLOG_DRAIN;
+    while let Ok(Ok((stream, peer))) = tokio::time::timeout_at(
+        backlog_until.min(tokio::time::Instant::now() + Duration::from_millis(10)),
+        listener.accept(),
+    )
+    .await
     {
         connection.spawn(stream, peer);
     }
