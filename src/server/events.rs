@@ -247,6 +247,9 @@ impl Gateway {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                // A drain or a reload: look now, so that players move before the publisher
+                // is ended (and their media stops).
+                _ = self.moved.notified() => {}
                 _ = sender.closed() => return,
             }
             if self.clock.unix() >= claims.expires {

@@ -102,6 +102,8 @@ pub struct Gateway {
     event_streams: std::sync::atomic::AtomicUsize,
     /// Backends drained by `POST /admin/drain` (besides `drain = true` in the table).
     drained: Mutex<std::collections::HashSet<String>>,
+    /// Woken when sessions may have to move (a drain, a reload): event streams look at once.
+    moved: tokio::sync::Notify,
     /// Held while publishers of drained backends are being ended.
     drain_running: tokio::sync::Mutex<()>,
     /// Publishers of a drained backend that only their client's credential could end.
@@ -304,6 +306,7 @@ impl Gateway {
             drain_given_up: Mutex::new(std::collections::HashSet::new()),
             event_streams_per_session: Mutex::new(HashMap::new()),
             drained: Mutex::new(std::collections::HashSet::new()),
+            moved: tokio::sync::Notify::new(),
             rate_limits: Mutex::new(None),
             probes: probes::Probes::default(),
             tls,
@@ -541,6 +544,8 @@ impl Gateway {
         } else {
             set.remove(backend);
         }
+        drop(set);
+        self.moved.notify_waiters();
         true
     }
 
@@ -718,6 +723,7 @@ impl Gateway {
         }));
         self.probes
             .restart(&config, &self.upstreams.client, &self.health);
+        self.moved.notify_waiters();
         if let (Some(resolver), Some((files, pair))) = (&self.tls, certificate) {
             if resolver.install(files, pair) {
                 tracing::info!("TLS certificate reloaded with the table");

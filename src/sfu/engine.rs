@@ -29,6 +29,8 @@ const LAYER_REVIEW_INTERVAL: Duration = Duration::from_secs(2);
 /// left) still answers its DELETE with success: a client that closes its peer connection
 /// and then sends DELETE, as browsers' pages do, should not get a 404.
 const ENDED_MEMORY: Duration = Duration::from_secs(300);
+/// How long a closed peer's goodbye (BYE, close_notify) may take to send.
+const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Opaque id of one peer connection; random so that a restarted process never reuses the
 /// id a still-valid session token names.
@@ -95,6 +97,10 @@ pub struct Engine {
     ended: HashMap<PeerId, Instant>,
     next_id: Box<dyn FnMut() -> PeerId + Send>,
     idle_limit: Duration,
+    /// Peers that were told goodbye (RTCP BYE, DTLS close_notify) and are sending it: the
+    /// client learns at once that its session ended, instead of after its consent checks
+    /// fail (30 s in aiortc), so a drained publisher reconnects at once.
+    closing: Vec<(Rtc, Instant)>,
 }
 
 #[derive(Default)]
@@ -157,6 +163,7 @@ impl Engine {
             ended: HashMap::new(),
             next_id,
             idle_limit: DEFAULT_IDLE_LIMIT,
+            closing: Vec::new(),
         }
     }
 
@@ -300,7 +307,6 @@ impl Engine {
         if on_its_own {
             self.ended.insert(id, now);
         }
-        peer.rtc.disconnect();
         self.by_source.retain(|_, owner| *owner != id);
         let mut released = Vec::new();
         if let Some(stream) = self.streams.get_mut(&peer.stream) {
@@ -318,9 +324,34 @@ impl Engine {
                 self.streams.remove(&peer.stream);
             }
         }
+        if peer.connected && peer.rtc.is_alive() && peer.rtc.close().is_ok() {
+            self.closing.push((peer.rtc, now + CLOSE_DRAIN));
+        } else {
+            peer.rtc.disconnect();
+        }
         for viewer in released {
             self.remove(viewer, now, true);
         }
+    }
+
+    /// Sends what closing peers still have to say, and forgets those done.
+    fn drain_closing(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+        self.closing.retain_mut(|(rtc, until)| {
+            if rtc.handle_input(Input::Timeout(now)).is_err() {
+                return false;
+            }
+            while rtc.is_alive() {
+                match rtc.poll_output() {
+                    Ok(Output::Transmit(transmit)) => {
+                        send(transmit.destination, &transmit.contents)
+                    }
+                    Ok(Output::Timeout(_)) => break,
+                    Ok(Output::Event(_)) => {}
+                    Err(_) => return false,
+                }
+            }
+            rtc.is_alive() && now < *until
+        });
     }
 
     /// One datagram from the network.
@@ -394,6 +425,7 @@ impl Engine {
 
     /// Advances every peer whose timer is due, and drops dead or never-connected ones.
     pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+        self.drain_closing(now, send);
         let due: Vec<PeerId> = self
             .peers
             .iter()
@@ -423,6 +455,7 @@ impl Engine {
             tracing::debug!(peer = id, "built-in SFU peer gone");
             self.remove(id, now, true);
         }
+        self.drain_closing(now, send);
         self.ended
             .retain(|_, at| now.saturating_duration_since(*at) < ENDED_MEMORY);
     }

@@ -36,6 +36,8 @@ pub struct Client {
     pub video: Option<Mid>,
     pub audio: Option<Mid>,
     pub connected: bool,
+    /// The SFU closed the connection (DTLS close_notify arrived).
+    pub closed: bool,
     pub received: Vec<Received>,
     pub keyframe_requests: usize,
     /// Drop every n-th RTP packet sent to this client (none when 0).
@@ -188,6 +190,7 @@ impl Loopback {
             video: Some(video),
             audio: Some(audio),
             connected: false,
+            closed: false,
             received: Vec::new(),
             keyframe_requests: 0,
             drop_every: 0,
@@ -336,6 +339,7 @@ impl Loopback {
                             tag: data.data.get(1).copied().unwrap_or(0),
                         }),
                         Event::KeyframeRequest(_) => client.keyframe_requests += 1,
+                        Event::Closed => client.closed = true,
                         _ => {}
                     },
                     Err(_) => break,

@@ -176,6 +176,24 @@ fn viewers_go_with_their_publisher() {
     assert_eq!(lb.engine.end(lb.now, p), Err(SfuError::NoSession));
 }
 
+/// An ended session says goodbye (DTLS close_notify), so that the client knows at once
+/// rather than after its consent checks fail; a drained publisher then reconnects at once.
+#[test]
+fn ended_peers_are_told_at_once() {
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &[]).expect("publish");
+    let viewer = lb.play("s").expect("play");
+    assert!(lb.connect_all(Duration::from_secs(5)));
+    let p = lb.clients[publisher].session;
+    lb.engine.end(lb.now, p).expect("publisher ends");
+    lb.advance(Duration::from_millis(10));
+    assert!(
+        lb.clients[publisher].closed,
+        "the publisher got close_notify"
+    );
+    assert!(lb.clients[viewer].closed, "its viewer too");
+}
+
 #[test]
 fn no_publisher_no_viewer_and_one_publisher_per_stream() {
     let mut lb = Loopback::new();

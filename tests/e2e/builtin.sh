@@ -264,3 +264,72 @@ test_pg() {
   note "PG: $(grep '^check:' "$TMP/chromium-pages.log" | sed 's/^check: //' | tr '\n' ';')"
   ok "$name"
 }
+
+# DR: a live stream moved off a drained backend. drain-dr is published on `sfu2` and played
+# there; draining sfu2 ends the publisher (the SFU says goodbye with DTLS close_notify), the
+# publisher POSTs again at once and lands on `self` (this gateway's own moved-* route, on the
+# SFU again), and the player follows its `reconnect` event. The player counts the longest
+# time without a video frame (written to first-media.txt too).
+test_dr() {
+  local name=$NAME_DR stream=drain-dr fail=
+  if [ "$DIRECT" = 1 ]; then echo "# DR needs whipgate: skipped in direct mode"; return; fi
+  note "DR: drain under a live aiortc publisher and player"
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_follow.py" publish "$GW/whip/$stream" \
+    --stop-file "$TMP/dr.stop" --ready-file "$TMP/dr-pub.ready") >"$TMP/dr-publish.log" 2>&1 &
+  local pub=$!; PIDS+=("$pub")
+  if ! wait_for 20 "$pub" "follow publisher" test -f "$TMP/dr-pub.ready"; then
+    not_ok "$name" "publisher: $(result_line dr-publish || echo 'not connected within 20 s')"; touch "$TMP/dr.stop"; return
+  fi
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_follow.py" play "$GW/whep/$stream" \
+    --stop-file "$TMP/dr.stop" --ready-file "$TMP/dr-play.ready" --min-reconnects 1 \
+    --min-frames-after 30 --max-gap 15) >"$TMP/dr-play.log" 2>&1 &
+  local player=$!; PIDS+=("$player")
+  if ! wait_for 20 "$player" "follow player" grep -q '^check: 30 video frames' "$TMP/dr-play.log"; then
+    fail="player: $(result_line dr-play || echo 'no frames within 20 s')"
+  fi
+  (exec ip netns exec "$NS" node "$HERE/chromium.mjs" follow "$GW" "$stream" --timeout 30 \
+    --ready-file "$TMP/dr-chromium.ready" --release-file "$TMP/dr.stop") >"$TMP/dr-chromium.log" 2>&1 &
+  local browser=$!; PIDS+=("$browser")
+  if [ -z "$fail" ] && ! wait_for 40 "$browser" "Chromium player" test -f "$TMP/dr-chromium.ready"; then
+    fail="Chromium player: $(result_line dr-chromium || echo 'no frames within 40 s')"
+  fi
+  if [ -z "$fail" ]; then
+    local drained
+    drained=$(nsx curl -s -m 5 -o /dev/null -w '%{http_code}' -X POST \
+      -H "Authorization: Bearer $ADMIN_TOKEN" "$GW/admin/drain?backend=sfu2")
+    [ "$drained" = 200 ] || fail="POST /admin/drain answered $drained"
+  fi
+  if [ -z "$fail" ] && ! wait_for 30 "$player" "player after the drain" test -f "$TMP/dr-play.ready"; then
+    fail="the player did not follow: $(grep -E '^check: (reconnect|joined)' "$TMP/dr-play.log" | tr '\n' ';') $(result_line dr-play)"
+  fi
+  if [ -z "$fail" ] && ! wait_for 30 "$browser" "Chromium after the drain" test -f "$TMP/dr-chromium.ready.moved"; then
+    fail="Chromium player did not follow within 30 s: $(grep '^check:' "$TMP/dr-chromium.log" | tr '\n' ';')"
+  fi
+  if [ -z "$fail" ] && ! grep -q '^check: reconnect event' "$TMP/dr-play.log"; then
+    fail="the player re-joined without a reconnect event: $(grep '^check:' "$TMP/dr-play.log" | tr '\n' ';')"
+  fi
+  if [ -z "$fail" ] && ! grep -q '^check: session 2 connected' "$TMP/dr-publish.log"; then
+    fail="the publisher did not publish again: $(grep '^check:' "$TMP/dr-publish.log" | tr '\n' ';')"
+  fi
+  if [ -z "$fail" ] && [ -z "$(sfu_stream "moved-$stream")" ]; then
+    fail="the stream is not on the route's next backend (no moved-$stream on the SFU)"
+  fi
+  touch "$TMP/dr.stop"
+  local end=$((SECONDS + 10))
+  while { kill -0 "$pub" 2>/dev/null || kill -0 "$player" 2>/dev/null || kill -0 "$browser" 2>/dev/null; } &&
+    [ $SECONDS -lt $end ]; do sleep 0.1; done
+  nsx curl -s -m 5 -o /dev/null -X DELETE -H "Authorization: Bearer $ADMIN_TOKEN" "$GW/admin/drain?backend=sfu2"
+  [ -n "$fail" ] || [ "$(result_line dr-play)" = "RESULT ok" ] || fail="player: $(result_line dr-play)"
+  [ -n "$fail" ] || [ "$(result_line dr-publish)" = "RESULT ok" ] || fail="publisher: $(result_line dr-publish)"
+  [ -n "$fail" ] || [ "$(result_line dr-chromium)" = "RESULT ok" ] || fail="Chromium player: $(result_line dr-chromium)"
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  local gap ended rejoined
+  gap=$(grep -oE 'longest gap without video frames [0-9.]+ s' "$TMP/dr-play.log")
+  ended=$(grep -oE 'session 1 ended by the server at [0-9.]+' "$TMP/dr-publish.log" | grep -oE '[0-9.]+$')
+  rejoined=$(grep -oE 'session 2 connected at [0-9.]+' "$TMP/dr-publish.log" | grep -oE '[0-9.]+$')
+  note "DR: Chromium: $(grep -E '^check: longest gap' "$TMP/dr-chromium.log" | sed 's/^check: //')"
+  note "DR: publisher re-published $(awk -v a="$ended" -v b="$rejoined" 'BEGIN{printf "%.2f", b-a}') s after the server ended it; player: $gap; $(grep -E '^check: [0-9]+ reconnects' "$TMP/dr-play.log" | sed 's/^check: //')"
+  echo "drain (aiortc publisher and player, built-in SFU to the route's next backend): $gap" >>"$FIRST_MEDIA_FILE"
+  echo "drain (same, Chromium's play page): $(grep -oE 'longest gap without decoded frames [0-9.]+ s' "$TMP/dr-chromium.log")" >>"$FIRST_MEDIA_FILE"
+  ok "$name"
+}

@@ -61,13 +61,14 @@ function usage(msg) {
   console.error("usage: node chromium.mjs publish BASE STREAM [--hold S] [--ready-file F] " +
     "[--release-file F] [--simulcast] [--token T] [--timeout S]\n" +
     "       node chromium.mjs play BASE STREAM [--min-frames N] [--screenshot FILE] " +
-    "[--timeout S] [--token T]");
+    "[--timeout S] [--token T]\n" +
+    "       node chromium.mjs follow BASE STREAM --ready-file F --release-file F [--timeout S]");
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const [mode, base, stream, ...rest] = argv;
-  if (!["publish", "play", "pages"].includes(mode) || !base || !stream) usage();
+  if (!["publish", "play", "pages", "follow"].includes(mode) || !base || !stream) usage();
   const opts = { mode, base: base.replace(/\/+$/, ""), stream, hold: 30, minFrames: 30,
     timeout: 30, simulcast: false, relay: false, token: "", readyFile: null, releaseFile: null,
     screenshot: null };
@@ -388,6 +389,55 @@ async function pages(context, o) {
   await player.close();
 }
 
+// The play page through a move: plays, writes --ready-file once frames flow, then keeps
+// sampling the decoded frame count every 100 ms until --release-file exists. Passes when the
+// page followed a `reconnect` event (its state said "the stream moved"), joined a new session
+// and decoded frames there; prints the longest time without a new decoded frame.
+async function follow(page, o) {
+  const url = `${o.base}/play/${encodeURIComponent(o.stream)}`;
+  const resp = await page.goto(url, { waitUntil: "load", timeout: 15000 });
+  if (!resp || resp.status() !== 200) throw new Fail(`GET ${url}: ${resp ? resp.status() : "no response"}`);
+  await page.evaluate(() => {
+    window.stateLog = [];
+    document.querySelector("whep-player").addEventListener("statechange", (e) => window.stateLog.push(e.detail));
+  });
+  const sample = () => page.evaluate(async () => ({
+    location: window.player.location, frames: (await window.player.stats()).framesDecoded,
+  }));
+  const first = await until(async () => (await sample()).frames >= o.minFrames, o.timeout * 1000, 100);
+  if (!first) throw new Fail(`no ${o.minFrames} frames within ${o.timeout} s`);
+  const joined = await sample();
+  check(`playing ${joined.location}`);
+  fs.writeFileSync(o.readyFile, "PLAYING\n");
+  let last = joined, lastProgress = Date.now(), longest = 0, afterMove = 0;
+  const end = Date.now() + (o.timeout + 30) * 1000;
+  while (!fs.existsSync(o.releaseFile) && Date.now() < end) {
+    await sleep(100);
+    const now = await sample();
+    const moved = now.location && now.location !== last.location;
+    const progressed = moved ? now.frames > 0 : now.frames > last.frames;
+    if (progressed) {
+      longest = Math.max(longest, (Date.now() - lastProgress) / 1000);
+      lastProgress = Date.now();
+      last = now;
+    } else if (now.location !== last.location && now.location) {
+      last = { location: now.location, frames: 0 };
+    }
+    if (last.location !== joined.location) afterMove = last.frames;
+    if (afterMove >= o.minFrames && !fs.existsSync(o.readyFile + ".moved")) {
+      fs.writeFileSync(o.readyFile + ".moved", "MOVED\n");
+    }
+  }
+  const states = await page.evaluate(() => window.stateLog);
+  check(`states: ${[...new Set(states)].join(" | ")}`);
+  check(`longest gap without decoded frames ${longest.toFixed(2)} s`);
+  if (!states.includes("the stream moved; following it")) throw new Fail("the page never followed a reconnect event");
+  if (last.location === joined.location) throw new Fail("the page is still on its first session");
+  if (afterMove < o.minFrames) throw new Fail(`${afterMove} frames after the move (want ${o.minFrames})`);
+  check(`decoded ${afterMove} frames on the new session ${last.location}`);
+  await page.evaluate(() => window.player.close());
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const budget = o.mode === "publish" ? o.timeout + o.hold + 40 : o.timeout * 3 + 40;
@@ -410,6 +460,7 @@ async function main() {
     });
     if (o.mode === "publish") await publish(page, o);
     else if (o.mode === "play") await play(page, o);
+    else if (o.mode === "follow") await follow(page, o);
     else await pages(context, o);
     await browser.close().catch(() => {});
     log("RESULT ok");

@@ -74,10 +74,54 @@ const whipgate = (() => {
       throw new Refused(response.status, await response.text(), retry);
     }
     const location = new URL(response.headers.get("Location"), url).href;
+    pc.whepEvents = eventsLink(response, url);
     const servers = iceServers(response);
     if (servers.length) pc.setConfiguration({ ...pc.getConfiguration(), iceServers: servers });
     await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
     return location;
+  }
+
+  // WHEP server-sent events: the session's Link names where to subscribe and which events
+  // the server sends; null when it has none.
+  const EVENTS_REL = "urn:ietf:params:whep:ext:core:server-sent-events";
+  function eventsLink(response, base) {
+    for (const link of (response.headers.get("Link") || "").split(/,(?=\s*<)/)) {
+      if (!link.includes(EVENTS_REL)) continue;
+      const target = link.match(/<([^>]+)>/);
+      const names = link.match(/events="([^"]*)"/);
+      if (target) {
+        return {
+          url: new URL(target[1], base).href,
+          events: names ? names[1].split(",").map((n) => n.trim()) : [],
+        };
+      }
+    }
+    return null;
+  }
+
+  // Subscribes to the events this player understands of those advertised; returns the
+  // EventSource (the caller closes it when the session ends) or null.
+  async function follow(link, token, on) {
+    if (!link) return null;
+    const known = ["active", "inactive", "viewercount", "reconnect"];
+    const wanted = link.events.filter((name) => known.includes(name));
+    try {
+      const response = await fetch(link.url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...(token ? { Authorization: "Bearer " + token } : {}) },
+        body: JSON.stringify(wanted),
+      });
+      if (response.status !== 201) return null;
+      const source = new EventSource(new URL(response.headers.get("Location"), link.url).href);
+      const data = (e) => { try { return JSON.parse(e.data); } catch (_) { return {}; } };
+      source.addEventListener("reconnect", (e) => on.reconnect(data(e).url));
+      source.addEventListener("viewercount", (e) => on.viewers(data(e).viewercount));
+      source.addEventListener("active", () => on.active(true));
+      source.addEventListener("inactive", () => on.active(false));
+      return source;
+    } catch (_) {
+      return null;
+    }
   }
 
   // `keepalive` lets the DELETE outlive the page that sends it (a closed tab, a reload).
@@ -155,8 +199,8 @@ const whipgate = (() => {
     return received;
   }
 
-  function play({ url, token, video, relay, onState }) {
-    let pc = null, location = null, closed = false;
+  function play({ url, token, video, relay, onState, onViewers }) {
+    let pc = null, location = null, closed = false, events = null;
     const current = () => pc;
     async function run() {
       while (!closed) {
@@ -184,12 +228,31 @@ const whipgate = (() => {
         try {
           onState("offering");
           location = await exchange(pc, absolute, tok);
+          let moved = false;
+          // The server says where the stream went (a drain, a move between vendors):
+          // re-join there at once rather than after the media stalls.
+          events = await follow(pc.whepEvents, tok, {
+            reconnect: (to) => { if (to) url = to; moved = true; failed(); },
+            viewers: (n) => { if (onViewers) onViewers(n); },
+            active: (live) => onState(live ? "playing: live" : "waiting for the stream"),
+          });
           await ended;
           clearInterval(watch);
+          if (events) events.close();
+          events = null;
           video.srcObject = null;
+          if (moved) {
+            onState("the stream moved; following it");
+            pc.close();
+            await end(location, tok);
+            location = null;
+            continue;
+          }
           onState("the stream ended; waiting for it to come back");
         } catch (error) {
           clearInterval(watch);
+          if (events) events.close();
+          events = null;
           onState(error.status === 409 ? "waiting for the publisher" : "error: " + error.message);
           pc.close();
           await sleep(Math.max(1, error.retryAfter || 2) * 1000);
@@ -255,6 +318,10 @@ if (typeof customElements !== "undefined" && !customElements.get("whep-player"))
           this.state = text;
           stateLine.textContent = text;
           this.dispatchEvent(new CustomEvent("statechange", { detail: text }));
+        },
+        onViewers: (count) => {
+          this.viewers = count;
+          this.dispatchEvent(new CustomEvent("viewers", { detail: count }));
         },
       });
       if (this.hasAttribute("stats")) {
