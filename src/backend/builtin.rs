@@ -61,6 +61,7 @@ impl Adapter for Builtin {
     fn ended<'a>(
         &'a self,
         cx: &'a Upstreams,
+        _backend: &'a BackendDef,
         resources: &'a [Url],
     ) -> BoxFuture<'a, Option<Vec<bool>>> {
         Box::pin(async move {

@@ -13,6 +13,7 @@ mod cloudflare;
 mod exchange;
 mod health;
 mod ivs;
+mod janus;
 mod keys;
 mod livekit;
 mod millicast;
@@ -51,6 +52,7 @@ const KINDS: &[Kind] = &[
     ("cloudflare", cloudflare::KEYS, cloudflare::build),
     ("millicast", millicast::KEYS, millicast::build),
     ("webhook", webhook::KEYS, webhook::build),
+    ("janus", janus::KEYS, janus::build),
 ];
 
 /// A kind's name, its own keys, and its builder.
@@ -148,6 +150,7 @@ pub trait Adapter: Send + Sync + fmt::Debug {
     fn ended<'a>(
         &'a self,
         _cx: &'a Upstreams,
+        _backend: &'a BackendDef,
         _resources: &'a [Url],
     ) -> BoxFuture<'a, Option<Vec<bool>>> {
         Box::pin(async { None })

@@ -301,7 +301,7 @@ impl Gateway {
                 if let Ok(resource) = url::Url::parse(&claims.resource) {
                     let ended = backend
                         .adapter
-                        .ended(&self.upstreams, std::slice::from_ref(&resource))
+                        .ended(&self.upstreams, backend, std::slice::from_ref(&resource))
                         .await;
                     session_gone = ended.is_some_and(|gone| gone.first() == Some(&true));
                 }

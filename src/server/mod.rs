@@ -486,10 +486,9 @@ impl Gateway {
             if !backend.adapter.reports_ended() {
                 continue;
             }
+            // Asked even with none of this replica's sessions: a kind may have work that is
+            // not about them (Janus: keeping alive other replicas' publishers).
             let sessions = self.registry.on_backend(&backend.id.0);
-            if sessions.is_empty() {
-                continue;
-            }
             let (sessions, resources): (Vec<_>, Vec<_>) = sessions
                 .into_iter()
                 .filter_map(|(sid, s)| {
@@ -497,7 +496,11 @@ impl Gateway {
                     Some(((sid, s), url))
                 })
                 .unzip();
-            let Some(ended) = backend.adapter.ended(&self.upstreams, &resources).await else {
+            let Some(ended) = backend
+                .adapter
+                .ended(&self.upstreams, backend, &resources)
+                .await
+            else {
                 continue;
             };
             for ((sid, session), gone) in sessions.into_iter().zip(ended) {

@@ -5,7 +5,8 @@
                        [--expect-status CODE] [--ready-file F] [--release-file F] [--keep]
                        [--wait-live S]
 
-POSTs a recvonly audio+video offer to URL, expects 201 + Location, applies the answer, then
+POSTs a recvonly audio+video offer to URL, expects 201 + Location and applies the answer (or,
+given a WHEP-04 406 counter-offer, answers the server's offer with PATCH application/sdp), then
 decodes frames until it has --min-frames video frames and --min-audio audio frames (or
 --timeout seconds pass). It prints the counts and the video codec, DELETEs the Location
 (expects 200) unless --keep, and prints "RESULT ok" or "RESULT fail: reason".
@@ -59,9 +60,10 @@ async def run(args):
     counter = {"video": 0, "audio": 0}
     tasks = []
 
-    @pc.on("track")
     def on_track(track):
         tasks.append(asyncio.ensure_future(count(track, counter, track.kind)))
+
+    pc.on("track", on_track)
 
     await pc.setLocalDescription(await pc.createOffer())
     async with aiohttp.ClientSession() as http:
@@ -81,11 +83,27 @@ async def run(args):
             log(f"check: POST answered {status} ({body.strip()}), Retry-After {answer_headers.get('Retry-After')}")
             await pc.close()
             return
-        if status != 201:
+        if status == 406 and answer_headers.get("Content-Type", "").startswith("application/sdp"):
+            # WHEP-04 counter-offer: the server's own offer, answered with PATCH application/sdp.
+            location = urljoin(args.url, answer_headers["Location"])
+            await pc.close()
+            pc = RTCPeerConnection()
+            pc.on("track", on_track)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="offer"))
+            await pc.setLocalDescription(await pc.createAnswer())
+            patch_headers = {"Content-Type": "application/sdp"}
+            if args.token:
+                patch_headers["Authorization"] = "Bearer " + args.token
+            async with http.patch(location, data=pc.localDescription.sdp, headers=patch_headers) as r:
+                if r.status != 204:
+                    raise Fail(f"PATCH with the answer to the counter-offer answered {r.status}: {(await r.text()).strip()}")
+            log("check: 406 counter-offer with Location, answered by PATCH application/sdp: 204")
+        elif status != 201:
             raise Fail(f"POST answered {status}: {body.strip()}")
-        location = urljoin(args.url, answer_headers["Location"])
-        log("check: 201 with Location")
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        else:
+            location = urljoin(args.url, answer_headers["Location"])
+            log("check: 201 with Location")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             if counter["video"] >= args.min_frames and counter["audio"] >= args.min_audio:

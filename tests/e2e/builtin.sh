@@ -333,3 +333,43 @@ test_dr() {
   echo "drain (same, Chromium's play page): $(grep -oE 'longest gap without decoded frames [0-9.]+ s' "$TMP/dr-chromium.log")" >>"$FIRST_MEDIA_FILE"
   ok "$name"
 }
+
+# jn_rooms: how many of whipgate's VideoRoom rooms Janus has (asked through its own API).
+jn_rooms() {
+  local api=http://127.0.0.1:8088/janus s h
+  s=$(nsx curl -s -m 3 -X POST -d '{"janus":"create","transaction":"t"}' "$api" | jq -r .data.id)
+  h=$(nsx curl -s -m 3 -X POST -d '{"janus":"attach","plugin":"janus.plugin.videoroom","transaction":"t"}' \
+    "$api/$s" | jq -r .data.id)
+  nsx curl -s -m 3 -X POST -d '{"janus":"message","transaction":"t","body":{"request":"list"}}' "$api/$s/$h" |
+    jq -r '[.plugindata.data.list[] | select(.description | startswith("whipgate:"))] | length'
+  nsx curl -s -m 3 -X POST -d '{"janus":"destroy","transaction":"t"}' "$api/$s" >/dev/null
+}
+
+# JN: kind janus, through Janus's own HTTP API.
+test_jn() {
+  local name=$NAME_JN stream=jn-1 fail=
+  if [ "$DIRECT" = 1 ]; then echo "# JN needs whipgate: skipped in direct mode"; return; fi
+  note "JN: aiortc -> whipgate -> Janus HTTP API (VideoRoom); aiortc plays through a counter-offer"
+  aiortc_publisher jn-pub "$stream"; local pub=$LAST_PID
+  if ! wait_for 20 "$pub" "aiortc publisher" test -f "$TMP/jn-pub.ready"; then
+    not_ok "$name" "publisher: $(result_line jn-pub || echo 'no connection within 20 s')"; return
+  fi
+  local rooms
+  rooms=$(jn_rooms)
+  [ "$rooms" = 1 ] || fail="Janus has $rooms whipgate rooms while publishing, expected 1"
+  if [ -z "$fail" ] && ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream" --min-frames 30 \
+      --min-audio 20 >"$TMP/jn-play.log" 2>&1; then
+    fail="player: $(result_line jn-play)"
+  fi
+  if [ -z "$fail" ] && ! grep -q '406 counter-offer' "$TMP/jn-play.log"; then
+    fail="the player did not get a counter-offer: $(grep '^check:' "$TMP/jn-play.log" | tr '\n' ';')"
+  fi
+  release_publisher jn-pub "$pub" || true
+  [ -n "$fail" ] || [ "$(result_line jn-pub)" = "RESULT ok" ] || fail="publisher: $(result_line jn-pub)"
+  if [ -z "$fail" ] && ! wait_for 5 "" "room destroyed" test "$(jn_rooms)" = 0; then
+    fail="the room outlived its publisher ($(jn_rooms) whipgate rooms left)"
+  fi
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  note "JN: player $(check_line jn-play)"
+  ok "$name"
+}
