@@ -146,9 +146,9 @@ fn other_mistakes_are_located() {
         (
             GOOD.replace(
                 "kind = \"whip\"\nwhip_url = \"http",
-                "kind = \"janus\"\nwhip_url = \"http",
+                "kind = \"mediasoup\"\nwhip_url = \"http",
             ),
-            "unknown kind `janus`",
+            "unknown kind `mediasoup`",
         ),
         (
             GOOD.replace("stream = \"cam-*\"", "stream = \"cam-[\""),
