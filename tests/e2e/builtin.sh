@@ -345,6 +345,17 @@ jn_rooms() {
   nsx curl -s -m 3 -X POST -d '{"janus":"destroy","transaction":"t"}' "$api/$s" >/dev/null
 }
 
+# jn_participants STREAM: how many participants the whipgate room of STREAM has (0: none).
+jn_participants() {
+  local api=http://127.0.0.1:8088/janus s h
+  s=$(nsx curl -s -m 3 -X POST -d '{"janus":"create","transaction":"t"}' "$api" | jq -r .data.id)
+  h=$(nsx curl -s -m 3 -X POST -d '{"janus":"attach","plugin":"janus.plugin.videoroom","transaction":"t"}' \
+    "$api/$s" | jq -r .data.id)
+  nsx curl -s -m 3 -X POST -d '{"janus":"message","transaction":"t","body":{"request":"list"}}' "$api/$s/$h" |
+    jq -r --arg d "whipgate:$1" '[.plugindata.data.list[] | select(.description == $d) | .num_participants] | first // 0'
+  nsx curl -s -m 3 -X POST -d '{"janus":"destroy","transaction":"t"}' "$api/$s" >/dev/null
+}
+
 # JN: kind janus, through Janus's own HTTP API.
 test_jn() {
   local name=$NAME_JN stream=jn-1 fail=
@@ -371,5 +382,74 @@ test_jn() {
   fi
   if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
   note "JN: player $(check_line jn-play)"
+  ok "$name"
+}
+
+# JK: a publisher outlives the replica that created its Janus session. Replica B (port
+# 8083, the same session key, kind janus) takes the publisher and is killed (SIGKILL); the
+# main gateway's sweep keeps the Janus session alive past Janus's 60 s session_timeout; a
+# player then plays it through the main gateway, and a restarted B ends it with DELETE.
+start_replica_b() {
+  (exec env WHIPGATE_SESSION_KEY="$SESSION_KEY" JANUS_ROOM_KEY=supersecret RUST_LOG=info \
+    ip netns exec "$NS" "$WHIPGATE_BIN" serve --config "$TMP/replica-b.toml") >>"$TMP/replica-b.log" 2>&1 &
+  REPLICA_B=$!; PIDS+=("$REPLICA_B")
+  b_ready() {
+    local c
+    c=$(nsx curl -s -o /dev/null -m 1 -w '%{http_code}' -X OPTIONS http://127.0.0.1:8083/whip/x)
+    [ "${c:0:1}" = 2 ]
+  }
+  wait_for 20 "$REPLICA_B" "replica B" b_ready
+}
+
+test_jk() {
+  local name=$NAME_JK stream=jn-keep fail=
+  if [ "$DIRECT" = 1 ]; then echo "# JK needs whipgate: skipped in direct mode"; return; fi
+  cat >"$TMP/replica-b.toml" <<'TOML'
+[server]
+listen = "127.0.0.1:8083"
+public_url = "http://127.0.0.1:8083"
+session_keys = [{ id = "k1", secret_env = "WHIPGATE_SESSION_KEY" }]
+
+[[backend]]
+id = "janus-api"
+kind = "janus"
+url = "http://127.0.0.1:8088/janus"
+room_admin_key_env = "JANUS_ROOM_KEY"
+
+[[route]]
+match = { stream = "jn-*" }
+backends = ["janus-api"]
+TOML
+  if ! start_replica_b; then not_ok "$name" "replica B did not start"; return; fi
+  note "JK: aiortc -> replica B -> Janus; B is then killed"
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "http://127.0.0.1:8083/whip/$stream" \
+    --ready-file "$TMP/jk-pub.ready" --release-file "$TMP/jk-pub.release" --hold 150) >"$TMP/jk-pub.log" 2>&1 &
+  local pub=$!; PIDS+=("$pub")
+  if ! wait_for 20 "$pub" "aiortc publisher" test -f "$TMP/jk-pub.ready"; then
+    not_ok "$name" "publisher: $(result_line jk-pub || echo 'no connection within 20 s')"; kill "$REPLICA_B"; return
+  fi
+  kill -KILL "$REPLICA_B"; wait "$REPLICA_B" 2>/dev/null
+  # Janus drops a session 60 s after its last request: watch the room for 70 s.
+  local end=$((SECONDS + 70)) n
+  while [ $SECONDS -lt $end ]; do
+    n=$(jn_participants "$stream")
+    if [ "${n:-0}" -lt 1 ]; then fail="the publisher left the room $((70 - end + SECONDS)) s after its replica died"; break; fi
+    kill -0 "$pub" 2>/dev/null || { fail="publisher exited: $(result_line jk-pub)"; break; }
+    sleep 1
+  done
+  if [ -z "$fail" ] && ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream" --min-frames 30 \
+      --min-audio 20 >"$TMP/jk-play.log" 2>&1; then
+    fail="player through the main gateway: $(result_line jk-play)"
+  fi
+  if start_replica_b; then
+    release_publisher jk-pub "$pub" || true
+    [ -n "$fail" ] || [ "$(result_line jk-pub)" = "RESULT ok" ] || fail="publisher's DELETE through the restarted replica: $(result_line jk-pub)"
+    kill "$REPLICA_B" 2>/dev/null; wait "$REPLICA_B" 2>/dev/null
+  else
+    [ -n "$fail" ] || fail="replica B did not restart"
+    touch "$TMP/jk-pub.release"
+  fi
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  note "JK: 70 s after its replica died the publisher is still in its room; player $(check_line jk-play)"
   ok "$name"
 }
