@@ -12,6 +12,7 @@
 //! so a replica finds them with VideoRoom `list` and `listparticipants`. Losing the replica
 //! that created a publisher therefore loses no stream while another replica runs.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,10 @@ const PLUGIN: &str = "janus.plugin.videoroom";
 /// Room descriptions and publisher display names whipgate gives, to find its own.
 const TAG: &str = "whipgate:";
 const ROOM: &str = "room";
+/// Marks a publisher's resource, so that `ended` can ask whether it still publishes.
+const PUBLISHER: &str = "publisher";
+/// Sweeps in a row a publisher may be missing from its room before it counts as ended.
+const ABSENT_SWEEPS: u8 = 2;
 /// How long an asynchronous answer (the event carrying the SDP) may take.
 const EVENT_WAIT: Duration = Duration::from_secs(10);
 /// How often one replica keeps alive the publishers other replicas created.
@@ -47,6 +52,8 @@ pub struct Janus {
     /// The VideoRoom plugin's `admin_key`, when its config makes room creation need one.
     room_admin_key: Option<Secret>,
     last_sweep: Mutex<Option<Instant>>,
+    /// This replica's publishers missing from their room at the last sweep, and how often.
+    absent: Mutex<HashMap<u64, u8>>,
 }
 
 /// The routes.toml keys of this kind, besides those every kind takes.
@@ -70,6 +77,7 @@ pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyErro
         token: keys.secret("token")?,
         room_admin_key: keys.secret("room_admin_key")?,
         last_sweep: Mutex::new(None),
+        absent: Mutex::new(HashMap::new()),
     }))
 }
 
@@ -93,6 +101,7 @@ pub fn trickle_candidates(fragment: &str) -> Vec<Value> {
     for line in fragment.lines().map(str::trim_end) {
         if line.starts_with("m=") {
             index += 1;
+            mid = None;
         } else if let Some(value) = line.strip_prefix("a=mid:") {
             mid = Some(value.trim().to_owned());
         } else if let Some(candidate) = line.strip_prefix("a=") {
@@ -222,7 +231,7 @@ impl Janus {
                     query.append_pair("token", token.expose());
                 }
             }
-            let response = broker::call(
+            let poll = broker::call(
                 cx,
                 backend,
                 None,
@@ -232,8 +241,12 @@ impl Janus {
                 broker::json_headers(None),
                 Bytes::new(),
                 Retry::Never,
-            )
-            .await?;
+            );
+            // Janus holds a poll up to 30 s: the wait is bounded here, whatever the client's.
+            let Ok(response) = tokio::time::timeout_at(deadline.into(), poll).await else {
+                break;
+            };
+            let response = response?;
             let reply: Value = broker::json(backend, operation, &response)?;
             check_reply(backend, operation, &reply)?;
             if reply["transaction"].as_str() == Some(transaction) {
@@ -342,6 +355,32 @@ impl Janus {
         offer: &str,
     ) -> Result<(String, u64), AttemptError> {
         let room = room_for(stream);
+        match self
+            .try_publish(cx, backend, ids, stream, room, offer)
+            .await
+        {
+            // The room's last publisher left (and destroyed it) between create and join.
+            Err(AttemptError {
+                error: GatewayError::NotLive { .. },
+                ..
+            }) => {
+                self.try_publish(cx, backend, ids, stream, room, offer)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_publish(
+        &self,
+        cx: &Upstreams,
+        backend: &BackendDef,
+        ids: (u64, u64),
+        stream: &str,
+        room: u64,
+        offer: &str,
+    ) -> Result<(String, u64), AttemptError> {
         let mut create = json!({
             "request": "create", "room": room, "description": format!("{TAG}{stream}"),
             "publishers": 1, "audiocodec": "opus", "videocodec": "vp8,h264,vp9,av1",
@@ -402,8 +441,10 @@ impl Janus {
                 json!({ "request": "listparticipants", "room": room }),
             )
             .await?;
-        if plugin_error(&participants).is_some() {
-            return Err(not_live());
+        match plugin_error(&participants) {
+            Some((426, _)) => return Err(not_live()),
+            Some((code, reason)) => return Err(videoroom_error(backend, code, &reason)),
+            None => {}
         }
         let feed = participants["participants"]
             .as_array()
@@ -441,17 +482,32 @@ impl Janus {
     ) -> Result<Created, AttemptError> {
         let ids = self.open(cx, backend).await?;
         let stream = request.stream.as_str();
-        let result = match request.kind {
-            EndpointKind::Whip => {
-                let offer = std::str::from_utf8(&request.offer).map_err(|_| {
-                    AttemptError::fatal(GatewayError::BadRequest("the offer is not UTF-8".into()))
-                });
-                match offer {
-                    Ok(offer) => self.publish(cx, backend, ids, stream, offer).await,
-                    Err(error) => Err(error),
+        // Bounded well inside the client's request timeout: a create dropped half-way would
+        // leave its Janus session behind.
+        let work = async {
+            match request.kind {
+                EndpointKind::Whip => {
+                    let offer = std::str::from_utf8(&request.offer).map_err(|_| {
+                        AttemptError::fatal(GatewayError::BadRequest(
+                            "the offer is not UTF-8".into(),
+                        ))
+                    });
+                    match offer {
+                        Ok(offer) => self.publish(cx, backend, ids, stream, offer).await,
+                        Err(error) => Err(error),
+                    }
                 }
+                EndpointKind::Whep => self.subscribe(cx, backend, ids, stream).await,
             }
-            EndpointKind::Whep => self.subscribe(cx, backend, ids, stream).await,
+        };
+        let result = match tokio::time::timeout(EVENT_WAIT, work).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptError::retryable(GatewayError::GatewayTimeout(
+                format!(
+                    "backend {}: Janus did not set up the session in time",
+                    backend.id
+                ),
+            ))),
         };
         let (sdp, room) = match result {
             Ok(done) => done,
@@ -466,7 +522,13 @@ impl Janus {
             answer: Bytes::from(sdp),
             // Janus's subscribers only take its offer (its maintainer said they will stay so).
             counter_offer: request.kind == EndpointKind::Whep,
-            resource: self.endpoint(&[ids.0, ids.1]),
+            resource: {
+                let mut resource = self.endpoint(&[ids.0, ids.1]);
+                if request.kind == EndpointKind::Whip {
+                    resource.set_fragment(Some(PUBLISHER));
+                }
+                resource
+            },
             etag: None,
             ice_servers: Vec::new(),
             state,
@@ -481,41 +543,32 @@ impl Janus {
     ) -> Result<(), GatewayError> {
         let ids = ids(session.resource)?;
         if session.claims.kind == EndpointKind::Whip {
-            self.room_request(cx, backend, "leave", ids, json!({ "request": "leave" }))
-                .await
-                .map_err(|e| e.error)?;
-            // The room goes with its last publisher.
+            // `leave` is answered by an event: wait for it, so that the room no longer lists
+            // this publisher when it is checked for emptiness.
+            let left = self
+                .room_exchange(
+                    cx,
+                    backend,
+                    "leave",
+                    ids,
+                    json!({ "request": "leave" }),
+                    None,
+                )
+                .await;
+            if let Err(AttemptError {
+                error: error @ GatewayError::NotFound(_),
+                ..
+            }) = left
+            {
+                return Err(error);
+            }
             if let Some(room) = session
                 .claims
                 .state
                 .get(ROOM)
                 .and_then(|r| r.parse::<u64>().ok())
             {
-                let left = self
-                    .room_request(
-                        cx,
-                        backend,
-                        "listparticipants",
-                        ids,
-                        json!({ "request": "listparticipants", "room": room }),
-                    )
-                    .await;
-                let empty = left.as_ref().is_ok_and(|data| {
-                    data["participants"]
-                        .as_array()
-                        .is_some_and(|all| all.iter().all(|p| p["publisher"] != true))
-                });
-                if empty {
-                    let _ = self
-                        .room_request(
-                            cx,
-                            backend,
-                            "destroy room",
-                            ids,
-                            json!({ "request": "destroy", "room": room }),
-                        )
-                        .await;
-                }
+                self.destroy_room_if_empty(cx, backend, ids, room).await;
             }
         }
         self.request(cx, backend, "destroy", &[ids.0], "destroy", json!({}))
@@ -524,25 +577,60 @@ impl Janus {
             .map_err(|e| e.error)
     }
 
+    async fn destroy_room_if_empty(
+        &self,
+        cx: &Upstreams,
+        backend: &BackendDef,
+        ids: (u64, u64),
+        room: u64,
+    ) {
+        let left = self
+            .room_request(
+                cx,
+                backend,
+                "listparticipants",
+                ids,
+                json!({ "request": "listparticipants", "room": room }),
+            )
+            .await;
+        let empty = left.as_ref().is_ok_and(|data| {
+            data["participants"]
+                .as_array()
+                .is_some_and(|all| all.iter().all(|p| p["publisher"] != true))
+        });
+        if empty {
+            let _ = self
+                .room_request(
+                    cx,
+                    backend,
+                    "destroy room",
+                    ids,
+                    json!({ "request": "destroy", "room": room }),
+                )
+                .await;
+        }
+    }
+
     /// Keeps alive the publishers of whipgate's rooms, whichever replica created them.
-    async fn sweep(&self, cx: &Upstreams, backend: &BackendDef) {
+    /// Returns the Janus sessions seen publishing, when it ran (at most every 20 s).
+    async fn sweep(&self, cx: &Upstreams, backend: &BackendDef) -> Option<HashSet<u64>> {
         {
             let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
             if last.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
-                return;
+                return None;
             }
             *last = Some(Instant::now());
         }
-        let Ok(ids) = self.open(cx, backend).await else {
-            return;
-        };
+        let ids = self.open(cx, backend).await.ok()?;
+        let mut publishing = HashSet::new();
         let rooms = self
             .room_request(cx, backend, "list", ids, json!({ "request": "list" }))
             .await;
+        let Some(rooms) = rooms.ok().and_then(|data| data["list"].as_array().cloned()) else {
+            self.destroy(cx, backend, ids.0).await;
+            return None;
+        };
         let rooms: Vec<u64> = rooms
-            .ok()
-            .and_then(|data| data["list"].as_array().cloned())
-            .unwrap_or_default()
             .iter()
             .filter(|room| {
                 room["description"]
@@ -562,14 +650,19 @@ impl Janus {
                 )
                 .await
             else {
-                continue;
+                self.destroy(cx, backend, ids.0).await;
+                return None;
             };
+            // Only those still publishing: a publisher whose client vanished stays a
+            // participant after Janus hung up its connection, and must be let go.
             let sessions: Vec<u64> = data["participants"]
                 .as_array()
                 .into_iter()
                 .flatten()
+                .filter(|p| p["publisher"] == true)
                 .filter_map(|p| p["display"].as_str()?.strip_prefix(TAG)?.parse().ok())
                 .collect();
+            publishing.extend(sessions.iter().copied());
             for session in sessions {
                 let _ = self
                     .request(cx, backend, "keepalive", &[session], "keepalive", json!({}))
@@ -577,6 +670,7 @@ impl Janus {
             }
         }
         self.destroy(cx, backend, ids.0).await;
+        Some(publishing)
     }
 }
 
@@ -686,7 +780,7 @@ impl Adapter for Janus {
         resources: &'a [Url],
     ) -> BoxFuture<'a, Option<Vec<bool>>> {
         Box::pin(async move {
-            self.sweep(cx, backend).await;
+            // This replica's own sessions first: they must not wait behind the sweep.
             let mut gone = Vec::with_capacity(resources.len());
             for resource in resources {
                 let ended = match ids(resource) {
@@ -701,6 +795,36 @@ impl Adapter for Janus {
                     Err(_) => false,
                 };
                 gone.push(ended);
+            }
+            if let Some(publishing) = self.sweep(cx, backend).await {
+                let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+                let mut seen = HashMap::new();
+                for (resource, ended) in resources.iter().zip(gone.iter_mut()) {
+                    let Ok((session, _)) = ids(resource) else {
+                        continue;
+                    };
+                    if *ended || resource.fragment() != Some(PUBLISHER) {
+                        continue;
+                    }
+                    if publishing.contains(&session) {
+                        continue;
+                    }
+                    let count = absent.get(&session).copied().unwrap_or(0) + 1;
+                    if count >= ABSENT_SWEEPS {
+                        *ended = true;
+                    } else {
+                        seen.insert(session, count);
+                    }
+                }
+                // Only this sweep's absentees are remembered: bounded by the live sessions.
+                *absent = seen;
+            }
+            for (resource, ended) in resources.iter().zip(&gone) {
+                if *ended && resource.fragment() == Some(PUBLISHER) {
+                    if let Ok((session, _)) = ids(resource) {
+                        self.destroy(cx, backend, session).await;
+                    }
+                }
             }
             Some(gone)
         })
@@ -725,7 +849,9 @@ impl Adapter for Janus {
     ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
         Box::pin(async move {
             let fragment = String::from_utf8_lossy(&body);
-            if *if_match == UpstreamIfMatch::Any || fragment.contains("a=ice-ufrag:") {
+            // RFC 9725: an ICE restart is the PATCH with `If-Match: "*"`; a trickle fragment
+            // carries the ICE credentials too (RFC 8840), so they say nothing by themselves.
+            if *if_match == UpstreamIfMatch::Any {
                 return Err(GatewayError::Unprocessable(
                     "kind janus does not support ICE restarts yet; start a new session".into(),
                 ));

@@ -361,6 +361,8 @@ test_jn() {
   local name=$NAME_JN stream=jn-1 fail=
   if [ "$DIRECT" = 1 ]; then echo "# JN needs whipgate: skipped in direct mode"; return; fi
   note "JN: aiortc -> whipgate -> Janus HTTP API (VideoRoom); aiortc plays through a counter-offer"
+  local sessions_before
+  sessions_before=$(admin "" ',"janus":"list_sessions"' | jq -r '.sessions | length')
   aiortc_publisher jn-pub "$stream"; local pub=$LAST_PID
   if ! wait_for 20 "$pub" "aiortc publisher" test -f "$TMP/jn-pub.ready"; then
     not_ok "$name" "publisher: $(result_line jn-pub || echo 'no connection within 20 s')"; return
@@ -379,6 +381,34 @@ test_jn() {
   [ -n "$fail" ] || [ "$(result_line jn-pub)" = "RESULT ok" ] || fail="publisher: $(result_line jn-pub)"
   if [ -z "$fail" ] && ! wait_for 5 "" "room destroyed" test "$(jn_rooms)" = 0; then
     fail="the room outlived its publisher ($(jn_rooms) whipgate rooms left)"
+  fi
+  # A trickling publisher (simple-whip-client sends its candidates by PATCH).
+  if [ -z "$fail" ]; then
+    (exec env LD_LIBRARY_PATH="$STUB_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" GST_DEBUG_NO_COLOR=1 \
+      ip netns exec "$NS" whip-client -u "$GW/whip/jn-2" -t "$CLIENT_TOKEN" \
+      -A "audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt=111 ssrc=1 ! queue ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111" \
+      -V "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert ! queue ! vp8enc deadline=1 target-bitrate=300000 keyframe-max-dist=30 ! rtpvp8pay pt=96 ssrc=2 ! queue ! application/x-rtp,media=video,encoding-name=VP8,payload=96") \
+      >"$TMP/jn-whip-client.log" 2>&1 &
+    local wc=$!; PIDS+=("$wc")
+    if ! wait_for 15 "$wc" "whip-client" grep -q 'PeerConnection connected' "$TMP/jn-whip-client.log"; then
+      fail="whip-client (trickle) never connected to Janus through kind janus"
+    elif [ "$(grep -c 'method=PATCH endpoint="session".*backend="janus-api".*status=204' "$TMP/whipgate.log")" -lt 2 ]; then
+      # One is the aiortc player's answer; the others are whip-client's trickles.
+      fail="no trickle PATCH of whip-client reached kind janus (204)"
+    elif [ "$(jn_participants jn-2)" != 1 ]; then
+      fail="whip-client is not in the jn-2 room ($(jn_participants jn-2) participants)"
+    fi
+    kill -INT "$wc" 2>/dev/null
+    local end=$((SECONDS + 10))
+    while kill -0 "$wc" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  fi
+  if [ -z "$fail" ] && ! wait_for 5 "" "rooms destroyed" test "$(jn_rooms)" = 0; then
+    fail="a room outlived the trickling publisher ($(jn_rooms) whipgate rooms left)"
+  fi
+  local sessions_after
+  sessions_after=$(admin "" ',"janus":"list_sessions"' | jq -r '.sessions | length')
+  if [ -z "$fail" ] && [ "$sessions_after" -gt "$sessions_before" ]; then
+    fail="Janus holds $sessions_after sessions after the DELETEs, $sessions_before before the test"
   fi
   if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
   note "JN: player $(check_line jn-play)"

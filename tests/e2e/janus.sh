@@ -161,7 +161,7 @@ dump_all() {
     aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
     aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
     aiortc-m-sfu.log coturn.log aiortc-relay.log chromium-relay-play.log chromium-relay-publish.log \
-    aiortc-relay-play.log chromium-pages.log dr-publish.log dr-play.log dr-chromium.log jn-pub.log jn-play.log jk-pub.log jk-play.log replica-b.log "${VENDOR_LOGS[@]}" \
+    aiortc-relay-play.log chromium-pages.log dr-publish.log dr-play.log dr-chromium.log jn-pub.log jn-play.log jn-whip-client.log jk-pub.log jk-play.log replica-b.log "${VENDOR_LOGS[@]}" \
     "${FFMPEG_LOGS[@]}" janus.log
 }
 

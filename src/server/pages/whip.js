@@ -200,7 +200,7 @@ const whipgate = (() => {
   }
 
   function play({ url, token, video, relay, onState, onViewers }) {
-    let pc = null, location = null, closed = false, events = null;
+    let pc = null, location = null, closed = false, events = null, stop = null;
     const current = () => pc;
     async function run() {
       while (!closed) {
@@ -213,6 +213,7 @@ const whipgate = (() => {
         pc.ontrack = (e) => { media.addTrack(e.track); video.srcObject = media; };
         let failed;
         const ended = new Promise((r) => { failed = r; });
+        stop = failed;
         pc.onconnectionstatechange = () => {
           onState("playing: " + pc.connectionState);
           if (["failed", "closed", "disconnected"].includes(pc.connectionState)) failed();
@@ -240,6 +241,8 @@ const whipgate = (() => {
           clearInterval(watch);
           if (events) events.close();
           events = null;
+          // close() ended the session itself.
+          if (closed) return;
           video.srcObject = null;
           if (moved) {
             onState("the stream moved; following it");
@@ -284,6 +287,9 @@ const whipgate = (() => {
       async close() {
         closed = true;
         window.removeEventListener("pagehide", onHide);
+        // Ends the loop's wait (pc.close() fires no state change) and its event stream.
+        if (events) events.close();
+        if (stop) stop();
         const current = pc;
         await end(location, typeof token === "function" ? token() : token);
         if (current) current.close();
