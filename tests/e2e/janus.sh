@@ -144,6 +144,8 @@ matrix_rows() {
          "$ff|ivs|aiortc" "$ff|cloudflare|aiortc" "$ff|millicast|aiortc" "$ff|webhook|aiortc" ;;
     Z) echo "$gst|builtin|aiortc" ;;
     OB) printf '%s\n' "$obs|builtin|aiortc" "$obs|whip (Janus)|-" ;;
+    JN | JK) echo "aiortc|janus|aiortc" ;;
+    DR) printf '%s\n' "aiortc|builtin|aiortc" "aiortc|builtin|Chromium" ;;
   esac
 }
 not_ok() { echo "not ok - $1: $2"; FAILED=$((FAILED + 1)); }
