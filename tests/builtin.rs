@@ -112,7 +112,7 @@ async fn publish_answer_trickle_play_and_delete() {
         .find(|l| l.contains("server-sent-events"))
         .expect("the events Link");
     assert!(
-        link.contains("events=\"active,inactive,viewercount,reconnect\""),
+        link.contains("events=\"active,inactive,layers,viewercount,reconnect\""),
         "{link}"
     );
     let events_url = link
@@ -120,6 +120,24 @@ async fn publish_answer_trickle_play_and_delete() {
         .nth(1)
         .and_then(|rest| rest.split('>').next())
         .expect("URL in the Link");
+    // The layer extension: the player picks a simulcast layer of its video m-line (before it
+    // connects, the choice waits for its m-lines; engine tests check the m-line rules).
+    let layer_url = viewer
+        .all("link")
+        .into_iter()
+        .find(|l| l.contains("urn:ietf:params:whep:ext:core:layer"))
+        .and_then(|l| Some(l.split('<').nth(1)?.split('>').next()?.to_owned()))
+        .expect("the layer Link");
+    let json = ("content-type", "application/json");
+    for (choice, status) in [
+        (r#"{"mediaId":"1","rid":"h"}"#, 200),
+        (r#"{"mediaId":"1"}"#, 200),
+        ("not json", 400),
+        (r#"{"rid":"h"}"#, 400),
+    ] {
+        let got = send(gw.local_addr, "POST", &path_of(&layer_url), &[json], choice).await;
+        assert_eq!(got.status, status, "{choice}: {}", got.body);
+    }
     let subscribed = send(gw.local_addr, "POST", &path_of(events_url), &[], "").await;
     assert_eq!(subscribed.status, 201, "{}", subscribed.body);
     let mut events = EventStream::open(

@@ -75,6 +75,39 @@ impl Adapter for Builtin {
         })
     }
 
+    fn chooses_layers(&self) -> bool {
+        true
+    }
+
+    fn select_layer<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        session: SessionRequest<'a>,
+        media_id: &'a str,
+        rid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async move {
+            let sfu = cx.sfu.get().ok_or_else(stopped)?;
+            let id = peer_id(session.resource)?;
+            sfu.select_layer(id, media_id, rid)
+                .await
+                .map_err(gateway_error)
+        })
+    }
+
+    fn layers<'a>(
+        &'a self,
+        cx: &'a Upstreams,
+        resource: &'a Url,
+    ) -> BoxFuture<'a, Vec<(String, Vec<String>)>> {
+        Box::pin(async move {
+            match (cx.sfu.get(), peer_id(resource)) {
+                (Some(sfu), Ok(id)) => sfu.viewer_layers(id).await,
+                _ => Vec::new(),
+            }
+        })
+    }
+
     fn create<'a>(
         &'a self,
         cx: &'a Upstreams,
@@ -191,6 +224,7 @@ fn gateway_error(error: SfuError) -> GatewayError {
         SfuError::AlreadyPublished => GatewayError::Conflict(error.to_string()),
         SfuError::Offer(_) => GatewayError::Unprocessable(error.to_string()),
         SfuError::NoSession => GatewayError::NotFound("session not found".into()),
+        SfuError::Layer(_) => GatewayError::BadRequest(error.to_string()),
         SfuError::Stopped => stopped(),
     }
 }

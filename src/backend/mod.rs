@@ -218,6 +218,35 @@ pub trait Adapter: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Whether its players may choose a simulcast layer (the WHEP layer extension).
+    fn chooses_layers(&self) -> bool {
+        false
+    }
+
+    /// A player's layer choice on its m-line `media_id` (`None`: back to the default).
+    fn select_layer<'a>(
+        &'a self,
+        _cx: &'a Upstreams,
+        _session: SessionRequest<'a>,
+        _media_id: &'a str,
+        _rid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), GatewayError>> {
+        Box::pin(async {
+            Err(GatewayError::NotFound(
+                "this session's backend offers no layer choice".into(),
+            ))
+        })
+    }
+
+    /// The layers a player may choose from, per its video m-line (mid, rids).
+    fn layers<'a>(
+        &'a self,
+        _cx: &'a Upstreams,
+        _resource: &'a Url,
+    ) -> BoxFuture<'a, Vec<(String, Vec<String>)>> {
+        Box::pin(async { Vec::new() })
+    }
+
     /// Ends a session it created, with whatever cleanup the vendor needs.
     fn delete<'a>(
         &'a self,

@@ -531,6 +531,11 @@ impl Gateway {
             if let Some(link) = super::events::link(&base, &token, backend.adapter.is_remote()) {
                 headers.append(header::LINK, link);
             }
+            if backend.adapter.chooses_layers() {
+                if let Some(link) = super::events::layer_link(&base, &token) {
+                    headers.append(header::LINK, link);
+                }
+            }
         }
         Ok(response)
     }

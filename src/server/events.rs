@@ -5,7 +5,8 @@
 //! Stateless like sessions: both URLs carry the session token, so any replica serves them.
 //! `reconnect` is whipgate's own: sent when the session's backend is drained or leaves the
 //! table, so that players re-join through the same WHEP URL and land where the stream is now.
-//! The built-in SFU also tells `active`, `inactive` and `viewercount`.
+//! The built-in SFU also tells `active`, `inactive`, `viewercount` and `layers`, and takes
+//! the player's layer choice (the layer extension, `/session/{token}/layer`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,7 +27,9 @@ use crate::session::SessionClaims;
 pub(super) const REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
 
 /// Every event whipgate can send, in the order the `Link` lists them.
-const ALL: [&str; 4] = ["active", "inactive", "viewercount", "reconnect"];
+const ALL: [&str; 5] = ["active", "inactive", "layers", "viewercount", "reconnect"];
+
+pub(super) const LAYER_REL: &str = "urn:ietf:params:whep:ext:core:layer";
 
 /// Event streams one session may hold open (a player needs one).
 const PER_SESSION: usize = 4;
@@ -41,7 +44,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// remote backend whipgate only knows when to send its players elsewhere.
 pub(super) fn supported(remote: bool) -> &'static [&'static str] {
     if remote {
-        &ALL[3..]
+        &ALL[4..]
     } else {
         &ALL
     }
@@ -54,6 +57,36 @@ pub(super) fn link(base: &str, token: &str, remote: bool) -> Option<HeaderValue>
         supported(remote).join(",")
     ))
     .ok()
+}
+
+/// The `Link` of the layer choice (the WHEP layer extension).
+pub(super) fn layer_link(base: &str, token: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "<{base}/session/{token}/layer>; rel=\"{LAYER_REL}\""
+    ))
+    .ok()
+}
+
+/// A player's layer choice: `{"mediaId": "1", "rid": "q"}`; `{"mediaId": "1"}` alone goes
+/// back to the default (the highest layer).
+#[derive(Debug, serde::Deserialize)]
+struct LayerChoice {
+    #[serde(rename = "mediaId")]
+    media_id: String,
+    rid: Option<String>,
+}
+
+/// The `layers` event's data: per video m-line of the player, the layers it may choose.
+fn layers_data(layers: &[(String, Vec<String>)]) -> String {
+    let mut object = serde_json::Map::new();
+    for (mid, rids) in layers {
+        let entries: Vec<serde_json::Value> = rids
+            .iter()
+            .map(|rid| serde_json::json!({ "rid": rid }))
+            .collect();
+        object.insert(mid.clone(), serde_json::Value::Array(entries));
+    }
+    serde_json::Value::Object(object).to_string()
 }
 
 /// The events a player asks for: a JSON array of names (none or an empty body: all).
@@ -161,6 +194,58 @@ impl Gateway {
         }
     }
 
+    /// `POST /session/{token}/layer`: the player's layer choice → 200.
+    pub(super) async fn layer<B>(
+        &self,
+        config: &Arc<Config>,
+        token: &str,
+        request: Request<B>,
+        request_id: &str,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if request.method() != Method::POST {
+            return Err(GatewayError::MethodNotAllowed {
+                reason: "POST a layer choice to this URL".into(),
+                allow: "POST, OPTIONS",
+            });
+        }
+        let mut outcome = super::handlers::Outcome::default();
+        let (claims, backend, resource) =
+            self.open(config, token, request.headers(), &mut outcome)?;
+        if claims.kind != crate::kind::EndpointKind::Whep || !backend.adapter.chooses_layers() {
+            return Err(GatewayError::NotFound(
+                "this session offers no layer choice".into(),
+            ));
+        }
+        let (parts, body) = request.into_parts();
+        let body = read_body(&parts.headers, body, config).await?;
+        let choice: LayerChoice = serde_json::from_slice(&body).map_err(|_| {
+            GatewayError::BadRequest(
+                "a layer choice is JSON: {\"mediaId\": \"<mid>\", \"rid\": \"<rid>\"}".into(),
+            )
+        })?;
+        backend
+            .adapter
+            .select_layer(
+                &self.upstreams,
+                crate::backend::SessionRequest {
+                    resource: &resource,
+                    claims: &claims,
+                    client_authorization: parts.headers.get(header::AUTHORIZATION),
+                    request_id,
+                    client_ip: None,
+                    now: self.clock.unix(),
+                },
+                &choice.media_id,
+                choice.rid.as_deref(),
+            )
+            .await?;
+        Ok(response::empty(StatusCode::OK))
+    }
+
     fn event_stream(
         self: &Arc<Self>,
         config: &Config,
@@ -244,6 +329,7 @@ impl Gateway {
         let mut last_sent = tokio::time::Instant::now();
         let mut active: Option<bool> = None;
         let mut viewers: Option<usize> = None;
+        let mut layers: Option<Vec<(String, Vec<String>)>> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -297,6 +383,15 @@ impl Gateway {
                         out.push(event("viewercount", &data));
                     }
                 }
+                if wants("layers") {
+                    if let Ok(resource) = url::Url::parse(&claims.resource) {
+                        let now_layers = backend.adapter.layers(&self.upstreams, &resource).await;
+                        if layers.as_ref() != Some(&now_layers) {
+                            out.push(event("layers", &layers_data(&now_layers)));
+                            layers = Some(now_layers);
+                        }
+                    }
+                }
                 // Told after the events above, so that a player learns why it ended.
                 if let Ok(resource) = url::Url::parse(&claims.resource) {
                     let ended = backend
@@ -347,9 +442,19 @@ mod tests {
             );
         }
         assert!(
-            requested(br#"["layers"]"#, false).is_err(),
-            "not offered yet"
+            requested(br#"["layers"]"#, true).is_err(),
+            "only where layers are chosen"
         );
+        assert!(requested(br#"["layers"]"#, false).is_ok());
+    }
+
+    #[test]
+    fn layers_are_listed_per_media_id() {
+        assert_eq!(
+            layers_data(&[("1".into(), vec!["f".into(), "q".into()])]),
+            r#"{"1":[{"rid":"f"},{"rid":"q"}]}"#
+        );
+        assert_eq!(layers_data(&[]), "{}");
     }
 
     #[test]

@@ -64,6 +64,8 @@ enum Target<'a> {
     Session(&'a str),
     /// A WHEP session's events: subscribe (`None`), or a stream (`Some(list)`).
     Events(&'a str, Option<&'a str>),
+    /// A WHEP session's layer choice.
+    Layer(&'a str),
     Admin(&'a str),
     Healthz,
     Readyz,
@@ -86,6 +88,7 @@ fn target(path: &str) -> Target<'_> {
             let mut parts = rest.split('/');
             match (parts.next(), parts.next(), parts.next(), parts.next()) {
                 (Some(token), Some("events"), list, None) => Target::Events(token, list),
+                (Some(token), Some("layer"), None, None) => Target::Layer(token),
                 _ => Target::Unknown,
             }
         }
@@ -356,6 +359,21 @@ impl Gateway {
                 }
                 let (token, list) = (token.to_owned(), list.map(str::to_owned));
                 self.events(config, &token, list.as_deref(), request).await
+            }
+            Target::Layer(token) => {
+                outcome.endpoint = "events";
+                if *request.method() == Method::OPTIONS {
+                    let mut response = response::empty(StatusCode::NO_CONTENT);
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+                    if is_preflight(&request) {
+                        cors::preflight(response.headers_mut(), "POST, OPTIONS");
+                    }
+                    return Ok(response);
+                }
+                let token = token.to_owned();
+                self.layer(config, &token, request, request_id).await
             }
             Target::Page(_) | Target::Unknown => {
                 outcome.endpoint = "other";

@@ -29,6 +29,8 @@ const LAYER_REVIEW_INTERVAL: Duration = Duration::from_secs(2);
 /// left) still answers its DELETE with success: a client that closes its peer connection
 /// and then sends DELETE, as browsers' pages do, should not get a 404.
 const ENDED_MEMORY: Duration = Duration::from_secs(300);
+/// Layer choices a viewer may make before its m-lines are known.
+const MAX_LAYER_WISHES: usize = 8;
 /// How long a closed peer's goodbye (BYE, close_notify) may take to send.
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 
@@ -126,6 +128,9 @@ struct Peer {
     last_keyframe_request: HashMap<(Mid, Option<Rid>), Instant>,
     /// Viewer: per outgoing m-line, what it forwards.
     outputs: HashMap<Mid, Forwarding>,
+    /// Viewer: layer choices made before its m-lines were known (str0m reports them once
+    /// connected), by mid; applied then.
+    layer_wishes: HashMap<String, Option<Rid>>,
     packets_in: u64,
     packets_out: u64,
     frames_in: u64,
@@ -144,6 +149,8 @@ struct Forwarding {
     awaiting_keyframe: bool,
     chosen: bool,
     last_review: Option<Instant>,
+    /// The layer the player asked for (the WHEP layer extension); `None`: the highest.
+    preferred: Option<Rid>,
 }
 
 impl Engine {
@@ -261,6 +268,7 @@ impl Engine {
                 layers: HashMap::new(),
                 last_keyframe_request: HashMap::new(),
                 outputs: HashMap::new(),
+                layer_wishes: HashMap::new(),
                 packets_in: 0,
                 packets_out: 0,
                 frames_in: 0,
@@ -526,10 +534,19 @@ impl Engine {
             Event::MediaAdded(added) => {
                 peer.media.push((added.mid, added.kind));
                 if peer.role == PeerRole::Viewer {
+                    let preferred = if added.kind == MediaKind::Video {
+                        peer.layer_wishes
+                            .get(&added.mid.to_string())
+                            .copied()
+                            .flatten()
+                    } else {
+                        None
+                    };
                     peer.outputs.insert(
                         added.mid,
                         Forwarding {
                             awaiting_keyframe: added.kind == MediaKind::Video,
+                            preferred,
                             ..Forwarding::default()
                         },
                     );
@@ -590,6 +607,11 @@ impl Engine {
             return Vec::new();
         };
         let best = Self::best_layer(publisher, data.mid);
+        let sent_layers: Vec<Option<Rid>> = publisher
+            .layers
+            .get(&data.mid)
+            .map(|layers| layers.keys().copied().collect())
+            .unwrap_or_default();
         let mut plans = Vec::new();
         for viewer_id in &stream.viewers {
             if let Some(viewer) = self.peers.get(viewer_id) {
@@ -609,8 +631,13 @@ impl Engine {
             let Some(output) = viewer.outputs.get_mut(&mid) else {
                 continue;
             };
+            // The player's choice while the publisher sends that layer, else the highest.
+            let target = output
+                .preferred
+                .filter(|rid| sent_layers.contains(&Some(*rid)))
+                .or(best);
             if !output.chosen {
-                output.rid = best;
+                output.rid = target;
                 output.chosen = true;
                 output.last_review = Some(now);
             } else if output
@@ -618,9 +645,9 @@ impl Engine {
                 .is_none_or(|at| now - at >= LAYER_REVIEW_INTERVAL)
             {
                 output.last_review = Some(now);
-                if best != output.rid && output.pending_rid.is_none() {
-                    output.pending_rid = Some(best);
-                    wants_keyframe.push(best);
+                if target != output.rid && output.pending_rid != Some(target) {
+                    output.pending_rid = Some(target);
+                    wants_keyframe.push(target);
                 }
             }
             let keyframe = data.is_keyframe();
@@ -753,6 +780,87 @@ impl Engine {
     }
 
     /// The peers held now.
+    /// A viewer's choice of simulcast layer on its m-line `media_id` (the WHEP layer
+    /// extension): `Some(rid)` to get that layer while it is sent, `None` for the highest.
+    /// The switch happens at the layer's next keyframe, which is asked for now.
+    pub fn select_layer(
+        &mut self,
+        id: PeerId,
+        media_id: &str,
+        rid: Option<&str>,
+    ) -> Result<(), SfuError> {
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::NoSession)?;
+        if peer.role != PeerRole::Viewer {
+            return Err(SfuError::Layer("only a viewer chooses a layer".into()));
+        }
+        if peer.media.is_empty() {
+            // Its m-lines are not known yet (str0m may report them only once connected):
+            // remembered for then, a few at most.
+            if peer.layer_wishes.len() >= MAX_LAYER_WISHES
+                && !peer.layer_wishes.contains_key(media_id)
+            {
+                return Err(SfuError::Layer("too many layer choices".into()));
+            }
+            peer.layer_wishes
+                .insert(media_id.to_owned(), rid.map(Rid::from));
+            return Ok(());
+        }
+        let is_video = |mid: &Mid| {
+            peer.media
+                .iter()
+                .any(|(m, kind)| m == mid && *kind == MediaKind::Video)
+        };
+        let mid = peer
+            .outputs
+            .keys()
+            .find(|mid| mid.to_string() == media_id && is_video(mid))
+            .copied();
+        let output = mid
+            .and_then(|mid| peer.outputs.get_mut(&mid))
+            .ok_or_else(|| SfuError::Layer(format!("no video m-line with mid {media_id:?}")))?;
+        output.preferred = rid.map(Rid::from);
+        // Reviewed at the next packet, not after the usual interval.
+        output.last_review = None;
+        // Kept too, in case the m-line is reported again (renegotiation, reconnection).
+        peer.layer_wishes
+            .insert(media_id.to_owned(), rid.map(Rid::from));
+        Ok(())
+    }
+
+    /// The simulcast layers a viewer can choose from, per its video m-line (mid, rids).
+    pub fn viewer_layers(&self, id: PeerId) -> Vec<(String, Vec<String>)> {
+        let Some(viewer) = self.peers.get(&id) else {
+            return Vec::new();
+        };
+        let Some(publisher) = self
+            .streams
+            .get(&viewer.stream)
+            .and_then(|s| s.publisher)
+            .and_then(|p| self.peers.get(&p))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (mid, kind) in &publisher.media {
+            if *kind != MediaKind::Video {
+                continue;
+            }
+            let Some(viewer_mid) = Self::paired_mid(publisher, viewer, *mid) else {
+                continue;
+            };
+            let mut rids: Vec<String> = publisher
+                .layers
+                .get(mid)
+                .into_iter()
+                .flat_map(|layers| layers.keys())
+                .filter_map(|rid| rid.map(|r| r.to_string()))
+                .collect();
+            rids.sort();
+            out.push((viewer_mid.to_string(), rids));
+        }
+        out
+    }
+
     pub fn live_peers(&self) -> HashSet<PeerId> {
         self.peers.keys().copied().collect()
     }

@@ -58,6 +58,8 @@ pub enum SfuError {
     Offer(String),
     #[error("no such session on the built-in SFU")]
     NoSession,
+    #[error("built-in SFU: {0}")]
+    Layer(String),
     #[error("the built-in SFU is not running")]
     Stopped,
 }
@@ -96,6 +98,16 @@ enum Command {
     },
     LivePeers {
         reply: oneshot::Sender<std::collections::HashSet<PeerId>>,
+    },
+    SelectLayer {
+        id: PeerId,
+        media_id: String,
+        rid: Option<String>,
+        reply: oneshot::Sender<Result<(), SfuError>>,
+    },
+    ViewerLayers {
+        id: PeerId,
+        reply: oneshot::Sender<Vec<(String, Vec<String>)>>,
     },
 }
 
@@ -220,6 +232,37 @@ impl Sfu {
             return Vec::new();
         }
         status.await.unwrap_or_default()
+    }
+
+    /// A viewer's simulcast layer choice (see `Engine::select_layer`).
+    pub async fn select_layer(
+        &self,
+        id: PeerId,
+        media_id: &str,
+        rid: Option<&str>,
+    ) -> Result<(), SfuError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::SelectLayer {
+            id,
+            media_id: media_id.to_owned(),
+            rid: rid.map(str::to_owned),
+            reply,
+        })
+        .await?;
+        done.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// The layers a viewer can choose from, per its video m-line.
+    pub async fn viewer_layers(&self, id: PeerId) -> Vec<(String, Vec<String>)> {
+        let (reply, layers) = oneshot::channel();
+        if self
+            .send(Command::ViewerLayers { id, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        layers.await.unwrap_or_default()
     }
 
     /// The peers it holds now (sessions that ended on their own are not among them).
@@ -357,6 +400,17 @@ fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr
         }
         Command::LivePeers { reply } => {
             let _ = reply.send(engine.live_peers());
+        }
+        Command::SelectLayer {
+            id,
+            media_id,
+            rid,
+            reply,
+        } => {
+            let _ = reply.send(engine.select_layer(id, &media_id, rid.as_deref()));
+        }
+        Command::ViewerLayers { id, reply } => {
+            let _ = reply.send(engine.viewer_layers(id));
         }
     }
 }

@@ -141,6 +141,76 @@ fn nack_and_retransmission_repair_a_lossy_viewer() {
     );
 }
 
+/// The WHEP layer extension: a viewer that asks for the low layer gets it from the next
+/// keyframe on, and asking for nothing brings back the highest.
+#[test]
+fn a_viewer_chooses_its_simulcast_layer() {
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &["l", "h"]).expect("publish");
+    assert!(lb.connect_all(Duration::from_secs(5)));
+    let layers = [(Some("l"), 300), (Some("h"), 1100)];
+    media_layers(&mut lb, publisher, 1, 30, &layers, true);
+    let viewer = lb.play("s").expect("play");
+    assert!(lb.connect_all(Duration::from_secs(5)));
+    let session = lb.clients[viewer].session;
+    let video_mid = lb.clients[viewer].video.expect("video mid").to_string();
+    assert_eq!(
+        lb.engine.viewer_layers(session),
+        vec![(video_mid.clone(), vec!["h".to_owned(), "l".to_owned()])]
+    );
+    media_layers(&mut lb, publisher, 2, 30, &layers, true);
+    lb.engine
+        .select_layer(session, &video_mid, Some("l"))
+        .expect("select l");
+    let before = video(&lb.clients[viewer].received).len();
+    media_layers(&mut lb, publisher, 3, 30, &layers, true);
+    let after: Vec<usize> = video(&lb.clients[viewer].received)[before..]
+        .iter()
+        .map(|r| r.len)
+        .collect();
+    assert!(after.len() >= 20, "got {}", after.len());
+    assert!(
+        after.iter().skip(after.len() / 2).all(|len| *len == 300),
+        "the low layer after the switch: {after:?}"
+    );
+    lb.engine
+        .select_layer(session, &video_mid, None)
+        .expect("automatic again");
+    let before = video(&lb.clients[viewer].received).len();
+    media_layers(&mut lb, publisher, 4, 30, &layers, true);
+    let back: Vec<usize> = video(&lb.clients[viewer].received)[before..]
+        .iter()
+        .map(|r| r.len)
+        .collect();
+    assert!(
+        back.iter().skip(back.len() / 2).all(|len| *len == 1100),
+        "{back:?}"
+    );
+    assert!(lb.engine.select_layer(session, "9", Some("l")).is_err());
+    let audio_mid = lb.clients[viewer].audio.expect("audio mid").to_string();
+    assert!(lb
+        .engine
+        .select_layer(session, &audio_mid, Some("l"))
+        .is_err());
+    // A choice made right after the 201, before the viewer connects, holds once it does.
+    let early = lb.play("s").expect("play");
+    let early_session = lb.clients[early].session;
+    let early_mid = lb.clients[early].video.expect("video mid").to_string();
+    lb.engine
+        .select_layer(early_session, &early_mid, Some("l"))
+        .expect("remembered until connected");
+    assert!(lb.connect_all(Duration::from_secs(5)));
+    media_layers(&mut lb, publisher, 2, 30, &layers, true);
+    let got: Vec<usize> = video(&lb.clients[early].received)
+        .iter()
+        .map(|r| r.len)
+        .collect();
+    assert!(
+        got.len() >= 20 && got.iter().all(|len| *len == 300),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn a_simulcast_publisher_serves_viewers_its_highest_layer() {
     let mut lb = Loopback::new();

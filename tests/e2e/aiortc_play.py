@@ -42,12 +42,39 @@ def log(msg):
 async def count(track, counter, key):
     try:
         while True:
-            await track.recv()
+            frame = await track.recv()
+            if key == "video":
+                counter["width"] = frame.width
             if counter[key] == 0 and key == "video":
                 log(f"check: first video frame at {time.time():.3f}")
             counter[key] += 1
     except Exception:
         pass
+
+
+async def choose_layer(http, args, headers, pc, counter):
+    """The WHEP layer extension: POST {"mediaId": <our video mid>, "rid": RID} to its Link."""
+    import re
+    url = None
+    for link in headers.getall("Link", []):
+        if "urn:ietf:params:whep:ext:core:layer" in link:
+            url = re.search(r"<([^>]+)>", link).group(1)
+    if not url:
+        raise Fail("--layer, but the session advertises no layer Link")
+    mid, in_video = None, False
+    for line in pc.localDescription.sdp.splitlines():
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+        elif in_video and line.startswith("a=mid:"):
+            mid = line[6:].strip()
+    async with http.post(url, json={"mediaId": mid, "rid": args.layer}) as r:
+        if r.status != 200:
+            raise Fail(f"layer choice answered {r.status}: {(await r.text()).strip()}")
+    log(f"check: chose layer {args.layer} of m-line {mid}: 200")
+    # Frames decoded before the switch do not count.
+    counter["video"] = 0
+    await asyncio.sleep(1.0)
+    counter["video"] = 0
 
 
 async def run(args):
@@ -104,6 +131,8 @@ async def run(args):
             location = urljoin(args.url, answer_headers["Location"])
             log("check: 201 with Location")
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+        if args.layer:
+            await choose_layer(http, args, answer_headers, pc, counter)
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
             if counter["video"] >= args.min_frames and counter["audio"] >= args.min_audio:
@@ -112,6 +141,12 @@ async def run(args):
         log(f"check: decoded video frames {counter['video']}, audio frames {counter['audio']} (state {pc.connectionState})")
         if counter["video"] < args.min_frames or counter["audio"] < args.min_audio:
             raise Fail(f"too few frames: video {counter['video']} (want {args.min_frames}), audio {counter['audio']} (want {args.min_audio})")
+        width = counter.get("width", 0)
+        log(f"check: last decoded video frame {width} pixels wide")
+        if args.max_width and width > args.max_width:
+            raise Fail(f"video {width} wide, more than --max-width {args.max_width}")
+        if args.min_width and width < args.min_width:
+            raise Fail(f"video {width} wide, less than --min-width {args.min_width}")
         if args.ready_file:
             with open(args.ready_file, "w") as f:
                 f.write(f"LOCATION {location}\n")
@@ -140,6 +175,9 @@ def main():
     ap.add_argument("--ready-file")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--release-file")
+    ap.add_argument("--layer", help="choose this simulcast rid (WHEP layer extension)")
+    ap.add_argument("--max-width", type=int, default=0)
+    ap.add_argument("--min-width", type=int, default=0)
     ap.add_argument("--wait-live", type=float, default=0.0,
                     help="retry a 409 (no publisher yet) for up to this many seconds")
     args = ap.parse_args()

@@ -483,3 +483,31 @@ TOML
   note "JK: 70 s after its replica died the publisher is still in its room; player $(check_line jk-play)"
   ok "$name"
 }
+
+# SL: the WHEP layer extension on the built-in SFU. Chromium publishes simulcast (q, h, f:
+# a quarter, half and full size); one aiortc player chooses q and gets the small picture,
+# another chooses nothing and gets the highest layer.
+test_sl() {
+  local name=$NAME_SL stream=live-sl fail=
+  note "SL: Chromium simulcast -> built-in SFU; aiortc players choose a layer"
+  (exec ip netns exec "$NS" node "$HERE/chromium.mjs" publish "$GW" "$stream" --simulcast --hold 90 \
+    --ready-file "$TMP/sl-pub.ready" --release-file "$TMP/sl-pub.release") >"$TMP/sl-publish.log" 2>&1 &
+  local pub=$!; PIDS+=("$pub")
+  if ! wait_for 40 "$pub" "Chromium simulcast publisher" test -f "$TMP/sl-pub.ready"; then
+    not_ok "$name" "publisher: $(result_line sl-publish || echo 'not publishing within 40 s')"; return
+  fi
+  if ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream" --layer q --max-width 200 \
+      --min-frames 30 --min-audio 20 --timeout 20 >"$TMP/sl-play-q.log" 2>&1; then
+    fail="player choosing q: $(result_line sl-play-q)"
+  fi
+  if [ -z "$fail" ] && ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream" --min-width 300 \
+      --min-frames 30 --min-audio 20 --timeout 20 >"$TMP/sl-play-top.log" 2>&1; then
+    fail="player without a choice: $(result_line sl-play-top)"
+  fi
+  touch "$TMP/sl-pub.release"
+  local end=$((SECONDS + 15))
+  while kill -0 "$pub" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  note "SL: q: $(grep -E '^check: last decoded' "$TMP/sl-play-q.log" | sed 's/^check: //'); default: $(grep -E '^check: last decoded' "$TMP/sl-play-top.log" | sed 's/^check: //')"
+  ok "$name"
+}
