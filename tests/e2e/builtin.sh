@@ -377,6 +377,11 @@ test_jn() {
   if [ -z "$fail" ] && ! grep -q '406 counter-offer' "$TMP/jn-play.log"; then
     fail="the player did not get a counter-offer: $(grep '^check:' "$TMP/jn-play.log" | tr '\n' ';')"
   fi
+  # The play page answers the counter-offer too (rollback, answer, PATCH application/sdp).
+  if [ -z "$fail" ] && ! nsx node "$HERE/chromium.mjs" play "$GW" "$stream" --min-frames 30 \
+      --timeout 20 >"$TMP/jn-chromium.log" 2>&1; then
+    fail="Chromium's play page: $(result_line jn-chromium)"
+  fi
   release_publisher jn-pub "$pub" || true
   [ -n "$fail" ] || [ "$(result_line jn-pub)" = "RESULT ok" ] || fail="publisher: $(result_line jn-pub)"
   if [ -z "$fail" ] && ! wait_for 5 "" "room destroyed" test "$(jn_rooms)" = 0; then
@@ -411,7 +416,7 @@ test_jn() {
     fail="Janus holds $sessions_after sessions after the DELETEs, $sessions_before before the test"
   fi
   if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
-  note "JN: player $(check_line jn-play)"
+  note "JN: player $(check_line jn-play); Chromium: $(grep -E '^check: decoded' "$TMP/jn-chromium.log" | sed 's/^check: //' | cut -c1-80)"
   ok "$name"
 }
 

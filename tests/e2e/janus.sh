@@ -144,7 +144,8 @@ matrix_rows() {
          "$ff|ivs|aiortc" "$ff|cloudflare|aiortc" "$ff|millicast|aiortc" "$ff|webhook|aiortc" ;;
     Z) echo "$gst|builtin|aiortc" ;;
     OB) printf '%s\n' "$obs|builtin|aiortc" "$obs|whip (Janus)|-" ;;
-    JN | JK) echo "aiortc|janus|aiortc" ;;
+    JN) printf '%s\n' "aiortc|janus|aiortc" "aiortc|janus|Chromium" ;;
+    JK) echo "aiortc|janus|aiortc" ;;
     SL) echo "Chromium|builtin|aiortc" ;;
     DR) printf '%s\n' "aiortc|builtin|aiortc" "aiortc|builtin|Chromium" ;;
   esac
@@ -164,7 +165,7 @@ dump_all() {
     aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
     aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
     aiortc-m-sfu.log coturn.log aiortc-relay.log chromium-relay-play.log chromium-relay-publish.log \
-    aiortc-relay-play.log chromium-pages.log dr-publish.log dr-play.log dr-chromium.log jn-pub.log jn-play.log jn-whip-client.log jk-pub.log jk-play.log replica-b.log sl-publish.log sl-play-q.log sl-play-top.log "${VENDOR_LOGS[@]}" \
+    aiortc-relay-play.log chromium-pages.log dr-publish.log dr-play.log dr-chromium.log jn-pub.log jn-play.log jn-chromium.log jn-whip-client.log jk-pub.log jk-play.log replica-b.log sl-publish.log sl-play-q.log sl-play-top.log "${VENDOR_LOGS[@]}" \
     "${FFMPEG_LOGS[@]}" janus.log
 }
 
@@ -184,7 +185,7 @@ if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_PG="pages: an embedded <whep-player> on another origin plays; the publish page opened at localhost (session URLs on 127.0.0.1) shows the WHIP URL for OBS and live send stats, stops cleanly (DELETE 200, camera and microphone released), the play page says the stream ended within 2 s, and closing a publishing tab ends its session"
 NAME_DR="drain: POST /admin/drain ends the drained backend's publisher (close_notify), the aiortc publisher re-publishes and lands on the route's next backend; an aiortc player and Chromium's play page follow their WHEP reconnect event there; the seconds without frames at each player are counted"
-NAME_JN="kind janus (Janus's own HTTP API, no WHIP server): aiortc publishes into a VideoRoom room created for its stream, aiortc plays through the 406 counter-offer made of Janus's subscriber offer (PATCH application/sdp 204), frames decoded; the room is destroyed when the publisher leaves"
+NAME_JN="kind janus (Janus's own HTTP API, no WHIP server): aiortc publishes into a VideoRoom room created for its stream, aiortc and Chromium's play page play through the 406 counter-offer made of Janus's subscriber offer (PATCH application/sdp 204), frames decoded; simple-whip-client publishes with trickle; rooms and Janus sessions are gone after the DELETEs"
 NAME_JK="kind janus: a publisher whose replica is killed stays in its room past Janus's 60 s session timeout (another replica keeps its session alive), plays through the other replica, and is ended by DELETE through a restarted replica"
 NAME_SL="built-in SFU, WHEP layer extension: Chromium publishes simulcast (q h f); an aiortc player that chooses q decodes the small picture, one that chooses nothing the highest layer"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"

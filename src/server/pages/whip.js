@@ -69,7 +69,9 @@ const whipgate = (() => {
     const response = await fetch(url, {
       method: "POST", headers: headers(token), body: pc.localDescription.sdp,
     });
-    if (response.status !== 201) {
+    const counterOffer = response.status === 406 &&
+      (response.headers.get("Content-Type") || "").startsWith("application/sdp");
+    if (response.status !== 201 && !counterOffer) {
       const retry = parseInt(response.headers.get("Retry-After") || "0", 10);
       throw new Refused(response.status, await response.text(), retry);
     }
@@ -77,7 +79,24 @@ const whipgate = (() => {
     pc.whepEvents = eventsLink(response, url);
     const servers = iceServers(response);
     if (servers.length) pc.setConfiguration({ ...pc.getConfiguration(), iceServers: servers });
-    await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    const sdp = await response.text();
+    if (!counterOffer) {
+      await pc.setRemoteDescription({ type: "answer", sdp });
+      return location;
+    }
+    // WHEP-04: the server refused our offer and made its own; our answer goes by PATCH.
+    await pc.setLocalDescription({ type: "rollback" });
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await gathered(pc, 2000);
+    const patched = await fetch(location, {
+      method: "PATCH",
+      headers: { ...headers(token), "Content-Type": "application/sdp" },
+      body: pc.localDescription.sdp,
+    });
+    if (patched.status !== 204) {
+      throw new Refused(patched.status, await patched.text(), 0);
+    }
     return location;
   }
 
