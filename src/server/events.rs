@@ -73,6 +73,8 @@ pub(super) fn layer_link(base: &str, token: &str) -> Option<HeaderValue> {
 struct LayerChoice {
     #[serde(rename = "mediaId")]
     media_id: String,
+    /// `encodingId` is the name the extension's first draft gave it.
+    #[serde(alias = "encodingId")]
     rid: Option<String>,
 }
 

@@ -29,6 +29,8 @@ const LAYER_REVIEW_INTERVAL: Duration = Duration::from_secs(2);
 /// left) still answers its DELETE with success: a client that closes its peer connection
 /// and then sends DELETE, as browsers' pages do, should not get a 404.
 const ENDED_MEMORY: Duration = Duration::from_secs(300);
+/// A simulcast layer not seen for this long is taken as stopped.
+const LAYER_STALE: Duration = Duration::from_secs(1);
 /// Layer choices a viewer may make before its m-lines are known.
 const MAX_LAYER_WISHES: usize = 8;
 /// How long a closed peer's goodbye (BYE, close_notify) may take to send.
@@ -124,7 +126,7 @@ struct Peer {
     /// m-lines in SDP order, as str0m reported them.
     media: Vec<(Mid, MediaKind)>,
     /// Publisher: per incoming track, the simulcast layers seen and their byte counts.
-    layers: HashMap<Mid, HashMap<Option<Rid>, u64>>,
+    layers: HashMap<Mid, HashMap<Option<Rid>, LayerSeen>>,
     last_keyframe_request: HashMap<(Mid, Option<Rid>), Instant>,
     /// Viewer: per outgoing m-line, what it forwards.
     outputs: HashMap<Mid, Forwarding>,
@@ -135,6 +137,14 @@ struct Peer {
     packets_out: u64,
     frames_in: u64,
     frames_out: u64,
+}
+
+/// What a publisher sent on one simulcast layer: bytes in all, and when it was last seen
+/// (a layer the publisher stopped sending is not chosen, or kept, for anyone).
+#[derive(Debug, Clone, Copy)]
+struct LayerSeen {
+    bytes: u64,
+    last: Instant,
 }
 
 /// One viewer m-line's forwarding state.
@@ -557,12 +567,17 @@ impl Engine {
                 peer.frames_in += 1;
                 let (first, last) = (**data.seq_range.start(), **data.seq_range.end());
                 peer.packets_in += last.saturating_sub(first) + 1;
-                *peer
+                let seen = peer
                     .layers
                     .entry(data.mid)
                     .or_default()
                     .entry(data.rid)
-                    .or_default() += data.data.len() as u64;
+                    .or_insert(LayerSeen {
+                        bytes: 0,
+                        last: now,
+                    });
+                seen.bytes += data.data.len() as u64;
+                seen.last = now;
                 self.forward(now, id, &data)
             }
             Event::KeyframeRequest(request) if peer.role == PeerRole::Viewer => {
@@ -589,14 +604,20 @@ impl Engine {
             .map(|(m, _)| *m)
     }
 
-    /// The layer a viewer should get: the one with the most bytes so far (the highest).
-    fn best_layer(publisher: &Peer, mid: Mid) -> Option<Rid> {
-        publisher
-            .layers
-            .get(&mid)?
+    /// The layer a viewer should get: of those sent lately, the one with the most bytes so
+    /// far (the highest); of all, when none was sent lately.
+    fn best_layer(publisher: &Peer, mid: Mid, now: Instant) -> Option<Rid> {
+        let layers = publisher.layers.get(&mid)?;
+        layers
             .iter()
-            .max_by_key(|(_, bytes)| **bytes)
+            .filter(|(_, seen)| Self::fresh(seen, now))
+            .max_by_key(|(_, seen)| seen.bytes)
+            .or_else(|| layers.iter().max_by_key(|(_, seen)| seen.bytes))
             .and_then(|(rid, _)| *rid)
+    }
+
+    fn fresh(seen: &LayerSeen, now: Instant) -> bool {
+        now.saturating_duration_since(seen.last) < LAYER_STALE
     }
 
     fn forward(&mut self, now: Instant, publisher_id: PeerId, data: &MediaData) -> Vec<PeerId> {
@@ -606,11 +627,17 @@ impl Engine {
         let Some(stream) = self.streams.get(&publisher.stream) else {
             return Vec::new();
         };
-        let best = Self::best_layer(publisher, data.mid);
+        let best = Self::best_layer(publisher, data.mid, now);
         let sent_layers: Vec<Option<Rid>> = publisher
             .layers
             .get(&data.mid)
-            .map(|layers| layers.keys().copied().collect())
+            .map(|layers| {
+                layers
+                    .iter()
+                    .filter(|(_, seen)| Self::fresh(seen, now))
+                    .map(|(rid, _)| *rid)
+                    .collect()
+            })
             .unwrap_or_default();
         let mut plans = Vec::new();
         for viewer_id in &stream.viewers {
@@ -645,7 +672,11 @@ impl Engine {
                 .is_none_or(|at| now - at >= LAYER_REVIEW_INTERVAL)
             {
                 output.last_review = Some(now);
-                if target != output.rid && output.pending_rid != Some(target) {
+                if target == output.rid {
+                    output.pending_rid = None;
+                } else {
+                    // Asked again at every review: a lost request must not leave the switch
+                    // waiting for a keyframe that never comes (request_keyframe rate-limits).
                     output.pending_rid = Some(target);
                     wants_keyframe.push(target);
                 }
@@ -739,7 +770,7 @@ impl Engine {
             .media
             .iter()
             .filter(|(_, kind)| *kind == MediaKind::Video)
-            .map(|(mid, _)| (*mid, Self::best_layer(publisher, *mid)))
+            .map(|(mid, _)| (*mid, Self::best_layer(publisher, *mid, now)))
             .collect();
         let mut sent = false;
         for (mid, rid) in wanted {
@@ -779,7 +810,6 @@ impl Engine {
         }
     }
 
-    /// The peers held now.
     /// A viewer's choice of simulcast layer on its m-line `media_id` (the WHEP layer
     /// extension): `Some(rid)` to get that layer while it is sent, `None` for the highest.
     /// The switch happens at the layer's next keyframe, which is asked for now.
@@ -828,7 +858,7 @@ impl Engine {
     }
 
     /// The simulcast layers a viewer can choose from, per its video m-line (mid, rids).
-    pub fn viewer_layers(&self, id: PeerId) -> Vec<(String, Vec<String>)> {
+    pub fn viewer_layers(&self, now: Instant, id: PeerId) -> Vec<(String, Vec<String>)> {
         let Some(viewer) = self.peers.get(&id) else {
             return Vec::new();
         };
@@ -852,8 +882,9 @@ impl Engine {
                 .layers
                 .get(mid)
                 .into_iter()
-                .flat_map(|layers| layers.keys())
-                .filter_map(|rid| rid.map(|r| r.to_string()))
+                .flatten()
+                .filter(|(_, seen)| Self::fresh(seen, now))
+                .filter_map(|(rid, _)| rid.map(|r| r.to_string()))
                 .collect();
             rids.sort();
             out.push((viewer_mid.to_string(), rids));
@@ -861,6 +892,7 @@ impl Engine {
         out
     }
 
+    /// The peers held now.
     pub fn live_peers(&self) -> HashSet<PeerId> {
         self.peers.keys().copied().collect()
     }

@@ -410,7 +410,7 @@ fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr
             let _ = reply.send(engine.select_layer(id, &media_id, rid.as_deref()));
         }
         Command::ViewerLayers { id, reply } => {
-            let _ = reply.send(engine.viewer_layers(id));
+            let _ = reply.send(engine.viewer_layers(now, id));
         }
     }
 }

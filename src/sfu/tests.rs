@@ -141,6 +141,30 @@ fn nack_and_retransmission_repair_a_lossy_viewer() {
     );
 }
 
+/// A publisher that stops sending its top layer (Chromium does as bandwidth drops) does not
+/// leave its viewers without video: they move to a layer still sent.
+#[test]
+fn viewers_leave_a_layer_the_publisher_stopped_sending() {
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &["l", "h"]).expect("publish");
+    assert!(lb.connect_all(Duration::from_secs(5)));
+    let both = [(Some("l"), 300), (Some("h"), 1100)];
+    media_layers(&mut lb, publisher, 1, 30, &both, true);
+    let viewer = lb.play("s").expect("play");
+    assert!(lb.connect_all(Duration::from_secs(5)));
+    media_layers(&mut lb, publisher, 2, 30, &both, true);
+    let before = video(&lb.clients[viewer].received).len();
+    media_layers(&mut lb, publisher, 5, 30, &[(Some("l"), 300)], true);
+    let after: Vec<usize> = video(&lb.clients[viewer].received)[before..]
+        .iter()
+        .map(|r| r.len)
+        .collect();
+    assert!(
+        after.len() >= 40 && after.iter().rev().take(20).all(|len| *len == 300),
+        "the low layer once the high one stopped: {after:?}"
+    );
+}
+
 /// The WHEP layer extension: a viewer that asks for the low layer gets it from the next
 /// keyframe on, and asking for nothing brings back the highest.
 #[test]
@@ -155,7 +179,7 @@ fn a_viewer_chooses_its_simulcast_layer() {
     let session = lb.clients[viewer].session;
     let video_mid = lb.clients[viewer].video.expect("video mid").to_string();
     assert_eq!(
-        lb.engine.viewer_layers(session),
+        lb.engine.viewer_layers(lb.now, session),
         vec![(video_mid.clone(), vec!["h".to_owned(), "l".to_owned()])]
     );
     media_layers(&mut lb, publisher, 2, 30, &layers, true);

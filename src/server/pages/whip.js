@@ -95,7 +95,9 @@ const whipgate = (() => {
       body: pc.localDescription.sdp,
     });
     if (patched.status !== 204) {
-      throw new Refused(patched.status, await patched.text(), 0);
+      const refused = new Refused(patched.status, await patched.text(), 0);
+      await end(location, token);
+      throw refused;
     }
     return location;
   }
