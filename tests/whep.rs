@@ -23,6 +23,30 @@ fn table(backend: &FakeBackend) -> String {
     )
 }
 
+/// POSTs an SDP body (an offer, or nothing for a legacy player) to `path`.
+async fn post_sdp(addr: std::net::SocketAddr, path: &str, body: impl Into<String>) -> support::Got {
+    send(
+        addr,
+        "POST",
+        path,
+        &[("content-type", "application/sdp")],
+        body.into(),
+    )
+    .await
+}
+
+/// PATCHes the player's answer onto a session.
+async fn send_answer(addr: std::net::SocketAddr, session: &str) -> support::Got {
+    send(
+        addr,
+        "PATCH",
+        session,
+        &[("content-type", "application/sdp")],
+        player_answer(),
+    )
+    .await
+}
+
 /// What a server that sends media offers: a sendonly offer (the WHIP corpus offer is one).
 fn server_offer() -> String {
     corpus("chromium-whip-offer-vp8.sdp")
@@ -58,11 +82,9 @@ async fn a_counter_offer_reaches_the_player_and_its_answer_reaches_the_backend()
     let answers = Arc::new(Mutex::new(Vec::new()));
     let backend = FakeBackend::start(offering_server(answers.clone())).await;
     let gw = gateway(&table(&backend)).await;
-    let got = send(
+    let got = post_sdp(
         gw.local_addr,
-        "POST",
         "/whep/show",
-        &[("content-type", "application/sdp")],
         corpus("chromium-whep-offer.sdp"),
     )
     .await;
@@ -83,14 +105,7 @@ async fn a_counter_offer_reaches_the_player_and_its_answer_reaches_the_backend()
     assert!(got
         .header("accept-patch")
         .is_some_and(|v| v.contains("application/sdp")));
-    let patched = send(
-        gw.local_addr,
-        "PATCH",
-        &got.location_path(),
-        &[("content-type", "application/sdp")],
-        player_answer(),
-    )
-    .await;
+    let patched = send_answer(gw.local_addr, &got.location_path()).await;
     assert_eq!(patched.status, 204, "{}", patched.body);
     let answers = answers.lock().expect("lock").clone();
     assert_eq!(answers.len(), 1);
@@ -119,35 +134,14 @@ async fn a_legacy_empty_post_gets_the_backends_offer_with_a_201() {
     let answers = Arc::new(Mutex::new(Vec::new()));
     let backend = FakeBackend::start(offering_server(answers.clone())).await;
     let gw = gateway(&table(&backend)).await;
-    let got = send(
-        gw.local_addr,
-        "POST",
-        "/whep/show",
-        &[("content-type", "application/sdp")],
-        "",
-    )
-    .await;
+    let got = post_sdp(gw.local_addr, "/whep/show", "").await;
     assert_eq!(got.status, 201, "{}", got.body);
     assert!(got.body.contains("a=sendonly"));
-    let patched = send(
-        gw.local_addr,
-        "PATCH",
-        &got.location_path(),
-        &[("content-type", "application/sdp")],
-        player_answer(),
-    )
-    .await;
+    let patched = send_answer(gw.local_addr, &got.location_path()).await;
     assert_eq!(patched.status, 204, "{}", patched.body);
     assert_eq!(answers.lock().expect("lock")[0].path, "/resource/legacy");
     // An empty WHIP POST is still an error: a publisher must offer.
-    let whip = send(
-        gw.local_addr,
-        "POST",
-        "/whip/show",
-        &[("content-type", "application/sdp")],
-        "",
-    )
-    .await;
+    let whip = post_sdp(gw.local_addr, "/whip/show", "").await;
     assert_eq!(whip.status, 400, "{}", whip.body);
 }
 
@@ -168,11 +162,9 @@ async fn a_406_without_a_usable_offer_is_an_ordinary_error() {
         })
         .await;
         let gw = gateway(&table(&backend)).await;
-        let got = send(
+        let got = post_sdp(
             gw.local_addr,
-            "POST",
             "/whep/show",
-            &[("content-type", "application/sdp")],
             corpus("chromium-whep-offer.sdp"),
         )
         .await;
@@ -188,23 +180,14 @@ async fn a_406_without_a_usable_offer_is_an_ordinary_error() {
 async fn an_answer_where_none_is_expected_is_422() {
     let backend = FakeBackend::start(support::whip_server()).await;
     let gw = gateway(&table(&backend)).await;
-    let got = send(
+    let got = post_sdp(
         gw.local_addr,
-        "POST",
         "/whep/show",
-        &[("content-type", "application/sdp")],
         corpus("chromium-whep-offer.sdp"),
     )
     .await;
     assert_eq!(got.status, 201);
-    let patched = send(
-        gw.local_addr,
-        "PATCH",
-        &got.location_path(),
-        &[("content-type", "application/sdp")],
-        player_answer(),
-    )
-    .await;
+    let patched = send_answer(gw.local_addr, &got.location_path()).await;
     assert_eq!(patched.status, 422, "{}", patched.body);
     let wrong = send(
         gw.local_addr,
@@ -237,14 +220,7 @@ async fn a_partial_answer_rejecting_the_data_channel_is_accepted() {
     })
     .await;
     let gw = gateway(&table(&backend)).await;
-    let got = send(
-        gw.local_addr,
-        "POST",
-        "/whep/show",
-        &[("content-type", "application/sdp")],
-        with_data,
-    )
-    .await;
+    let got = post_sdp(gw.local_addr, "/whep/show", with_data).await;
     assert_eq!(got.status, 201, "{}", got.body);
     assert!(got.body.contains("m=application 0 "));
 }
@@ -266,20 +242,16 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
         se = spare.url("/whep/{stream}"),
     );
     let gw = gateway(&config).await;
-    let publisher = send(
+    let publisher = post_sdp(
         gw.local_addr,
-        "POST",
         "/whip/show",
-        &[("content-type", "application/sdp")],
         corpus("chromium-whip-offer-vp8.sdp"),
     )
     .await;
     assert_eq!(publisher.status, 201);
-    let player = send(
+    let player = post_sdp(
         gw.local_addr,
-        "POST",
         "/whep/show",
-        &[("content-type", "application/sdp")],
         corpus("chromium-whep-offer.sdp"),
     )
     .await;
@@ -348,11 +320,9 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
             .any(|s| s.method == "DELETE" && s.path == "/resource/whip"),
         "the publisher's session was ended"
     );
-    let moved = send(
+    let moved = post_sdp(
         gw.local_addr,
-        "POST",
         "/whip/show",
-        &[("content-type", "application/sdp")],
         corpus("chromium-whip-offer-vp8.sdp"),
     )
     .await;

@@ -278,30 +278,7 @@ pub(super) async fn answer(
 ) -> Result<(), GatewayError> {
     let mut headers = base_headers(target);
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    let response = cx
-        .client
-        .send(
-            backend,
-            target.extra_host,
-            Method::PATCH,
-            target.url.clone(),
-            headers,
-            answer,
-        )
-        .await
-        .map_err(|e| transport_error(backend, e).error)?;
-    match response.status.as_u16() {
-        200..=299 => Ok(()),
-        status => {
-            log_refusal(backend, "PATCH", &response);
-            Err(session_refused(
-                backend,
-                status,
-                "PATCH",
-                target.passthrough,
-            ))
-        }
-    }
+    send_expecting_success(cx, backend, target, Method::PATCH, headers, answer).await
 }
 
 /// DELETEs the session's resource; any 2xx is done.
@@ -311,26 +288,39 @@ pub(super) async fn delete(
     target: &Target<'_>,
 ) -> Result<(), GatewayError> {
     let headers = base_headers(target);
+    send_expecting_success(cx, backend, target, Method::DELETE, headers, Bytes::new()).await
+}
+
+/// One request on a session's resource where any 2xx is done and the rest is refused.
+async fn send_expecting_success(
+    cx: &Upstreams,
+    backend: &BackendDef,
+    target: &Target<'_>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(), GatewayError> {
+    let name = method.clone();
     let response = cx
         .client
         .send(
             backend,
             target.extra_host,
-            Method::DELETE,
+            method,
             target.url.clone(),
             headers,
-            Bytes::new(),
+            body,
         )
         .await
         .map_err(|e| transport_error(backend, e).error)?;
     match response.status.as_u16() {
         200..=299 => Ok(()),
         status => {
-            log_refusal(backend, "DELETE", &response);
+            log_refusal(backend, name.as_str(), &response);
             Err(session_refused(
                 backend,
                 status,
-                "DELETE",
+                name.as_str(),
                 target.passthrough,
             ))
         }

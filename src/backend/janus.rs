@@ -319,6 +319,24 @@ impl Janus {
         Ok(plugin_data(&reply).clone())
     }
 
+    /// VideoRoom `listparticipants` of `room` (its data, or its error inside it).
+    async fn participants(
+        &self,
+        cx: &Upstreams,
+        backend: &BackendDef,
+        ids: (u64, u64),
+        room: u64,
+    ) -> Result<Value, AttemptError> {
+        self.room_request(
+            cx,
+            backend,
+            "listparticipants",
+            ids,
+            json!({ "request": "listparticipants", "room": room }),
+        )
+        .await
+    }
+
     /// A VideoRoom request with SDP, answered by an event: the event's data and JSEP.
     async fn room_exchange(
         &self,
@@ -432,15 +450,7 @@ impl Janus {
                 retry_after: Duration::ZERO,
             })
         };
-        let participants = self
-            .room_request(
-                cx,
-                backend,
-                "listparticipants",
-                ids,
-                json!({ "request": "listparticipants", "room": room }),
-            )
-            .await?;
+        let participants = self.participants(cx, backend, ids, room).await?;
         match plugin_error(&participants) {
             Some((426, _)) => return Err(not_live()),
             Some((code, reason)) => return Err(videoroom_error(backend, code, &reason)),
@@ -584,15 +594,7 @@ impl Janus {
         ids: (u64, u64),
         room: u64,
     ) {
-        let left = self
-            .room_request(
-                cx,
-                backend,
-                "listparticipants",
-                ids,
-                json!({ "request": "listparticipants", "room": room }),
-            )
-            .await;
+        let left = self.participants(cx, backend, ids, room).await;
         let empty = left.as_ref().is_ok_and(|data| {
             data["participants"]
                 .as_array()
@@ -640,16 +642,7 @@ impl Janus {
             .filter_map(|room| room["room"].as_u64())
             .collect();
         for room in rooms {
-            let Ok(data) = self
-                .room_request(
-                    cx,
-                    backend,
-                    "listparticipants",
-                    ids,
-                    json!({ "request": "listparticipants", "room": room }),
-                )
-                .await
-            else {
+            let Ok(data) = self.participants(cx, backend, ids, room).await else {
                 self.destroy(cx, backend, ids.0).await;
                 return None;
             };

@@ -226,7 +226,7 @@ impl Gateway {
             if !backend.serves(ctx.kind) {
                 continue;
             }
-            if self.is_draining(table, backend) {
+            if self.is_draining(backend) {
                 misses.skipped.push(format!("{} draining", backend.id));
                 continue;
             }

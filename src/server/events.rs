@@ -233,14 +233,14 @@ impl Gateway {
             .adapter
             .select_layer(
                 &self.upstreams,
-                crate::backend::SessionRequest {
-                    resource: &resource,
-                    claims: &claims,
-                    client_authorization: parts.headers.get(header::AUTHORIZATION),
+                self.session_request(
+                    config,
+                    &claims,
+                    &resource,
+                    &parts.headers,
+                    &parts.extensions,
                     request_id,
-                    client_ip: None,
-                    now: self.clock.unix(),
-                },
+                ),
                 &choice.media_id,
                 choice.rid.as_deref(),
             )
@@ -349,7 +349,7 @@ impl Gateway {
                 .get(&crate::routing::BackendId(claims.backend.clone()));
             // This replica shutting down moves its players too (to another replica): an
             // open stream would otherwise hold the shutdown for all of `shutdown_grace`.
-            let moved = backend.is_none_or(|b| self.is_draining(&config, b))
+            let moved = backend.is_none_or(|b| self.is_draining(b))
                 || self.draining.load(Ordering::Relaxed);
             if moved {
                 if wants("reconnect") {

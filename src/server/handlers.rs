@@ -439,18 +439,14 @@ impl Gateway {
             .patch(
                 &self.upstreams,
                 &backend,
-                SessionRequest {
-                    resource: &resource,
-                    claims: &claims,
-                    client_authorization: parts.headers.get(header::AUTHORIZATION),
+                self.session_request(
+                    config,
+                    &claims,
+                    &resource,
+                    &parts.headers,
+                    &parts.extensions,
                     request_id,
-                    client_ip: super::create::client_address(
-                        config,
-                        &parts.headers,
-                        &parts.extensions,
-                    ),
-                    now: self.clock.unix(),
-                },
+                ),
                 Bytes::from(trickle.body),
                 &if_match,
             )
@@ -522,18 +518,14 @@ impl Gateway {
             .answer(
                 &self.upstreams,
                 &backend,
-                SessionRequest {
-                    resource: &resource,
-                    claims: &claims,
-                    client_authorization: parts.headers.get(header::AUTHORIZATION),
+                self.session_request(
+                    config,
+                    &claims,
+                    &resource,
+                    &parts.headers,
+                    &parts.extensions,
                     request_id,
-                    client_ip: super::create::client_address(
-                        config,
-                        &parts.headers,
-                        &parts.extensions,
-                    ),
-                    now: self.clock.unix(),
-                },
+                ),
                 Bytes::from(answer),
             )
             .await
@@ -565,18 +557,14 @@ impl Gateway {
             .delete(
                 &self.upstreams,
                 &backend,
-                SessionRequest {
-                    resource: &resource,
-                    claims: &claims,
-                    client_authorization: request.headers().get(header::AUTHORIZATION),
+                self.session_request(
+                    config,
+                    &claims,
+                    &resource,
+                    request.headers(),
+                    request.extensions(),
                     request_id,
-                    client_ip: super::create::client_address(
-                        config,
-                        request.headers(),
-                        request.extensions(),
-                    ),
-                    now: self.clock.unix(),
-                },
+                ),
             )
             .await;
         match result {
@@ -631,6 +619,26 @@ impl Gateway {
             cors::preflight(headers, methods);
         }
         response
+    }
+
+    /// What an adapter needs to act on an opened session for this request.
+    pub(super) fn session_request<'a>(
+        &self,
+        config: &Config,
+        claims: &'a SessionClaims,
+        resource: &'a Url,
+        headers: &'a HeaderMap,
+        extensions: &http::Extensions,
+        request_id: &'a str,
+    ) -> SessionRequest<'a> {
+        SessionRequest {
+            resource,
+            claims,
+            client_authorization: headers.get(header::AUTHORIZATION),
+            request_id,
+            client_ip: super::create::client_address(config, headers, extensions),
+            now: self.clock.unix(),
+        }
     }
 
     /// Opens a session token; every failure is the same 404 and nothing goes upstream. A

@@ -508,25 +508,13 @@ impl Gateway {
                     continue;
                 }
                 tracing::info!(backend = %backend.id, sid = %sid, "session ended without a DELETE");
-                let claims = crate::session::SessionClaims {
-                    sid,
-                    backend: session.backend,
-                    resource: session.resource,
-                    kind: session.kind,
-                    stream: session.stream,
-                    route: session.route,
-                    created: session.created,
-                    expires: 0,
-                    subject: None,
-                    state: session.state,
-                };
-                self.session_ended(&config, &claims, false);
+                self.session_ended(&config, &session.into_claims(sid), false);
             }
         }
     }
 
     /// Whether `backend` takes no new sessions and sends its clients elsewhere.
-    pub fn is_draining(&self, _config: &Config, backend: &BackendDef) -> bool {
+    pub fn is_draining(&self, backend: &BackendDef) -> bool {
         backend.drain
             || self
                 .drained
@@ -570,7 +558,7 @@ impl Gateway {
         );
         let mut draining_any = false;
         for backend in config.backends.values() {
-            if !self.is_draining(&config, backend) {
+            if !self.is_draining(backend) {
                 continue;
             }
             draining_any = true;
@@ -581,18 +569,8 @@ impl Gateway {
                 let Ok(resource) = url::Url::parse(&session.resource) else {
                     continue;
                 };
-                let claims = crate::session::SessionClaims {
-                    sid: sid.clone(),
-                    backend: session.backend.clone(),
-                    resource: session.resource.clone(),
-                    kind: session.kind,
-                    stream: session.stream.clone(),
-                    route: session.route.clone(),
-                    created: session.created,
-                    expires: 0,
-                    subject: None,
-                    state: session.state.clone(),
-                };
+                let stream = session.stream.clone();
+                let claims = session.into_claims(sid.clone());
                 let request_id = hex(&self.random_bytes::<8>());
                 let ended = backend
                     .adapter
@@ -611,7 +589,7 @@ impl Gateway {
                     .await;
                 match ended {
                     Ok(()) => {
-                        tracing::info!(backend = %backend.id, sid = %sid, stream = %session.stream, "publisher ended: its backend is draining");
+                        tracing::info!(backend = %backend.id, sid = %sid, stream = %stream, "publisher ended: its backend is draining");
                         self.session_ended(&config, &claims, true);
                     }
                     Err(crate::error::GatewayError::NotFound(_)) => {

@@ -92,6 +92,25 @@ pub struct LiveSession {
     pub state: super::SessionState,
 }
 
+impl LiveSession {
+    /// The claims a request for this session would carry, for ending it from this replica
+    /// (its backend said it ended, or a drain ends it); `expires` is unknown here.
+    pub fn into_claims(self, sid: String) -> super::SessionClaims {
+        super::SessionClaims {
+            sid,
+            backend: self.backend,
+            resource: self.resource,
+            kind: self.kind,
+            stream: self.stream,
+            route: self.route,
+            created: self.created,
+            expires: 0,
+            subject: None,
+            state: self.state,
+        }
+    }
+}
+
 /// `Debug` without the resource URL, which may hold a vendor secret.
 impl std::fmt::Debug for LiveSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

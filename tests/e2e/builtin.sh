@@ -334,26 +334,21 @@ test_dr() {
   ok "$name"
 }
 
-# jn_rooms: how many of whipgate's VideoRoom rooms Janus has (asked through its own API).
-jn_rooms() {
+# jn_list: Janus's VideoRoom room list (JSON array), asked through its own API.
+jn_list() {
   local api=http://127.0.0.1:8088/janus s h
   s=$(nsx curl -s -m 3 -X POST -d '{"janus":"create","transaction":"t"}' "$api" | jq -r .data.id)
   h=$(nsx curl -s -m 3 -X POST -d '{"janus":"attach","plugin":"janus.plugin.videoroom","transaction":"t"}' \
     "$api/$s" | jq -r .data.id)
   nsx curl -s -m 3 -X POST -d '{"janus":"message","transaction":"t","body":{"request":"list"}}' "$api/$s/$h" |
-    jq -r '[.plugindata.data.list[] | select(.description | startswith("whipgate:"))] | length'
+    jq -c '.plugindata.data.list'
   nsx curl -s -m 3 -X POST -d '{"janus":"destroy","transaction":"t"}' "$api/$s" >/dev/null
 }
-
+# jn_rooms: how many of whipgate's rooms Janus has.
+jn_rooms() { jn_list | jq -r '[.[] | select(.description | startswith("whipgate:"))] | length'; }
 # jn_participants STREAM: how many participants the whipgate room of STREAM has (0: none).
 jn_participants() {
-  local api=http://127.0.0.1:8088/janus s h
-  s=$(nsx curl -s -m 3 -X POST -d '{"janus":"create","transaction":"t"}' "$api" | jq -r .data.id)
-  h=$(nsx curl -s -m 3 -X POST -d '{"janus":"attach","plugin":"janus.plugin.videoroom","transaction":"t"}' \
-    "$api/$s" | jq -r .data.id)
-  nsx curl -s -m 3 -X POST -d '{"janus":"message","transaction":"t","body":{"request":"list"}}' "$api/$s/$h" |
-    jq -r --arg d "whipgate:$1" '[.plugindata.data.list[] | select(.description == $d) | .num_participants] | first // 0'
-  nsx curl -s -m 3 -X POST -d '{"janus":"destroy","transaction":"t"}' "$api/$s" >/dev/null
+  jn_list | jq -r --arg d "whipgate:$1" '[.[] | select(.description == $d) | .num_participants] | first // 0'
 }
 
 # JN: kind janus, through Janus's own HTTP API.
