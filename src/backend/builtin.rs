@@ -222,7 +222,7 @@ fn gateway_error(error: SfuError) -> GatewayError {
             retry_after: Duration::ZERO,
         },
         SfuError::AlreadyPublished => GatewayError::Conflict(error.to_string()),
-        SfuError::Offer(_) => GatewayError::Unprocessable(error.to_string()),
+        SfuError::Offer(_) | SfuError::Codec(_) => GatewayError::Unprocessable(error.to_string()),
         SfuError::NoSession => GatewayError::NotFound("session not found".into()),
         SfuError::Layer(_) => GatewayError::BadRequest(error.to_string()),
         SfuError::Stopped => stopped(),

@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::{CryptoProvider, DtlsCert};
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::format::{CodecConfig, PayloadParams};
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
-use super::{PeerRole, SfuError, StreamStatus};
+use super::{LegEvent, LegStatus, PeerRole, SfuError, StreamStatus};
 
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
@@ -35,6 +36,10 @@ const LAYER_STALE: Duration = Duration::from_secs(1);
 const MAX_LAYER_WISHES: usize = 8;
 /// How long a closed peer's goodbye (BYE, close_notify) may take to send.
 const CLOSE_DRAIN: Duration = Duration::from_secs(1);
+/// A relay leg from which nothing arrived for this long has failed (its target answers our
+/// ICE checks every 3 s and sends RTCP reports more often); `[builtin] relay_timeout`
+/// overrides it. A leg gets twice as long to connect.
+pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opaque id of one peer connection; random so that a restarted process never reuses the
 /// id a still-valid session token names.
@@ -105,12 +110,24 @@ pub struct Engine {
     /// client learns at once that its session ended, instead of after its consent checks
     /// fail (30 s in aiortc), so a drained publisher reconnects at once.
     closing: Vec<(Rtc, Instant)>,
+    relay_timeout: Duration,
+    /// Relay legs that connected or ended since the runner last asked.
+    leg_events: Vec<(PeerId, LegEvent)>,
 }
 
 #[derive(Default)]
 struct Stream {
     publisher: Option<PeerId>,
     viewers: HashSet<PeerId>,
+    /// Relay legs: this SFU's own sessions on other backends, fed like viewers.
+    legs: HashSet<PeerId>,
+}
+
+impl Stream {
+    /// Everything the publisher's media goes to.
+    fn outputs(&self) -> impl Iterator<Item = &PeerId> {
+        self.viewers.iter().chain(self.legs.iter())
+    }
 }
 
 struct Peer {
@@ -133,10 +150,52 @@ struct Peer {
     /// Viewer: layer choices made before its m-lines were known (str0m reports them once
     /// connected), by mid; applied then.
     layer_wishes: HashMap<String, Option<Rid>>,
+    /// Relay leg: its offer, until the target's answer arrives.
+    pending_offer: Option<SdpPendingOffer>,
+    /// Publisher: the codec last seen per track (what a relay leg must offer first).
+    sent_params: HashMap<Mid, PayloadParams>,
+    bytes_out: u64,
     packets_in: u64,
     packets_out: u64,
     frames_in: u64,
     frames_out: u64,
+}
+
+impl Peer {
+    fn new(
+        stream: &str,
+        role: PeerRole,
+        rtc: Rtc,
+        now: Instant,
+        pending_offer: Option<SdpPendingOffer>,
+    ) -> Self {
+        Self {
+            stream: stream.to_owned(),
+            role,
+            rtc,
+            created: now,
+            connected: false,
+            last_heard: now,
+            next_timeout: now,
+            media: Vec::new(),
+            layers: HashMap::new(),
+            last_keyframe_request: HashMap::new(),
+            outputs: HashMap::new(),
+            layer_wishes: HashMap::new(),
+            pending_offer,
+            sent_params: HashMap::new(),
+            bytes_out: 0,
+            packets_in: 0,
+            packets_out: 0,
+            frames_in: 0,
+            frames_out: 0,
+        }
+    }
+
+    /// Viewers and relay legs get the stream's media.
+    fn receives_stream(&self) -> bool {
+        matches!(self.role, PeerRole::Viewer | PeerRole::Relay)
+    }
 }
 
 /// What a publisher sent on one simulcast layer: bytes in all, and when it was last seen
@@ -181,7 +240,15 @@ impl Engine {
             next_id,
             idle_limit: DEFAULT_IDLE_LIMIT,
             closing: Vec::new(),
+            relay_timeout: DEFAULT_RELAY_TIMEOUT,
+            leg_events: Vec::new(),
         }
+    }
+
+    /// How long a relay leg may stay silent (and half as long as it may take to connect).
+    pub fn with_relay_timeout(mut self, timeout: Duration) -> Self {
+        self.relay_timeout = timeout;
+        self
     }
 
     /// How long a connected peer may stay silent before it is taken as gone.
@@ -260,34 +327,197 @@ impl Engine {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| SfuError::Offer(format!("the offer cannot be accepted: {e}")))?;
-        let mut id = (self.next_id)();
-        while self.peers.contains_key(&id) {
-            id = (self.next_id)();
-        }
-        self.peers.insert(
-            id,
-            Peer {
-                stream: stream.to_owned(),
-                role,
-                rtc,
-                created: now,
-                connected: false,
-                last_heard: now,
-                next_timeout: now,
-                media: Vec::new(),
-                layers: HashMap::new(),
-                last_keyframe_request: HashMap::new(),
-                outputs: HashMap::new(),
-                layer_wishes: HashMap::new(),
-                packets_in: 0,
-                packets_out: 0,
-                frames_in: 0,
-                frames_out: 0,
-            },
-        );
+        let id = self.new_id();
+        self.peers
+            .insert(id, Peer::new(stream, role, rtc, now, None));
         // Drain the events negotiation produced (MediaAdded) before any packet arrives.
         self.drive(now, id, &mut |_, _| {});
         Ok((id, answer.to_sdp_string()))
+    }
+
+    fn new_id(&mut self) -> PeerId {
+        let mut id = (self.next_id)();
+        while self.peers.contains_key(&id) || self.ended.contains_key(&id) {
+            id = (self.next_id)();
+        }
+        id
+    }
+
+    /// A relay leg of `stream`: this SFU's own WHIP offer, send-only, one m-line per
+    /// publisher track, offering only the publisher's codecs (the one it sends first) so
+    /// that media is forwarded as it is. The offer says `a=setup:passive`: the target is
+    /// the DTLS client, and this side runs the DTLS stack that takes any client
+    /// certificate. The leg is a full ICE agent, since the target may be ICE-lite.
+    pub fn relay_offer(&mut self, now: Instant, stream: &str) -> Result<(PeerId, String), SfuError> {
+        let publisher = self
+            .streams
+            .get(stream)
+            .and_then(|s| s.publisher)
+            .and_then(|id| self.peers.get(&id))
+            .filter(|p| p.rtc.is_alive() && !p.media.is_empty())
+            .ok_or(SfuError::NoPublisher)?;
+        let params = Self::publisher_params(publisher);
+        let tracks = publisher.media.clone();
+        let mut config = RtcConfig::new()
+            .set_ice_lite(false)
+            .set_crypto_provider(self.crypto.server.clone())
+            .set_dtls_cert(self.cert.clone());
+        *config.codec_config() = CodecConfig::new_from_payload_params(params);
+        let mut rtc = config.build(now);
+        if let Ok(candidate) = Candidate::host(self.addresses.local, "udp") {
+            rtc.add_local_candidate(candidate);
+        }
+        let mut change = rtc.sdp_api();
+        // Known now, not only once str0m reports them: the target's answer is checked
+        // against them before the leg connects.
+        let media: Vec<(Mid, MediaKind)> = tracks
+            .iter()
+            .map(|(_, kind)| {
+                let mid =
+                    change.add_media(*kind, Direction::SendOnly, Some(stream.to_owned()), None, None);
+                (mid, *kind)
+            })
+            .collect();
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| SfuError::Offer("the publisher has no tracks to relay".into()))?;
+        let offer = offer
+            .to_sdp_string()
+            .replace("a=setup:actpass", "a=setup:passive");
+        let id = self.new_id();
+        let mut leg = Peer::new(stream, PeerRole::Relay, rtc, now, Some(pending));
+        // str0m reports no MediaAdded for an offerer's own m-lines.
+        for (mid, kind) in &media {
+            leg.outputs.insert(
+                *mid,
+                Forwarding {
+                    awaiting_keyframe: *kind == MediaKind::Video,
+                    ..Forwarding::default()
+                },
+            );
+        }
+        leg.media = media;
+        self.peers.insert(id, leg);
+        self.streams
+            .entry(stream.to_owned())
+            .or_default()
+            .legs
+            .insert(id);
+        Ok((id, offer))
+    }
+
+    /// The codecs a publisher negotiated, the ones it sends first, without repeats.
+    fn publisher_params(publisher: &Peer) -> Vec<PayloadParams> {
+        let configured = publisher.rtc.codec_config().params();
+        let mut params: Vec<PayloadParams> = Vec::new();
+        let mut add = |p: &PayloadParams| {
+            if !params.iter().any(|have| have.pt() == p.pt()) {
+                params.push(*p);
+            }
+        };
+        for (mid, _) in &publisher.media {
+            if let Some(sent) = publisher.sent_params.get(mid) {
+                add(sent);
+            }
+        }
+        for (mid, _) in &publisher.media {
+            let Some(media) = publisher.rtc.media(*mid) else {
+                continue;
+            };
+            for pt in media.remote_pts() {
+                if let Some(p) = configured.iter().find(|p| p.pt() == *pt) {
+                    add(p);
+                }
+            }
+        }
+        params
+    }
+
+    /// The target's answer to a relay leg's offer. A target that takes none of the codecs
+    /// the publisher sends on a track is refused, and the leg ends.
+    pub fn relay_answer(
+        &mut self,
+        now: Instant,
+        id: PeerId,
+        answer: &str,
+        send: &mut dyn FnMut(SocketAddr, &[u8]),
+    ) -> Result<(), SfuError> {
+        let peer = self.peers.get_mut(&id).ok_or(SfuError::NoSession)?;
+        let pending = peer
+            .pending_offer
+            .take()
+            .ok_or_else(|| SfuError::Offer("the relay leg has its answer already".into()))?;
+        let accepted = SdpAnswer::from_sdp_string(answer)
+            .map_err(|e| SfuError::Offer(format!("the target's answer cannot be parsed: {e}")))
+            .and_then(|answer| {
+                peer.rtc
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .map_err(|e| SfuError::Offer(format!("the target's answer is refused: {e}")))
+            });
+        if let Err(error) = accepted {
+            self.remove(id, now, false);
+            return Err(error);
+        }
+        self.drive(now, id, send);
+        if let Err(error) = self.check_leg_codecs(id) {
+            self.remove(id, now, false);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Every publisher track must pair with a leg m-line that takes the codec it sends.
+    fn check_leg_codecs(&self, id: PeerId) -> Result<(), SfuError> {
+        let leg = self.peers.get(&id).ok_or(SfuError::NoSession)?;
+        let publisher = self
+            .streams
+            .get(&leg.stream)
+            .and_then(|s| s.publisher)
+            .and_then(|p| self.peers.get(&p))
+            .ok_or(SfuError::NoPublisher)?;
+        let configured = publisher.rtc.codec_config().params();
+        for (mid, kind) in &publisher.media {
+            let wanted: Vec<PayloadParams> = match publisher.sent_params.get(mid) {
+                Some(sent) => vec![*sent],
+                None => publisher
+                    .rtc
+                    .media(*mid)
+                    .map(|m| {
+                        m.remote_pts()
+                            .iter()
+                            .filter_map(|pt| configured.iter().find(|p| p.pt() == *pt).cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let takes = Self::paired_mid(publisher, leg, *mid)
+                .and_then(|leg_mid| leg.rtc.media(leg_mid))
+                .is_some_and(|media| {
+                    wanted.iter().any(|p| {
+                        leg.rtc
+                            .codec_config()
+                            .match_params(*p)
+                            .is_some_and(|ours| media.remote_pts().contains(&ours.pt()))
+                    })
+                });
+            if !takes {
+                let names: Vec<String> = wanted
+                    .iter()
+                    .map(|p| p.spec().codec.to_string())
+                    .collect();
+                return Err(SfuError::Codec(format!(
+                    "the target takes none of the publisher's {kind} codecs ({})",
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Relay legs that connected or ended since the last call.
+    pub fn take_leg_events(&mut self) -> Vec<(PeerId, LegEvent)> {
+        std::mem::take(&mut self.leg_events)
     }
 
     /// A trickled sdpfrag's candidates. ICE-lite needs none of them (the client's checks
@@ -304,7 +534,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Ends a session; a publisher takes its viewers with it.
+    /// Ends a session; a publisher takes its viewers and relay legs with it.
     pub fn end(&mut self, now: Instant, id: PeerId) -> Result<(), SfuError> {
         if self.ended.remove(&id).is_some() {
             return Ok(());
@@ -312,18 +542,26 @@ impl Engine {
         if !self.peers.contains_key(&id) {
             return Err(SfuError::NoSession);
         }
-        self.remove(id, now, false);
+        self.remove_because(id, now, false, "ended by whipgate");
         Ok(())
     }
 
-    /// Drops a peer (and a publisher's viewers); those that ended on their own rather than
-    /// by their DELETE are remembered for it.
     fn remove(&mut self, id: PeerId, now: Instant, on_its_own: bool) {
+        self.remove_because(id, now, on_its_own, "ended");
+    }
+
+    /// Drops a peer (and a publisher's viewers and legs); those that ended on their own
+    /// rather than by their DELETE are remembered for it. A relay leg's end is reported
+    /// with `why`.
+    fn remove_because(&mut self, id: PeerId, now: Instant, on_its_own: bool, why: &str) {
         let Some(mut peer) = self.peers.remove(&id) else {
             return;
         };
         if on_its_own {
             self.ended.insert(id, now);
+        }
+        if peer.role == PeerRole::Relay {
+            self.leg_events.push((id, LegEvent::Ended(why.to_owned())));
         }
         self.by_source.retain(|_, owner| *owner != id);
         let mut released = Vec::new();
@@ -332,13 +570,18 @@ impl Engine {
                 PeerRole::Publisher if stream.publisher == Some(id) => {
                     stream.publisher = None;
                     released.extend(stream.viewers.drain());
+                    released.extend(stream.legs.drain());
                 }
                 PeerRole::Publisher => {}
                 PeerRole::Viewer => {
                     stream.viewers.remove(&id);
                 }
+                PeerRole::Relay => {
+                    stream.legs.remove(&id);
+                }
             }
-            if stream.publisher.is_none() && stream.viewers.is_empty() {
+            if stream.publisher.is_none() && stream.viewers.is_empty() && stream.legs.is_empty()
+            {
                 self.streams.remove(&peer.stream);
             }
         }
@@ -348,7 +591,7 @@ impl Engine {
             peer.rtc.disconnect();
         }
         for viewer in released {
-            self.remove(viewer, now, true);
+            self.remove_because(viewer, now, true, "the publisher left");
         }
     }
 
@@ -458,24 +701,37 @@ impl Engine {
             }
             self.drive(now, id, send);
         }
-        let dead: Vec<PeerId> = self
+        let dead: Vec<(PeerId, &'static str)> = self
             .peers
             .iter()
-            .filter(|(_, p)| {
-                !p.rtc.is_alive()
-                    || (!p.connected && now - p.created > CONNECT_DEADLINE)
-                    || (p.connected
-                        && now.saturating_duration_since(p.last_heard) > self.idle_limit)
-            })
-            .map(|(id, _)| *id)
+            .filter_map(|(id, p)| self.why_gone(p, now).map(|why| (*id, why)))
             .collect();
-        for id in dead {
-            tracing::debug!(peer = id, "built-in SFU peer gone");
-            self.remove(id, now, true);
+        for (id, why) in dead {
+            tracing::debug!(peer = id, why, "built-in SFU peer gone");
+            self.remove_because(id, now, true, why);
         }
         self.drain_closing(now, send);
         self.ended
             .retain(|_, at| now.saturating_duration_since(*at) < ENDED_MEMORY);
+    }
+
+    /// Why a peer is gone now, if it is: relay legs are held to `relay_timeout`, so that a
+    /// dead target is replaced within seconds.
+    fn why_gone(&self, peer: &Peer, now: Instant) -> Option<&'static str> {
+        let (connect_limit, idle_limit) = if peer.role == PeerRole::Relay {
+            (self.relay_timeout * 2, self.relay_timeout)
+        } else {
+            (CONNECT_DEADLINE, self.idle_limit)
+        };
+        if !peer.rtc.is_alive() {
+            Some("the connection closed")
+        } else if !peer.connected && now.saturating_duration_since(peer.created) > connect_limit {
+            Some("ICE and DTLS did not complete")
+        } else if peer.connected && now.saturating_duration_since(peer.last_heard) > idle_limit {
+            Some("nothing arrived from the peer")
+        } else {
+            None
+        }
     }
 
     /// Polls one peer until it has nothing more to say, then every peer its media or
@@ -528,9 +784,20 @@ impl Engine {
         match event {
             Event::Connected => {
                 peer.connected = true;
-                if peer.role == PeerRole::Viewer {
+                if peer.role == PeerRole::Relay {
+                    self.leg_events.push((id, LegEvent::Connected));
+                }
+                if peer.receives_stream() {
                     return self.request_keyframes_for(now, id);
                 }
+                Vec::new()
+            }
+            Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected)
+                if peer.role == PeerRole::Relay =>
+            {
+                // The leg is the full ICE agent: its checks went unanswered.
+                tracing::debug!(peer = id, "relay leg's ICE disconnected");
+                peer.rtc.disconnect();
                 Vec::new()
             }
             Event::IceConnectionStateChange(state) => {
@@ -542,8 +809,10 @@ impl Engine {
                 Vec::new()
             }
             Event::MediaAdded(added) => {
-                peer.media.push((added.mid, added.kind));
-                if peer.role == PeerRole::Viewer {
+                if !peer.media.contains(&(added.mid, added.kind)) {
+                    peer.media.push((added.mid, added.kind));
+                }
+                if peer.receives_stream() {
                     let preferred = if added.kind == MediaKind::Video {
                         peer.layer_wishes
                             .get(&added.mid.to_string())
@@ -578,9 +847,12 @@ impl Engine {
                     });
                 seen.bytes += data.data.len() as u64;
                 seen.last = now;
+                if peer.sent_params.get(&data.mid) != Some(&data.params) {
+                    peer.sent_params.insert(data.mid, data.params);
+                }
                 self.forward(now, id, &data)
             }
-            Event::KeyframeRequest(request) if peer.role == PeerRole::Viewer => {
+            Event::KeyframeRequest(request) if peer.receives_stream() => {
                 self.relay_keyframe_request(now, id, request.mid, request.kind)
             }
             _ => Vec::new(),
@@ -640,7 +912,7 @@ impl Engine {
             })
             .unwrap_or_default();
         let mut plans = Vec::new();
-        for viewer_id in &stream.viewers {
+        for viewer_id in stream.outputs() {
             if let Some(viewer) = self.peers.get(viewer_id) {
                 if viewer.connected {
                     if let Some(mid) = Self::paired_mid(publisher, viewer, data.mid) {
@@ -707,6 +979,7 @@ impl Engine {
                 .is_ok()
             {
                 viewer.frames_out += 1;
+                viewer.bytes_out += data.data.len() as u64;
                 touched.push(viewer_id);
             }
         }
@@ -920,6 +1193,17 @@ impl Engine {
                         .filter_map(|id| self.peers.get(id))
                         .map(|p| p.frames_out)
                         .sum(),
+                    legs: stream
+                        .legs
+                        .iter()
+                        .filter_map(|id| self.peers.get(id).map(|p| (*id, p)))
+                        .map(|(id, p)| LegStatus {
+                            id,
+                            connected: p.connected,
+                            frames_out: p.frames_out,
+                            bytes_out: p.bytes_out,
+                        })
+                        .collect(),
                     layers: publisher
                         .map(|p| {
                             let mut rids: Vec<String> = p

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::CryptoProvider;
 use str0m::format::Codec;
 use str0m::media::{
@@ -204,6 +204,62 @@ impl Loopback {
         Ok(self.clients.len() - 1)
     }
 
+    /// A relay target (another backend) with default codecs, answering a relay leg of
+    /// `stream`; returns the client and the leg's id.
+    pub fn relay(&mut self, stream: &str) -> Result<(usize, PeerId), SfuError> {
+        let config = RtcConfig::new().set_crypto_provider(self.crypto.clone());
+        self.relay_with(stream, config)
+    }
+
+    /// A relay target built from `config` (its codecs, say).
+    pub fn relay_with(
+        &mut self,
+        stream: &str,
+        config: RtcConfig,
+    ) -> Result<(usize, PeerId), SfuError> {
+        let (leg, offer) = self.engine.relay_offer(self.now, stream)?;
+        let mut rtc = config.build(self.now);
+        let addr = self.next_addr();
+        if let Ok(candidate) = Candidate::host(addr, "udp") {
+            rtc.add_local_candidate(candidate);
+        }
+        let offer = SdpOffer::from_sdp_string(&offer)
+            .map_err(|e| SfuError::Offer(format!("relay offer: {e}")))?;
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Offer(format!("relay offer: {e}")))?;
+        let mut out = Vec::new();
+        self.engine.relay_answer(
+            self.now,
+            leg,
+            &answer.to_sdp_string(),
+            &mut |to, d| out.push((to, d.to_vec())),
+        )?;
+        let sfu = self.sfu;
+        self.wire
+            .extend(out.into_iter().map(|(to, data)| (to, sfu, data)));
+        self.clients.push(Client {
+            rtc,
+            addr,
+            session: leg,
+            video: None,
+            audio: None,
+            connected: false,
+            closed: false,
+            received: Vec::new(),
+            keyframe_requests: 0,
+            drop_every: 0,
+            dropped: 0,
+            drop_first_dtls: 0,
+            mute_stun: false,
+            silent: false,
+            rtp_seen: 0,
+            next_timeout: self.now,
+        });
+        Ok((self.clients.len() - 1, leg))
+    }
+
     /// Sends one VP8 frame of `len` bytes on `client`'s video (layer `rid`), its first
     /// payload byte after the header being `tag`.
     pub fn send_video(
@@ -328,6 +384,15 @@ impl Loopback {
                     }
                     Ok(Output::Event(event)) => match event {
                         Event::Connected => client.connected = true,
+                        Event::MediaAdded(added) => match added.kind {
+                            MediaKind::Video if client.video.is_none() => {
+                                client.video = Some(added.mid)
+                            }
+                            MediaKind::Audio if client.audio.is_none() => {
+                                client.audio = Some(added.mid)
+                            }
+                            _ => {}
+                        },
                         Event::MediaData(data) => client.received.push(Received {
                             kind: if Some(data.mid) == client.video {
                                 MediaKind::Video

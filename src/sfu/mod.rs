@@ -27,6 +27,8 @@ pub struct SfuSettings {
     pub public_addresses: Vec<IpAddr>,
     /// A connected peer from which nothing arrives for this long has ended.
     pub idle_timeout: std::time::Duration,
+    /// A relay leg silent this long has failed (and twice this long to connect).
+    pub relay_timeout: std::time::Duration,
 }
 
 impl Default for SfuSettings {
@@ -36,6 +38,7 @@ impl Default for SfuSettings {
             host_addresses: Vec::new(),
             public_addresses: Vec::new(),
             idle_timeout: engine::DEFAULT_IDLE_LIMIT,
+            relay_timeout: engine::DEFAULT_RELAY_TIMEOUT,
         }
     }
 }
@@ -45,6 +48,26 @@ impl Default for SfuSettings {
 pub enum PeerRole {
     Publisher,
     Viewer,
+    /// This SFU's own session on another backend, carrying a stream there.
+    Relay,
+}
+
+/// What happened to a relay leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegEvent {
+    /// ICE and DTLS completed: media flows to the target.
+    Connected,
+    /// It is gone, and why (the target went quiet, ICE failed, the publisher left).
+    Ended(String),
+}
+
+/// One relay leg, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LegStatus {
+    pub id: PeerId,
+    pub connected: bool,
+    pub frames_out: u64,
+    pub bytes_out: u64,
 }
 
 /// Why the SFU refused a request.
@@ -60,6 +83,9 @@ pub enum SfuError {
     NoSession,
     #[error("built-in SFU: {0}")]
     Layer(String),
+    /// A relay target cannot take what the publisher sends.
+    #[error("{0}")]
+    Codec(String),
     #[error("the built-in SFU is not running")]
     Stopped,
 }
@@ -75,6 +101,8 @@ pub struct StreamStatus {
     pub frames_out: u64,
     /// Simulcast layers the publisher sends (empty without simulcast).
     pub layers: Vec<String>,
+    /// Relay legs carrying the stream to other backends.
+    pub legs: Vec<LegStatus>,
 }
 
 enum Command {
@@ -108,6 +136,16 @@ enum Command {
     ViewerLayers {
         id: PeerId,
         reply: oneshot::Sender<Vec<(String, Vec<String>)>>,
+    },
+    RelayOffer {
+        stream: String,
+        events: mpsc::UnboundedSender<LegEvent>,
+        reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
+    },
+    RelayAnswer {
+        id: PeerId,
+        answer: String,
+        reply: oneshot::Sender<Result<(), SfuError>>,
     },
 }
 
@@ -159,8 +197,9 @@ impl Sfu {
             let _ = ring::rand::SecureRandom::fill(&random, &mut bytes);
             u64::from_le_bytes(bytes)
         });
-        let engine =
-            Engine::new(addresses, crypto, cert, next_id).with_idle_limit(settings.idle_timeout);
+        let engine = Engine::new(addresses, crypto, cert, next_id)
+            .with_idle_limit(settings.idle_timeout)
+            .with_relay_timeout(settings.relay_timeout);
         let (commands, receiver) = mpsc::channel(256);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -265,6 +304,30 @@ impl Sfu {
         layers.await.unwrap_or_default()
     }
 
+    /// Opens a relay leg of `stream`: the offer to send to the target. The leg's connection
+    /// and end are reported on `events`; the leg ends with its publisher or by [`Sfu::end`].
+    pub async fn relay_offer(
+        &self,
+        stream: &str,
+        events: mpsc::UnboundedSender<LegEvent>,
+    ) -> Result<(PeerId, String), SfuError> {
+        let (reply, offer) = oneshot::channel();
+        self.send(Command::RelayOffer {
+            stream: stream.to_owned(),
+            events,
+            reply,
+        })
+        .await?;
+        offer.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// The target's answer to a relay leg's offer.
+    pub async fn relay_answer(&self, id: PeerId, answer: String) -> Result<(), SfuError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::RelayAnswer { id, answer, reply }).await?;
+        done.await.map_err(|_| SfuError::Stopped)?
+    }
+
     /// The peers it holds now (sessions that ended on their own are not among them).
     pub async fn live_peers(&self) -> Result<std::collections::HashSet<PeerId>, SfuError> {
         let (reply, peers) = oneshot::channel();
@@ -333,6 +396,8 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
 ) {
     let mut buffer = vec![0u8; 2048];
+    let mut legs: std::collections::HashMap<PeerId, mpsc::UnboundedSender<LegEvent>> =
+        std::collections::HashMap::new();
     let socket = &socket;
     let mut send = |destination: SocketAddr, datagram: &[u8]| {
         // UDP: a full send buffer drops the packet, which NACK/RTX then repairs.
@@ -344,7 +409,7 @@ async fn run(
             biased;
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                handle(&mut engine, command, &mut send);
+                handle(&mut engine, command, &mut send, &mut legs);
             }
             received = socket.recv_from(&mut buffer) => {
                 if let Ok((length, source)) = received {
@@ -364,11 +429,25 @@ async fn run(
             () = tokio::time::sleep_until(deadline.into()) => {}
         }
         engine.tick(Instant::now(), &mut send);
+        for (id, event) in engine.take_leg_events() {
+            let ended = matches!(event, LegEvent::Ended(_));
+            if let Some(events) = legs.get(&id) {
+                let _ = events.send(event);
+            }
+            if ended {
+                legs.remove(&id);
+            }
+        }
     }
     tracing::debug!("built-in SFU stopped");
 }
 
-fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+fn handle(
+    engine: &mut Engine,
+    command: Command,
+    send: &mut dyn FnMut(SocketAddr, &[u8]),
+    legs: &mut std::collections::HashMap<PeerId, mpsc::UnboundedSender<LegEvent>>,
+) {
     let now = Instant::now();
     match command {
         Command::Create {
@@ -380,6 +459,7 @@ fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr
             let result = match role {
                 PeerRole::Publisher => engine.publish(now, &stream, &offer),
                 PeerRole::Viewer => engine.play(now, &stream, &offer),
+                PeerRole::Relay => Err(SfuError::Offer("relay legs are made by the SFU".into())),
             };
             let _ = reply.send(result);
         }
@@ -411,6 +491,20 @@ fn handle(engine: &mut Engine, command: Command, send: &mut dyn FnMut(SocketAddr
         }
         Command::ViewerLayers { id, reply } => {
             let _ = reply.send(engine.viewer_layers(now, id));
+        }
+        Command::RelayOffer {
+            stream,
+            events,
+            reply,
+        } => {
+            let result = engine.relay_offer(now, &stream);
+            if let Ok((id, _)) = &result {
+                legs.insert(*id, events);
+            }
+            let _ = reply.send(result);
+        }
+        Command::RelayAnswer { id, answer, reply } => {
+            let _ = reply.send(engine.relay_answer(now, id, &answer, send));
         }
     }
 }

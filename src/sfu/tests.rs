@@ -427,3 +427,116 @@ fn a_silent_peer_ends_after_the_idle_limit() {
         "35 s of silence ends the stream"
     );
 }
+
+/// A relay leg is the SFU's own send-only session on another backend: it connects as a
+/// full ICE agent, and the target receives the publisher's audio and video like a viewer.
+#[test]
+fn a_relay_leg_carries_the_stream_to_its_target() {
+    use super::LegEvent;
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &[]).expect("publish");
+    let viewer = lb.play("s").expect("play");
+    assert!(
+        matches!(lb.engine.relay_offer(lb.now, "s"), Err(SfuError::NoPublisher)),
+        "no leg before the publisher's tracks are known"
+    );
+    assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
+    let (target, leg) = lb.relay("s").expect("relay offer and answer");
+    assert!(lb.connect_all(Duration::from_secs(5)), "the leg connects");
+    assert_eq!(
+        lb.engine.take_leg_events(),
+        vec![(leg, LegEvent::Connected)],
+        "the leg reports its connection"
+    );
+    let sent = media(&mut lb, publisher, 3, 30, 1000, true);
+    for client in [viewer, target] {
+        let got = video(&lb.clients[client].received);
+        assert!(got.len() as u32 + 5 >= sent, "got {} of {sent}", got.len());
+        assert!(got[0].keyframe, "video starts at a keyframe");
+        assert!(audio_count(&lb.clients[client].received) > 100, "audio too");
+    }
+    let status = lb.engine.status();
+    assert_eq!(status[0].viewers, 1, "a leg is not a viewer");
+    assert_eq!(status[0].legs.len(), 1);
+    assert!(status[0].legs[0].connected && status[0].legs[0].bytes_out > 80_000);
+}
+
+/// A target that stops answering fails its leg within the relay timeout (5 s), and the
+/// publisher and its viewers never notice.
+#[test]
+fn a_dead_target_ends_its_leg_and_nothing_else() {
+    use super::LegEvent;
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &[]).expect("publish");
+    let viewer = lb.play("s").expect("play");
+    assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
+    let (target, leg) = lb.relay("s").expect("relay");
+    assert!(lb.connect_all(Duration::from_secs(5)), "the leg connects");
+    media(&mut lb, publisher, 2, 30, 800, true);
+    let _ = lb.engine.take_leg_events();
+    lb.clients[target].silent = true;
+    let before = video(&lb.clients[viewer].received).len();
+    let mut ended_after = None;
+    for step in 0..(8 * 20) {
+        media(&mut lb, publisher, 0, 30, 800, true);
+        lb.advance(Duration::from_millis(50));
+        let events = lb.engine.take_leg_events();
+        if let Some((id, LegEvent::Ended(why))) = events.first() {
+            assert_eq!(*id, leg);
+            assert!(why.contains("nothing arrived"), "{why}");
+            ended_after = Some(step * 50);
+            break;
+        }
+    }
+    let ended_after = ended_after.expect("the leg ends");
+    assert!(
+        (5_000..=6_000).contains(&ended_after),
+        "ended after {ended_after} ms"
+    );
+    let sent = media(&mut lb, publisher, 2, 30, 800, true);
+    let after = video(&lb.clients[viewer].received).len();
+    assert!(after - before >= sent as usize, "the viewer kept getting frames");
+    assert_eq!(lb.engine.status()[0].legs.len(), 0);
+    assert!(lb.engine.status()[0].publishing);
+}
+
+/// A target that cannot take the publisher's video codec is refused at its answer.
+#[test]
+fn a_target_without_the_publishers_codec_is_refused() {
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &[]).expect("publish");
+    assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
+    media(&mut lb, publisher, 1, 30, 800, true);
+    let h264_only = str0m::RtcConfig::new()
+        .clear_codecs()
+        .enable_h264(true)
+        .enable_opus(true, false);
+    match lb.relay_with("s", h264_only) {
+        Err(SfuError::Codec(why)) => assert!(why.contains("VP8"), "{why}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a target without VP8 was taken"),
+    }
+    assert_eq!(lb.engine.status()[0].legs.len(), 0);
+}
+
+/// Legs end with their publisher, and say so.
+#[test]
+fn legs_end_with_their_publisher() {
+    use super::LegEvent;
+    let mut lb = Loopback::new();
+    let publisher = lb.publish("s", &[]).expect("publish");
+    assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
+    let (_, leg) = lb.relay("s").expect("relay");
+    assert!(lb.connect_all(Duration::from_secs(5)), "the leg connects");
+    let _ = lb.engine.take_leg_events();
+    let id = lb.clients[publisher].session;
+    lb.engine.end(lb.now, id).expect("end");
+    assert_eq!(
+        lb.engine.take_leg_events(),
+        vec![(leg, LegEvent::Ended("the publisher left".into()))]
+    );
+    assert!(matches!(
+        lb.engine.relay_offer(lb.now, "s"),
+        Err(SfuError::NoPublisher)
+    ));
+}
