@@ -52,6 +52,10 @@ pub struct Metrics {
     pub sdp_rejections: IntCounterVec,
     pub vendor_api_calls: IntCounterVec,
     pub vendor_api_duration: HistogramVec,
+    pub relay_legs: IntGaugeVec,
+    pub relay_leg_ends: IntCounterVec,
+    pub relay_switches: IntCounterVec,
+    pub relay_bytes: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,6 +112,10 @@ impl Metrics {
             config_reloads: counter("whipgate_config_reloads_total", "Reloads of routes.toml, by result (ok or error).", &["result"]),
             config_generation,
             sdp_rejections: counter("whipgate_sdp_rejections_total", "Offers refused, by reason.", &["reason"]),
+            relay_legs: gauge("whipgate_relay_legs", "Relay legs of the built-in SFU, by target backend and state (opening, connecting, connected).", &["target", "state"]),
+            relay_leg_ends: counter("whipgate_relay_leg_ends_total", "Relay legs ended, by target and reason (silent, ice_dtls, closed, refused, codec, vendor_error, replaced, removed, publisher_left).", &["target", "reason"]),
+            relay_switches: counter("whipgate_relay_switches_total", "Failover relays that moved their copy from one target to another (from is `none` when none was serving).", &["from", "to"]),
+            relay_bytes: counter("whipgate_relay_bytes_total", "Media payload bytes sent on relay legs, by target.", &["target"]),
             registry,
         }
     }
@@ -123,7 +131,7 @@ impl Metrics {
     /// Every metric's name (used or not yet), for `whipgate metrics` and deploy checks.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 17] = [
+        let collectors: [&dyn Collector; 21] = [
             &self.requests,
             &self.request_duration,
             &self.upstream_requests,
@@ -141,6 +149,10 @@ impl Metrics {
             &self.sdp_rejections,
             &self.vendor_api_calls,
             &self.vendor_api_duration,
+            &self.relay_legs,
+            &self.relay_leg_ends,
+            &self.relay_switches,
+            &self.relay_bytes,
         ];
         let mut names: Vec<String> = collectors
             .iter()
@@ -189,7 +201,7 @@ mod tests {
             "whipgate_requests_total{endpoint=\"whip\",method=\"POST\",status=\"201\"} 1"
         ));
         assert!(text.contains("whipgate_config_generation 1"));
-        assert_eq!(metrics.names().len(), 17);
+        assert_eq!(metrics.names().len(), 21);
         assert!(metrics.names().iter().all(|n| n.starts_with("whipgate_")));
     }
 }

@@ -45,6 +45,10 @@ pub struct RawBuiltin {
     /// (default 30 s).
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    /// A relay leg silent this long has failed, and one not connected within twice this
+    /// (default 5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub relay_timeout: Option<Duration>,
 }
 
 /// `[server]`: every limit has a safe default.
@@ -234,6 +238,18 @@ pub struct RawRoute {
     /// `backend` (pass the backend's), `replace` or `merge`; default `merge` with
     /// ice_servers, else `backend`.
     pub ice_policy: Option<crate::routing::IcePolicy>,
+    /// Republish built-in publishers to other backends.
+    pub relay: Option<Spanned<RawRelay>>,
+}
+
+/// `relay = { to = [...], mode = "failover" | "all", failback = "30s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelay {
+    pub to: Vec<Spanned<String>>,
+    pub mode: Option<crate::routing::relay::RelayMode>,
+    #[serde(default, with = "humantime_serde")]
+    pub failback: Option<Duration>,
 }
 
 /// One weighted backend of a `split`.

@@ -10,6 +10,7 @@ use super::raw::{self, RawRoute};
 use super::{ConfigError, IceServerDef, Loader};
 use crate::backend::BackendDef;
 use crate::kind::EndpointKind;
+use crate::routing::relay::{RelayMode, RelayPlan};
 use crate::routing::{BackendId, IcePolicy, Matcher, Placement, Route, StreamPattern};
 
 impl Loader<'_> {
@@ -130,6 +131,10 @@ impl Loader<'_> {
             .map(known)
             .collect::<Result<Vec<_>, _>>()?;
         let sdp = self.policy(&format!("route `{id}`"), raw.sdp)?;
+        let relay = match raw.relay {
+            Some(relay) => Some(self.relay_plan(&id, relay, &placement, &overflow, backends)?),
+            None => None,
+        };
         let route = Route {
             id,
             matcher,
@@ -140,9 +145,80 @@ impl Loader<'_> {
             bind_sessions,
             ice_servers: ice,
             ice_policy,
+            relay,
         };
         self.check_route_backends(&route, match_at, backends)?;
         Ok(route)
+    }
+
+    /// A relay plan needs a `builtin` backend among the route's (publishers on it are
+    /// relayed) and targets that take WHIP sessions from elsewhere.
+    fn relay_plan(
+        &self,
+        id: &str,
+        raw: Spanned<raw::RawRelay>,
+        placement: &Placement,
+        overflow: &[BackendId],
+        backends: &HashMap<BackendId, Arc<BackendDef>>,
+    ) -> Result<RelayPlan, ConfigError> {
+        let at = raw.span().start;
+        let raw = raw.into_inner();
+        let has_builtin = placement
+            .backends()
+            .into_iter()
+            .chain(overflow.iter())
+            .filter_map(|b| backends.get(b))
+            .any(|b| !b.adapter.is_remote());
+        if !has_builtin {
+            return Err(self.error_at(
+                at,
+                format!("route `{id}`: relay needs a builtin backend among its backends"),
+            ));
+        }
+        let mut to: Vec<BackendId> = Vec::new();
+        for name in &raw.to {
+            let target = BackendId(name.get_ref().clone());
+            let def = backends.get(&target).ok_or_else(|| {
+                self.error_at(
+                    name.span().start,
+                    format!("route `{id}`: relay names unknown backend `{target}`"),
+                )
+            })?;
+            if !def.adapter.is_remote() {
+                return Err(self.error_at(
+                    name.span().start,
+                    format!("route `{id}`: relay target `{target}` is this process's own SFU"),
+                ));
+            }
+            if !def.serves(EndpointKind::Whip) {
+                return Err(self.error_at(
+                    name.span().start,
+                    format!("route `{id}`: relay target `{target}` takes no WHIP sessions"),
+                ));
+            }
+            if to.contains(&target) {
+                return Err(self.error_at(
+                    name.span().start,
+                    format!("route `{id}`: relay lists `{target}` twice"),
+                ));
+            }
+            to.push(target);
+        }
+        if to.is_empty() {
+            return Err(self.error_at(at, format!("route `{id}`: relay lists no targets")));
+        }
+        let mode = raw.mode.unwrap_or(RelayMode::Failover);
+        if raw.failback.is_some() && mode == RelayMode::All {
+            return Err(self.error_at(
+                at,
+                format!("route `{id}`: failback applies to mode = \"failover\" only"),
+            ));
+        }
+        Ok(RelayPlan {
+            to,
+            mode,
+            failback: raw.failback.map(|f| f.max(std::time::Duration::from_secs(1))),
+        })
     }
 
     fn matcher(&self, id: &str, at: usize, raw: raw::RawMatch) -> Result<Matcher, ConfigError> {

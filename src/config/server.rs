@@ -206,6 +206,10 @@ impl Loader<'_> {
         if let Some(idle) = raw.idle_timeout {
             settings.idle_timeout = idle.max(Duration::from_secs(5));
         }
+        if let Some(timeout) = raw.relay_timeout {
+            // Below the target's 3 s check interval a healthy leg would be taken as failed.
+            settings.relay_timeout = timeout.max(Duration::from_secs(4));
+        }
         settings.public_addresses = ips(&raw.public_addresses, "public_addresses")?;
         if settings.udp_listen.ip().is_unspecified() && settings.host_addresses.is_empty() {
             return Err(self.error_at(

@@ -7,6 +7,7 @@ use std::fmt;
 
 mod matcher;
 mod placement;
+pub mod relay;
 
 use std::collections::HashMap;
 
@@ -51,6 +52,8 @@ pub struct Route {
     /// `[ice_server.NAME]`s for this route's clients, and what to do with the backend's.
     pub ice_servers: Vec<String>,
     pub ice_policy: IcePolicy,
+    /// Publishers that land on a `builtin` backend are republished to other backends.
+    pub relay: Option<relay::RelayPlan>,
 }
 
 impl Route {
@@ -253,6 +256,7 @@ mod tests {
             bind_sessions: false,
             ice_servers: Vec::new(),
             ice_policy: IcePolicy::Backend,
+            relay: None,
         }
     }
 

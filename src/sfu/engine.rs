@@ -111,7 +111,7 @@ pub struct Engine {
     /// fail (30 s in aiortc), so a drained publisher reconnects at once.
     closing: Vec<(Rtc, Instant)>,
     relay_timeout: Duration,
-    /// Relay legs that connected or ended since the runner last asked.
+    /// Relay legs that connected, and peers that ended, since the runner last asked.
     leg_events: Vec<(PeerId, LegEvent)>,
 }
 
@@ -515,7 +515,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Relay legs that connected or ended since the last call.
+    /// Relay legs that connected, and peers that ended, since the last call.
     pub fn take_leg_events(&mut self) -> Vec<(PeerId, LegEvent)> {
         std::mem::take(&mut self.leg_events)
     }
@@ -560,9 +560,8 @@ impl Engine {
         if on_its_own {
             self.ended.insert(id, now);
         }
-        if peer.role == PeerRole::Relay {
-            self.leg_events.push((id, LegEvent::Ended(why.to_owned())));
-        }
+        // Every end is reported: relay supervisors watch their publisher as well as legs.
+        self.leg_events.push((id, LegEvent::Ended(why.to_owned())));
         self.by_source.retain(|_, owner| *owner != id);
         let mut released = Vec::new();
         if let Some(stream) = self.streams.get_mut(&peer.stream) {
@@ -784,7 +783,8 @@ impl Engine {
         match event {
             Event::Connected => {
                 peer.connected = true;
-                if peer.role == PeerRole::Relay {
+                if peer.role != PeerRole::Viewer {
+                    // Relay supervisors wait for their publisher's tracks, then their legs.
                     self.leg_events.push((id, LegEvent::Connected));
                 }
                 if peer.receives_stream() {
@@ -1163,6 +1163,11 @@ impl Engine {
             out.push((viewer_mid.to_string(), rids));
         }
         out
+    }
+
+    /// Whether peer `id` is held and has connected (its tracks are known).
+    pub fn is_connected(&self, id: PeerId) -> Option<bool> {
+        self.peers.get(&id).map(|p| p.connected)
     }
 
     /// The peers held now.

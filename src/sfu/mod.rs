@@ -139,7 +139,7 @@ enum Command {
     },
     RelayOffer {
         stream: String,
-        events: mpsc::UnboundedSender<LegEvent>,
+        events: PeerEvents,
         reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
     },
     RelayAnswer {
@@ -147,7 +147,14 @@ enum Command {
         answer: String,
         reply: oneshot::Sender<Result<(), SfuError>>,
     },
+    Watch {
+        id: PeerId,
+        events: PeerEvents,
+    },
 }
+
+/// Where a relay supervisor hears of its legs and its publisher.
+pub type PeerEvents = mpsc::UnboundedSender<(PeerId, LegEvent)>;
 
 /// A handle on the running SFU; cheap to clone. The SFU stops when the last handle goes.
 #[derive(Clone)]
@@ -309,7 +316,7 @@ impl Sfu {
     pub async fn relay_offer(
         &self,
         stream: &str,
-        events: mpsc::UnboundedSender<LegEvent>,
+        events: PeerEvents,
     ) -> Result<(PeerId, String), SfuError> {
         let (reply, offer) = oneshot::channel();
         self.send(Command::RelayOffer {
@@ -326,6 +333,12 @@ impl Sfu {
         let (reply, done) = oneshot::channel();
         self.send(Command::RelayAnswer { id, answer, reply }).await?;
         done.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Reports when peer `id` (a publisher) has connected and when it ends on `events`, at
+    /// once for what already happened.
+    pub async fn watch(&self, id: PeerId, events: PeerEvents) -> Result<(), SfuError> {
+        self.send(Command::Watch { id, events }).await
     }
 
     /// The peers it holds now (sessions that ended on their own are not among them).
@@ -396,7 +409,7 @@ async fn run(
     mut commands: mpsc::Receiver<Command>,
 ) {
     let mut buffer = vec![0u8; 2048];
-    let mut legs: std::collections::HashMap<PeerId, mpsc::UnboundedSender<LegEvent>> =
+    let mut watchers: std::collections::HashMap<PeerId, PeerEvents> =
         std::collections::HashMap::new();
     let socket = &socket;
     let mut send = |destination: SocketAddr, datagram: &[u8]| {
@@ -409,7 +422,7 @@ async fn run(
             biased;
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                handle(&mut engine, command, &mut send, &mut legs);
+                handle(&mut engine, command, &mut send, &mut watchers);
             }
             received = socket.recv_from(&mut buffer) => {
                 if let Ok((length, source)) = received {
@@ -431,13 +444,15 @@ async fn run(
         engine.tick(Instant::now(), &mut send);
         for (id, event) in engine.take_leg_events() {
             let ended = matches!(event, LegEvent::Ended(_));
-            if let Some(events) = legs.get(&id) {
-                let _ = events.send(event);
+            if let Some(events) = watchers.get(&id) {
+                let _ = events.send((id, event));
             }
             if ended {
-                legs.remove(&id);
+                watchers.remove(&id);
             }
         }
+        // A supervisor that stopped listening releases its entries.
+        watchers.retain(|_, events| !events.is_closed());
     }
     tracing::debug!("built-in SFU stopped");
 }
@@ -446,7 +461,7 @@ fn handle(
     engine: &mut Engine,
     command: Command,
     send: &mut dyn FnMut(SocketAddr, &[u8]),
-    legs: &mut std::collections::HashMap<PeerId, mpsc::UnboundedSender<LegEvent>>,
+    watchers: &mut std::collections::HashMap<PeerId, PeerEvents>,
 ) {
     let now = Instant::now();
     match command {
@@ -499,13 +514,24 @@ fn handle(
         } => {
             let result = engine.relay_offer(now, &stream);
             if let Ok((id, _)) = &result {
-                legs.insert(*id, events);
+                watchers.insert(*id, events);
             }
             let _ = reply.send(result);
         }
         Command::RelayAnswer { id, answer, reply } => {
             let _ = reply.send(engine.relay_answer(now, id, &answer, send));
         }
+        Command::Watch { id, events } => match engine.is_connected(id) {
+            Some(connected) => {
+                if connected {
+                    let _ = events.send((id, LegEvent::Connected));
+                }
+                watchers.insert(id, events);
+            }
+            None => {
+                let _ = events.send((id, LegEvent::Ended("already gone".into())));
+            }
+        },
     }
 }
 
