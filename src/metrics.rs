@@ -114,7 +114,7 @@ impl Metrics {
             sdp_rejections: counter("whipgate_sdp_rejections_total", "Offers refused, by reason.", &["reason"]),
             relay_legs: gauge("whipgate_relay_legs", "Relay legs of the built-in SFU, by target backend and state (opening, connecting, connected).", &["target", "state"]),
             relay_leg_ends: counter("whipgate_relay_leg_ends_total", "Relay legs ended, by target and reason (silent, ice_dtls, closed, refused, codec, vendor_error, replaced, removed, publisher_left).", &["target", "reason"]),
-            relay_switches: counter("whipgate_relay_switches_total", "Failover relays that moved their copy from one target to another (from is `none` when none was serving).", &["from", "to"]),
+            relay_switches: counter("whipgate_relay_switches_total", "Failover relays that moved their copy from one target to another.", &["from", "to"]),
             relay_bytes: counter("whipgate_relay_bytes_total", "Media payload bytes sent on relay legs, by target.", &["target"]),
             registry,
         }

@@ -196,7 +196,7 @@ fn trickle_only(fragment: &str) -> bool {
             .any(|l| l.starts_with("a=end-of-candidates"))
 }
 
-fn peer_id(resource: &Url) -> Result<PeerId, GatewayError> {
+pub(super) fn peer_id(resource: &Url) -> Result<PeerId, GatewayError> {
     let missing = || GatewayError::NotFound("session not found".into());
     if resource.scheme() != SCHEME {
         return Err(missing());

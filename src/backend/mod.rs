@@ -58,6 +58,11 @@ const KINDS: &[Kind] = &[
 /// A kind's name, its own keys, and its builder.
 type Kind = (&'static str, &'static [&'static str], BuildAdapter);
 
+/// The SFU peer a built-in session's resource names, if it is one.
+pub fn builtin_peer(resource: &Url) -> Option<crate::sfu::PeerId> {
+    builtin::peer_id(resource).ok()
+}
+
 /// The keys of `[[backend]]` that mean the same for every kind (read by the config loader).
 pub const COMMON_KEYS: &[&str] = &[
     "id",

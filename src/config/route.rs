@@ -217,7 +217,9 @@ impl Loader<'_> {
         Ok(RelayPlan {
             to,
             mode,
-            failback: raw.failback.map(|f| f.max(std::time::Duration::from_secs(1))),
+            failback: raw
+                .failback
+                .map(|f| f.max(std::time::Duration::from_secs(1))),
         })
     }
 

@@ -253,3 +253,85 @@ fn workers_default_to_the_cores_and_zero_is_refused() {
     let message = error(&text);
     assert!(message.contains("workers must be at least 1"), "{message}");
 }
+
+const RELAY: &str = r#"
+[builtin]
+udp_listen = "127.0.0.1:0"
+
+[[backend]]
+id = "sfu"
+kind = "builtin"
+
+[[backend]]
+id = "cdn"
+kind = "whip"
+whip_url = "https://whip.cdn.example/{stream}"
+
+[[backend]]
+id = "backup"
+kind = "whip"
+whip_url = "https://whip.backup.example/{stream}"
+
+[[backend]]
+id = "lk"
+kind = "livekit"
+url = "https://lk.example"
+api_key = "key"
+api_secret_env = "KEY"
+"#;
+
+#[test]
+fn a_relay_plan_is_read_with_its_defaults() {
+    let config = load(&format!(
+        "{RELAY}[[route]]\nbackends = [\"sfu\"]\nrelay = {{ to = [\"cdn\", \"backup\"], failback = \"30s\" }}\n"
+    ))
+    .expect("valid");
+    let plan = config.routes.routes()[0].relay.clone().expect("a plan");
+    assert_eq!(
+        plan.to,
+        vec![BackendId("cdn".into()), BackendId("backup".into())]
+    );
+    assert_eq!(plan.mode, crate::routing::relay::RelayMode::Failover);
+    assert_eq!(plan.failback, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn relay_plans_that_cannot_work_are_refused() {
+    for (relay, backends, expected) in [
+        (
+            r#"{ to = ["cdn"] }"#,
+            r#"["cdn"]"#,
+            "relay needs a builtin backend",
+        ),
+        (
+            r#"{ to = ["nope"] }"#,
+            r#"["sfu"]"#,
+            "unknown backend `nope`",
+        ),
+        (
+            r#"{ to = ["sfu"] }"#,
+            r#"["sfu"]"#,
+            "this process's own SFU",
+        ),
+        (
+            r#"{ to = ["cdn", "cdn"] }"#,
+            r#"["sfu"]"#,
+            "lists `cdn` twice",
+        ),
+        (r#"{ to = [] }"#, r#"["sfu"]"#, "lists no targets"),
+        (
+            r#"{ to = ["cdn"], mode = "all", failback = "5s" }"#,
+            r#"["sfu"]"#,
+            "failback applies",
+        ),
+        (
+            r#"{ to = ["cdn"], mode = "some" }"#,
+            r#"["sfu"]"#,
+            "unknown variant",
+        ),
+    ] {
+        let text = format!("{RELAY}[[route]]\nbackends = {backends}\nrelay = {relay}\n");
+        let message = error(&text);
+        assert!(message.contains(expected), "{relay}: {message}");
+    }
+}

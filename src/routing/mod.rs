@@ -28,6 +28,12 @@ pub enum IcePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(pub String);
 
+impl BackendId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for BackendId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -226,6 +232,9 @@ impl RouteTable {
                     "    {}. {id} ({reason}){sep}{note}\n",
                     position + 1
                 ));
+            }
+            if let (Some(plan), crate::kind::EndpointKind::Whip) = (&route.relay, facts.kind) {
+                out.push_str(&format!("  {}\n", plan.describe()));
             }
             return out;
         }

@@ -7,6 +7,29 @@ use std::time::{Duration, Instant};
 
 use super::BackendId;
 
+impl RelayPlan {
+    /// One line for `explain`.
+    pub fn describe(&self) -> String {
+        let targets: Vec<&str> = self.to.iter().map(BackendId::as_str).collect();
+        let how = match self.mode {
+            RelayMode::All => format!("a copy on each of {}", targets.join(", ")),
+            RelayMode::Failover => format!(
+                "one copy, on the first that works of {}",
+                targets.join(", ")
+            ),
+        };
+        let failback = match (self.mode, self.failback) {
+            (RelayMode::Failover, Some(after)) => format!(
+                "; back to an earlier target once it has rested {} s",
+                after.as_secs()
+            ),
+            (RelayMode::Failover, None) => "; no failback".to_owned(),
+            (RelayMode::All, _) => String::new(),
+        };
+        format!("relay (publishers on the built-in SFU): {how}{failback}")
+    }
+}
+
 /// `relay = { to = [...], mode = "...", failback = "30s" }` of a `[[route]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayPlan {
@@ -49,7 +72,10 @@ pub struct LegView {
 pub enum RelayAction {
     Open(BackendId),
     /// Close the leg to this target; `replaced` when a better leg took over.
-    Close { target: BackendId, replaced: bool },
+    Close {
+        target: BackendId,
+        replaced: bool,
+    },
 }
 
 /// How long a target that failed rests before it is tried again: doubling from 1 s with
@@ -91,7 +117,10 @@ impl Failures {
             .iter()
             .filter_map(|target| self.by_target.get(target))
             .flat_map(|(at, count)| {
-                [Some(*at + rest_after(*count)), plan.failback.map(|f| *at + f)]
+                [
+                    Some(*at + rest_after(*count)),
+                    plan.failback.map(|f| *at + f),
+                ]
             })
             .flatten()
             .filter(|at| *at > now)
@@ -299,7 +328,12 @@ mod tests {
         let mut plan = plan(RelayMode::All, None);
         plan.to = vec![id("a")];
         assert_eq!(
-            decide(&plan, &[leg("a", true), leg("z", true)], &Failures::default(), now),
+            decide(
+                &plan,
+                &[leg("a", true), leg("z", true)],
+                &Failures::default(),
+                now
+            ),
             vec![RelayAction::Close {
                 target: id("z"),
                 replaced: false

@@ -505,6 +505,16 @@ impl Gateway {
                 created: now,
             },
         );
+        if ctx.kind == EndpointKind::Whip {
+            super::relay::start_if_relayed(
+                self,
+                backend,
+                decision.route,
+                ctx.stream,
+                &created.resource,
+                &decision.captures,
+            );
+        }
         let mut response = Response::new(super::response::Body::new(answer));
         *response.status_mut() = StatusCode::CREATED;
         let headers = response.headers_mut();

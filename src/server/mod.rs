@@ -13,6 +13,7 @@ mod ice;
 mod identity;
 mod pages;
 mod probes;
+mod relay;
 mod response;
 pub mod tls;
 
@@ -118,6 +119,10 @@ pub struct Gateway {
     /// The main listener's certificate, when it serves TLS.
     tls: Option<Arc<tls::CertResolver>>,
     clock: Clock,
+    /// Relayed streams of the built-in SFU, and where their supervisors are asked for.
+    relays: relay::Relays,
+    relay_starts: tokio::sync::mpsc::UnboundedSender<relay::RelayStart>,
+    relay_inbox: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<relay::RelayStart>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +285,7 @@ impl Gateway {
             start_sfu(&upstreams, settings)?;
         }
         let config = Arc::new(config);
+        let (relay_starts, relay_inbox) = tokio::sync::mpsc::unbounded_channel();
         Ok(Self {
             live: ArcSwap::from_pointee(Live {
                 config,
@@ -311,6 +317,9 @@ impl Gateway {
             probes: probes::Probes::default(),
             tls,
             clock: Clock::real(),
+            relays: relay::Relays::default(),
+            relay_starts,
+            relay_inbox: Mutex::new(Some(relay_inbox)),
         })
     }
 
@@ -842,6 +851,9 @@ pub async fn start(
         .probes
         .restart(&config, &gateway.upstreams.client, &gateway.health);
     tokio::spawn(expire_periodically(gateway.clone(), stopped.clone()));
+    if let Some(inbox) = gateway.relay_inbox.lock().ok().and_then(|mut i| i.take()) {
+        tokio::spawn(relay::run(gateway.clone(), inbox, stopped.clone()));
+    }
     let metrics_listener = match config.server.metrics_listen {
         Some(address) => Some(
             TcpListener::bind(address)

@@ -118,6 +118,8 @@ struct Status {
     routes: Vec<RouteRow>,
     backends: Vec<BackendRow>,
     streams: Vec<StreamRow>,
+    /// Streams the built-in SFU republishes, and their legs.
+    relays: Vec<super::relay::RelayStatus>,
 }
 
 impl Gateway {
@@ -207,6 +209,7 @@ impl Gateway {
             routes,
             backends,
             streams: streams.into_values().collect(),
+            relays: self.relays.snapshot(),
         }
     }
 }
@@ -263,6 +266,29 @@ fn render(status: &Status) -> String {
                 } else {
                     escape(&s.layers.join(" "))
                 },
+            );
+        }
+        html.push_str("</table>");
+    }
+    if !status.relays.is_empty() {
+        html.push_str(
+            "<h2>Relays</h2><table><tr><th>stream</th><th>mode</th><th>legs</th>\
+             <th>switches</th><th>last leg end</th></tr>",
+        );
+        for relay in &status.relays {
+            let legs: Vec<String> = relay
+                .legs
+                .iter()
+                .map(|l| format!("{} ({}, {} kB)", l.target, l.state, l.bytes / 1000))
+                .collect();
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&relay.stream),
+                relay.mode,
+                escape(&legs.join(", ")),
+                relay.switches,
+                escape(relay.last_end.as_deref().unwrap_or("")),
             );
         }
         html.push_str("</table>");
@@ -330,6 +356,7 @@ mod tests {
                 publishers: 1,
                 ..StreamRow::default()
             }],
+            relays: vec![],
         };
         let html = render(&status);
         assert!(!html.contains("<script>alert"));

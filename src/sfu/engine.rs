@@ -348,7 +348,11 @@ impl Engine {
     /// that media is forwarded as it is. The offer says `a=setup:passive`: the target is
     /// the DTLS client, and this side runs the DTLS stack that takes any client
     /// certificate. The leg is a full ICE agent, since the target may be ICE-lite.
-    pub fn relay_offer(&mut self, now: Instant, stream: &str) -> Result<(PeerId, String), SfuError> {
+    pub fn relay_offer(
+        &mut self,
+        now: Instant,
+        stream: &str,
+    ) -> Result<(PeerId, String), SfuError> {
         let publisher = self
             .streams
             .get(stream)
@@ -373,8 +377,13 @@ impl Engine {
         let media: Vec<(Mid, MediaKind)> = tracks
             .iter()
             .map(|(_, kind)| {
-                let mid =
-                    change.add_media(*kind, Direction::SendOnly, Some(stream.to_owned()), None, None);
+                let mid = change.add_media(
+                    *kind,
+                    Direction::SendOnly,
+                    Some(stream.to_owned()),
+                    None,
+                    None,
+                );
                 (mid, *kind)
             })
             .collect();
@@ -502,10 +511,8 @@ impl Engine {
                     })
                 });
             if !takes {
-                let names: Vec<String> = wanted
-                    .iter()
-                    .map(|p| p.spec().codec.to_string())
-                    .collect();
+                let names: Vec<String> =
+                    wanted.iter().map(|p| p.spec().codec.to_string()).collect();
                 return Err(SfuError::Codec(format!(
                     "the target takes none of the publisher's {kind} codecs ({})",
                     names.join(", ")
@@ -579,8 +586,7 @@ impl Engine {
                     stream.legs.remove(&id);
                 }
             }
-            if stream.publisher.is_none() && stream.viewers.is_empty() && stream.legs.is_empty()
-            {
+            if stream.publisher.is_none() && stream.viewers.is_empty() && stream.legs.is_empty() {
                 self.streams.remove(&peer.stream);
             }
         }

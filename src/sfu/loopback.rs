@@ -230,12 +230,10 @@ impl Loopback {
             .accept_offer(offer)
             .map_err(|e| SfuError::Offer(format!("relay offer: {e}")))?;
         let mut out = Vec::new();
-        self.engine.relay_answer(
-            self.now,
-            leg,
-            &answer.to_sdp_string(),
-            &mut |to, d| out.push((to, d.to_vec())),
-        )?;
+        self.engine
+            .relay_answer(self.now, leg, &answer.to_sdp_string(), &mut |to, d| {
+                out.push((to, d.to_vec()))
+            })?;
         let sfu = self.sfu;
         self.wire
             .extend(out.into_iter().map(|(to, data)| (to, sfu, data)));

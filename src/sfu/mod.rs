@@ -331,7 +331,8 @@ impl Sfu {
     /// The target's answer to a relay leg's offer.
     pub async fn relay_answer(&self, id: PeerId, answer: String) -> Result<(), SfuError> {
         let (reply, done) = oneshot::channel();
-        self.send(Command::RelayAnswer { id, answer, reply }).await?;
+        self.send(Command::RelayAnswer { id, answer, reply })
+            .await?;
         done.await.map_err(|_| SfuError::Stopped)?
     }
 

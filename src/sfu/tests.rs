@@ -437,7 +437,10 @@ fn a_relay_leg_carries_the_stream_to_its_target() {
     let publisher = lb.publish("s", &[]).expect("publish");
     let viewer = lb.play("s").expect("play");
     assert!(
-        matches!(lb.engine.relay_offer(lb.now, "s"), Err(SfuError::NoPublisher)),
+        matches!(
+            lb.engine.relay_offer(lb.now, "s"),
+            Err(SfuError::NoPublisher)
+        ),
         "no leg before the publisher's tracks are known"
     );
     assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
@@ -501,7 +504,10 @@ fn a_dead_target_ends_its_leg_and_nothing_else() {
     );
     let sent = media(&mut lb, publisher, 2, 30, 800, true);
     let after = video(&lb.clients[viewer].received).len();
-    assert!(after - before >= sent as usize, "the viewer kept getting frames");
+    assert!(
+        after - before >= sent as usize,
+        "the viewer kept getting frames"
+    );
     assert_eq!(lb.engine.status()[0].legs.len(), 0);
     assert!(lb.engine.status()[0].publishing);
 }

@@ -513,3 +513,138 @@ test_sl() {
   note "SL: q: $(grep -E '^check: last decoded' "$TMP/sl-play-q.log" | sed 's/^check: //'); default: $(grep -E '^check: last decoded' "$TMP/sl-play-top.log" | sed 's/^check: //')"
   ok "$name"
 }
+
+# RL and RA: the built-in SFU republishes (relay). Two more whipgates, B (8084) and C (8085),
+# each serving its own SFU, are relay targets of rl-* (failover: B, then C); ra-* is relayed
+# to Janus (through simple-whip-server) and to B at once.
+start_edge() { # start_edge NAME PORT UDP_PORT: a whipgate serving every stream on its SFU
+  cat >"$TMP/edge-$1.toml" <<TOML
+[server]
+listen = "127.0.0.1:$2"
+public_url = "http://127.0.0.1:$2"
+pages = true
+
+[builtin]
+udp_listen = "127.0.0.2:$3"
+
+[[backend]]
+id = "sfu"
+kind = "builtin"
+
+[[route]]
+match = { stream = "*" }
+backends = ["sfu"]
+TOML
+  (exec env RUST_LOG=info ip netns exec "$NS" "$WHIPGATE_BIN" serve --config "$TMP/edge-$1.toml") \
+    >>"$TMP/edge-$1.log" 2>&1 &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+  edge_up() { [ "$(nsx curl -s -o /dev/null -m 1 -w '%{http_code}' -X OPTIONS "http://127.0.0.1:$1/whip/x")" = 204 ]; }
+  wait_for 20 "$LAST_PID" "whipgate $1" edge_up "$2"
+}
+# edge_frames PORT STREAM -> frames the edge's SFU received on STREAM (0 when not there)
+edge_frames() {
+  local n
+  n=$(nsx curl -sf -m 1 "http://127.0.0.1:$1/api/status" |
+    jq -r --arg s "$2" '[.streams[] | select(.stream == $s) | .frames_in] | first // 0')
+  echo "${n:-0}"
+}
+edge_gone() { # the edge answers, without the stream
+  nsx curl -sf -m 1 "http://127.0.0.1:$1/api/status" |
+    jq -e --arg s "$2" '[.streams[] | select(.stream == $s)] | length == 0' >/dev/null
+}
+# relay_leg STREAM -> "target state" of each of the main gateway's legs of STREAM
+relay_legs() {
+  nsx curl -s -m 1 "$GW/api/status" |
+    jq -r --arg s "$1" '.relays[]? | select(.stream == $s) | .legs[] | "\(.target) \(.state)"'
+}
+relay_connected() { relay_legs "$1" | grep -qx "$2 connected"; }
+
+test_rl() {
+  local name=$NAME_RL stream=rl-1 fail= b c
+  if [ "$DIRECT" = 1 ]; then echo "# RL needs whipgate: skipped in direct mode"; return; fi
+  start_edge b 8084 8194 || { not_ok "$name" "whipgate B did not start"; return; }
+  b=$LAST_PID
+  start_edge c 8085 8195 || { not_ok "$name" "whipgate C did not start"; kill "$b"; return; }
+  c=$LAST_PID
+  rm -f "$TMP/rl-pub.state"
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$GW/whip/$stream" \
+    --ready-file "$TMP/rl-pub.ready" --release-file "$TMP/rl-pub.release" \
+    --state-file "$TMP/rl-pub.state" --hold 90) >"$TMP/rl-pub.log" 2>&1 &
+  local pub=$!; PIDS+=("$pub")
+  if ! wait_for 20 "$pub" "aiortc publisher" test -f "$TMP/rl-pub.ready"; then
+    fail="publisher: $(result_line rl-pub || echo 'no connection within 20 s')"
+  elif ! wait_for 15 "" "relay leg to B" relay_connected "$stream" edge-b; then
+    fail="no connected relay leg to B: $(relay_legs "$stream" | tr '\n' ';')"
+  elif ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "http://127.0.0.1:8084/whep/$stream" \
+      --min-frames 30 --min-audio 20 >"$TMP/rl-play-b.log" 2>&1; then
+    fail="player on B: $(result_line rl-play-b)"
+  fi
+  if [ -z "$fail" ]; then
+    note "RL: the relay to B plays ($(check_line rl-play-b)); B is killed"
+    local killed
+    killed=$(date +%s.%N)
+    kill -KILL "$b"; wait "$b" 2>/dev/null
+    # Frames reach C: the SFU there counts them as they arrive from the relay leg.
+    local end=$((SECONDS + 30))
+    while [ $SECONDS -lt $end ] && [ "$(edge_frames 8085 "$stream")" -lt 1 ]; do sleep 0.1; done
+    local flowing
+    flowing=$(awk -v a="$killed" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    if [ "$(edge_frames 8085 "$stream")" -lt 1 ]; then
+      fail="no frames on C within 30 s of B's death: legs $(relay_legs "$stream" | tr '\n' ';')"
+    elif ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "http://127.0.0.1:8085/whep/$stream" \
+        --min-frames 30 --min-audio 20 >"$TMP/rl-play-c.log" 2>&1; then
+      fail="player on C: $(result_line rl-play-c)"
+    elif grep -qv '^connected$\|^connecting$\|^new$' "$TMP/rl-pub.state"; then
+      fail="the publisher's connection changed state: $(tr '\n' ' ' <"$TMP/rl-pub.state")"
+    elif ! nsx curl -s "$GW/metrics" | grep -q 'whipgate_relay_switches_total{from="edge-b",to="edge-c"} 1'; then
+      fail="no relay switch B -> C in the metrics"
+    else
+      echo "$flowing" >>"$ARTIFACTS/relay-failover-seconds.txt"
+      note "RL: frames flowed on C ${flowing} s after B died; player on C $(check_line rl-play-c); the publisher stayed connected"
+    fi
+  fi
+  release_publisher rl-pub "$pub" || true
+  [ -n "$fail" ] || [ "$(result_line rl-pub)" = "RESULT ok" ] || fail="publisher's DELETE: $(result_line rl-pub)"
+  # Its DELETE closes the relay: the stream leaves C.
+  if [ -z "$fail" ] && ! wait_for 10 "" "the stream leaving C" edge_gone 8085 "$stream"; then
+    fail="the relayed copy on C outlived its publisher"
+  fi
+  kill "$b" "$c" 2>/dev/null; wait "$c" 2>/dev/null
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  ok "$name"
+}
+
+test_ra() {
+  local name=$NAME_RA stream=ra-1 fail= b code
+  if [ "$DIRECT" = 1 ]; then echo "# RA needs whipgate: skipped in direct mode"; return; fi
+  code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
+    -X POST http://127.0.0.1:7080/whip/create \
+    -d "{\"id\":\"$stream\",\"room\":$ROOM,\"label\":\"label-$stream\",\"token\":\"$BACKEND_TOKEN\"}")
+  [ "$code" = 200 ] || { not_ok "$name" "simple-whip-server: POST /whip/create answered $code"; return; }
+  start_edge b 8084 8194 || { not_ok "$name" "whipgate B did not start"; return; }
+  b=$LAST_PID
+  aiortc_publisher ra-pub "$stream"
+  local pub=$LAST_PID
+  if ! wait_for 20 "$pub" "aiortc publisher" test -f "$TMP/ra-pub.ready"; then
+    fail="publisher: $(result_line ra-pub || echo 'no connection within 20 s')"
+  elif ! wait_for 15 "" "relay legs" eval 'relay_connected "$stream" janus && relay_connected "$stream" edge-b'; then
+    fail="legs not both connected: $(relay_legs "$stream" | tr '\n' ';')"
+  elif ! wait_for 10 "" "Janus publishing" participant_publishing "label-$stream"; then
+    fail="Janus has no publisher label-$stream"
+  elif ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "http://127.0.0.1:8084/whep/$stream" \
+      --min-frames 30 --min-audio 20 >"$TMP/ra-play-b.log" 2>&1; then
+    fail="player on B: $(result_line ra-play-b)"
+  fi
+  release_publisher ra-pub "$pub" || true
+  [ -n "$fail" ] || [ "$(result_line ra-pub)" = "RESULT ok" ] || fail="publisher's DELETE: $(result_line ra-pub)"
+  if [ -z "$fail" ] && ! wait_for 10 "" "Janus publisher leaving" eval '! participant_present "label-$stream"'; then
+    fail="the copy on Janus outlived its publisher"
+  fi
+  if [ -z "$fail" ] && ! wait_for 10 "" "the stream leaving B" edge_gone 8084 "$stream"; then
+    fail="the copy on B outlived its publisher"
+  fi
+  kill "$b" 2>/dev/null; wait "$b" 2>/dev/null
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  note "RA: one publisher, copies on Janus and on B; player on B $(check_line ra-play-b)"
+  ok "$name"
+}
