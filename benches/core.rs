@@ -119,6 +119,7 @@ fn routing_benches(c: &mut Criterion) {
         bind_sessions: false,
         ice_servers: Vec::new(),
         ice_policy: whipgate::config::IcePolicy::Backend,
+        relay: None,
     };
     let weighted = || {
         Placement::Weighted(vec![
