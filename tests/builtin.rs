@@ -345,3 +345,80 @@ async fn sessions_that_ended_on_their_own_stop_counting() {
         "the late DELETE counted the viewer twice"
     );
 }
+
+/// Two replicas with the same session keys, each naming itself in `internal_url`.
+async fn replica() -> (whipgate::server::RunningServer, std::net::SocketAddr) {
+    // A free port, known before the replica starts: its internal_url names it.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let text = format!(
+        r#"
+[server]
+listen = "{address}"
+internal_url = "http://{address}"
+public_url = "http://gw.test"
+session_keys = [{{ id = "k1", secret_env = "KEY1" }}]
+pages = true
+
+[builtin]
+udp_listen = "127.0.0.1:0"
+
+[[backend]]
+id = "sfu"
+kind = "builtin"
+
+[[route]]
+match = {{ stream = "*" }}
+backends = ["sfu"]
+"#
+    );
+    let gateway = whipgate::server::Gateway::new(support::config(&text)).expect("gateway");
+    let running = whipgate::server::start(gateway, Some(address))
+        .await
+        .expect("start replica");
+    (running, address)
+}
+
+/// A built-in session's PATCH and DELETE that reach another replica are carried to the
+/// one whose SFU holds it (its internal_url is sealed in the token); without internal_url
+/// the other replica cannot serve them.
+#[tokio::test]
+async fn any_replica_carries_a_builtin_sessions_requests_to_its_owner() {
+    let (a, a_addr) = replica().await;
+    let (b, b_addr) = replica().await;
+    let published = send(
+        a_addr,
+        "POST",
+        "/whip/cam",
+        &[SDP],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(published.status, 201, "{}", published.body);
+    let session = published.location_path();
+    let trickled = send(
+        b_addr,
+        "PATCH",
+        &session,
+        &[FRAG, ("if-match", "*")],
+        "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n",
+    )
+    .await;
+    assert_eq!(trickled.status, 204, "{}", trickled.body);
+    let unknown = send(b_addr, "DELETE", "/session/not-a-token", &[], "").await;
+    assert_eq!(unknown.status, 404, "a bad token is not carried anywhere");
+    let deleted = send(b_addr, "DELETE", &session, &[], "").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let status = send(a_addr, "GET", "/api/status", &[], "").await;
+    assert_eq!(status.status, 200);
+    assert!(
+        !status.body.contains("\"cam\""),
+        "the owner ended it: {}",
+        status.body
+    );
+    assert_eq!(a.gateway.registry().len(), 0, "the owner counts it ended");
+    let again = send(b_addr, "DELETE", &session, &[], "").await;
+    assert_eq!(again.status, 404, "{}", again.body);
+    drop(b);
+}

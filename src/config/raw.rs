@@ -61,6 +61,9 @@ pub struct RawServer {
     pub metrics_listen: Option<Spanned<String>>,
     /// Public origin for absolute `Location` URLs, e.g. `https://gw.example.com`.
     pub public_url: Option<Spanned<String>>,
+    /// This replica's own address as the other replicas reach it: built-in sessions name
+    /// it, so that any replica carries their PATCH and DELETE here.
+    pub internal_url: Option<Spanned<String>>,
     /// Keys sealing session tokens; the first seals, all open.
     #[serde(default)]
     pub session_keys: Vec<Spanned<RawSessionKey>>,

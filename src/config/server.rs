@@ -50,6 +50,8 @@ pub struct ServerSettings {
     /// Separate listener for /metrics, /healthz, /readyz.
     pub metrics_listen: Option<SocketAddr>,
     pub public_url: Option<Url>,
+    /// This replica's origin as the other replicas reach it (built-in sessions' owner).
+    pub internal_url: Option<Url>,
     /// `(id, secret)`; empty means "generate an ephemeral key at start".
     pub session_keys: Vec<(String, Secret)>,
     pub session_ttl: Duration,
@@ -242,7 +244,11 @@ impl Loader<'_> {
             None => None,
         };
         let public_url = match raw.public_url {
-            Some(value) => Some(self.public_url(&value)?),
+            Some(value) => Some(self.origin("public_url", &value)?),
+            None => None,
+        };
+        let internal_url = match raw.internal_url {
+            Some(value) => Some(self.origin("internal_url", &value)?),
             None => None,
         };
         let mut session_keys = Vec::new();
@@ -270,6 +276,7 @@ impl Loader<'_> {
             listen,
             metrics_listen,
             public_url,
+            internal_url,
             session_keys,
             session_ttl: raw
                 .session_ttl
@@ -413,15 +420,15 @@ impl Loader<'_> {
         Ok(roots)
     }
 
-    fn public_url(&self, value: &Spanned<String>) -> Result<Url, ConfigError> {
+    fn origin(&self, key: &str, value: &Spanned<String>) -> Result<Url, ConfigError> {
         let at = value.span().start;
         let url = Url::parse(value.get_ref())
-            .map_err(|e| self.error_at(at, format!("public_url is not a URL: {e}")))?;
+            .map_err(|e| self.error_at(at, format!("{key} is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(self.error_at(at, "public_url must be an http(s) origin".into()));
+            return Err(self.error_at(at, format!("{key} must be an http(s) origin")));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(self.error_at(at, "public_url may not have a query or fragment".into()));
+            return Err(self.error_at(at, format!("{key} may not have a query or fragment")));
         }
         Ok(url)
     }

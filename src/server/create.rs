@@ -455,6 +455,11 @@ impl Gateway {
         created: &crate::backend::Created,
     ) -> SessionClaims {
         let now = self.clock.unix();
+        let mut state = created.state.clone();
+        if let (false, Some(own)) = (backend.adapter.is_remote(), &config.server.internal_url) {
+            // Only this process's SFU holds the session: other replicas carry its requests here.
+            state.insert(super::forward::OWNER.into(), own.to_string());
+        }
         SessionClaims {
             sid: ctx.sid.clone(),
             backend: backend.id.0.clone(),
@@ -465,7 +470,7 @@ impl Gateway {
             created: now,
             expires: now.saturating_add(config.server.session_ttl.as_secs()),
             subject: ctx.subject.filter(|_| ctx.bind_subject).map(str::to_owned),
-            state: created.state.clone(),
+            state,
         }
     }
 

@@ -276,6 +276,11 @@ impl Gateway {
             Target::Session(token) => {
                 outcome.endpoint = "session";
                 let token = token.to_owned();
+                if matches!(*request.method(), Method::PATCH | Method::DELETE) {
+                    if let Some(owner) = self.carried_to(config, &token, &request) {
+                        return self.carry(config, &token, owner, request).await;
+                    }
+                }
                 match *request.method() {
                     Method::PATCH => {
                         self.patch(config, &token, request, request_id, outcome)
@@ -373,6 +378,9 @@ impl Gateway {
                     return Ok(response);
                 }
                 let token = token.to_owned();
+                if let Some(owner) = self.carried_to(config, &token, &request) {
+                    return self.carry(config, &token, owner, request).await;
+                }
                 self.layer(config, &token, request, request_id).await
             }
             Target::Page(_) | Target::Unknown => {
@@ -622,6 +630,15 @@ impl Gateway {
     }
 
     /// What an adapter needs to act on an opened session for this request.
+    /// The owner replica a built-in session's request must be carried to, if another.
+    fn carried_to<B>(&self, config: &Config, token: &str, request: &Request<B>) -> Option<Url> {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or_else(|| request.uri().path(), |p| p.as_str());
+        self.owner_elsewhere(config, token, request.headers(), path)
+    }
+
     pub(super) fn session_request<'a>(
         &self,
         config: &Config,

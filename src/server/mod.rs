@@ -8,6 +8,7 @@ mod conn;
 mod cors;
 mod create;
 mod events;
+mod forward;
 mod handlers;
 mod ice;
 mod identity;
