@@ -23,13 +23,18 @@ const SCHEME: &str = "builtin";
 
 /// The SFU of this process; its settings are `[builtin]`, shared by every builtin backend.
 #[derive(Debug)]
-pub struct Builtin;
+pub struct Builtin {
+    /// `pull`: the backend a viewer's stream is pulled from when nobody publishes it here.
+    pull: Option<String>,
+}
 
 /// The routes.toml keys of this kind, besides those every kind takes.
-pub(super) const KEYS: &[&str] = &[];
+pub(super) const KEYS: &[&str] = &["pull"];
 
-pub(super) fn build(_keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
-    Ok(Arc::new(Builtin))
+pub(super) fn build(keys: &mut KindKeys<'_>) -> Result<Arc<dyn Adapter>, KeyError> {
+    Ok(Arc::new(Builtin {
+        pull: keys.string("pull")?,
+    }))
 }
 
 impl Adapter for Builtin {
@@ -50,7 +55,14 @@ impl Adapter for Builtin {
     }
 
     fn describe(&self) -> String {
-        "builtin: the SFU in this process".into()
+        match &self.pull {
+            Some(origin) => format!("builtin: the SFU in this process, pulling from {origin}"),
+            None => "builtin: the SFU in this process".into(),
+        }
+    }
+
+    fn pulls_from(&self) -> Option<&str> {
+        self.pull.as_deref()
     }
 
     fn reports_ended(&self) -> bool {
@@ -114,7 +126,7 @@ impl Adapter for Builtin {
         backend: &'a BackendDef,
         request: CreateRequest<'a>,
     ) -> BoxFuture<'a, Result<Created, AttemptError>> {
-        Box::pin(create(cx.sfu.get(), backend, request))
+        Box::pin(create(cx, self.pull.as_deref(), backend, request))
     }
 
     fn patch<'a>(
@@ -139,16 +151,35 @@ impl Adapter for Builtin {
 }
 
 async fn create(
-    sfu: Option<&Sfu>,
+    cx: &Upstreams,
+    pull: Option<&str>,
     backend: &BackendDef,
     request: CreateRequest<'_>,
 ) -> Result<Created, AttemptError> {
-    let sfu = sfu.ok_or_else(|| AttemptError::retryable(stopped()))?;
+    let sfu = cx
+        .sfu
+        .get()
+        .ok_or_else(|| AttemptError::retryable(stopped()))?;
     let offer = String::from_utf8_lossy(&request.offer).into_owned();
     let stream = request.stream.as_str();
     let result = match request.kind {
         EndpointKind::Whip => sfu.publish(stream, offer).await,
-        EndpointKind::Whep => sfu.play(stream, offer).await,
+        EndpointKind::Whep => match (sfu.play(stream, offer.clone()).await, pull) {
+            (Err(SfuError::NoPublisher), Some(origin)) => {
+                // Nobody publishes it here: pull it from the origin (once, however many
+                // viewers ask), then serve this viewer from the pull.
+                let puller = cx
+                    .puller
+                    .get()
+                    .ok_or_else(|| AttemptError::retryable(stopped()))?;
+                puller
+                    .pull(origin, request.stream)
+                    .await
+                    .map_err(AttemptError::fatal)?;
+                sfu.play(stream, offer).await
+            }
+            (result, _) => result,
+        },
     };
     let (id, answer) = result.map_err(|error| match error {
         SfuError::Stopped => AttemptError::retryable(stopped()),

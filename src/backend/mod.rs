@@ -223,6 +223,11 @@ pub trait Adapter: Send + Sync + fmt::Debug {
         })
     }
 
+    /// The backend a `builtin` backend pulls streams from for its viewers (`pull`).
+    fn pulls_from(&self) -> Option<&str> {
+        None
+    }
+
     /// Whether its players may choose a simulcast layer (the WHEP layer extension).
     fn chooses_layers(&self) -> bool {
         false
@@ -443,12 +448,14 @@ impl AllowedHost {
     }
 }
 
-/// What adapters reach backends with: the pooled HTTP client, and the built-in SFU once it
-/// runs (it starts with the first table that has a `builtin` backend).
+/// What adapters reach backends with: the pooled HTTP client, the built-in SFU once it runs
+/// (it starts with the first table that has a `builtin` backend), and what pulls streams
+/// into it from other backends (set when the server starts).
 #[derive(Clone)]
 pub struct Upstreams {
     pub client: UpstreamClient,
     pub sfu: Arc<std::sync::OnceLock<crate::sfu::Sfu>>,
+    pub puller: Arc<std::sync::OnceLock<Arc<dyn Puller>>>,
 }
 
 impl Upstreams {
@@ -456,8 +463,19 @@ impl Upstreams {
         Self {
             client,
             sfu: Arc::new(std::sync::OnceLock::new()),
+            puller: Arc::new(std::sync::OnceLock::new()),
         }
     }
+}
+
+/// Brings a stream onto the built-in SFU from another backend (`pull = "origin"`): once per
+/// stream however many viewers ask, returning when the stream is live on the SFU.
+pub trait Puller: Send + Sync {
+    fn pull<'a>(
+        &'a self,
+        origin: &'a str,
+        stream: &'a StreamName,
+    ) -> BoxFuture<'a, Result<(), GatewayError>>;
 }
 
 /// A failed attempt at one backend, and whether the next candidate should be tried.

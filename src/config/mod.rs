@@ -221,6 +221,7 @@ impl Loader<'_> {
             ice_servers.insert(name.clone(), self.ice_server(name, server)?);
         }
         let mut backends = HashMap::new();
+        let mut backend_at = HashMap::new();
         for backend in raw.backend {
             let at = backend
                 .get_ref()
@@ -230,7 +231,25 @@ impl Loader<'_> {
             if backends.contains_key(&def.id) {
                 return Err(self.error_at(at, format!("backend id `{}` appears twice", def.id)));
             }
+            backend_at.insert(def.id.clone(), at);
             backends.insert(def.id.clone(), Arc::new(def));
+        }
+        for def in backends.values() {
+            let Some(origin) = def.adapter.pulls_from() else {
+                continue;
+            };
+            let problem = match backends.get(&BackendId(origin.to_owned())) {
+                None => format!("pulls from unknown backend `{origin}`"),
+                Some(o) if !o.adapter.is_remote() => {
+                    format!("pulls from `{origin}`, a builtin backend of this process")
+                }
+                Some(o) if !o.serves(crate::kind::EndpointKind::Whep) => {
+                    format!("pulls from `{origin}`, which takes no WHEP sessions")
+                }
+                Some(_) => continue,
+            };
+            let at = backend_at.get(&def.id).copied().unwrap_or(0);
+            return Err(self.error_at(at, format!("backend `{}` {problem}", def.id)));
         }
         let mut routes: Vec<Route> = Vec::new();
         for (index, route) in raw.route.into_iter().enumerate() {

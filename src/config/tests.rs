@@ -266,6 +266,7 @@ kind = "builtin"
 id = "cdn"
 kind = "whip"
 whip_url = "https://whip.cdn.example/{stream}"
+whep_url = "https://whep.cdn.example/{stream}"
 
 [[backend]]
 id = "backup"
@@ -333,5 +334,23 @@ fn relay_plans_that_cannot_work_are_refused() {
         let text = format!("{RELAY}[[route]]\nbackends = {backends}\nrelay = {relay}\n");
         let message = error(&text);
         assert!(message.contains(expected), "{relay}: {message}");
+    }
+}
+
+#[test]
+fn a_pull_origin_must_be_a_remote_whep_backend() {
+    let with = |pull: &str| {
+        format!("{RELAY}[[backend]]\nid = \"edge\"\nkind = \"builtin\"\npull = \"{pull}\"\n\n[[route]]\nbackends = [\"edge\"]\n")
+    };
+    load(&with("cdn")).expect("a WHIP server's WHEP side");
+    for (pull, expected) in [
+        ("nope", "pulls from unknown backend `nope`"),
+        ("sfu", "a builtin backend of this process"),
+        ("lk", "takes no WHEP sessions"),
+        ("backup", "takes no WHEP sessions"),
+    ] {
+        let message = error(&with(pull));
+        assert!(message.contains(expected), "{pull}: {message}");
+        assert!(message.contains("backend `edge`"), "{message}");
     }
 }

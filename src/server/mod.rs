@@ -14,6 +14,7 @@ mod ice;
 mod identity;
 mod pages;
 mod probes;
+mod pull;
 mod relay;
 mod response;
 pub mod tls;
@@ -852,6 +853,8 @@ pub async fn start(
         .probes
         .restart(&config, &gateway.upstreams.client, &gateway.health);
     tokio::spawn(expire_periodically(gateway.clone(), stopped.clone()));
+    let puller = pull::PullService::new(Arc::downgrade(&gateway));
+    let _ = gateway.upstreams.puller.set(Arc::new(puller));
     if let Some(inbox) = gateway.relay_inbox.lock().ok().and_then(|mut i| i.take()) {
         tokio::spawn(relay::run(gateway.clone(), inbox, stopped.clone()));
     }

@@ -150,8 +150,11 @@ struct Peer {
     /// Viewer: layer choices made before its m-lines were known (str0m reports them once
     /// connected), by mid; applied then.
     layer_wishes: HashMap<String, Option<Rid>>,
-    /// Relay leg: its offer, until the target's answer arrives.
+    /// Relay leg or pull: its offer, until the other side's answer arrives.
     pending_offer: Option<SdpPendingOffer>,
+    /// A publisher that is this SFU's own WHEP session on an origin (a pull): it ends when
+    /// its last viewer leaves.
+    pulled: bool,
     /// Publisher: the codec last seen per track (what a relay leg must offer first).
     sent_params: HashMap<Mid, PayloadParams>,
     bytes_out: u64,
@@ -183,6 +186,7 @@ impl Peer {
             outputs: HashMap::new(),
             layer_wishes: HashMap::new(),
             pending_offer,
+            pulled: false,
             sent_params: HashMap::new(),
             bytes_out: 0,
             packets_in: 0,
@@ -278,12 +282,7 @@ impl Engine {
         stream: &str,
         offer: &str,
     ) -> Result<(PeerId, String), SfuError> {
-        if let Some(existing) = self.streams.get(stream).and_then(|s| s.publisher) {
-            if self.peers.get(&existing).is_some_and(|p| p.rtc.is_alive()) {
-                return Err(SfuError::AlreadyPublished);
-            }
-            self.remove(existing, now, true);
-        }
+        self.vacate(now, stream)?;
         let (id, answer) = self.accept(now, stream, PeerRole::Publisher, offer)?;
         self.streams.entry(stream.to_owned()).or_default().publisher = Some(id);
         Ok((id, answer))
@@ -415,6 +414,72 @@ impl Engine {
         Ok((id, offer))
     }
 
+    /// A pull of `stream` from an origin: this SFU's own receive-only WHEP offer (audio and
+    /// video), whose peer becomes the stream's publisher once the origin answers. Offered as
+    /// a full ICE agent and `a=setup:passive`, like a relay leg, since origins may be ICE-lite.
+    pub fn pull_offer(&mut self, now: Instant, stream: &str) -> Result<(PeerId, String), SfuError> {
+        self.vacate(now, stream)?;
+        let mut rtc = RtcConfig::new()
+            .set_ice_lite(false)
+            .set_crypto_provider(self.crypto.server.clone())
+            .set_dtls_cert(self.cert.clone())
+            .build(now);
+        if let Ok(candidate) = Candidate::host(self.addresses.local, "udp") {
+            rtc.add_local_candidate(candidate);
+        }
+        let mut change = rtc.sdp_api();
+        let media: Vec<(Mid, MediaKind)> = [MediaKind::Audio, MediaKind::Video]
+            .into_iter()
+            .map(|kind| {
+                (
+                    change.add_media(kind, Direction::RecvOnly, None, None, None),
+                    kind,
+                )
+            })
+            .collect();
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| SfuError::Offer("nothing to offer".into()))?;
+        let offer = offer
+            .to_sdp_string()
+            .replace("a=setup:actpass", "a=setup:passive");
+        let id = self.new_id();
+        let mut peer = Peer::new(stream, PeerRole::Publisher, rtc, now, Some(pending));
+        peer.media = media;
+        peer.pulled = true;
+        self.peers.insert(id, peer);
+        self.streams.entry(stream.to_owned()).or_default().publisher = Some(id);
+        Ok((id, offer))
+    }
+
+    /// A pull whose origin made the offer (a WHEP counter-offer, as Janus's subscribers do):
+    /// the SFU answers it, and the peer becomes the stream's publisher.
+    pub fn pull_accept(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        offer: &str,
+    ) -> Result<(PeerId, String), SfuError> {
+        self.vacate(now, stream)?;
+        let (id, answer) = self.accept(now, stream, PeerRole::Publisher, offer)?;
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.pulled = true;
+        }
+        self.streams.entry(stream.to_owned()).or_default().publisher = Some(id);
+        Ok((id, answer))
+    }
+
+    /// Clears a stream's dead publisher; a live one is a conflict.
+    fn vacate(&mut self, now: Instant, stream: &str) -> Result<(), SfuError> {
+        if let Some(existing) = self.streams.get(stream).and_then(|s| s.publisher) {
+            if self.peers.get(&existing).is_some_and(|p| p.rtc.is_alive()) {
+                return Err(SfuError::AlreadyPublished);
+            }
+            self.remove(existing, now, true);
+        }
+        Ok(())
+    }
+
     /// The codecs a publisher negotiated, the ones it sends first, without repeats.
     fn publisher_params(publisher: &Peer) -> Vec<PayloadParams> {
         let configured = publisher.rtc.codec_config().params();
@@ -442,8 +507,8 @@ impl Engine {
         params
     }
 
-    /// The target's answer to a relay leg's offer. A target that takes none of the codecs
-    /// the publisher sends on a track is refused, and the leg ends.
+    /// The other side's answer to a relay leg's or a pull's offer. A relay target that
+    /// takes none of the codecs the publisher sends on a track is refused, and the leg ends.
     pub fn relay_answer(
         &mut self,
         now: Instant,
@@ -455,21 +520,27 @@ impl Engine {
         let pending = peer
             .pending_offer
             .take()
-            .ok_or_else(|| SfuError::Offer("the relay leg has its answer already".into()))?;
+            .ok_or_else(|| SfuError::Offer("the session has its answer already".into()))?;
+        let is_leg = peer.role == PeerRole::Relay;
         let accepted = SdpAnswer::from_sdp_string(answer)
-            .map_err(|e| SfuError::Offer(format!("the target's answer cannot be parsed: {e}")))
+            .map_err(|e| SfuError::Offer(format!("the answer cannot be parsed: {e}")))
             .and_then(|answer| {
                 peer.rtc
                     .sdp_api()
                     .accept_answer(pending, answer)
-                    .map_err(|e| SfuError::Offer(format!("the target's answer is refused: {e}")))
+                    .map_err(|e| SfuError::Offer(format!("the answer is refused: {e}")))
             });
         if let Err(error) = accepted {
             self.remove(id, now, false);
             return Err(error);
         }
         self.drive(now, id, send);
-        if let Err(error) = self.check_leg_codecs(id) {
+        let codecs = if is_leg {
+            self.check_leg_codecs(id)
+        } else {
+            Ok(())
+        };
+        if let Err(error) = codecs {
             self.remove(id, now, false);
             return Err(error);
         }
@@ -581,6 +652,16 @@ impl Engine {
                 PeerRole::Publisher => {}
                 PeerRole::Viewer => {
                     stream.viewers.remove(&id);
+                    let publisher = stream.publisher;
+                    if stream.viewers.is_empty()
+                        && stream.legs.is_empty()
+                        && publisher
+                            .and_then(|p| self.peers.get(&p))
+                            .is_some_and(|p| p.pulled)
+                    {
+                        // The pull served only viewers: with the last one gone, so is it.
+                        released.extend(publisher);
+                    }
                 }
                 PeerRole::Relay => {
                     stream.legs.remove(&id);
@@ -595,8 +676,13 @@ impl Engine {
         } else {
             peer.rtc.disconnect();
         }
-        for viewer in released {
-            self.remove_because(viewer, now, true, "the publisher left");
+        for other in released {
+            let why = if peer.role == PeerRole::Viewer {
+                "its last viewer left"
+            } else {
+                "the publisher left"
+            };
+            self.remove_because(other, now, true, why);
         }
     }
 
@@ -723,7 +809,7 @@ impl Engine {
     /// Why a peer is gone now, if it is: relay legs are held to `relay_timeout`, so that a
     /// dead target is replaced within seconds.
     fn why_gone(&self, peer: &Peer, now: Instant) -> Option<&'static str> {
-        let (connect_limit, idle_limit) = if peer.role == PeerRole::Relay {
+        let (connect_limit, idle_limit) = if peer.role == PeerRole::Relay || peer.pulled {
             (self.relay_timeout * 2, self.relay_timeout)
         } else {
             (CONNECT_DEADLINE, self.idle_limit)

@@ -211,6 +211,14 @@ impl Loopback {
         self.relay_with(stream, config)
     }
 
+    /// An origin the SFU pulls `stream` from: a client that answers the SFU's receive-only
+    /// offer and then sends media like a publisher; returns the client and the pull's id.
+    pub fn origin(&mut self, stream: &str) -> Result<(usize, PeerId), SfuError> {
+        let (pull, offer) = self.engine.pull_offer(self.now, stream)?;
+        let config = RtcConfig::new().set_crypto_provider(self.crypto.clone());
+        self.answer_with(pull, &offer, config)
+    }
+
     /// A relay target built from `config` (its codecs, say).
     pub fn relay_with(
         &mut self,
@@ -218,12 +226,22 @@ impl Loopback {
         config: RtcConfig,
     ) -> Result<(usize, PeerId), SfuError> {
         let (leg, offer) = self.engine.relay_offer(self.now, stream)?;
+        self.answer_with(leg, &offer, config)
+    }
+
+    /// A client built from `config` answers the SFU's own offer for its session `leg`.
+    fn answer_with(
+        &mut self,
+        leg: PeerId,
+        offer: &str,
+        config: RtcConfig,
+    ) -> Result<(usize, PeerId), SfuError> {
         let mut rtc = config.build(self.now);
         let addr = self.next_addr();
         if let Ok(candidate) = Candidate::host(addr, "udp") {
             rtc.add_local_candidate(candidate);
         }
-        let offer = SdpOffer::from_sdp_string(&offer)
+        let offer = SdpOffer::from_sdp_string(offer)
             .map_err(|e| SfuError::Offer(format!("relay offer: {e}")))?;
         let answer = rtc
             .sdp_api()

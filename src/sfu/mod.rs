@@ -151,6 +151,17 @@ enum Command {
         id: PeerId,
         events: PeerEvents,
     },
+    PullOffer {
+        stream: String,
+        events: PeerEvents,
+        reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
+    },
+    PullAccept {
+        stream: String,
+        offer: String,
+        events: PeerEvents,
+        reply: oneshot::Sender<Result<(PeerId, String), SfuError>>,
+    },
 }
 
 /// Where a relay supervisor hears of its legs and its publisher.
@@ -334,6 +345,41 @@ impl Sfu {
         self.send(Command::RelayAnswer { id, answer, reply })
             .await?;
         done.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Starts a pull of `stream`: the receive-only offer to send to the origin, whose answer
+    /// goes to [`Sfu::relay_answer`]. The pull's connection and end are reported on `events`.
+    pub async fn pull_offer(
+        &self,
+        stream: &str,
+        events: PeerEvents,
+    ) -> Result<(PeerId, String), SfuError> {
+        let (reply, offer) = oneshot::channel();
+        self.send(Command::PullOffer {
+            stream: stream.to_owned(),
+            events,
+            reply,
+        })
+        .await?;
+        offer.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// A pull whose origin offered (a WHEP counter-offer): the SFU's answer.
+    pub async fn pull_accept(
+        &self,
+        stream: &str,
+        offer: String,
+        events: PeerEvents,
+    ) -> Result<(PeerId, String), SfuError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::PullAccept {
+            stream: stream.to_owned(),
+            offer,
+            events,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| SfuError::Stopped)?
     }
 
     /// Reports when peer `id` (a publisher) has connected and when it ends on `events`, at
@@ -521,6 +567,29 @@ fn handle(
         }
         Command::RelayAnswer { id, answer, reply } => {
             let _ = reply.send(engine.relay_answer(now, id, &answer, send));
+        }
+        Command::PullOffer {
+            stream,
+            events,
+            reply,
+        } => {
+            let result = engine.pull_offer(now, &stream);
+            if let Ok((id, _)) = &result {
+                watchers.insert(*id, events);
+            }
+            let _ = reply.send(result);
+        }
+        Command::PullAccept {
+            stream,
+            offer,
+            events,
+            reply,
+        } => {
+            let result = engine.pull_accept(now, &stream, &offer);
+            if let Ok((id, _)) = &result {
+                watchers.insert(*id, events);
+            }
+            let _ = reply.send(result);
         }
         Command::Watch { id, events } => match engine.is_connected(id) {
             Some(connected) => {

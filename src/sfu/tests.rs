@@ -554,3 +554,40 @@ fn legs_end_with_their_publisher() {
         Err(SfuError::NoPublisher)
     ));
 }
+
+/// A pull: the SFU's own receive-only session on an origin becomes the stream's publisher;
+/// its viewers get the origin's media, and the pull ends with its last viewer.
+#[test]
+fn a_pull_serves_viewers_and_ends_with_the_last_one() {
+    use super::LegEvent;
+    let mut lb = Loopback::new();
+    let (origin, pull) = lb.origin("s").expect("pull offer and answer");
+    let viewers: Vec<usize> = (0..2).map(|_| lb.play("s").expect("play")).collect();
+    assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
+    assert!(
+        lb.engine
+            .take_leg_events()
+            .contains(&(pull, LegEvent::Connected)),
+        "the pull reports its connection"
+    );
+    let sent = media(&mut lb, origin, 3, 30, 1000, true);
+    for viewer in &viewers {
+        let got = video(&lb.clients[*viewer].received);
+        assert!(got.len() as u32 + 5 >= sent, "got {} of {sent}", got.len());
+    }
+    assert!(matches!(
+        lb.publish("s", &[]),
+        Err(SfuError::AlreadyPublished)
+    ));
+    let first = lb.clients[viewers[0]].session;
+    lb.engine.end(lb.now, first).expect("end");
+    assert!(lb.engine.live_peers().contains(&pull), "one viewer is left");
+    let second = lb.clients[viewers[1]].session;
+    lb.engine.end(lb.now, second).expect("end");
+    let events = lb.engine.take_leg_events();
+    assert!(
+        events.contains(&(pull, LegEvent::Ended("its last viewer left".into()))),
+        "{events:?}"
+    );
+    assert!(lb.engine.status().is_empty(), "the stream is gone");
+}

@@ -648,3 +648,76 @@ test_ra() {
   note "RA: one publisher, copies on Janus and on B; player on B $(check_line ra-play-b)"
   ok "$name"
 }
+
+# PL: an edge whipgate (8086) whose SFU pulls streams over WHEP from the main gateway's SFU
+# (pull = "origin") serves two players with one pull, and drops it when both have left.
+test_pl() {
+  local name=$NAME_PL stream=live-pulled fail= edge p1 p2 viewers
+  if [ "$DIRECT" = 1 ]; then echo "# PL needs whipgate: skipped in direct mode"; return; fi
+  cat >"$TMP/edge-pull.toml" <<'TOML'
+[server]
+listen = "127.0.0.1:8086"
+public_url = "http://127.0.0.1:8086"
+pages = true
+
+[builtin]
+udp_listen = "127.0.0.2:8196"
+
+[[backend]]
+id = "origin"
+kind = "whip"
+whip_url = "http://127.0.0.1:8080/whip/{stream}"
+whep_url = "http://127.0.0.1:8080/whep/{stream}"
+
+[[backend]]
+id = "edge"
+kind = "builtin"
+pull = "origin"
+
+[[route]]
+match = { stream = "*" }
+backends = ["edge"]
+TOML
+  (exec env RUST_LOG=info ip netns exec "$NS" "$WHIPGATE_BIN" serve --config "$TMP/edge-pull.toml") \
+    >>"$TMP/edge-pull.log" 2>&1 &
+  edge=$!; PIDS+=("$edge")
+  edge_up() { [ "$(nsx curl -s -o /dev/null -m 1 -w '%{http_code}' -X OPTIONS "http://127.0.0.1:8086/whip/x")" = 204 ]; }
+  wait_for 20 "$edge" "edge whipgate" edge_up || { not_ok "$name" "the edge did not start"; return; }
+  aiortc_publisher pl-pub "$stream"
+  local pub=$LAST_PID
+  if ! wait_for 20 "$pub" "aiortc publisher" test -f "$TMP/pl-pub.ready"; then
+    fail="publisher: $(result_line pl-pub || echo 'no connection within 20 s')"
+  else
+    for n in 1 2; do
+      (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_play.py" "http://127.0.0.1:8086/whep/$stream" \
+        --min-frames 30 --min-audio 20 --timeout 30 --ready-file "$TMP/pl-play-$n.ready" \
+        --release-file "$TMP/pl-play.release") >"$TMP/pl-play-$n.log" 2>&1 &
+      eval "p$n=\$!"; PIDS+=("$!")
+    done
+    if ! wait_for 30 "$p1" "player 1" test -f "$TMP/pl-play-1.ready"; then
+      fail="player 1 on the edge: $(result_line pl-play-1)"
+    elif ! wait_for 30 "$p2" "player 2" test -f "$TMP/pl-play-2.ready"; then
+      fail="player 2 on the edge: $(result_line pl-play-2)"
+    else
+      viewers=$(sfu_stream "$stream" | jq -r '.viewers')
+      [ "$viewers" = 1 ] || fail="the origin has $viewers viewers of $stream, not the one pull"
+    fi
+    touch "$TMP/pl-play.release"
+    wait "$p1" "$p2" 2>/dev/null
+    if [ -z "$fail" ]; then
+      for n in 1 2; do
+        [ "$(result_line "pl-play-$n")" = "RESULT ok" ] || fail="player $n: $(result_line "pl-play-$n")"
+      done
+    fi
+    pull_dropped() { [ "$(sfu_stream "$stream" | jq -r '.viewers')" = 0 ]; }
+    if [ -z "$fail" ] && ! wait_for 10 "" "the pull leaving the origin" pull_dropped; then
+      fail="the pull outlived its viewers: the origin still has $(sfu_stream "$stream" | jq -r '.viewers') viewers"
+    fi
+  fi
+  release_publisher pl-pub "$pub" || true
+  [ -n "$fail" ] || [ "$(result_line pl-pub)" = "RESULT ok" ] || fail="publisher's DELETE: $(result_line pl-pub)"
+  kill "$edge" 2>/dev/null; wait "$edge" 2>/dev/null
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  note "PL: two players on the edge through one pull: $(check_line pl-play-1); $(check_line pl-play-2)"
+  ok "$name"
+}
