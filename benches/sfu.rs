@@ -15,12 +15,22 @@ const FRAME_BYTES: usize = 2_000_000 / 8 / 30;
 
 /// Engine CPU seconds per media second, for `viewers` viewers.
 fn engine_cpu_per_media_second(viewers: usize, seconds: u32) -> f64 {
+    engine_cpu(viewers, 0, seconds)
+}
+
+/// The same with `legs` relay legs besides the viewers (each leg: the SFU's own send-only
+/// session on a target, with full ICE and its own SRTP).
+fn engine_cpu(viewers: usize, legs: usize, seconds: u32) -> f64 {
     let mut lb = Loopback::new();
     let publisher = lb.publish("bench", &[]).expect("publish");
     for _ in 0..viewers {
         lb.play("bench").expect("play");
     }
     assert!(lb.connect_all(Duration::from_secs(10)), "peers connect");
+    for _ in 0..legs {
+        lb.relay("bench").expect("relay leg");
+    }
+    assert!(lb.connect_all(Duration::from_secs(10)), "relay legs connect");
     // Warm-up: keyframe, viewer state, buffers.
     run(&mut lb, publisher, 1);
     lb.engine_time = Duration::ZERO;
@@ -29,8 +39,11 @@ fn engine_cpu_per_media_second(viewers: usize, seconds: u32) -> f64 {
         .iter()
         .map(|c| c.received.len())
         .sum::<usize>()
-        / viewers.max(1);
-    assert!(frames > 0, "viewers received media");
+        / (viewers + legs).max(1);
+    assert!(
+        frames > 0 || viewers + legs == 0,
+        "viewers and targets received media"
+    );
     lb.engine_time.as_secs_f64() / f64::from(seconds)
 }
 
@@ -62,6 +75,15 @@ fn main() {
             "sfu forwarding smoke: 2 viewers, engine {:.1} ms per media second",
             cpu * 1e3
         );
+        let cpu = engine_cpu(0, 2, 1);
+        println!(
+            "sfu relay smoke: 2 relay legs, engine {:.1} ms per media second",
+            cpu * 1e3
+        );
+        return;
+    }
+    if std::env::args().any(|a| a == "relay") {
+        relay_legs_against_viewers();
         return;
     }
     let base = engine_cpu_per_media_second(1, 5);
@@ -88,6 +110,27 @@ fn main() {
             cpu * 1e3,
             marginal * 1e3,
             capacity as u64,
+        );
+    }
+}
+
+/// CPU per relay leg beside CPU per viewer, in one run: the same publisher, N outputs of
+/// each kind, the publisher-only cost subtracted.
+fn relay_legs_against_viewers() {
+    let alone = engine_cpu(0, 0, 5);
+    println!("built-in SFU: a 2 Mbit/s publisher to N viewers or N relay legs, engine CPU only");
+    println!(
+        "{:>4} {:>18} {:>18} {:>10}",
+        "N", "per viewer", "per relay leg", "leg/viewer"
+    );
+    for n in [1usize, 5, 10, 25] {
+        let viewers = (engine_cpu(n, 0, 5) - alone) / n as f64;
+        let legs = (engine_cpu(0, n, 5) - alone) / n as f64;
+        println!(
+            "{n:>4} {:>15.3} ms {:>15.3} ms {:>10.2}",
+            viewers * 1e3,
+            legs * 1e3,
+            legs / viewers
         );
     }
 }

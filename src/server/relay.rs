@@ -208,7 +208,10 @@ async fn supervise(
                 if id == supervisor.start.publisher {
                     match event {
                         LegEvent::Connected => publisher_ready = true,
-                        LegEvent::Ended(_) => break,
+                        LegEvent::Ended(why) => {
+                            tracing::info!(stream = %stream, why, "relay stopped: its publisher ended");
+                            break;
+                        }
                     }
                 } else {
                     supervisor.leg_event(id, event);
@@ -218,7 +221,10 @@ async fn supervise(
             () = retry => {}
             () = gateway.moved.notified() => {}
             _ = stats.tick() => supervisor.count_bytes().await,
-            _ = stopped.changed() => break,
+            _ = stopped.changed() => {
+                tracing::info!(stream = %stream, "relay stopped: the server stops");
+                break;
+            }
         }
     }
     supervisor.close_all("publisher_left");
@@ -314,6 +320,7 @@ impl Supervisor {
             }
             (None, Ok(opened)) => {
                 // Closed (a reload, the publisher leaving) while it was being opened.
+                tracing::info!(stream = %self.start.stream, target = %target, "relay leg no longer wanted once opened");
                 self.close(Leg {
                     target,
                     state: LegState::Connecting,
