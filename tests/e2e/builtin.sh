@@ -728,3 +728,52 @@ TOML
   note "PL: two players on the edge through one pull: $(check_line pl-play-1); $(check_line pl-play-2)"
   ok "$name"
 }
+
+# RF: failback. rf-* is relayed to B, then C, with failback = "3s": B is killed, the copy
+# moves to C; B comes back, and once it has rested 3 s the copy returns to B (a leg to B is
+# opened beside C's and replaces it once connected): frames on B again, the stream gone
+# from C, the publisher untouched.
+test_rf() {
+  local name=$NAME_RF stream=rf-1 fail= b c back
+  if [ "$DIRECT" = 1 ]; then echo "# RF needs whipgate: skipped in direct mode"; return; fi
+  start_edge b 8084 8194 || { not_ok "$name" "whipgate B did not start"; return; }
+  b=$LAST_PID
+  start_edge c 8085 8195 || { not_ok "$name" "whipgate C did not start"; kill "$b"; return; }
+  c=$LAST_PID
+  rm -f "$TMP"/rf-pub.*
+  (exec ip netns exec "$NS" "$VENV_PY" "$HERE/aiortc_publish.py" "$GW/whip/$stream" \
+    --ready-file "$TMP/rf-pub.ready" --release-file "$TMP/rf-pub.release" \
+    --state-file "$TMP/rf-pub.state" --hold 90) >"$TMP/rf-pub.log" 2>&1 &
+  local pub=$!; PIDS+=("$pub")
+  if ! wait_for 20 "$pub" "aiortc publisher" test -f "$TMP/rf-pub.ready"; then
+    fail="publisher: $(result_line rf-pub || echo 'no connection within 20 s')"
+  elif ! wait_for 15 "" "relay leg to B" relay_connected "$stream" edge-b; then
+    fail="no connected relay leg to B: $(relay_legs "$stream" | tr '\n' ';')"
+  else
+    kill -KILL "$b"; wait "$b" 2>/dev/null
+    if ! wait_for 15 "" "relay leg to C" relay_connected "$stream" edge-c; then
+      fail="the copy did not move to C: $(relay_legs "$stream" | tr '\n' ';')"
+    else
+      start_edge b 8084 8194 || fail="whipgate B did not restart"
+      b=$LAST_PID
+      back=$(date +%s.%N)
+      on_b() { [ "$(edge_frames 8084 "$stream")" -gt 0 ]; }
+      if [ -z "$fail" ] && ! wait_for 20 "" "frames back on B" on_b; then
+        fail="the copy did not come back to B: $(relay_legs "$stream" | tr '\n' ';')"
+      elif [ -z "$fail" ] && ! wait_for 10 "" "the stream leaving C" edge_gone 8085 "$stream"; then
+        fail="the copy on C was not closed after the failback: $(relay_legs "$stream" | tr '\n' ';')"
+      elif [ -z "$fail" ] && ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "http://127.0.0.1:8084/whep/$stream" \
+          --min-frames 30 --min-audio 20 >"$TMP/rf-play-b.log" 2>&1; then
+        fail="player on B after the failback: $(result_line rf-play-b)"
+      elif [ -z "$fail" ] && grep -qv '^connected$\|^connecting$\|^new$' "$TMP/rf-pub.state"; then
+        fail="the publisher's connection changed state: $(tr '\n' ' ' <"$TMP/rf-pub.state")"
+      fi
+      [ -n "$fail" ] || note "RF: back on B $(awk -v a="$back" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s after it restarted; player $(check_line rf-play-b)"
+    fi
+  fi
+  release_publisher rf-pub "$pub" || true
+  [ -n "$fail" ] || [ "$(result_line rf-pub)" = "RESULT ok" ] || fail="publisher's DELETE: $(result_line rf-pub)"
+  kill "$b" "$c" 2>/dev/null; wait "$b" "$c" 2>/dev/null
+  if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  ok "$name"
+}

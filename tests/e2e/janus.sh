@@ -152,7 +152,7 @@ matrix_rows() {
     # built-in SFUs behind kind whip).
     RL) echo "aiortc|builtin|aiortc" ;;
     RA) printf '%s\n' "aiortc|builtin|aiortc" "aiortc|whip (Janus)|-" ;;
-    PL) echo "aiortc|builtin|aiortc" ;;
+    PL | RF) echo "aiortc|builtin|aiortc" ;;
   esac
 }
 not_ok() { echo "not ok - $1: $2"; FAILED=$((FAILED + 1)); }
@@ -170,7 +170,7 @@ dump_all() {
     aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
     aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
     aiortc-m-sfu.log coturn.log aiortc-relay.log chromium-relay-play.log chromium-relay-publish.log \
-    aiortc-relay-play.log chromium-pages.log dr-publish.log dr-play.log dr-chromium.log jn-pub.log jn-play.log jn-chromium.log jn-whip-client.log jk-pub.log jk-play.log replica-b.log rl-pub.log rl-play-b.log rl-play-c.log ra-pub.log ra-play-b.log edge-b.log edge-c.log edge-pull.log pl-pub.log pl-play-1.log pl-play-2.log sl-publish.log sl-play-q.log sl-play-top.log "${VENDOR_LOGS[@]}" \
+    aiortc-relay-play.log chromium-pages.log dr-publish.log dr-play.log dr-chromium.log jn-pub.log jn-play.log jn-chromium.log jn-whip-client.log jk-pub.log jk-play.log replica-b.log rl-pub.log rl-play-b.log rl-play-c.log ra-pub.log ra-play-b.log edge-b.log edge-c.log edge-pull.log rf-pub.log rf-play-b.log pl-pub.log pl-play-1.log pl-play-2.log sl-publish.log sl-play-q.log sl-play-top.log "${VENDOR_LOGS[@]}" \
     "${FFMPEG_LOGS[@]}" janus.log
 }
 
@@ -186,7 +186,7 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB PG DR JN JK SL RL RA PL"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB PG DR JN JK SL RL RF RA PL"; fi
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_PG="pages: an embedded <whep-player> on another origin plays; the publish page opened at localhost (session URLs on 127.0.0.1) shows the WHIP URL for OBS and live send stats, stops cleanly (DELETE 200, camera and microphone released), the play page says the stream ended within 2 s, and closing a publishing tab ends its session"
 NAME_DR="drain: POST /admin/drain ends the drained backend's publisher (close_notify), the aiortc publisher re-publishes and lands on the route's next backend; an aiortc player and Chromium's play page follow their WHEP reconnect event there; the seconds without frames at each player are counted"
@@ -194,6 +194,7 @@ NAME_JN="kind janus (Janus's own HTTP API, no WHIP server): aiortc publishes int
 NAME_JK="kind janus: a publisher whose replica is killed stays in its room past Janus's 60 s session timeout (another replica keeps its session alive), plays through the other replica, and is ended by DELETE through a restarted replica"
 NAME_RL="relay, failover: aiortc publishes on the SFU, which republishes to whipgate B; a player decodes on B; B is killed (SIGKILL) and the copy moves to whipgate C, where frames flow again (seconds counted) and a player decodes; the publisher's connection never changes state; its DELETE ends the copy on C"
 NAME_RA="relay, all: one aiortc publisher on the SFU, copies on Janus (through simple-whip-server) and on whipgate B at once; a player decodes on B; the publisher's DELETE ends both copies"
+NAME_RF="relay failback: the copy moves from whipgate B (killed) to C, and back to B once B has restarted and rested failback = 3s (make before break: frames on B, then the copy on C closed); a player decodes on B; the publisher never notices"
 NAME_PL="pull: an edge whipgate's SFU (pull = \"origin\") serves two aiortc players of a stream published on the main gateway's SFU through one WHEP pull (the origin counts one viewer), and drops the pull when both players have left"
 NAME_SL="built-in SFU, WHEP layer extension: Chromium publishes simulcast (q h f); an aiortc player that chooses q decodes the small picture, one that chooses nothing the highest layer"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
@@ -214,7 +215,7 @@ for t in $TESTS; do
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
     I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
     L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");; N) ALL_NAMES+=("$NAME_N");;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RA | PL) n=NAME_$t; ALL_NAMES+=("${!n}");;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RF | RA | PL) n=NAME_$t; ALL_NAMES+=("${!n}");;
   esac
 done
 setup_failed() {
@@ -439,6 +440,11 @@ whip_url = "http://127.0.0.1:8085/whip/{stream}"
 match = { stream = "rl-*" }
 backends = ["sfu"]
 relay = { to = ["edge-b", "edge-c"], mode = "failover" }
+
+[[route]]
+match = { stream = "rf-*" }
+backends = ["sfu"]
+relay = { to = ["edge-b", "edge-c"], mode = "failover", failback = "3s" }
 
 [[route]]
 match = { stream = "ra-*" }
@@ -1018,8 +1024,8 @@ for t in $TESTS; do
     L) test_l ;;
     M) test_m ;;
     N) test_n ;;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RA | PL) "test_${t,,}" ;;
-    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z, OB, PG, DR, JN, JK, SL, RL, RA and PL" ;;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RF | RA | PL) "test_${t,,}" ;;
+    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z, OB, PG, DR, JN, JK, SL, RL, RF, RA and PL" ;;
   esac
 done
 
