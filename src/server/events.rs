@@ -4,7 +4,8 @@
 //!
 //! Stateless like sessions: both URLs carry the session token, so any replica serves them.
 //! `reconnect` is whipgate's own: sent when the session's backend is drained or leaves the
-//! table, so that players re-join through the same WHEP URL and land where the stream is now.
+//! table, once the stream is live again on another backend (10 s at most), so that players
+//! re-join through the same WHEP URL and land where the stream is now.
 //! The built-in SFU also tells `active`, `inactive`, `viewercount` and `layers`, and takes
 //! the player's layer choice (the layer extension, `/session/{token}/layer`).
 
@@ -39,6 +40,9 @@ const TICK: Duration = Duration::from_millis(500);
 /// A comment line this often keeps proxies (and whipgate's own idle timeout) from closing
 /// a quiet stream.
 const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a player of a drained backend waits for its stream to be seen live elsewhere
+/// before it is told to reconnect anyway.
+const RECONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// The events a session of this backend can get: the built-in SFU knows its streams; of a
 /// remote backend whipgate only knows when to send its players elsewhere.
@@ -309,6 +313,23 @@ impl Gateway {
         Ok(response)
     }
 
+    /// Whether the session's stream has a publisher on a backend other than the session's
+    /// (and not drained): on this replica's SFU, or created through this replica.
+    fn live_elsewhere(&self, config: &crate::config::Config, claims: &SessionClaims) -> bool {
+        let usable = |id: &str| {
+            id != claims.backend
+                && config
+                    .backends
+                    .get(&crate::routing::BackendId(id.to_owned()))
+                    .is_some_and(|b| !self.is_draining(b))
+        };
+        self.registry.any(|session| {
+            session.kind == crate::kind::EndpointKind::Whip
+                && session.stream == claims.stream
+                && usable(&session.backend)
+        })
+    }
+
     /// Sends what changes until the player goes, the session ends or a reconnect is sent.
     async fn feed_events(
         &self,
@@ -332,6 +353,7 @@ impl Gateway {
         let mut active: Option<bool> = None;
         let mut viewers: Option<usize> = None;
         let mut layers: Option<Vec<(String, Vec<String>)>> = None;
+        let mut moved_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -347,11 +369,26 @@ impl Gateway {
             let backend = config
                 .backends
                 .get(&crate::routing::BackendId(claims.backend.clone()));
-            // This replica shutting down moves its players too (to another replica): an
-            // open stream would otherwise hold the shutdown for all of `shutdown_grace`.
-            let moved = backend.is_none_or(|b| self.is_draining(b))
-                || self.draining.load(Ordering::Relaxed);
-            if moved {
+            // This replica shutting down moves its players too (to another replica), at once:
+            // an open stream would otherwise hold the shutdown for all of `shutdown_grace`.
+            let shutting_down = self.draining.load(Ordering::Relaxed);
+            let moved = backend.is_none_or(|b| self.is_draining(b));
+            if moved && !shutting_down {
+                // The player is told once the stream is live again elsewhere, so that its
+                // re-join finds it; when that cannot be seen from here (the publisher came
+                // back through another replica), after RECONNECT_WAIT at most.
+                let since = *moved_since.get_or_insert_with(tokio::time::Instant::now);
+                if !self.live_elsewhere(&config, claims) && since.elapsed() < RECONNECT_WAIT {
+                    if last_sent.elapsed() >= keepalive {
+                        if sender.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                            return;
+                        }
+                        last_sent = tokio::time::Instant::now();
+                    }
+                    continue;
+                }
+            }
+            if moved || shutting_down {
                 if wants("reconnect") {
                     let data = serde_json::json!({ "url": reconnect_url }).to_string();
                     let _ = sender.send(event("reconnect", &data)).await;

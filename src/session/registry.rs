@@ -223,6 +223,11 @@ impl SessionRegistry {
         })
     }
 
+    /// Whether any live session satisfies `test` (a scan: for rare questions only).
+    pub fn any(&self, test: impl Fn(&LiveSession) -> bool) -> bool {
+        self.with(|live| live.by_sid.values().any(|(session, _)| test(session)))
+    }
+
     /// A copy of every live session, for the admin listing.
     pub fn snapshot(&self) -> Vec<LiveSession> {
         self.with(|live| live.by_sid.values().map(|(s, _)| s.clone()).collect())
