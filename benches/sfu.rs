@@ -30,7 +30,10 @@ fn engine_cpu(viewers: usize, legs: usize, seconds: u32) -> f64 {
     for _ in 0..legs {
         lb.relay("bench").expect("relay leg");
     }
-    assert!(lb.connect_all(Duration::from_secs(10)), "relay legs connect");
+    assert!(
+        lb.connect_all(Duration::from_secs(10)),
+        "relay legs connect"
+    );
     // Warm-up: keyframe, viewer state, buffers.
     run(&mut lb, publisher, 1);
     lb.engine_time = Duration::ZERO;

@@ -138,6 +138,40 @@ pub fn ice_servers<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<IceServ
         .collect()
 }
 
+/// A backend's WHEP events link (`rel="urn:ietf:params:whep:ext:core:server-sent-events"`)
+/// among its `Link` header lines: its URI reference and the events it offers.
+pub fn events_link<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<(String, Vec<String>)> {
+    values
+        .into_iter()
+        .flat_map(split_top_level)
+        .find_map(|value| {
+            let rest = value.trim().strip_prefix('<')?;
+            let (uri, params) = rest.split_once('>')?;
+            let mut is_events = false;
+            let mut events = Vec::new();
+            for param in split_params(params) {
+                let (name, raw) = param.split_once('=').unwrap_or((param, ""));
+                let value = unquote(raw.trim())?;
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "rel" => {
+                        is_events = value
+                            .split_ascii_whitespace()
+                            .any(|r| r == "urn:ietf:params:whep:ext:core:server-sent-events");
+                    }
+                    "events" => {
+                        events = value
+                            .split(',')
+                            .map(|e| e.trim().to_owned())
+                            .filter(|e| !e.is_empty())
+                            .collect();
+                    }
+                    _ => {}
+                }
+            }
+            (is_events && is_clean(uri.trim())).then(|| (uri.trim().to_owned(), events))
+        })
+}
+
 /// Splits one header value at commas that are outside `<...>` and quoted strings.
 fn split_top_level(value: &str) -> Vec<&str> {
     let mut parts = Vec::new();
@@ -349,5 +383,21 @@ mod tests {
                 Ok(UpstreamIfMatch::Value(value.clone()))
             );
         }
+    }
+
+    #[test]
+    fn a_backends_events_link_is_found_among_its_links() {
+        let links = [
+            "<stun:stun.example.net>; rel=\"ice-server\"",
+            "</session/abc/events>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; events=\"active,inactive\", </session/abc/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\"",
+        ];
+        assert_eq!(
+            events_link(links),
+            Some((
+                "/session/abc/events".into(),
+                vec!["active".into(), "inactive".into()]
+            ))
+        );
+        assert_eq!(events_link(["<stun:a>; rel=\"ice-server\""]), None);
     }
 }

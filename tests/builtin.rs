@@ -422,3 +422,109 @@ async fn any_replica_carries_a_builtin_sessions_requests_to_its_owner() {
     assert_eq!(again.status, 404, "{}", again.body);
     drop(b);
 }
+
+/// A backend with WHEP events of its own (here another whipgate, whose built-in SFU tells
+/// `inactive` and `viewercount`): a player of the front gateway subscribes there and gets the
+/// backend's events through it, which the front gateway alone could not know.
+#[tokio::test]
+async fn a_backends_own_event_stream_reaches_the_player() {
+    let backend_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let backend_text = format!(
+        r#"
+[server]
+listen = "{backend_addr}"
+public_url = "http://{backend_addr}"
+
+[builtin]
+udp_listen = "127.0.0.1:0"
+
+[[backend]]
+id = "sfu"
+kind = "builtin"
+
+[[route]]
+backends = ["sfu"]
+"#
+    );
+    let backend = whipgate::server::Gateway::new(support::config(&backend_text)).expect("gateway");
+    let _backend = whipgate::server::start(backend, Some(backend_addr))
+        .await
+        .expect("start the backend whipgate");
+    let front = gateway(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://gw.test"
+
+[[backend]]
+id = "other-whipgate"
+kind = "whip"
+whip_url = "http://{backend_addr}/whip/{{stream}}"
+whep_url = "http://{backend_addr}/whep/{{stream}}"
+
+[[route]]
+backends = ["other-whipgate"]
+"#
+    ))
+    .await;
+    let published = send(
+        front.local_addr,
+        "POST",
+        "/whip/cam",
+        &[SDP],
+        corpus("chromium-whip-offer-vp8.sdp"),
+    )
+    .await;
+    assert_eq!(published.status, 201, "{}", published.body);
+    let played = send(
+        front.local_addr,
+        "POST",
+        "/whep/cam",
+        &[SDP],
+        corpus("chromium-whep-offer.sdp"),
+    )
+    .await;
+    assert_eq!(played.status, 201, "{}", played.body);
+    let link = played
+        .all("link")
+        .into_iter()
+        .find(|l| l.contains("server-sent-events"))
+        .expect("an events Link");
+    assert!(
+        link.contains("events=\"active,inactive,layers,viewercount,reconnect\""),
+        "the backend's events are offered: {link}"
+    );
+    let events_url = link
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .expect("a URI")
+        .to_owned();
+    let subscribed = send(
+        front.local_addr,
+        "POST",
+        &path_of(&events_url),
+        &[("content-type", "application/json")],
+        r#"["inactive","viewercount","reconnect"]"#,
+    )
+    .await;
+    assert_eq!(subscribed.status, 201, "{}", subscribed.body);
+    let stream = subscribed.location_path();
+    let mut events = EventStream::open(front.local_addr, &stream).await;
+    assert_eq!(events.status, 200);
+    assert!(events.next("event: inactive").await, "{}", events.text);
+    assert!(events.next("event: viewercount").await, "{}", events.text);
+    assert!(!events.text.contains("event: active\n"), "{}", events.text);
+    // Refused as for any session: an event neither side offers.
+    let refused = send(
+        front.local_addr,
+        "POST",
+        &path_of(&events_url),
+        &[("content-type", "application/json")],
+        r#"["bogus"]"#,
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+}

@@ -235,6 +235,32 @@ impl UpstreamClient {
             .inc();
     }
 
+    /// A GET whose answer is a stream read as it comes (a backend's WHEP event stream): the
+    /// head within the request timeout, the body for as long as the backend keeps it open.
+    /// No redirect is followed.
+    pub async fn open_stream(
+        &self,
+        url: &Url,
+        headers: HeaderMap,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let mut request = http::Request::builder()
+            .method(Method::GET)
+            .uri(url.as_str())
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| UpstreamError::Protocol("backend URL is not a valid URI".into()))?;
+        *request.headers_mut() = headers;
+        tokio::time::timeout(self.settings.request_timeout, self.pool().request(request))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|e| {
+                if e.is_connect() {
+                    UpstreamError::Connect(connect_reason(&e))
+                } else {
+                    UpstreamError::Broken
+                }
+            })
+    }
+
     async fn once(
         &self,
         method: Method,

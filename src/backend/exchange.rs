@@ -57,6 +57,10 @@ pub(super) fn bearer(secret: &str) -> Option<HeaderValue> {
 }
 
 /// POSTs `offer`; a 201 (or 200) with a usable Location is a session.
+/// Session state keys: a backend's own WHEP events URL, and the events it offers.
+pub const BACKEND_EVENTS: &str = "whipgate.events";
+pub const BACKEND_EVENT_NAMES: &str = "whipgate.events.names";
+
 pub(super) async fn post_offer(
     cx: &Upstreams,
     backend: &BackendDef,
@@ -160,13 +164,37 @@ fn created(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
+    let mut state = SessionState::new();
+    // A backend with WHEP events of its own (another whipgate, say): its stream is relayed
+    // to the player. Only on the backend's own hosts, like its Location.
+    if let Some((uri, events)) = frontdoor::events_link(
+        response
+            .headers
+            .get_all(header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    ) {
+        match response.url.join(&uri) {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && (backend.allows_host(&url)
+                        || target.extra_host.is_some_and(|host| host.allows(&url))) =>
+            {
+                state.insert(BACKEND_EVENTS.into(), url.to_string());
+                state.insert(BACKEND_EVENT_NAMES.into(), events.join(","));
+            }
+            _ => {
+                tracing::debug!(backend = %backend.id, "an events link off the backend's hosts is ignored")
+            }
+        }
+    }
     Ok(Created {
         answer: response.body,
         counter_offer,
         resource,
         etag,
         ice_servers,
-        state: SessionState::new(),
+        state,
     })
 }
 

@@ -31,6 +31,7 @@ use http::StatusCode;
 use url::Url;
 
 pub use client::{ClientSettings, UpstreamClient, UpstreamError, UpstreamResponse};
+pub use exchange::{BACKEND_EVENTS, BACKEND_EVENT_NAMES};
 pub use health::{CircuitPolicy, HealthBoard, Unavailable, DEFAULT_MAX_REST};
 pub use keys::{KeyError, KindKeys};
 pub use template::{TemplateError, UrlTemplate};

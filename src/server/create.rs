@@ -543,7 +543,9 @@ impl Gateway {
         }
         if ctx.kind == EndpointKind::Whep {
             let base = super::handlers::public_base(config, ctx.parts);
-            if let Some(link) = super::events::link(&base, &token, backend.adapter.is_remote()) {
+            if let Some(link) =
+                super::events::link(&base, &token, backend.adapter.is_remote(), &claims.state)
+            {
                 headers.append(header::LINK, link);
             }
             if backend.adapter.chooses_layers() {

@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 use super::handlers::{public_base, read_body};
 use super::response::{self, Body};
 use super::Gateway;
+use crate::backend::{BACKEND_EVENTS, BACKEND_EVENT_NAMES};
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::session::SessionClaims;
+use crate::session::{SessionClaims, SessionState};
 
 pub(super) const REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
 
@@ -44,21 +45,33 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// before it is told to reconnect anyway.
 const RECONNECT_WAIT: Duration = Duration::from_secs(10);
 
-/// The events a session of this backend can get: the built-in SFU knows its streams; of a
-/// remote backend whipgate only knows when to send its players elsewhere.
-pub(super) fn supported(remote: bool) -> &'static [&'static str] {
-    if remote {
-        &ALL[4..]
-    } else {
-        &ALL
+/// The events a session of this backend can get: the built-in SFU knows its streams; a
+/// remote backend's own event stream, when it has one, gives the events it offers; and
+/// whipgate itself knows when to send players elsewhere (`reconnect`).
+pub(super) fn supported(remote: bool, state: &SessionState) -> Vec<&'static str> {
+    if !remote {
+        return ALL.to_vec();
     }
+    let relayed: Vec<&str> = state
+        .get(BACKEND_EVENT_NAMES)
+        .map(|names| names.split(',').collect())
+        .unwrap_or_default();
+    ALL.iter()
+        .copied()
+        .filter(|name| *name == "reconnect" || relayed.contains(name))
+        .collect()
 }
 
 /// The `Link` a WHEP session advertises its events with.
-pub(super) fn link(base: &str, token: &str, remote: bool) -> Option<HeaderValue> {
+pub(super) fn link(
+    base: &str,
+    token: &str,
+    remote: bool,
+    state: &SessionState,
+) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
         "<{base}/session/{token}/events>; rel=\"{REL}\"; events=\"{}\"",
-        supported(remote).join(",")
+        supported(remote, state).join(",")
     ))
     .ok()
 }
@@ -97,8 +110,10 @@ fn layers_data(layers: &[(String, Vec<String>)]) -> String {
 
 /// The events a player asks for: a JSON array of names (none or an empty body: all).
 /// Anything not supported is refused, as the extension requires, and no stream is made.
-pub(super) fn requested(body: &[u8], remote: bool) -> Result<Vec<&'static str>, GatewayError> {
-    let supported = supported(remote);
+pub(super) fn requested(
+    body: &[u8],
+    supported: &[&'static str],
+) -> Result<Vec<&'static str>, GatewayError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(supported.to_vec());
     }
@@ -122,8 +137,7 @@ pub(super) fn requested(body: &[u8], remote: bool) -> Result<Vec<&'static str>, 
 }
 
 /// The names in an event stream's path, checked again (the path is the client's).
-fn parse_list(list: &str, remote: bool) -> Result<Vec<&'static str>, GatewayError> {
-    let supported = supported(remote);
+fn parse_list(list: &str, supported: &[&'static str]) -> Result<Vec<&'static str>, GatewayError> {
     list.split(',')
         .filter(|name| !name.is_empty())
         .map(|name| {
@@ -134,6 +148,35 @@ fn parse_list(list: &str, remote: bool) -> Result<Vec<&'static str>, GatewayErro
                 .ok_or_else(|| GatewayError::NotFound("no such event stream".into()))
         })
         .collect()
+}
+
+/// The largest event from a backend's stream that is passed on.
+const MAX_RELAYED_EVENT: usize = 64 * 1024;
+
+/// Stops a relayed backend event stream when the player's own stream ends.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// One server-sent event block: its `event:` name and its `data:` lines joined. Blocks
+/// without a name or with a multi-line name are skipped.
+fn parse_sse_block(block: &str) -> Option<(String, String)> {
+    let mut name = None;
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.lines() {
+        if let Some(value) = line.strip_prefix("event:") {
+            name = Some(value.trim().to_owned());
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push(value.strip_prefix(' ').unwrap_or(value));
+        }
+    }
+    Some((name?, data.join("\n")))
 }
 
 fn event(name: &str, data: &str) -> Bytes {
@@ -162,11 +205,12 @@ impl Gateway {
             ));
         }
         let remote = backend.adapter.is_remote();
+        let offered = supported(remote, &claims.state);
         match (list, request.method().clone()) {
             (None, Method::POST) => {
                 let (parts, body) = request.into_parts();
                 let body = read_body(&parts.headers, body, config).await?;
-                let wanted = requested(&body, remote)?;
+                let wanted = requested(&body, &offered)?;
                 let base = public_base(config, &parts);
                 let location = HeaderValue::from_str(&format!(
                     "{base}/session/{token}/events/{}",
@@ -178,7 +222,7 @@ impl Gateway {
                 Ok(response)
             }
             (Some(list), Method::GET) => {
-                let wanted = parse_list(list, remote)?;
+                let wanted = parse_list(list, &offered)?;
                 let (parts, _) = request.into_parts();
                 let reconnect_url =
                     format!("{}/whep/{}", public_base(config, &parts), claims.stream);
@@ -186,7 +230,7 @@ impl Gateway {
             }
             // The stream ends when its reader goes; a DELETE only says so explicitly.
             (Some(list), Method::DELETE) => {
-                parse_list(list, remote)?;
+                parse_list(list, &offered)?;
                 Ok(response::empty(StatusCode::OK))
             }
             (None, _) => Err(GatewayError::MethodNotAllowed {
@@ -313,6 +357,97 @@ impl Gateway {
         Ok(response)
     }
 
+    /// Subscribes to the backend's own event stream for the events the player wants and
+    /// passes them on as they come; the backend's `reconnect` becomes whipgate's own (the
+    /// player re-joins through whipgate). Ends with the backend's stream.
+    async fn relay_backend_events(
+        &self,
+        claims: &SessionClaims,
+        url: &str,
+        wanted: &[&'static str],
+        reconnect_url: &str,
+        sender: mpsc::Sender<Bytes>,
+    ) -> Result<(), String> {
+        let config = self.config();
+        let backend = self
+            .backend_for_session(&config, &claims.backend)
+            .ok_or("the session's backend is gone")?;
+        let names: Vec<&str> = wanted.to_vec();
+        let url = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = serde_json::to_vec(&names).map_err(|e| e.to_string())?;
+        let subscribed = self
+            .upstreams
+            .client
+            .send(
+                &backend,
+                None,
+                Method::POST,
+                url.clone(),
+                headers,
+                Bytes::from(body),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if subscribed.status != StatusCode::CREATED {
+            return Err(format!("subscribing answered {}", subscribed.status));
+        }
+        let stream_url = subscribed
+            .headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|location| subscribed.url.join(location).ok())
+            .filter(|u| backend.allows_host(u))
+            .ok_or("the backend's event stream is not on its hosts")?;
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        let response = self
+            .upstreams
+            .client
+            .open_stream(&stream_url, headers)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("the event stream answered {}", response.status()));
+        }
+        let mut body = response.into_body();
+        let mut pending = String::new();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(&data));
+            if pending.len() > MAX_RELAYED_EVENT {
+                return Err("an event larger than whipgate relays".into());
+            }
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let Some((name, data)) = parse_sse_block(&block) else {
+                    continue;
+                };
+                let out = if name == "reconnect" {
+                    serde_json::json!({ "url": reconnect_url }).to_string()
+                } else {
+                    data
+                };
+                let Some(known) = wanted.iter().find(|w| **w == name) else {
+                    continue;
+                };
+                if sender.send(event(known, &out)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the session's stream has a publisher on a backend other than the session's
     /// (and not drained): on this replica's SFU, or created through this replica.
     fn live_elsewhere(&self, config: &crate::config::Config, claims: &SessionClaims) -> bool {
@@ -332,7 +467,7 @@ impl Gateway {
 
     /// Sends what changes until the player goes, the session ends or a reconnect is sent.
     async fn feed_events(
-        &self,
+        self: &Arc<Self>,
         claims: &SessionClaims,
         wanted: &[&'static str],
         reconnect_url: &str,
@@ -354,6 +489,21 @@ impl Gateway {
         let mut viewers: Option<usize> = None;
         let mut layers: Option<Vec<(String, Vec<String>)>> = None;
         let mut moved_since: Option<tokio::time::Instant> = None;
+        // A backend with an event stream of its own: its events reach the player as well.
+        let relay = claims.state.get(BACKEND_EVENTS).map(|url| {
+            let gateway = self.clone();
+            let (url, wanted, claims) = (url.clone(), wanted.to_vec(), claims.clone());
+            let (sender, reconnect_url) = (sender.clone(), reconnect_url.to_owned());
+            tokio::spawn(async move {
+                if let Err(error) = gateway
+                    .relay_backend_events(&claims, &url, &wanted, &reconnect_url, sender)
+                    .await
+                {
+                    tracing::debug!(backend = %claims.backend, %error, "the backend's event stream is not relayed");
+                }
+            })
+        });
+        let _stop_relay = AbortOnDrop(relay);
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -380,7 +530,11 @@ impl Gateway {
                 let since = *moved_since.get_or_insert_with(tokio::time::Instant::now);
                 if !self.live_elsewhere(&config, claims) && since.elapsed() < RECONNECT_WAIT {
                     if last_sent.elapsed() >= keepalive {
-                        if sender.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                        if sender
+                            .send(Bytes::from_static(b": keepalive\n\n"))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                         last_sent = tokio::time::Instant::now();
@@ -462,12 +616,22 @@ mod tests {
 
     #[test]
     fn players_get_what_they_ask_for_and_nothing_unsupported() {
-        assert_eq!(requested(b"", false).expect("all"), ALL.to_vec());
         assert_eq!(
-            requested(br#"["viewercount","active","active"]"#, false).expect("two"),
+            requested(b"", &supported(false, &SessionState::new())).expect("all"),
+            ALL.to_vec()
+        );
+        assert_eq!(
+            requested(
+                br#"["viewercount","active","active"]"#,
+                &supported(false, &SessionState::new())
+            )
+            .expect("two"),
             vec!["viewercount", "active"]
         );
-        assert_eq!(requested(b"[]", true).expect("none"), Vec::<&str>::new());
+        assert_eq!(
+            requested(b"[]", &supported(true, &SessionState::new())).expect("none"),
+            Vec::<&str>::new()
+        );
         for refused in [
             &br#"["active"]"#[..],
             br#"["scte35"]"#,
@@ -475,16 +639,16 @@ mod tests {
             b"not json",
         ] {
             assert!(
-                requested(refused, true).is_err(),
+                requested(refused, &supported(true, &SessionState::new())).is_err(),
                 "{}",
                 String::from_utf8_lossy(refused)
             );
         }
         assert!(
-            requested(br#"["layers"]"#, true).is_err(),
+            requested(br#"["layers"]"#, &supported(true, &SessionState::new())).is_err(),
             "only where layers are chosen"
         );
-        assert!(requested(br#"["layers"]"#, false).is_ok());
+        assert!(requested(br#"["layers"]"#, &supported(false, &SessionState::new())).is_ok());
     }
 
     #[test]
@@ -499,10 +663,27 @@ mod tests {
     #[test]
     fn a_stream_path_names_only_supported_events() {
         assert_eq!(
-            parse_list("active,viewercount", false).expect("ok"),
+            parse_list(
+                "active,viewercount",
+                &supported(false, &SessionState::new())
+            )
+            .expect("ok"),
             vec!["active", "viewercount"]
         );
-        assert!(parse_list("active", true).is_err());
-        assert!(parse_list("../admin", false).is_err());
+        assert!(parse_list("active", &supported(true, &SessionState::new())).is_err());
+        assert!(parse_list("../admin", &supported(false, &SessionState::new())).is_err());
+    }
+
+    #[test]
+    fn server_sent_event_blocks_are_read_by_name_and_data() {
+        assert_eq!(
+            parse_sse_block("event: viewercount\ndata: {\"viewercount\": 3}\n\n"),
+            Some(("viewercount".into(), "{\"viewercount\": 3}".into()))
+        );
+        assert_eq!(
+            parse_sse_block("event:layers\ndata: a\ndata: b\n\n"),
+            Some(("layers".into(), "a\nb".into()))
+        );
+        assert_eq!(parse_sse_block(": keepalive\n\n"), None);
     }
 }
