@@ -468,3 +468,276 @@ async fn cloudflare_replicas_settle_on_the_oldest_input() {
         "our own input is deleted"
     );
 }
+
+/// A two-way talk offer as voice agents want it: aiortc's sendrecv audio, plus the data
+/// channel an agent's control events travel on.
+fn talk_offer() -> String {
+    let offer = corpus("aiortc116-whip-offer.sdp").replace("\r\n", "\n");
+    let video = offer.find("m=video").expect("video section");
+    let audio = offer.find("m=audio").expect("audio section");
+    let ice: String = offer[video..audio]
+        .lines()
+        .filter(|l| {
+            l.starts_with("a=ice-")
+                || l.starts_with("a=fingerprint:sha-256")
+                || l.starts_with("a=setup")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut talk = format!("{}{}", &offer[..video], &offer[audio..]);
+    talk = talk.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 1 2");
+    talk.push_str("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\nc=IN IP4 0.0.0.0\na=mid:2\na=sctp-port:5000\n");
+    talk.push_str(&ice);
+    talk.replace('\n', "\r\n")
+}
+
+/// The answer a talk offer gets: the same sections, whipgate checks their shape only.
+fn talk_answer(offer: &str) -> String {
+    offer.replace("a=setup:actpass", "a=setup:active")
+}
+
+/// OpenAI Realtime's contract: a client secret minted with the server key (model and
+/// session settings in it, 10-7200 s), the call made with that secret only, the call id
+/// from the Location, the hangup with the server key; the server key never reaches the
+/// client and the secret never the session URL.
+#[tokio::test]
+async fn openai_realtime_mints_a_secret_per_call_and_hangs_up_on_delete() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let openai = FakeBackend::start(move |req: &Seen| {
+        let auth = req.header("authorization").unwrap_or("");
+        let mut log = log.lock().expect("lock");
+        match (req.method.as_str(), req.path.as_str()) {
+            ("POST", "/v1/realtime/client_secrets") => {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&req.body).unwrap_or_default();
+                let seconds = body["expires_after"]["seconds"].as_u64().unwrap_or(0);
+                let ok = auth == "Bearer sk-server-key"
+                    && body["session"]["type"] == "realtime"
+                    && body["session"]["model"] == "gpt-realtime-mini"
+                    && body["session"]["audio"]["output"]["voice"] == "marin"
+                    && (10..=7200).contains(&seconds);
+                if !ok {
+                    return Reply::new(401).body(
+                        r#"{"error":{"message":"bad secret request","type":"invalid_request_error","param":null,"code":null}}"#,
+                    );
+                }
+                log.push("secret".into());
+                Reply::new(200)
+                    .header("content-type", "application/json")
+                    .body(r#"{"value":"ek_test_123","expires_at":1756310470,"session":{"type":"realtime","model":"gpt-realtime-mini"}}"#)
+            }
+            ("POST", "/v1/realtime/calls") => {
+                let sdp = String::from_utf8_lossy(&req.body).into_owned();
+                if auth != "Bearer ek_test_123"
+                    || req.header("content-type") != Some("application/sdp")
+                    || !sdp.contains("m=application")
+                {
+                    return Reply::new(401).body("{}");
+                }
+                log.push("call".into());
+                Reply::new(201)
+                    .header("content-type", "application/sdp")
+                    .header("location", "/v1/realtime/calls/rtc_u1_abc")
+                    .body(talk_answer(&sdp))
+            }
+            ("POST", "/v1/realtime/calls/rtc_u1_abc/hangup") if auth == "Bearer sk-server-key" => {
+                log.push("hangup".into());
+                Reply::new(200)
+            }
+            _ => Reply::new(404).body(r#"{"error":{"message":"not found"}}"#),
+        }
+    })
+    .await;
+    let gw = gateway(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://gw.test"
+
+[[backend]]
+id = "agent"
+kind = "openai-realtime"
+url = "http://{}"
+api_key_env = "OPENAI_API_KEY"
+model = "gpt-realtime-mini"
+session = {{ instructions = "Be brief.", audio = {{ output = {{ voice = "marin" }} }} }}
+
+[[route]]
+backends = ["agent"]
+"#,
+        openai.addr
+    ))
+    .await;
+    let created = send(
+        gw.local_addr,
+        "POST",
+        "/whip/talk",
+        &[("content-type", "application/sdp")],
+        talk_offer(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert!(created.body.contains("m=application"), "{}", created.body);
+    assert!(
+        created.body.contains("a=sendrecv"),
+        "the agent's audio comes back"
+    );
+    let location = created.header("location").expect("Location").to_owned();
+    for secret in ["sk-server-key", "ek_test_123", "rtc_u1_abc"] {
+        assert!(!location.contains(secret), "{location}");
+        assert!(!format!("{:?}", created.headers).contains(secret));
+    }
+    assert!(
+        created.header("accept-patch").is_none(),
+        "no trickle: the API has no PATCH"
+    );
+    let deleted = send(gw.local_addr, "DELETE", &created.location_path(), &[], "").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        vec!["secret".to_owned(), "call".into(), "hangup".into()]
+    );
+    let audio_only = talk_offer()
+        .split("m=application")
+        .next()
+        .expect("audio part")
+        .to_owned();
+    let refused = send(
+        gw.local_addr,
+        "POST",
+        "/whip/talk",
+        &[("content-type", "application/sdp")],
+        audio_only.replace("a=group:BUNDLE 1 2", "a=group:BUNDLE 1"),
+    )
+    .await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(refused.body.contains("data channel"), "{}", refused.body);
+}
+
+/// Pipecat's runner: the offer wrapped in its JSON, the JSON answer unwrapped into a 201,
+/// trickle turned into its candidates PATCH (with each candidate's m-line), DELETE answered
+/// here (the runner has none), and its 404 for a gone connection ending the session.
+#[tokio::test]
+async fn pipecat_speaks_the_runners_json_and_trickles_its_candidates() {
+    let patches: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let seen_patches = patches.clone();
+    let bot =
+        FakeBackend::start(
+            move |req: &Seen| match (req.method.as_str(), req.path.as_str()) {
+                ("POST", "/bot/offer") => {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&req.body).unwrap_or_default();
+                    let sdp = body["sdp"].as_str().unwrap_or("").to_owned();
+                    if body["type"] != "offer"
+                        || !body["pc_id"].is_null()
+                        || body["request_data"]["persona"] != "echo"
+                        || !sdp.contains("m=audio")
+                    {
+                        return Reply::new(422).body(r#"{"detail":"bad offer"}"#);
+                    }
+                    let answer = serde_json::json!({
+                        "sdp": talk_answer(&sdp),
+                        "type": "answer",
+                        "pc_id": "SmallWebRTCConnection#0-abc",
+                    });
+                    Reply::new(200)
+                        .header("content-type", "application/json")
+                        .body(answer.to_string())
+                }
+                ("PATCH", "/bot/offer") => {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&req.body).unwrap_or_default();
+                    if body["pc_id"] != "SmallWebRTCConnection#0-abc" {
+                        return Reply::new(404).body(r#"{"detail":"Peer connection not found"}"#);
+                    }
+                    let first = seen_patches.lock().expect("lock").is_empty();
+                    seen_patches.lock().expect("lock").push(body);
+                    if first {
+                        Reply::new(200).body(r#"{"status":"success"}"#)
+                    } else {
+                        Reply::new(404).body(r#"{"detail":"Peer connection not found"}"#)
+                    }
+                }
+                ("DELETE", _) => Reply::new(405),
+                _ => Reply::new(404),
+            },
+        )
+        .await;
+    let gw = gateway(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://gw.test"
+
+[[backend]]
+id = "bot"
+kind = "pipecat"
+url = "http://{}"
+offer_path = "/bot/offer"
+request_data = {{ persona = "echo" }}
+
+[[route]]
+backends = ["bot"]
+"#,
+        bot.addr
+    ))
+    .await;
+    let created = send(
+        gw.local_addr,
+        "POST",
+        "/whip/talk",
+        &[("content-type", "application/sdp")],
+        talk_offer(),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.header("content-type"), Some("application/sdp"));
+    assert!(created.body.starts_with("v=0"), "{}", created.body);
+    let session = created.location_path();
+    let trickled = send(
+        gw.local_addr,
+        "PATCH",
+        &session,
+        &[("content-type", "application/trickle-ice-sdpfrag"), ("if-match", "*")],
+        "a=ice-ufrag:wJDM\r\na=ice-pwd:em6NV0xnXzAwq0kmrpWlS2\r\na=mid:2\r\na=candidate:1 1 udp 2130706431 10.0.0.2 50000 typ host\r\na=end-of-candidates\r\n",
+    )
+    .await;
+    assert_eq!(trickled.status, 204, "{}", trickled.body);
+    assert_eq!(
+        patches.lock().expect("lock")[0]["candidates"],
+        serde_json::json!([
+            {"candidate": "candidate:1 1 udp 2130706431 10.0.0.2 50000 typ host", "sdp_mid": "2", "sdp_mline_index": 1},
+            {"candidate": "", "sdp_mid": "2", "sdp_mline_index": 1},
+        ])
+    );
+    // The bot's connection went away: its 404 ends the session here.
+    let gone = send(
+        gw.local_addr,
+        "PATCH",
+        &session,
+        &[("content-type", "application/trickle-ice-sdpfrag"), ("if-match", "*")],
+        "a=ice-ufrag:wJDM\r\na=ice-pwd:em6NV0xnXzAwq0kmrpWlS2\r\na=mid:1\r\na=end-of-candidates\r\n",
+    )
+    .await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    let fresh = send(
+        gw.local_addr,
+        "POST",
+        "/whip/talk",
+        &[("content-type", "application/sdp")],
+        talk_offer(),
+    )
+    .await;
+    assert_eq!(fresh.status, 201);
+    let deleted = send(gw.local_addr, "DELETE", &fresh.location_path(), &[], "").await;
+    assert_eq!(
+        deleted.status, 200,
+        "DELETE is answered here: {}",
+        deleted.body
+    );
+    assert!(
+        bot.seen().iter().all(|s| s.method != "DELETE"),
+        "the runner never gets a DELETE"
+    );
+}

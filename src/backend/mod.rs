@@ -17,6 +17,8 @@ mod janus;
 mod keys;
 mod livekit;
 mod millicast;
+mod openai;
+mod pipecat;
 mod template;
 mod webhook;
 mod whip;
@@ -54,6 +56,8 @@ const KINDS: &[Kind] = &[
     ("millicast", millicast::KEYS, millicast::build),
     ("webhook", webhook::KEYS, webhook::build),
     ("janus", janus::KEYS, janus::build),
+    ("pipecat", pipecat::KEYS, pipecat::build),
+    ("openai-realtime", openai::KEYS, openai::build),
 ];
 
 /// A kind's name, its own keys, and its builder.

@@ -367,6 +367,15 @@ fn check_directions(kind: EndpointKind, media: &[MediaSummary]) -> Result<(), Sd
     }
 }
 
+/// Whether `sdp` has an enabled (port not 0) `m={media}` section.
+pub fn offers_media(sdp: &str, media: &str) -> bool {
+    sdp.lines().any(|line| {
+        let mut fields = line.trim_end_matches('\r').split(' ');
+        fields.next() == Some(&format!("m={media}"))
+            && fields.next().is_some_and(|port| port != "0")
+    })
+}
+
 /// Whether some `m={media}` section of `sdp` offers `codec` (by its rtpmap encoding name,
 /// case-insensitively): a vendor that needs one codec refuses an offer without it up front.
 pub fn offers_codec(sdp: &str, media: &str, codec: &str) -> bool {

@@ -1,5 +1,6 @@
 //! The pages a person uses: `/` (status), `/publish/{stream}` (camera and microphone over
-//! WHIP) and `/play/{stream}` (a WHEP player). Plain HTML and JavaScript compiled into the
+//! WHIP), `/play/{stream}` (a WHEP player) and `/talk/{stream}` (a two-way WHIP session with
+//! whatever voice agent the route selects). Plain HTML and JavaScript compiled into the
 //! binary; the scripts use the same public endpoints as any client, and stream names
 //! reach the page only through its URL, never through markup whipgate writes.
 
@@ -18,6 +19,7 @@ use super::response::Body;
 
 const PUBLISH: &str = include_str!("pages/publish.html");
 const PLAY: &str = include_str!("pages/play.html");
+const TALK: &str = include_str!("pages/talk.html");
 const SCRIPT: &str = include_str!("pages/whip.js");
 const STYLE: &str = include_str!("pages/style.css");
 
@@ -46,6 +48,7 @@ pub enum Page {
     StatusJson,
     Publish,
     Play,
+    Talk,
     Script,
     Style,
 }
@@ -59,6 +62,7 @@ impl Page {
             ("api", "status") => Some(Page::StatusJson),
             ("publish", s) if !s.is_empty() && !s.contains('/') => Some(Page::Publish),
             ("play", s) if !s.is_empty() && !s.contains('/') => Some(Page::Play),
+            ("talk", s) if !s.is_empty() && !s.contains('/') => Some(Page::Talk),
             ("pages", "whip.js") => Some(Page::Script),
             ("pages", "style.css") => Some(Page::Style),
             _ => None,
@@ -127,6 +131,7 @@ impl Gateway {
         match page {
             Page::Publish => asset(config, "text/html; charset=utf-8", PUBLISH),
             Page::Play => asset(config, "text/html; charset=utf-8", PLAY),
+            Page::Talk => asset(config, "text/html; charset=utf-8", TALK),
             Page::Script => asset(config, "text/javascript; charset=utf-8", SCRIPT),
             Page::Style => asset(config, "text/css; charset=utf-8", STYLE),
             Page::StatusJson => {
@@ -340,6 +345,7 @@ mod tests {
         assert_eq!(Page::from_path("/play/a%2Fb"), Some(Page::Play));
         assert_eq!(Page::from_path("/play/"), None);
         assert_eq!(Page::from_path("/play/a/b"), None);
+        assert_eq!(Page::from_path("/talk/agent-1"), Some(Page::Talk));
         assert_eq!(Page::from_path("/api/status"), Some(Page::StatusJson));
         assert_eq!(Page::from_path("/pages/whip.js"), Some(Page::Script));
         assert_eq!(Page::from_path("/whip/x"), None);

@@ -211,6 +211,7 @@ impl SecretSource for TestSecrets {
             "MILLICAST_PUBLISH_TOKEN" => Some("mc-publish-token".into()),
             "MILLICAST_SUBSCRIBE_TOKEN" => Some("mc-subscribe-token".into()),
             "WEBHOOK_SECRET" => Some("webhook-secret-example".into()),
+            "OPENAI_API_KEY" => Some("sk-server-key".into()),
             _ => None,
         }
     }
