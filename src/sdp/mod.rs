@@ -444,6 +444,29 @@ mod tests {
         assert!(matches!(err, SdpError::Unacceptable(_)));
     }
 
+    /// A voice agent's session: sendrecv audio and a data channel, through the checks and
+    /// an audio policy unchanged, and a sendrecv answer taken.
+    #[test]
+    fn a_two_way_whip_offer_passes_untouched() {
+        let talk = format!(
+            "{}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+             a=ice-ufrag:abcd\r\na=ice-pwd:aaaaaaaaaaaaaaaaaaaaaaaa\r\n\
+             a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB\r\na=setup:actpass\r\na=sctp-port:5000\r\n",
+            offer("sendrecv", "sendrecv")
+                .split("m=video")
+                .next()
+                .expect("audio part")
+        );
+        let prepared = prepare_offer(EndpointKind::Whip, &talk).expect("two-way offer");
+        assert!(prepared.is_unchanged());
+        let policy: Policy = toml::from_str("audio_codecs = [\"opus\"]").expect("policy");
+        let rewritten = prepared.rewrite(&policy).expect("opus kept");
+        assert!(rewritten.text().contains("a=sendrecv"));
+        assert!(rewritten.text().contains("m=application"));
+        let answer = talk.replace("a=setup:actpass", "a=setup:active");
+        assert!(prepared.accept_answer(&answer, &Policy::default()).is_ok());
+    }
+
     #[test]
     fn whep_must_be_receive_only() {
         assert!(prepare_offer(EndpointKind::Whep, &offer("recvonly", "recvonly")).is_ok());
