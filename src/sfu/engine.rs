@@ -514,7 +514,7 @@ impl Engine {
         now: Instant,
         id: PeerId,
         answer: &str,
-        send: &mut dyn FnMut(SocketAddr, &[u8]),
+        send: &mut dyn FnMut(SocketAddr, Vec<u8>),
     ) -> Result<(), SfuError> {
         let peer = self.peers.get_mut(&id).ok_or(SfuError::NoSession)?;
         let pending = peer
@@ -687,7 +687,7 @@ impl Engine {
     }
 
     /// Sends what closing peers still have to say, and forgets those done.
-    fn drain_closing(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+    fn drain_closing(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, Vec<u8>)) {
         self.closing.retain_mut(|(rtc, until)| {
             if rtc.handle_input(Input::Timeout(now)).is_err() {
                 return false;
@@ -695,7 +695,7 @@ impl Engine {
             while rtc.is_alive() {
                 match rtc.poll_output() {
                     Ok(Output::Transmit(transmit)) => {
-                        send(transmit.destination, &transmit.contents)
+                        send(transmit.destination, transmit.contents.into())
                     }
                     Ok(Output::Timeout(_)) => break,
                     Ok(Output::Event(_)) => {}
@@ -712,7 +712,7 @@ impl Engine {
         now: Instant,
         source: SocketAddr,
         datagram: &[u8],
-        send: &mut dyn FnMut(SocketAddr, &[u8]),
+        send: &mut dyn FnMut(SocketAddr, Vec<u8>),
     ) {
         let Ok(contents) = datagram.try_into() else {
             return;
@@ -776,7 +776,7 @@ impl Engine {
     }
 
     /// Advances every peer whose timer is due, and drops dead or never-connected ones.
-    pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+    pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, Vec<u8>)) {
         self.drain_closing(now, send);
         let due: Vec<PeerId> = self
             .peers
@@ -827,7 +827,7 @@ impl Engine {
 
     /// Polls one peer until it has nothing more to say, then every peer its media or
     /// feedback touched, until all are quiet.
-    fn drive(&mut self, now: Instant, first: PeerId, send: &mut dyn FnMut(SocketAddr, &[u8])) {
+    fn drive(&mut self, now: Instant, first: PeerId, send: &mut dyn FnMut(SocketAddr, Vec<u8>)) {
         let mut queue = VecDeque::from([first]);
         let mut queued = HashSet::from([first]);
         while let Some(id) = queue.pop_front() {
@@ -844,7 +844,8 @@ impl Engine {
                 match peer.rtc.poll_output() {
                     Ok(Output::Transmit(transmit)) => {
                         peer.packets_out += 1;
-                        send(transmit.destination, &transmit.contents);
+                        // Owned: the datagram goes to the socket's batch as it is, no copy.
+                        send(transmit.destination, transmit.contents.into());
                     }
                     Ok(Output::Timeout(at)) => {
                         peer.next_timeout = at;

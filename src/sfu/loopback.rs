@@ -364,8 +364,7 @@ impl Loopback {
         }
         let started = Instant::now();
         let mut out = Vec::new();
-        self.engine
-            .tick(now, &mut |to, data| out.push((to, data.to_vec())));
+        self.engine.tick(now, &mut |to, data| out.push((to, data)));
         self.engine_time += started.elapsed();
         let sfu = self.sfu;
         self.wire
@@ -440,7 +439,7 @@ impl Loopback {
             let started = Instant::now();
             let mut out = Vec::new();
             self.engine
-                .receive(now, from, &data, &mut |to, d| out.push((to, d.to_vec())));
+                .receive(now, from, &data, &mut |to, d| out.push((to, d)));
             self.engine_time += started.elapsed();
             let sfu = self.sfu;
             self.wire

@@ -8,6 +8,7 @@
 
 mod engine;
 pub mod loopback;
+mod outbox;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -459,12 +460,11 @@ async fn run(
     let mut watchers: std::collections::HashMap<PeerId, PeerEvents> =
         std::collections::HashMap::new();
     let socket = &socket;
-    let mut send = |destination: SocketAddr, datagram: &[u8]| {
-        // UDP: a full send buffer drops the packet, which NACK/RTX then repairs.
-        let _ = socket.try_send_to(datagram, destination);
-    };
+    let mut outbox = outbox::Outbox::default();
     loop {
         let deadline = engine.next_timeout(Instant::now());
+        let mut send =
+            |destination: SocketAddr, datagram: Vec<u8>| outbox.push(destination, datagram);
         tokio::select! {
             biased;
             command = commands.recv() => {
@@ -489,6 +489,7 @@ async fn run(
             () = tokio::time::sleep_until(deadline.into()) => {}
         }
         engine.tick(Instant::now(), &mut send);
+        outbox.flush(socket);
         for (id, event) in engine.take_leg_events() {
             let ended = matches!(event, LegEvent::Ended(_));
             if let Some(events) = watchers.get(&id) {
@@ -507,7 +508,7 @@ async fn run(
 fn handle(
     engine: &mut Engine,
     command: Command,
-    send: &mut dyn FnMut(SocketAddr, &[u8]),
+    send: &mut dyn FnMut(SocketAddr, Vec<u8>),
     watchers: &mut std::collections::HashMap<PeerId, PeerEvents>,
 ) {
     let now = Instant::now();
