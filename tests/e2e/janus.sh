@@ -153,6 +153,7 @@ matrix_rows() {
     RL) echo "aiortc|builtin|aiortc" ;;
     RA) printf '%s\n' "aiortc|builtin|aiortc" "aiortc|whip (Janus)|-" ;;
     PL | RF) echo "aiortc|builtin|aiortc" ;;
+    AG) echo "aiortc|pipecat|aiortc" ;;
   esac
 }
 not_ok() { echo "not ok - $1: $2"; FAILED=$((FAILED + 1)); }
@@ -170,7 +171,7 @@ dump_all() {
     aiortc-move-2.log aiortc-play-j0.log aiortc-j.log aiortc-play-j.log whip-client-k.log \
     aiortc-play-k.log chromium-publish.log chromium-play.log aiortc-play-l.log aiortc-m-janus.log \
     aiortc-m-sfu.log coturn.log aiortc-relay.log chromium-relay-play.log chromium-relay-publish.log \
-    aiortc-relay-play.log chromium-pages.log dr-publish.log dr-play.log dr-chromium.log jn-pub.log jn-play.log jn-chromium.log jn-whip-client.log jk-pub.log jk-play.log replica-b.log rl-pub.log rl-play-b.log rl-play-c.log ra-pub.log ra-play-b.log edge-b.log edge-c.log edge-pull.log rf-pub.log rf-play-b.log pl-pub.log pl-play-1.log pl-play-2.log sl-publish.log sl-play-q.log sl-play-top.log "${VENDOR_LOGS[@]}" \
+    aiortc-relay-play.log chromium-pages.log dr-publish.log dr-play.log dr-chromium.log jn-pub.log jn-play.log jn-chromium.log jn-whip-client.log jk-pub.log jk-play.log replica-b.log rl-pub.log rl-play-b.log rl-play-c.log ra-pub.log ra-play-b.log edge-b.log edge-c.log edge-pull.log rf-pub.log rf-play-b.log pl-pub.log pl-play-1.log pl-play-2.log sl-publish.log sl-play-q.log sl-play-top.log "${VENDOR_LOGS[@]}" "${AGENT_LOGS[@]}" \
     "${FFMPEG_LOGS[@]}" janus.log
 }
 
@@ -186,7 +187,7 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB PG DR JN JK SL RL RF RA PL"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB PG DR JN JK SL RL RF RA PL AG"; fi
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_PG="pages: an embedded <whep-player> on another origin plays; the publish page opened at localhost (session URLs on 127.0.0.1) shows the WHIP URL for OBS and live send stats, stops cleanly (DELETE 200, camera and microphone released), the play page says the stream ended within 2 s, and closing a publishing tab ends its session"
 NAME_DR="drain: POST /admin/drain ends the drained backend's publisher (close_notify), the aiortc publisher re-publishes and lands on the route's next backend; an aiortc player and Chromium's play page follow their WHEP reconnect event there; the seconds without frames at each player are counted"
@@ -207,6 +208,8 @@ if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
 . "$HERE/vendors.sh"   # NAME_O .. NAME_V, VENDOR_LOGS, test_o .. test_v
 # shellcheck source-path=SCRIPTDIR source=ffmpeg.sh
 . "$HERE/ffmpeg.sh"    # NAME_W .. NAME_Z, FFMPEG_LOGS, test_w .. test_z
+# shellcheck source-path=SCRIPTDIR source=agents.sh
+. "$HERE/agents.sh"    # NAME_AG, AGENT_LOGS, test_ag
 ALL_NAMES=()
 for t in $TESTS; do
   case $t in
@@ -215,7 +218,7 @@ for t in $TESTS; do
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
     I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
     L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");; N) ALL_NAMES+=("$NAME_N");;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RF | RA | PL) n=NAME_$t; ALL_NAMES+=("${!n}");;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RF | RA | PL | AG) n=NAME_$t; ALL_NAMES+=("${!n}");;
   esac
 done
 setup_failed() {
@@ -440,6 +443,16 @@ whip_url = "http://127.0.0.1:8085/whip/{stream}"
 match = { stream = "rl-*" }
 backends = ["sfu"]
 relay = { to = ["edge-b", "edge-c"], mode = "failover" }
+
+# AG: a voice agent, Pipecat's echo bot (started by the test) behind kind pipecat.
+[[backend]]
+id = "bot"
+kind = "pipecat"
+url = "http://127.0.0.1:7860"
+
+[[route]]
+match = { stream = "talk-*" }
+backends = ["bot"]
 
 [[route]]
 match = { stream = "rf-*" }
@@ -1024,8 +1037,8 @@ for t in $TESTS; do
     L) test_l ;;
     M) test_m ;;
     N) test_n ;;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RF | RA | PL) "test_${t,,}" ;;
-    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z, OB, PG, DR, JN, JK, SL, RL, RF, RA and PL" ;;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RF | RA | PL | AG) "test_${t,,}" ;;
+    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z, OB, PG, DR, JN, JK, SL, RL, RF, RA, PL and AG" ;;
   esac
 done
 
