@@ -151,6 +151,9 @@ struct Supervisor {
     start: RelayStart,
     legs: Vec<Leg>,
     failures: Failures,
+    /// Targets that refused this publisher for good (none of its codecs, or a refusal no
+    /// retry changes): skipped for as long as it publishes.
+    skipped: std::collections::HashSet<BackendId>,
     /// The target that served last (failover), kept after its leg ends: the next leg to
     /// connect elsewhere is a switch from it.
     serving: Option<BackendId>,
@@ -177,6 +180,7 @@ async fn supervise(
         start,
         legs: Vec::new(),
         failures: Failures::default(),
+        skipped: std::collections::HashSet::new(),
         serving: None,
         switches: 0,
         last_end: None,
@@ -249,6 +253,9 @@ impl Supervisor {
     }
 
     fn follow(&mut self, plan: &RelayPlan) {
+        let mut plan = plan.clone();
+        plan.to.retain(|target| !self.skipped.contains(target));
+        let plan = &plan;
         self.failures.retain(plan);
         let views: Vec<LegView> = self
             .legs
@@ -477,7 +484,7 @@ impl Supervisor {
     /// The legs gauge, recomputed from every relayed stream of this replica.
     fn publish_gauges(&self) {
         let gateway = &self.gateway;
-        // This stream's own view is written first, so the sum below includes it.
+        // Every other stream's last published view, plus this one's as it is now.
         let mut counts: HashMap<(String, &'static str), i64> = HashMap::new();
         for status in gateway.relays.snapshot() {
             if status.stream == self.start.stream.as_str() {
