@@ -33,14 +33,18 @@ enum PullState {
 /// The pulls running on this replica, one per stream.
 pub(super) struct PullService {
     gateway: Weak<Gateway>,
-    pulls: Mutex<HashMap<String, watch::Receiver<PullState>>>,
+    pulls: Arc<Pulls>,
 }
+
+/// Running pulls by stream; a pull leaves it when it ends, so stream names clients make up
+/// never pile up here.
+type Pulls = Mutex<HashMap<String, watch::Receiver<PullState>>>;
 
 impl PullService {
     pub(super) fn new(gateway: Weak<Gateway>) -> Self {
         Self {
             gateway,
-            pulls: Mutex::new(HashMap::new()),
+            pulls: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 

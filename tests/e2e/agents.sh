@@ -8,8 +8,8 @@
 #
 # Sourced by janus.sh before its setup: names and functions only; the test uses its helpers.
 
-NAME_AG="voice agent (kind pipecat): an aiortc caller's two-way WHIP session (sendrecv audio + data channel) reaches a real Pipecat echo bot through whipgate; the 440 Hz tone comes back (frequency and level measured); DELETE answered by whipgate; answer time and audio round trip compared with the bot reached directly"
-AGENT_LOGS=(pipecat-bot.log ag-direct.log ag-whip.log)
+NAME_AG="voice agent (kind pipecat): an aiortc caller's two-way WHIP session (sendrecv audio + data channel) reaches a real Pipecat echo bot through whipgate; the 440 Hz tone comes back (frequency and level measured); DELETE answered by whipgate; answer time and audio round trip compared with the bot reached directly; Chromium's /talk page hears the bot echo its fake microphone"
+AGENT_LOGS=(pipecat-bot.log ag-direct.log ag-whip.log ag-chromium.log)
 PIPECAT_PY=${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}/pipecat-venv/bin/python
 
 test_ag() {
@@ -36,8 +36,14 @@ test_ag() {
       fail="the bot through whipgate (round $round): $(result_line ag-whip)"; break
     fi
   done
+  # A person's browser on the talk page: Chromium's fake microphone to the same bot.
+  if [ -z "$fail" ] && ! nsx node "$HERE/chromium.mjs" talk "$GW" talk-echo \
+      >"$TMP/ag-chromium.log" 2>&1; then
+    fail="Chromium on /talk: $(result_line ag-chromium)"
+  fi
   kill "$bot" 2>/dev/null; wait "$bot" 2>/dev/null
   if [ -n "$fail" ]; then not_ok "$name" "$fail"; return; fi
+  note "AG Chromium: $(grep -E '^check: audio back' "$TMP/ag-chromium.log" | sed 's/^check: //')"
   local figures
   for how in direct whip; do
     figures=$(grep -E '^check: (answer after|round trip|tone back)' "$TMP/ag-$how.log" | tail -3 | sed 's/^check: //' | tr '\n' ';')

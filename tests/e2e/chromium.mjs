@@ -27,6 +27,11 @@
 // camera and microphone (their tracks end), the player must say the stream ended within 2 s,
 // and closing a publishing tab must end its session (the stream leaves /api/status).
 //
+// talk: opens BASE/talk/STREAM?autostart=1 (the fake microphone's beeps go out over a
+// two-way WHIP session, e.g. to a voice agent that echoes), waits until the page's peer
+// connection is "connected", checks that audio comes back (the inbound-rtp audio's packets
+// and energy grow), then hangs up with the page's button: its DELETE must answer 2xx.
+//
 // Prints one "check: ..." line per verified step; the last line is "RESULT ok" or
 // "RESULT fail: reason", exit status 0 or 1. An overall watchdog ends a stuck run.
 // playwright-core comes from ${WHIPGATE_TEST_DEPS:-/var/cache/whipgate-test-deps}/playwright
@@ -68,7 +73,7 @@ function usage(msg) {
 
 function parseArgs(argv) {
   const [mode, base, stream, ...rest] = argv;
-  if (!["publish", "play", "pages", "follow"].includes(mode) || !base || !stream) usage();
+  if (!["publish", "play", "pages", "follow", "talk"].includes(mode) || !base || !stream) usage();
   const opts = { mode, base: base.replace(/\/+$/, ""), stream, hold: 30, minFrames: 30,
     timeout: 30, simulcast: false, relay: false, token: "", readyFile: null, releaseFile: null,
     screenshot: null };
@@ -109,8 +114,9 @@ async function until(fn, ms, every = 200) {
 }
 
 // DELETE of `location` seen by the browser (whip.js' close()), then a second one from the
-// page, which must find nothing.
-async function closeAndCheckDelete(page, location, token, closeExpr) {
+// page, which must find nothing (unless `secondToo` is false: a backend without DELETE of
+// its own, such as Pipecat's runner, answers every DELETE here).
+async function closeAndCheckDelete(page, location, token, closeExpr, secondToo = true) {
   const seen = page.waitForResponse(
     (r) => r.request().method() === "DELETE" && r.url() === location, { timeout: 10000 });
   seen.catch(() => {});
@@ -123,6 +129,7 @@ async function closeAndCheckDelete(page, location, token, closeExpr) {
     throw new Fail(`DELETE ${location} answered ${response.status()}`);
   }
   check(`close() sent DELETE ${location}: ${response.status()}`);
+  if (!secondToo) return;
   const again = await page.evaluate(async ([url, tok]) => {
     const r = await fetch(url, { method: "DELETE", headers: tok ? { Authorization: "Bearer " + tok } : {} });
     return r.status;
@@ -438,6 +445,36 @@ async function follow(page, o) {
   await page.evaluate(() => window.player.close());
 }
 
+async function talk(page, o) {
+  await page.goto(`${o.base}/talk/${encodeURIComponent(o.stream)}?autostart=1`);
+  const connected = await until(() => page.evaluate(() => window.talkState === "connected"), o.timeout * 1000);
+  if (!connected) {
+    throw new Fail(`the talk page did not connect within ${o.timeout} s: ${await page.evaluate(() => window.talkState)}`);
+  }
+  check("the talk page is connected");
+  const heard = () => page.evaluate(async () => {
+    const pc = window.talk.pc();
+    if (!pc) return null;
+    let packets = 0, energy = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "audio") {
+        packets += s.packetsReceived || 0; energy += s.totalAudioEnergy || 0;
+      }
+    });
+    return { packets, energy };
+  });
+  const first = await until(async () => { const h = await heard(); return h && h.packets > 0 ? h : null; }, 10000);
+  if (!first) throw new Fail("no audio came back");
+  const later = await until(async () => {
+    const h = await heard();
+    return h && h.packets >= first.packets + 100 && h.energy > first.energy ? h : null;
+  }, 15000);
+  if (!later) throw new Fail(`the agent's audio did not keep coming: ${JSON.stringify(await heard())}`);
+  check(`audio back: ${later.packets} packets, energy ${later.energy.toFixed(4)}`);
+  const location = await page.evaluate(() => window.talk.session());
+  await closeAndCheckDelete(page, location, o.token, "window.talk.stop()", false);
+}
+
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const budget = o.mode === "publish" ? o.timeout + o.hold + 40 : o.timeout * 3 + 40;
@@ -461,6 +498,7 @@ async function main() {
     if (o.mode === "publish") await publish(page, o);
     else if (o.mode === "play") await play(page, o);
     else if (o.mode === "follow") await follow(page, o);
+    else if (o.mode === "talk") await talk(page, o);
     else await pages(context, o);
     await browser.close().catch(() => {});
     log("RESULT ok");
