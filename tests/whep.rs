@@ -225,8 +225,9 @@ async fn a_partial_answer_rejecting_the_data_channel_is_accepted() {
     assert!(got.body.contains("m=application 0 "));
 }
 
-/// Sessions advertise events; unsupported ones are refused; draining the backend sends
-/// `reconnect` to the same WHEP URL, ends the backend's publishers and takes no new sessions.
+/// Sessions advertise events; unsupported ones are refused; draining the backend ends its
+/// publishers and takes no new sessions, and sends `reconnect` to the same WHEP URL once the
+/// returning publisher is live on the route's next backend.
 #[tokio::test]
 async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
     let backend = FakeBackend::start(support::whip_server()).await;
@@ -305,21 +306,20 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
     )
     .await;
     assert_eq!(drained.status, 200, "{}", drained.body);
-    assert!(
-        events
-            .next("event: reconnect\ndata: {\"url\":\"https://gw.example.com/whep/show\"}")
-            .await,
-        "reconnect sent: {}",
-        events.text
-    );
-    assert!(events.ended().await, "the stream ends after a reconnect");
-    assert!(
+    support::wait_until("the drained publisher's session is ended", || async {
         backend
             .seen()
             .iter()
-            .any(|s| s.method == "DELETE" && s.path == "/resource/whip"),
-        "the publisher's session was ended"
+            .any(|s| s.method == "DELETE" && s.path == "/resource/whip")
+    })
+    .await;
+    events.read_sent().await;
+    assert!(
+        !events.text.contains("event: reconnect"),
+        "no reconnect while the stream is live nowhere: {}",
+        events.text
     );
+    // The publisher comes back (as OBS does) and lands on the spare: now players are told.
     let moved = post_sdp(
         gw.local_addr,
         "/whip/show",
@@ -332,6 +332,14 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
         1,
         "the reconnecting publisher lands on the spare"
     );
+    assert!(
+        events
+            .next("event: reconnect\ndata: {\"url\":\"https://gw.example.com/whep/show\"}")
+            .await,
+        "reconnect sent once the stream is live again: {}",
+        events.text
+    );
+    assert!(events.ended().await, "the stream ends after a reconnect");
     let unknown = send(
         gw.local_addr,
         "POST",

@@ -597,6 +597,19 @@ impl EventStream {
         true
     }
 
+    /// Reads what the server has sent so far: frames until none comes for 600 ms (the
+    /// gateway looks at a stream twice a second, so what it would send is in by then).
+    pub async fn read_sent(&mut self) {
+        use http_body_util::BodyExt;
+        while let Ok(Some(Ok(frame))) =
+            tokio::time::timeout(std::time::Duration::from_millis(600), self.body.frame()).await
+        {
+            if let Some(data) = frame.data_ref() {
+                self.text.push_str(&String::from_utf8_lossy(data));
+            }
+        }
+    }
+
     /// Whether the server ended the stream (within 10 s).
     pub async fn ended(&mut self) -> bool {
         use http_body_util::BodyExt;
