@@ -153,7 +153,7 @@ matrix_rows() {
     RL) echo "aiortc|builtin|aiortc" ;;
     RA) printf '%s\n' "aiortc|builtin|aiortc" "aiortc|whip (Janus)|-" ;;
     PL | RF) echo "aiortc|builtin|aiortc" ;;
-    AG) echo "aiortc|pipecat|aiortc" ;;
+    AG) printf '%s\n' "aiortc|pipecat|aiortc" "Chromium|pipecat|Chromium" ;;
   esac
 }
 not_ok() { echo "not ok - $1: $2"; FAILED=$((FAILED + 1)); }
