@@ -196,11 +196,9 @@ async fn supervise(
             supervisor.follow(&plan);
         }
         supervisor.publish_status(&plan);
-        let now = supervisor.gateway.clock.instant();
         let wake = supervisor
             .failures
-            .next_retry(&plan, now)
-            .map(|at| now + at.saturating_duration_since(now));
+            .next_retry(&plan, supervisor.gateway.clock.instant());
         let retry = async {
             match wake {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
