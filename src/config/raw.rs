@@ -49,6 +49,8 @@ pub struct RawBuiltin {
     /// (default 5 s).
     #[serde(default, with = "humantime_serde")]
     pub relay_timeout: Option<Duration>,
+    /// Datagrams per send syscall (sendmmsg), 1 to 64 (default 64).
+    pub send_batch: Option<usize>,
 }
 
 /// `[server]`: every limit has a safe default.

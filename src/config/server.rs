@@ -208,6 +208,12 @@ impl Loader<'_> {
         if let Some(idle) = raw.idle_timeout {
             settings.idle_timeout = idle.max(Duration::from_secs(5));
         }
+        if let Some(batch) = raw.send_batch {
+            if !(1..=64).contains(&batch) {
+                return Err(self.error_at(at, "[builtin] send_batch must be 1 to 64".into()));
+            }
+            settings.send_batch = batch;
+        }
         if let Some(timeout) = raw.relay_timeout {
             // Below the target's 3 s check interval a healthy leg would be taken as failed.
             settings.relay_timeout = timeout.max(Duration::from_secs(4));

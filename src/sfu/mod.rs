@@ -30,6 +30,8 @@ pub struct SfuSettings {
     pub idle_timeout: std::time::Duration,
     /// A relay leg silent this long has failed (and twice this long to connect).
     pub relay_timeout: std::time::Duration,
+    /// Datagrams per send syscall (`sendmmsg`); 1 sends each on its own.
+    pub send_batch: usize,
 }
 
 impl Default for SfuSettings {
@@ -40,6 +42,7 @@ impl Default for SfuSettings {
             public_addresses: Vec::new(),
             idle_timeout: engine::DEFAULT_IDLE_LIMIT,
             relay_timeout: engine::DEFAULT_RELAY_TIMEOUT,
+            send_batch: outbox::BATCH,
         }
     }
 }
@@ -220,6 +223,7 @@ impl Sfu {
             .with_idle_limit(settings.idle_timeout)
             .with_relay_timeout(settings.relay_timeout);
         let (commands, receiver) = mpsc::channel(256);
+        let send_batch = settings.send_batch.clamp(1, outbox::BATCH);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -229,7 +233,7 @@ impl Sfu {
             .spawn(move || {
                 runtime.block_on(async move {
                     match tokio::net::UdpSocket::from_std(socket) {
-                        Ok(socket) => run(socket, engine, receiver).await,
+                        Ok(socket) => run(socket, engine, receiver, send_batch).await,
                         Err(error) => tracing::error!(%error, "built-in SFU cannot use its socket"),
                     }
                 });
@@ -455,12 +459,13 @@ async fn run(
     socket: tokio::net::UdpSocket,
     mut engine: Engine,
     mut commands: mpsc::Receiver<Command>,
+    send_batch: usize,
 ) {
     let mut buffer = vec![0u8; 2048];
     let mut watchers: std::collections::HashMap<PeerId, PeerEvents> =
         std::collections::HashMap::new();
     let socket = &socket;
-    let mut outbox = outbox::Outbox::default();
+    let mut outbox = outbox::Outbox::with_batch(send_batch);
     loop {
         let deadline = engine.next_timeout(Instant::now());
         let mut send =

@@ -9,15 +9,31 @@ use std::net::SocketAddr;
 /// cost per datagram small and keeps one call's header array on a few pages).
 pub const BATCH: usize = 64;
 
-#[derive(Default)]
 pub struct Outbox {
     queue: Vec<(SocketAddr, Vec<u8>)>,
+    /// Datagrams per call, at most [`BATCH`].
+    batch: usize,
     /// Datagrams and syscalls since the start, for the benchmark.
     pub sent: u64,
     pub calls: u64,
 }
 
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::with_batch(BATCH)
+    }
+}
+
 impl Outbox {
+    pub fn with_batch(batch: usize) -> Self {
+        Self {
+            queue: Vec::new(),
+            batch: batch.clamp(1, BATCH),
+            sent: 0,
+            calls: 0,
+        }
+    }
+
     pub fn push(&mut self, destination: SocketAddr, datagram: Vec<u8>) {
         self.queue.push((destination, datagram));
     }
@@ -32,7 +48,7 @@ impl Outbox {
     pub fn flush(&mut self, socket: &tokio::net::UdpSocket) {
         let mut start = 0;
         while start < self.queue.len() {
-            let end = (start + BATCH).min(self.queue.len());
+            let end = (start + self.batch).min(self.queue.len());
             self.calls += 1;
             match send_batch(socket, &self.queue[start..end]) {
                 Ok(0) | Err(SendError::WouldBlock) => break,
