@@ -180,7 +180,16 @@ fn parse_sse_block(block: &str) -> Option<(String, String)> {
 }
 
 fn event(name: &str, data: &str) -> Bytes {
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+    // Every line of the data is a `data:` field of its own, so that no line of a relayed
+    // backend's data can become a field (an `event:`) of its own.
+    let mut out = format!("event: {name}\n");
+    for line in data.split('\n') {
+        out.push_str("data: ");
+        out.push_str(line.trim_end_matches('\r'));
+        out.push('\n');
+    }
+    out.push('\n');
+    Bytes::from(out)
 }
 
 impl Gateway {
@@ -423,10 +432,7 @@ impl Gateway {
             let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
                 continue;
             };
-            pending.push_str(&String::from_utf8_lossy(&data));
-            if pending.len() > MAX_RELAYED_EVENT {
-                return Err("an event larger than whipgate relays".into());
-            }
+            pending.push_str(&String::from_utf8_lossy(&data).replace("\r\n", "\n"));
             while let Some(end) = pending.find("\n\n") {
                 let block: String = pending.drain(..end + 2).collect();
                 let Some((name, data)) = parse_sse_block(&block) else {
@@ -443,6 +449,9 @@ impl Gateway {
                 if sender.send(event(known, &out)).await.is_err() {
                     return Ok(());
                 }
+            }
+            if pending.len() > MAX_RELAYED_EVENT {
+                return Err("an event larger than whipgate relays".into());
             }
         }
         Ok(())
@@ -523,6 +532,10 @@ impl Gateway {
             // an open stream would otherwise hold the shutdown for all of `shutdown_grace`.
             let shutting_down = self.draining.load(Ordering::Relaxed);
             let moved = backend.is_none_or(|b| self.is_draining(b));
+            if !moved {
+                // A drain that was lifted: the next one waits afresh.
+                moved_since = None;
+            }
             if moved && !shutting_down {
                 // The player is told once the stream is live again elsewhere, so that its
                 // re-join finds it; when that cannot be seen from here (the publisher came
@@ -685,5 +698,14 @@ mod tests {
             Some(("layers".into(), "a\nb".into()))
         );
         assert_eq!(parse_sse_block(": keepalive\n\n"), None);
+    }
+
+    /// A relayed backend's multi-line data stays data: no line of it can become a field.
+    #[test]
+    fn every_data_line_is_framed_as_data() {
+        assert_eq!(
+            event("layers", "{\"0\": []}\nevent: reconnect"),
+            Bytes::from("event: layers\ndata: {\"0\": []}\ndata: event: reconnect\n\n")
+        );
     }
 }

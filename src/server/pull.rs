@@ -59,12 +59,20 @@ impl PullService {
         let (report, state) = watch::channel(PullState::Starting);
         pulls.insert(stream.as_str().to_owned(), state.clone());
         if let Some(gateway) = self.gateway.upgrade() {
-            tokio::spawn(run(
-                gateway,
-                BackendId(origin.to_owned()),
-                stream.clone(),
-                report,
-            ));
+            let pulls = self.pulls.clone();
+            let origin = BackendId(origin.to_owned());
+            let stream = stream.clone();
+            let mine = report.subscribe();
+            tokio::spawn(async move {
+                run(gateway, origin, stream.clone(), report).await;
+                let mut pulls = pulls.lock().unwrap_or_else(|e| e.into_inner());
+                if pulls
+                    .get(stream.as_str())
+                    .is_some_and(|state| state.same_channel(&mine))
+                {
+                    pulls.remove(stream.as_str());
+                }
+            });
         }
         state
     }

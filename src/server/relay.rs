@@ -154,6 +154,8 @@ struct Supervisor {
     /// Targets that refused this publisher for good (none of its codecs, or a refusal no
     /// retry changes): skipped for as long as it publishes.
     skipped: std::collections::HashSet<BackendId>,
+    /// Legs whose connection was reported before their opening task's result arrived.
+    early_connected: std::collections::HashSet<PeerId>,
     /// The target that served last (failover), kept after its leg ends: the next leg to
     /// connect elsewhere is a switch from it.
     serving: Option<BackendId>,
@@ -181,6 +183,7 @@ async fn supervise(
         legs: Vec::new(),
         failures: Failures::default(),
         skipped: std::collections::HashSet::new(),
+        early_connected: std::collections::HashSet::new(),
         serving: None,
         switches: 0,
         last_end: None,
@@ -306,7 +309,12 @@ impl Supervisor {
         tokio::spawn(async move {
             let result =
                 open_leg(&gateway, &sfu, events, backend, &stream, &route, &captures).await;
-            let _ = opened.send((target, result));
+            if let Err(mpsc::error::SendError((_, Ok(orphan)))) = opened.send((target, result)) {
+                // The supervisor is gone (its publisher ended, the server stops): nobody
+                // else would end this leg or delete its session on the target.
+                let _ = sfu.end(orphan.peer).await;
+                delete_session(&gateway, orphan.session).await;
+            }
         });
     }
 
@@ -322,6 +330,10 @@ impl Supervisor {
                 leg.session = Some(opened.session);
                 leg.state = LegState::Connecting;
                 leg.since = self.gateway.clock.unix();
+                // Its connection may have been reported before this result arrived.
+                if self.early_connected.remove(&opened.peer) {
+                    self.leg_event(opened.peer, LegEvent::Connected);
+                }
             }
             (None, Ok(opened)) => {
                 // Closed (a reload, the publisher leaving) while it was being opened.
@@ -345,13 +357,22 @@ impl Supervisor {
                 );
                 self.last_end = Some(format!("{target}: {}", failure.detail));
                 self.count_end(&target, failure.reason);
-                self.failures.record(&target, self.gateway.clock.instant());
+                if matches!(failure.reason, "codec" | "refused") {
+                    self.skipped.insert(target);
+                } else {
+                    self.failures.record(&target, self.gateway.clock.instant());
+                }
             }
         }
     }
 
     fn leg_event(&mut self, id: PeerId, event: LegEvent) {
         let Some(index) = self.legs.iter().position(|l| l.peer == Some(id)) else {
+            // A leg still opening: the SFU reports on one channel, the opening task on
+            // another. Kept for `opened` (a few at most: one per leg being opened).
+            if event == LegEvent::Connected && self.early_connected.len() < 64 {
+                self.early_connected.insert(id);
+            }
             return;
         };
         match event {

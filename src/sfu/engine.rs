@@ -40,6 +40,9 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(1);
 /// ICE checks every 3 s and sends RTCP reports more often); `[builtin] relay_timeout`
 /// overrides it. A leg gets twice as long to connect.
 pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pull that no viewer joined within this long ends (its viewer gave up or was refused),
+/// so that nobody can keep an origin's session open without watching it.
+const PULL_UNWATCHED: Duration = Duration::from_secs(20);
 
 /// Opaque id of one peer connection; random so that a restarted process never reuses the
 /// id a still-valid session token names.
@@ -814,8 +817,17 @@ impl Engine {
         } else {
             (CONNECT_DEADLINE, self.idle_limit)
         };
+        let unwatched = peer.pulled
+            && now.saturating_duration_since(peer.created) > PULL_UNWATCHED
+            && self
+                .streams
+                .get(&peer.stream)
+                .is_none_or(|s| s.viewers.is_empty() && s.legs.is_empty());
         if !peer.rtc.is_alive() {
             Some("the connection closed")
+        } else if unwatched {
+            // A pull whose viewer never came (it gave up waiting, or its offer was refused).
+            Some("no viewer joined the pull")
         } else if !peer.connected && now.saturating_duration_since(peer.created) > connect_limit {
             Some("ICE and DTLS did not complete")
         } else if peer.connected && now.saturating_duration_since(peer.last_heard) > idle_limit {

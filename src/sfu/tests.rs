@@ -591,3 +591,29 @@ fn a_pull_serves_viewers_and_ends_with_the_last_one() {
     );
     assert!(lb.engine.status().is_empty(), "the stream is gone");
 }
+
+/// A pull no viewer joined (its viewer gave up waiting, or its offer was refused) ends on
+/// its own, so that nobody can keep an origin's session open without watching.
+#[test]
+fn a_pull_nobody_watches_ends() {
+    use super::LegEvent;
+    let mut lb = Loopback::new();
+    let (origin, pull) = lb.origin("s").expect("pull");
+    assert!(lb.connect_all(Duration::from_secs(5)), "the pull connects");
+    let _ = lb.engine.take_leg_events();
+    let mut ended = None;
+    for step in 0..(30 * 20) {
+        media(&mut lb, origin, 0, 30, 500, true);
+        lb.advance(Duration::from_millis(50));
+        if lb
+            .engine
+            .take_leg_events()
+            .contains(&(pull, LegEvent::Ended("no viewer joined the pull".into())))
+        {
+            ended = Some(step * 50);
+            break;
+        }
+    }
+    let ended = ended.expect("the unwatched pull ends");
+    assert!((18_000..=21_000).contains(&ended), "after {ended} ms");
+}
