@@ -362,39 +362,10 @@ impl Engine {
             .and_then(|id| self.peers.get(&id))
             .filter(|p| p.rtc.is_alive() && !p.media.is_empty())
             .ok_or(SfuError::NoPublisher)?;
-        let params = Self::publisher_params(publisher);
-        let tracks = publisher.media.clone();
-        let mut config = RtcConfig::new()
-            .set_ice_lite(false)
-            .set_crypto_provider(self.crypto.server.clone())
-            .set_dtls_cert(self.cert.clone());
-        *config.codec_config() = CodecConfig::new_from_payload_params(params);
-        let mut rtc = config.build(now);
-        if let Ok(candidate) = Candidate::host(self.addresses.local, "udp") {
-            rtc.add_local_candidate(candidate);
-        }
-        let mut change = rtc.sdp_api();
-        // Known now, not only once str0m reports them: the target's answer is checked
-        // against them before the leg connects.
-        let media: Vec<(Mid, MediaKind)> = tracks
-            .iter()
-            .map(|(_, kind)| {
-                let mid = change.add_media(
-                    *kind,
-                    Direction::SendOnly,
-                    Some(stream.to_owned()),
-                    None,
-                    None,
-                );
-                (mid, *kind)
-            })
-            .collect();
-        let (offer, pending) = change
-            .apply()
-            .ok_or_else(|| SfuError::Offer("the publisher has no tracks to relay".into()))?;
-        let offer = offer
-            .to_sdp_string()
-            .replace("a=setup:actpass", "a=setup:passive");
+        let codecs = CodecConfig::new_from_payload_params(Self::publisher_params(publisher));
+        let kinds: Vec<MediaKind> = publisher.media.iter().map(|(_, kind)| *kind).collect();
+        let (rtc, media, offer, pending) =
+            self.own_offer(now, codecs, &kinds, Direction::SendOnly, Some(stream))?;
         let id = self.new_id();
         let mut leg = Peer::new(stream, PeerRole::Relay, rtc, now, Some(pending));
         // str0m reports no MediaAdded for an offerer's own m-lines.
@@ -422,22 +393,51 @@ impl Engine {
     /// a full ICE agent and `a=setup:passive`, like a relay leg, since origins may be ICE-lite.
     pub fn pull_offer(&mut self, now: Instant, stream: &str) -> Result<(PeerId, String), SfuError> {
         self.vacate(now, stream)?;
-        let mut rtc = RtcConfig::new()
+        let (rtc, media, offer, pending) = self.own_offer(
+            now,
+            CodecConfig::new_with_defaults(),
+            &[MediaKind::Audio, MediaKind::Video],
+            Direction::RecvOnly,
+            None,
+        )?;
+        let id = self.new_id();
+        let mut peer = Peer::new(stream, PeerRole::Publisher, rtc, now, Some(pending));
+        peer.media = media;
+        peer.pulled = true;
+        self.peers.insert(id, peer);
+        self.streams.entry(stream.to_owned()).or_default().publisher = Some(id);
+        Ok((id, offer))
+    }
+
+    /// An offer of this SFU's own (a relay leg's, a pull's): one m-line per kind, in order,
+    /// from a full ICE agent (the other side may be ICE-lite), saying `a=setup:passive` so
+    /// that this side runs the DTLS server stack, which takes any client certificate. The
+    /// m-lines are returned at once: str0m reports no MediaAdded for an offerer's own.
+    #[allow(clippy::type_complexity)]
+    fn own_offer(
+        &self,
+        now: Instant,
+        codecs: CodecConfig,
+        kinds: &[MediaKind],
+        direction: Direction,
+        stream_id: Option<&str>,
+    ) -> Result<(Rtc, Vec<(Mid, MediaKind)>, String, SdpPendingOffer), SfuError> {
+        let mut config = RtcConfig::new()
             .set_ice_lite(false)
             .set_crypto_provider(self.crypto.server.clone())
-            .set_dtls_cert(self.cert.clone())
-            .build(now);
+            .set_dtls_cert(self.cert.clone());
+        *config.codec_config() = codecs;
+        let mut rtc = config.build(now);
         if let Ok(candidate) = Candidate::host(self.addresses.local, "udp") {
             rtc.add_local_candidate(candidate);
         }
         let mut change = rtc.sdp_api();
-        let media: Vec<(Mid, MediaKind)> = [MediaKind::Audio, MediaKind::Video]
-            .into_iter()
+        let media: Vec<(Mid, MediaKind)> = kinds
+            .iter()
             .map(|kind| {
-                (
-                    change.add_media(kind, Direction::RecvOnly, None, None, None),
-                    kind,
-                )
+                let mid =
+                    change.add_media(*kind, direction, stream_id.map(str::to_owned), None, None);
+                (mid, *kind)
             })
             .collect();
         let (offer, pending) = change
@@ -446,13 +446,7 @@ impl Engine {
         let offer = offer
             .to_sdp_string()
             .replace("a=setup:actpass", "a=setup:passive");
-        let id = self.new_id();
-        let mut peer = Peer::new(stream, PeerRole::Publisher, rtc, now, Some(pending));
-        peer.media = media;
-        peer.pulled = true;
-        self.peers.insert(id, peer);
-        self.streams.entry(stream.to_owned()).or_default().publisher = Some(id);
-        Ok((id, offer))
+        Ok((rtc, media, offer, pending))
     }
 
     /// A pull whose origin made the offer (a WHEP counter-offer, as Janus's subscribers do):
