@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
+use super::relay::OwnSession;
 use super::Gateway;
-use crate::backend::{AttemptError, BoxFuture, CreateRequest, Puller, SessionRequest};
+use crate::backend::{AttemptError, BoxFuture, CreateRequest, Puller};
 use crate::error::GatewayError;
 use crate::kind::EndpointKind;
 use crate::routing::{BackendId, StreamName};
-use crate::session::SessionClaims;
 use crate::sfu::{LegEvent, SfuError};
 
 /// How long a viewer waits for a pull to connect before it gets an error.
@@ -167,7 +167,7 @@ async fn pull(
         .await
         .map_err(sfu_error)?;
     let sid = super::hex(&gateway.random_bytes::<12>());
-    let request_id = format!("pull-{sid}");
+    let request_id = super::relay::own_request_id(EndpointKind::Whep, &sid);
     let created = origin
         .adapter
         .create(
@@ -196,27 +196,15 @@ async fn pull(
             return Err(error);
         }
     };
-    let now = gateway.clock.unix();
-    let claims = SessionClaims {
-        sid: sid.clone(),
-        backend: origin.id.as_str().to_owned(),
-        resource: created.resource.to_string(),
-        kind: EndpointKind::Whep,
-        stream: stream.as_str().to_owned(),
-        route: "pull".into(),
-        created: now,
-        expires: now.saturating_add(config.server.session_ttl.as_secs()),
-        subject: None,
-        state: created.state.clone(),
-    };
-    let session = SessionRequest {
-        resource: &created.resource,
-        claims: &claims,
-        client_authorization: None,
-        request_id: &request_id,
-        client_ip: None,
-        now,
-    };
+    let own = OwnSession::new(
+        gateway,
+        &origin,
+        &created,
+        EndpointKind::Whep,
+        stream,
+        "pull",
+        &sid,
+    );
     let answered = if created.counter_offer {
         // The origin offers (Janus's subscribers do): the SFU answers its offer instead.
         let _ = sfu.end(peer).await;
@@ -232,7 +220,7 @@ async fn pull(
                     .answer(
                         &gateway.upstreams,
                         origin.as_ref(),
-                        session,
+                        own.request(gateway.clock.unix()),
                         Bytes::from(answer),
                     )
                     .await
@@ -265,25 +253,6 @@ async fn pull(
             Err(error)
         }
     };
-    let deleted = origin
-        .adapter
-        .delete(
-            &gateway.upstreams,
-            origin.as_ref(),
-            SessionRequest {
-                resource: &created.resource,
-                claims: &claims,
-                client_authorization: None,
-                request_id: &request_id,
-                client_ip: None,
-                now: gateway.clock.unix(),
-            },
-        )
-        .await;
-    if let Err(error) = deleted {
-        if !matches!(error, GatewayError::NotFound(_)) {
-            tracing::warn!(origin = %origin.id, %error, "a pull's session could not be deleted on its origin");
-        }
-    }
+    own.delete(gateway).await;
     result
 }

@@ -103,11 +103,86 @@ impl LegState {
     }
 }
 
-/// The target's session a leg made, for its DELETE.
-struct LegSession {
-    backend: Arc<BackendDef>,
-    resource: url::Url,
-    claims: SessionClaims,
+/// The request id of the SFU's own requests for session `sid`: a relay leg's (WHIP) or a
+/// pull's (WHEP), so that its log lines name what made them.
+pub(super) fn own_request_id(kind: EndpointKind, sid: &str) -> String {
+    match kind {
+        EndpointKind::Whip => format!("relay-{sid}"),
+        EndpointKind::Whep => format!("pull-{sid}"),
+    }
+}
+
+/// A session the SFU itself holds on another backend (a relay leg's, a pull's): what its
+/// later requests and its DELETE need, as a client's token would carry it.
+pub(super) struct OwnSession {
+    pub backend: Arc<BackendDef>,
+    pub resource: url::Url,
+    pub claims: SessionClaims,
+    /// The request id its creation was logged with, for its later requests too.
+    pub request_id: String,
+}
+
+impl OwnSession {
+    pub(super) fn new(
+        gateway: &Gateway,
+        backend: &Arc<BackendDef>,
+        created: &crate::backend::Created,
+        kind: EndpointKind,
+        stream: &StreamName,
+        route: &str,
+        sid: &str,
+    ) -> Self {
+        let now = gateway.clock.unix();
+        Self {
+            request_id: own_request_id(kind, sid),
+            backend: backend.clone(),
+            resource: created.resource.clone(),
+            claims: SessionClaims {
+                sid: sid.to_owned(),
+                backend: backend.id.as_str().to_owned(),
+                resource: created.resource.to_string(),
+                kind,
+                stream: stream.as_str().to_owned(),
+                route: route.to_owned(),
+                created: now,
+                expires: now.saturating_add(gateway.config().server.session_ttl.as_secs()),
+                subject: None,
+                state: created.state.clone(),
+            },
+        }
+    }
+
+    /// A request on it, as the adapter takes one.
+    pub(super) fn request(&self, now: u64) -> SessionRequest<'_> {
+        SessionRequest {
+            resource: &self.resource,
+            claims: &self.claims,
+            client_authorization: None,
+            request_id: &self.request_id,
+            client_ip: None,
+            now,
+        }
+    }
+
+    /// DELETE on its backend, with whatever cleanup the kind does; a failure is logged.
+    pub(super) async fn delete(self, gateway: &Gateway) {
+        let result = self
+            .backend
+            .adapter
+            .delete(
+                &gateway.upstreams,
+                self.backend.as_ref(),
+                self.request(gateway.clock.unix()),
+            )
+            .await;
+        match result {
+            Ok(()) | Err(GatewayError::NotFound(_)) => {}
+            Err(error) => tracing::warn!(
+                backend = %self.backend.id, %error,
+                "a session the built-in SFU held on another backend could not be deleted"
+            ),
+        }
+    }
 }
 
 struct Leg {
@@ -115,14 +190,14 @@ struct Leg {
     state: LegState,
     since: u64,
     peer: Option<PeerId>,
-    session: Option<LegSession>,
+    session: Option<OwnSession>,
     bytes: u64,
 }
 
 /// What opening a leg gave.
 struct Opened {
     peer: PeerId,
-    session: LegSession,
+    session: OwnSession,
 }
 
 /// Why opening a leg failed, as a metric reason and a log line.
@@ -313,7 +388,7 @@ impl Supervisor {
                 // The supervisor is gone (its publisher ended, the server stops): nobody
                 // else would end this leg or delete its session on the target.
                 let _ = sfu.end(orphan.peer).await;
-                delete_session(&gateway, orphan.session).await;
+                orphan.session.delete(&gateway).await;
             }
         });
     }
@@ -436,7 +511,7 @@ impl Supervisor {
                 let _ = sfu.end(peer).await;
             }
             if let Some(session) = leg.session {
-                delete_session(&gateway, session).await;
+                session.delete(&gateway).await;
             }
         });
     }
@@ -555,7 +630,7 @@ async fn open_leg(
             detail: error.to_string(),
         })?;
     let sid = super::hex(&gateway.random_bytes::<12>());
-    let request_id = format!("relay-{sid}");
+    let request_id = own_request_id(EndpointKind::Whip, &sid);
     let created = backend
         .adapter
         .create(
@@ -596,23 +671,15 @@ async fn open_leg(
         }
     };
     gateway.health.record_success(backend.id.as_str());
-    let now = gateway.clock.unix();
-    let session = LegSession {
-        backend: backend.clone(),
-        resource: created.resource.clone(),
-        claims: SessionClaims {
-            sid: sid.clone(),
-            backend: backend.id.as_str().to_owned(),
-            resource: created.resource.to_string(),
-            kind: EndpointKind::Whip,
-            stream: stream.as_str().to_owned(),
-            route: route.to_owned(),
-            created: now,
-            expires: now.saturating_add(gateway.config().server.session_ttl.as_secs()),
-            subject: None,
-            state: created.state.clone(),
-        },
-    };
+    let session = OwnSession::new(
+        gateway,
+        &backend,
+        &created,
+        EndpointKind::Whip,
+        stream,
+        route,
+        &sid,
+    );
     let refused = if created.counter_offer {
         Some(OpenFailure {
             reason: "refused",
@@ -636,37 +703,9 @@ async fn open_leg(
         None => Ok(Opened { peer, session }),
         Some(failure) => {
             let _ = sfu.end(peer).await;
-            delete_session(gateway, session).await;
+            session.delete(gateway).await;
             Err(failure)
         }
-    }
-}
-
-/// DELETE of a leg's session on its target, with whatever cleanup its kind does.
-async fn delete_session(gateway: &Gateway, session: LegSession) {
-    let request_id = format!("relay-{}", session.claims.sid);
-    let result = session
-        .backend
-        .adapter
-        .delete(
-            &gateway.upstreams,
-            session.backend.as_ref(),
-            SessionRequest {
-                resource: &session.resource,
-                claims: &session.claims,
-                client_authorization: None,
-                request_id: &request_id,
-                client_ip: None,
-                now: gateway.clock.unix(),
-            },
-        )
-        .await;
-    match result {
-        Ok(()) | Err(GatewayError::NotFound(_)) => {}
-        Err(error) => tracing::warn!(
-            backend = %session.backend.id, %error,
-            "a relay leg's session could not be deleted on its target"
-        ),
     }
 }
 
