@@ -51,6 +51,8 @@ pub struct RawBuiltin {
     pub relay_timeout: Option<Duration>,
     /// Datagrams per send syscall (sendmmsg), 1 to 64 (default 64).
     pub send_batch: Option<usize>,
+    /// Engine threads, 1 to 64 (default: one per core).
+    pub threads: Option<usize>,
 }
 
 /// `[server]`: every limit has a safe default.

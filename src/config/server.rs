@@ -214,6 +214,12 @@ impl Loader<'_> {
             }
             settings.send_batch = batch;
         }
+        if let Some(threads) = raw.threads {
+            if !(1..=crate::sfu::MAX_SHARDS).contains(&threads) {
+                return Err(self.error_at(at, "[builtin] threads must be 1 to 64".into()));
+            }
+            settings.threads = threads;
+        }
         if let Some(timeout) = raw.relay_timeout {
             // Below the target's 3 s check interval a healthy leg would be taken as failed.
             settings.relay_timeout = timeout.max(Duration::from_secs(4));

@@ -17,6 +17,11 @@ use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::{LegEvent, LegStatus, PeerRole, SfuError, StreamStatus};
 
+mod shards;
+
+use shards::Mirror;
+pub use shards::{home_shard, shard_of, ShardMessage, MAX_SHARDS};
+
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// A connected peer from which nothing at all arrived for this long is gone (RFC 7675's
@@ -116,6 +121,13 @@ pub struct Engine {
     relay_timeout: Duration,
     /// Relay legs that connected, and peers that ended, since the runner last asked.
     leg_events: Vec<(PeerId, LegEvent)>,
+    /// This engine's place among the SFU's engines (one per thread), and how many there are.
+    shard: usize,
+    shards: usize,
+    /// Messages for the other engines, until the runner takes them.
+    shard_messages: Vec<(usize, ShardMessage)>,
+    /// Remote addresses whose peers live on another engine, as those engines claimed them.
+    foreign: HashMap<SocketAddr, usize>,
 }
 
 #[derive(Default)]
@@ -124,9 +136,24 @@ struct Stream {
     viewers: HashSet<PeerId>,
     /// Relay legs: this SFU's own sessions on other backends, fed like viewers.
     legs: HashSet<PeerId>,
+    /// Publisher's engine: the other engines whose viewers get its frames.
+    subscribers: HashSet<usize>,
+    /// Frames sent to subscribers so far, so that a subscriber sees one that was dropped.
+    frames_shared: u64,
+    /// Viewer's engine: the publisher on another engine, as its frames show it.
+    mirror: Option<Mirror>,
 }
 
 impl Stream {
+    /// Nothing left to keep it for.
+    fn is_empty(&self) -> bool {
+        self.publisher.is_none()
+            && self.viewers.is_empty()
+            && self.legs.is_empty()
+            && self.subscribers.is_empty()
+            && self.mirror.is_none()
+    }
+
     /// Everything the publisher's media goes to.
     fn outputs(&self) -> impl Iterator<Item = &PeerId> {
         self.viewers.iter().chain(self.legs.iter())
@@ -146,7 +173,7 @@ struct Peer {
     /// m-lines in SDP order, as str0m reported them.
     media: Vec<(Mid, MediaKind)>,
     /// Publisher: per incoming track, the simulcast layers seen and their byte counts.
-    layers: HashMap<Mid, HashMap<Option<Rid>, LayerSeen>>,
+    layers: Layers,
     last_keyframe_request: HashMap<(Mid, Option<Rid>), Instant>,
     /// Viewer: per outgoing m-line, what it forwards.
     outputs: HashMap<Mid, Forwarding>,
@@ -213,6 +240,9 @@ struct LayerSeen {
     last: Instant,
 }
 
+/// Per publisher track, the simulcast layers seen on it.
+type Layers = HashMap<Mid, HashMap<Option<Rid>, LayerSeen>>;
+
 /// One viewer m-line's forwarding state.
 #[derive(Default)]
 struct Forwarding {
@@ -249,7 +279,19 @@ impl Engine {
             closing: Vec::new(),
             relay_timeout: DEFAULT_RELAY_TIMEOUT,
             leg_events: Vec::new(),
+            shard: 0,
+            shards: 1,
+            shard_messages: Vec::new(),
+            foreign: HashMap::new(),
         }
+    }
+
+    /// Engine `shard` of `shards`, each on its own thread: a stream's publisher lives on
+    /// its [`home_shard`], its viewers on any.
+    pub fn with_shard(mut self, shard: usize, shards: usize) -> Self {
+        self.shards = shards.clamp(1, MAX_SHARDS);
+        self.shard = shard.min(self.shards - 1);
+        self
     }
 
     /// How long a relay leg may stay silent (and half as long as it may take to connect).
@@ -303,15 +345,25 @@ impl Engine {
             .get(stream)
             .and_then(|s| s.publisher)
             .is_some_and(|p| self.peers.get(&p).is_some_and(|p| p.rtc.is_alive()));
-        if !live {
+        let home = home_shard(stream, self.shards);
+        // On another engine than the publisher's, the runner asked that one first: the
+        // viewer joins here and the frames come from there.
+        if !live && home == self.shard {
             return Err(SfuError::NoPublisher);
         }
         let (id, answer) = self.accept(now, stream, PeerRole::Viewer, offer)?;
-        self.streams
-            .entry(stream.to_owned())
-            .or_default()
-            .viewers
-            .insert(id);
+        let entry = self.streams.entry(stream.to_owned()).or_default();
+        entry.viewers.insert(id);
+        if !live && entry.mirror.is_none() {
+            entry.mirror = Some(Mirror::new(home));
+            self.shard_messages.push((
+                home,
+                ShardMessage::Subscribe {
+                    stream: stream.to_owned(),
+                    from: self.shard,
+                },
+            ));
+        }
         Ok((id, answer))
     }
 
@@ -337,12 +389,14 @@ impl Engine {
         Ok((id, answer.to_sdp_string()))
     }
 
+    /// A fresh id that names this engine (see [`shard_of`]).
     fn new_id(&mut self) -> PeerId {
-        let mut id = (self.next_id)();
-        while self.peers.contains_key(&id) || self.ended.contains_key(&id) {
-            id = (self.next_id)();
+        loop {
+            let id = shards::with_shard((self.next_id)(), self.shard);
+            if !self.peers.contains_key(&id) && !self.ended.contains_key(&id) {
+                return id;
+            }
         }
-        id
     }
 
     /// A relay leg of `stream`: this SFU's own WHIP offer, send-only, one m-line per
@@ -568,7 +622,7 @@ impl Engine {
                     })
                     .unwrap_or_default(),
             };
-            let takes = Self::paired_mid(publisher, leg, *mid)
+            let takes = Self::paired_mid(&publisher.media, &leg.media, *mid)
                 .and_then(|leg_mid| leg.rtc.media(leg_mid))
                 .is_some_and(|media| {
                     wanted.iter().any(|p| {
@@ -637,7 +691,18 @@ impl Engine {
         }
         // Every end is reported: relay supervisors watch their publisher as well as legs.
         self.leg_events.push((id, LegEvent::Ended(why.to_owned())));
-        self.by_source.retain(|_, owner| *owner != id);
+        let mut addresses = Vec::new();
+        self.by_source.retain(|address, owner| {
+            let theirs = *owner == id;
+            if theirs {
+                addresses.push(*address);
+            }
+            !theirs
+        });
+        self.tell_others(|owner| ShardMessage::Release {
+            addresses: addresses.clone(),
+            owner,
+        });
         let mut released = Vec::new();
         if let Some(stream) = self.streams.get_mut(&peer.stream) {
             match peer.role {
@@ -645,13 +710,34 @@ impl Engine {
                     stream.publisher = None;
                     released.extend(stream.viewers.drain());
                     released.extend(stream.legs.drain());
+                    for shard in stream.subscribers.drain() {
+                        self.shard_messages.push((
+                            shard,
+                            ShardMessage::SourceEnded {
+                                stream: peer.stream.clone(),
+                                publisher: Some(id),
+                            },
+                        ));
+                    }
                 }
                 PeerRole::Publisher => {}
                 PeerRole::Viewer => {
                     stream.viewers.remove(&id);
+                    if stream.viewers.is_empty() {
+                        if let Some(mirror) = stream.mirror.take() {
+                            self.shard_messages.push((
+                                mirror.origin,
+                                ShardMessage::Unsubscribe {
+                                    stream: peer.stream.clone(),
+                                    from: self.shard,
+                                },
+                            ));
+                        }
+                    }
                     let publisher = stream.publisher;
                     if stream.viewers.is_empty()
                         && stream.legs.is_empty()
+                        && stream.subscribers.is_empty()
                         && publisher
                             .and_then(|p| self.peers.get(&p))
                             .is_some_and(|p| p.pulled)
@@ -664,7 +750,7 @@ impl Engine {
                     stream.legs.remove(&id);
                 }
             }
-            if stream.publisher.is_none() && stream.viewers.is_empty() && stream.legs.is_empty() {
+            if stream.is_empty() {
                 self.streams.remove(&peer.stream);
             }
         }
@@ -711,6 +797,18 @@ impl Engine {
         datagram: &[u8],
         send: &mut dyn FnMut(SocketAddr, Vec<u8>),
     ) {
+        self.receive_from(now, source, datagram, false, send);
+    }
+
+    /// A datagram that arrived on this engine's socket, or (`forwarded`) on another's.
+    fn receive_from(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+        forwarded: bool,
+        send: &mut dyn FnMut(SocketAddr, Vec<u8>),
+    ) {
         let Ok(contents) = datagram.try_into() else {
             return;
         };
@@ -726,18 +824,46 @@ impl Engine {
         let owner = match self.by_source.get(&source) {
             Some(id) if self.peers.get(id).is_some_and(|p| p.rtc.accepts(&input)) => Some(*id),
             _ => {
+                if let Some(shard) = self.foreign.get(&source).filter(|_| !forwarded) {
+                    // The kernel spreads remote addresses over the engines' sockets by
+                    // hash, not by who owns them: this one goes on, with no scan here.
+                    self.shard_messages.push((
+                        *shard,
+                        ShardMessage::Datagram {
+                            source,
+                            datagram: datagram.to_vec(),
+                        },
+                    ));
+                    return;
+                }
                 let found = self
                     .peers
                     .iter()
                     .find(|(_, peer)| peer.rtc.accepts(&input))
                     .map(|(id, _)| *id);
                 if let Some(id) = found {
-                    self.by_source.insert(source, id);
+                    if self.by_source.insert(source, id).is_none() {
+                        self.foreign.remove(&source);
+                        self.tell_others(|owner| ShardMessage::Claim {
+                            addresses: vec![source],
+                            owner,
+                        });
+                    }
                 }
                 found
             }
         };
         let Some(id) = owner else {
+            if !forwarded && self.shards > 1 && shards::may_open_a_path(datagram) {
+                // A first ICE check, or a relay target's answer to one, from an address no
+                // engine has claimed yet: its peer may live on any engine.
+                let copy = datagram.to_vec();
+                self.tell_others(|_| ShardMessage::Datagram {
+                    source,
+                    datagram: copy.clone(),
+                });
+                return;
+            }
             // RFC 8445 keepalives (libnice's) are unauthenticated binding indications,
             // which str0m does not take; from a known peer's address they still show it
             // is there.
@@ -813,10 +939,9 @@ impl Engine {
         };
         let unwatched = peer.pulled
             && now.saturating_duration_since(peer.created) > PULL_UNWATCHED
-            && self
-                .streams
-                .get(&peer.stream)
-                .is_none_or(|s| s.viewers.is_empty() && s.legs.is_empty());
+            && self.streams.get(&peer.stream).is_none_or(|s| {
+                s.viewers.is_empty() && s.legs.is_empty() && s.subscribers.is_empty()
+            });
         if !peer.rtc.is_alive() {
             Some("the connection closed")
         } else if unwatched {
@@ -910,6 +1035,11 @@ impl Engine {
             Event::MediaAdded(added) => {
                 if !peer.media.contains(&(added.mid, added.kind)) {
                     peer.media.push((added.mid, added.kind));
+                    if peer.role == PeerRole::Publisher {
+                        let stream = peer.stream.clone();
+                        self.describe_source(&stream, id);
+                        return Vec::new();
+                    }
                 }
                 if peer.receives_stream() {
                     let preferred = if added.kind == MediaKind::Video {
@@ -949,7 +1079,19 @@ impl Engine {
                 if peer.sent_params.get(&data.mid) != Some(&data.params) {
                     peer.sent_params.insert(data.mid, data.params);
                 }
-                self.forward(now, id, &data)
+                let stream = peer.stream.clone();
+                let mut touched = self.forward(now, &stream, &data);
+                if !data.contiguous {
+                    touched.extend(self.ask_keyframe(
+                        now,
+                        &stream,
+                        data.mid,
+                        data.rid,
+                        KeyframeRequestKind::Pli,
+                    ));
+                }
+                self.share_frame(&stream, id, data);
+                touched
             }
             Event::KeyframeRequest(request) if peer.receives_stream() => {
                 self.relay_keyframe_request(now, id, request.mid, request.kind)
@@ -961,15 +1103,13 @@ impl Engine {
     /// The m-line of `to` that pairs with `from`'s m-line `mid`: the n-th m-line of a kind
     /// on one side goes with the n-th of that kind on the other (publisher tracks to viewer
     /// m-lines, and viewers' feedback back).
-    fn paired_mid(from: &Peer, to: &Peer, mid: Mid) -> Option<Mid> {
-        let kind = from.media.iter().find(|(m, _)| *m == mid)?.1;
+    fn paired_mid(from: &[(Mid, MediaKind)], to: &[(Mid, MediaKind)], mid: Mid) -> Option<Mid> {
+        let kind = from.iter().find(|(m, _)| *m == mid)?.1;
         let index = from
-            .media
             .iter()
             .filter(|(_, k)| *k == kind)
             .position(|(m, _)| *m == mid)?;
-        to.media
-            .iter()
+        to.iter()
             .filter(|(_, k)| *k == kind)
             .nth(index)
             .map(|(m, _)| *m)
@@ -977,8 +1117,8 @@ impl Engine {
 
     /// The layer a viewer should get: of those sent lately, the one with the most bytes so
     /// far (the highest); of all, when none was sent lately.
-    fn best_layer(publisher: &Peer, mid: Mid, now: Instant) -> Option<Rid> {
-        let layers = publisher.layers.get(&mid)?;
+    fn best_layer(layers: Option<&HashMap<Option<Rid>, LayerSeen>>, now: Instant) -> Option<Rid> {
+        let layers = layers?;
         layers
             .iter()
             .filter(|(_, seen)| Self::fresh(seen, now))
@@ -991,16 +1131,27 @@ impl Engine {
         now.saturating_duration_since(seen.last) < LAYER_STALE
     }
 
-    fn forward(&mut self, now: Instant, publisher_id: PeerId, data: &MediaData) -> Vec<PeerId> {
-        let Some(publisher) = self.peers.get(&publisher_id) else {
+    /// What a stream's viewers see of its publisher: its m-lines and the layers it sends,
+    /// from the publisher itself or, on another engine, from its frames.
+    fn source(&self, stream: &str) -> Option<(&[(Mid, MediaKind)], &Layers)> {
+        let stream = self.streams.get(stream)?;
+        match stream.publisher.and_then(|id| self.peers.get(&id)) {
+            Some(publisher) => Some((&publisher.media, &publisher.layers)),
+            None => stream.mirror.as_ref().map(|m| (&m.media[..], &m.layers)),
+        }
+    }
+
+    /// Writes one publisher frame to the stream's viewers and relay legs on this engine;
+    /// returns those written to.
+    fn forward(&mut self, now: Instant, stream_name: &str, data: &MediaData) -> Vec<PeerId> {
+        let Some((source_media, layers)) = self.source(stream_name) else {
             return Vec::new();
         };
-        let Some(stream) = self.streams.get(&publisher.stream) else {
+        let Some(stream) = self.streams.get(stream_name) else {
             return Vec::new();
         };
-        let best = Self::best_layer(publisher, data.mid, now);
-        let sent_layers: Vec<Option<Rid>> = publisher
-            .layers
+        let best = Self::best_layer(layers.get(&data.mid), now);
+        let sent_layers: Vec<Option<Rid>> = layers
             .get(&data.mid)
             .map(|layers| {
                 layers
@@ -1014,7 +1165,7 @@ impl Engine {
         for viewer_id in stream.outputs() {
             if let Some(viewer) = self.peers.get(viewer_id) {
                 if viewer.connected {
-                    if let Some(mid) = Self::paired_mid(publisher, viewer, data.mid) {
+                    if let Some(mid) = Self::paired_mid(source_media, &viewer.media, data.mid) {
                         plans.push((*viewer_id, mid));
                     }
                 }
@@ -1082,18 +1233,48 @@ impl Engine {
                 touched.push(viewer_id);
             }
         }
-        if !data.contiguous {
-            wants_keyframe.push(data.rid);
-        }
-        let mut requested = false;
+        wants_keyframe.dedup();
         for rid in wants_keyframe {
-            requested |=
-                self.request_keyframe(now, publisher_id, data.mid, rid, KeyframeRequestKind::Pli);
-        }
-        if requested {
-            touched.push(publisher_id);
+            touched.extend(self.ask_keyframe(
+                now,
+                stream_name,
+                data.mid,
+                rid,
+                KeyframeRequestKind::Pli,
+            ));
         }
         touched
+    }
+
+    /// Asks the stream's publisher for a keyframe on its track `mid` (layer `rid`): at
+    /// once when it lives here (its id is returned, it has output), else through its engine.
+    fn ask_keyframe(
+        &mut self,
+        now: Instant,
+        stream_name: &str,
+        mid: Mid,
+        rid: Option<Rid>,
+        kind: KeyframeRequestKind,
+    ) -> Option<PeerId> {
+        if let Some(publisher_id) = self.streams.get(stream_name)?.publisher {
+            return self
+                .request_keyframe(now, publisher_id, mid, rid, kind)
+                .then_some(publisher_id);
+        }
+        let mirror = self.streams.get_mut(stream_name)?.mirror.as_mut()?;
+        if mirror.may_ask(now, mid, rid) {
+            let origin = mirror.origin;
+            self.shard_messages.push((
+                origin,
+                ShardMessage::Keyframe {
+                    stream: stream_name.to_owned(),
+                    mid,
+                    rid,
+                    kind,
+                },
+            ));
+        }
+        None
     }
 
     fn request_keyframe(
@@ -1129,30 +1310,23 @@ impl Engine {
     }
 
     fn request_keyframes_for(&mut self, now: Instant, viewer_id: PeerId) -> Vec<PeerId> {
-        let Some(viewer) = self.peers.get(&viewer_id) else {
+        let Some(stream) = self.peers.get(&viewer_id).map(|v| v.stream.clone()) else {
             return Vec::new();
         };
-        let Some(publisher_id) = self.streams.get(&viewer.stream).and_then(|s| s.publisher) else {
+        let Some((source_media, layers)) = self.source(&stream) else {
             return Vec::new();
         };
-        let Some(publisher) = self.peers.get(&publisher_id) else {
-            return Vec::new();
-        };
-        let wanted: Vec<(Mid, Option<Rid>)> = publisher
-            .media
+        let wanted: Vec<(Mid, Option<Rid>)> = source_media
             .iter()
             .filter(|(_, kind)| *kind == MediaKind::Video)
-            .map(|(mid, _)| (*mid, Self::best_layer(publisher, *mid, now)))
+            .map(|(mid, _)| (*mid, Self::best_layer(layers.get(mid), now)))
             .collect();
-        let mut sent = false;
+        let mut touched = Vec::new();
         for (mid, rid) in wanted {
-            sent |= self.request_keyframe(now, publisher_id, mid, rid, KeyframeRequestKind::Pli);
+            touched.extend(self.ask_keyframe(now, &stream, mid, rid, KeyframeRequestKind::Pli));
         }
-        if sent {
-            vec![publisher_id]
-        } else {
-            Vec::new()
-        }
+        touched.dedup();
+        touched
     }
 
     fn relay_keyframe_request(
@@ -1165,21 +1339,17 @@ impl Engine {
         let Some(viewer) = self.peers.get(&viewer_id) else {
             return Vec::new();
         };
-        let Some(publisher_id) = self.streams.get(&viewer.stream).and_then(|s| s.publisher) else {
+        let Some((source_media, _)) = self.source(&viewer.stream) else {
             return Vec::new();
         };
-        let Some(publisher) = self.peers.get(&publisher_id) else {
-            return Vec::new();
-        };
-        let Some(publisher_mid) = Self::paired_mid(viewer, publisher, mid) else {
+        let Some(publisher_mid) = Self::paired_mid(&viewer.media, source_media, mid) else {
             return Vec::new();
         };
         let rid = viewer.outputs.get(&mid).and_then(|o| o.rid);
-        if self.request_keyframe(now, publisher_id, publisher_mid, rid, kind) {
-            vec![publisher_id]
-        } else {
-            Vec::new()
-        }
+        let stream = viewer.stream.clone();
+        self.ask_keyframe(now, &stream, publisher_mid, rid, kind)
+            .into_iter()
+            .collect()
     }
 
     /// A viewer's choice of simulcast layer on its m-line `media_id` (the WHEP layer
@@ -1234,24 +1404,18 @@ impl Engine {
         let Some(viewer) = self.peers.get(&id) else {
             return Vec::new();
         };
-        let Some(publisher) = self
-            .streams
-            .get(&viewer.stream)
-            .and_then(|s| s.publisher)
-            .and_then(|p| self.peers.get(&p))
-        else {
+        let Some((source_media, layers)) = self.source(&viewer.stream) else {
             return Vec::new();
         };
         let mut out = Vec::new();
-        for (mid, kind) in &publisher.media {
+        for (mid, kind) in source_media {
             if *kind != MediaKind::Video {
                 continue;
             }
-            let Some(viewer_mid) = Self::paired_mid(publisher, viewer, *mid) else {
+            let Some(viewer_mid) = Self::paired_mid(source_media, &viewer.media, *mid) else {
                 continue;
             };
-            let mut rids: Vec<String> = publisher
-                .layers
+            let mut rids: Vec<String> = layers
                 .get(mid)
                 .into_iter()
                 .flatten()
@@ -1267,6 +1431,14 @@ impl Engine {
     /// Whether peer `id` is held and has connected (its tracks are known).
     pub fn is_connected(&self, id: PeerId) -> Option<bool> {
         self.peers.get(&id).map(|p| p.connected)
+    }
+
+    /// Whether `stream` has a live publisher on this engine.
+    pub fn is_live(&self, stream: &str) -> bool {
+        self.streams
+            .get(stream)
+            .and_then(|s| s.publisher)
+            .is_some_and(|p| self.peers.get(&p).is_some_and(|p| p.rtc.is_alive()))
     }
 
     /// The peers held now.

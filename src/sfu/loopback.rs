@@ -56,7 +56,16 @@ pub struct Client {
 }
 
 pub struct Loopback {
+    /// The first engine; with [`Loopback::sharded`], `others` hold the rest, as the SFU's
+    /// threads do.
     pub engine: Engine,
+    pub others: Vec<Engine>,
+    /// The engine the next viewer joins (default: its stream's home engine).
+    pub next_viewer_shard: Option<usize>,
+    /// Drop this many of the next frames engines share (one engine fell behind).
+    pub drop_shared_frames: u32,
+    /// Shifts which engine's socket each client's datagrams reach (see `socket_of`).
+    pub socket_offset: usize,
     pub now: Instant,
     sfu: SocketAddr,
     crypto: Arc<CryptoProvider>,
@@ -84,6 +93,12 @@ impl Default for Loopback {
 
 impl Loopback {
     pub fn new() -> Self {
+        Self::sharded(1)
+    }
+
+    /// An SFU of `shards` engines behind one address, datagrams spread over them by the
+    /// sender's address as `SO_REUSEPORT` does.
+    pub fn sharded(shards: usize) -> Self {
         let sfu = SocketAddr::from(([10, 0, 0, 1], 5000));
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let sfu_crypto = super::engine::Crypto::standard();
@@ -92,22 +107,32 @@ impl Loopback {
             .dtls_provider
             .generate_certificate()
             .expect("the crypto provider makes certificates");
-        let mut counter = 0u64;
-        let engine = Engine::new(
-            Addresses {
-                local: sfu,
-                candidates: vec![sfu],
-            },
-            sfu_crypto,
-            cert,
-            Box::new(move || {
-                counter += 1;
-                counter
-            }),
-        );
+        let mut engines: Vec<Engine> = (0..shards.max(1))
+            .map(|shard| {
+                let mut counter = 0u64;
+                Engine::new(
+                    Addresses {
+                        local: sfu,
+                        candidates: vec![sfu],
+                    },
+                    sfu_crypto.clone(),
+                    cert.clone(),
+                    Box::new(move || {
+                        counter += 1;
+                        counter
+                    }),
+                )
+                .with_shard(shard, shards)
+            })
+            .collect();
+        let engine = engines.remove(0);
         let now = Instant::now();
         Self {
             engine,
+            others: engines,
+            next_viewer_shard: None,
+            drop_shared_frames: 0,
+            socket_offset: 0,
             now,
             origin: now,
             sfu,
@@ -173,10 +198,19 @@ impl Loopback {
             // the DTLS server, as if it had offered passive.
             offer = offer.replace("a=setup:actpass", "a=setup:passive");
         }
+        let home = super::engine::home_shard(stream, self.shards());
         let (session, answer) = if direction == Direction::SendOnly {
-            self.engine.publish(self.now, stream, &offer)?
+            let now = self.now;
+            self.engine_at(home).publish(now, stream, &offer)?
         } else {
-            self.engine.play(self.now, stream, &offer)?
+            let shard = self.next_viewer_shard.take().unwrap_or(home);
+            if shard != home && !self.engine_at(home).is_live(stream) {
+                return Err(SfuError::NoPublisher);
+            }
+            let now = self.now;
+            let played = self.engine_at(shard).play(now, stream, &offer);
+            self.route_shard_messages();
+            played?
         };
         let answer = SdpAnswer::from_sdp_string(&answer)
             .map_err(|e| SfuError::Offer(format!("answer: {e}")))?;
@@ -214,7 +248,8 @@ impl Loopback {
     /// An origin the SFU pulls `stream` from: a client that answers the SFU's receive-only
     /// offer and then sends media like a publisher; returns the client and the pull's id.
     pub fn origin(&mut self, stream: &str) -> Result<(usize, PeerId), SfuError> {
-        let (pull, offer) = self.engine.pull_offer(self.now, stream)?;
+        let (now, home) = (self.now, super::engine::home_shard(stream, self.shards()));
+        let (pull, offer) = self.engine_at(home).pull_offer(now, stream)?;
         let config = RtcConfig::new().set_crypto_provider(self.crypto.clone());
         self.answer_with(pull, &offer, config)
     }
@@ -225,7 +260,8 @@ impl Loopback {
         stream: &str,
         config: RtcConfig,
     ) -> Result<(usize, PeerId), SfuError> {
-        let (leg, offer) = self.engine.relay_offer(self.now, stream)?;
+        let (now, home) = (self.now, super::engine::home_shard(stream, self.shards()));
+        let (leg, offer) = self.engine_at(home).relay_offer(now, stream)?;
         self.answer_with(leg, &offer, config)
     }
 
@@ -248,10 +284,13 @@ impl Loopback {
             .accept_offer(offer)
             .map_err(|e| SfuError::Offer(format!("relay offer: {e}")))?;
         let mut out = Vec::new();
-        self.engine
-            .relay_answer(self.now, leg, &answer.to_sdp_string(), &mut |to, d| {
-                out.push((to, d.to_vec()))
-            })?;
+        let now = self.now;
+        self.engine_at(super::engine::shard_of(leg)).relay_answer(
+            now,
+            leg,
+            &answer.to_sdp_string(),
+            &mut |to, d| out.push((to, d.to_vec())),
+        )?;
         let sfu = self.sfu;
         self.wire
             .extend(out.into_iter().map(|(to, data)| (to, sfu, data)));
@@ -364,12 +403,88 @@ impl Loopback {
         }
         let started = Instant::now();
         let mut out = Vec::new();
-        self.engine.tick(now, &mut |to, data| out.push((to, data)));
+        for shard in 0..self.shards() {
+            self.engine_at(shard)
+                .tick(now, &mut |to, data| out.push((to, data)));
+        }
         self.engine_time += started.elapsed();
         let sfu = self.sfu;
         self.wire
             .extend(out.into_iter().map(|(to, data)| (to, sfu, data)));
+        self.route_shard_messages();
         self.pump();
+    }
+
+    /// Ends session `id` on its engine, as a DELETE does.
+    pub fn end(&mut self, id: PeerId) -> Result<(), SfuError> {
+        let now = self.now;
+        let ended = self.engine_at(super::engine::shard_of(id)).end(now, id);
+        self.route_shard_messages();
+        self.advance(Duration::from_millis(1));
+        ended
+    }
+
+    /// Every engine's view of its streams, side by side.
+    pub fn statuses(&self) -> Vec<super::StreamStatus> {
+        std::iter::once(&self.engine)
+            .chain(&self.others)
+            .flat_map(Engine::status)
+            .collect()
+    }
+
+    pub fn shards(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    pub fn engine_at(&mut self, shard: usize) -> &mut Engine {
+        match shard.checked_sub(1) {
+            Some(other) if other < self.others.len() => &mut self.others[other],
+            _ => &mut self.engine,
+        }
+    }
+
+    /// Carries the engines' messages to each other, as the SFU's runners do, until none
+    /// is left.
+    pub fn route_shard_messages(&mut self) {
+        let now = self.now;
+        let sfu = self.sfu;
+        loop {
+            let mut messages = Vec::new();
+            for shard in 0..self.shards() {
+                messages.extend(self.engine_at(shard).take_shard_messages());
+            }
+            if messages.is_empty() {
+                return;
+            }
+            for (to, message) in messages {
+                if matches!(message, super::engine::ShardMessage::Frame { .. })
+                    && self.drop_shared_frames > 0
+                {
+                    self.drop_shared_frames -= 1;
+                    continue;
+                }
+                let mut out = Vec::new();
+                self.engine_at(to)
+                    .on_shard_message(now, message, &mut |to, d| out.push((to, d)));
+                self.wire
+                    .extend(out.into_iter().map(|(to, data)| (to, sfu, data)));
+            }
+        }
+    }
+
+    /// The engine whose socket a datagram from `from` reaches: the kernel hashes the
+    /// address; here clients take turns, shifted by `socket_offset`, so a test can make
+    /// sure that datagrams reach engines that do not own their peer.
+    fn socket_of(&self, from: SocketAddr) -> usize {
+        if self.others.is_empty() {
+            return 0;
+        }
+        let index = self
+            .clients
+            .iter()
+            .position(|c| c.addr == from)
+            .unwrap_or(self.clients.len());
+        (index + self.socket_offset) % self.shards()
     }
 
     /// Runs until no datagram is in flight and no client has output.
@@ -438,12 +553,14 @@ impl Loopback {
             }
             let started = Instant::now();
             let mut out = Vec::new();
-            self.engine
+            let shard = self.socket_of(from);
+            self.engine_at(shard)
                 .receive(now, from, &data, &mut |to, d| out.push((to, d)));
             self.engine_time += started.elapsed();
             let sfu = self.sfu;
             self.wire
                 .extend(out.into_iter().map(|(to, data)| (to, sfu, data)));
+            self.route_shard_messages();
             return;
         }
         let Some(client) = self.clients.iter_mut().find(|c| c.addr == to) else {

@@ -4,18 +4,22 @@
 //! on one UDP socket. Media is forwarded frame by frame without transcoding (str0m
 //! depacketizes and repacketizes, and answers NACKs with RTX per leg); viewers' keyframe
 //! requests reach the publisher; a simulcast publisher's viewers get one layer, the
-//! highest. [`engine`] is the state machine; this module owns the socket and a thread.
+//! highest. [`engine`] is the state machine; this module runs one engine per thread
+//! (`[builtin] threads`, default one per core), each with its own socket on the shared UDP
+//! port, and routes each request to the engine that owns its stream or peer.
 
 mod engine;
 pub mod loopback;
 mod outbox;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use engine::{Addresses, Engine, PeerId};
+pub use engine::{home_shard, shard_of, Addresses, Engine, PeerId, ShardMessage, MAX_SHARDS};
 
 /// `[builtin]` of routes.toml, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +36,15 @@ pub struct SfuSettings {
     pub relay_timeout: std::time::Duration,
     /// Datagrams per send syscall (`sendmmsg`); 1 sends each on its own.
     pub send_batch: usize,
+    /// Engine threads, each owning its peers (1 to [`MAX_SHARDS`]).
+    pub threads: usize,
+}
+
+/// One engine per core the process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_SHARDS)
 }
 
 impl Default for SfuSettings {
@@ -43,6 +56,7 @@ impl Default for SfuSettings {
             idle_timeout: engine::DEFAULT_IDLE_LIMIT,
             relay_timeout: engine::DEFAULT_RELAY_TIMEOUT,
             send_batch: outbox::BATCH,
+            threads: default_threads(),
         }
     }
 }
@@ -131,6 +145,10 @@ enum Command {
     LivePeers {
         reply: oneshot::Sender<std::collections::HashSet<PeerId>>,
     },
+    IsLive {
+        stream: String,
+        reply: oneshot::Sender<bool>,
+    },
     SelectLayer {
         id: PeerId,
         media_id: String,
@@ -174,13 +192,35 @@ pub type PeerEvents = mpsc::UnboundedSender<(PeerId, LegEvent)>;
 /// A handle on the running SFU; cheap to clone. The SFU stops when the last handle goes.
 #[derive(Clone)]
 pub struct Sfu {
-    commands: mpsc::Sender<Command>,
+    engines: Arc<[EngineHandle]>,
     udp: SocketAddr,
 }
 
+/// How requests reach one engine thread, and how busy it is.
+struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    /// Its peer count, as it last reported it: viewers join the least busy engine.
+    peers: Arc<AtomicUsize>,
+}
+
+/// Where one engine's messages from the others arrive: media may be dropped when the
+/// engine falls behind (the queue is bounded), the rest may not.
+#[derive(Clone)]
+struct Mailbox {
+    media: mpsc::Sender<ShardMessage>,
+    control: mpsc::UnboundedSender<ShardMessage>,
+}
+
+/// Frames and forwarded datagrams queued for one engine at most; more are dropped (and a
+/// dropped frame is repaired with a keyframe).
+const MAILBOX_MEDIA: usize = 4096;
+
 impl std::fmt::Debug for Sfu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sfu").field("udp", &self.udp).finish()
+        f.debug_struct("Sfu")
+            .field("udp", &self.udp)
+            .field("engines", &self.engines.len())
+            .finish()
     }
 }
 
@@ -193,16 +233,14 @@ pub enum StartError {
 }
 
 impl Sfu {
-    /// Binds the UDP socket and starts the SFU on a thread of its own, so media never
-    /// waits behind HTTP work.
+    /// Binds one UDP socket per engine on the same port and starts each engine on a thread
+    /// of its own, so media never waits behind HTTP work.
     pub fn start(settings: &SfuSettings) -> Result<Self, StartError> {
-        let socket =
-            bind(settings.udp_listen).map_err(|e| StartError::Bind(settings.udp_listen, e))?;
-        let bound = socket
-            .local_addr()
+        let threads = settings.threads.clamp(1, MAX_SHARDS);
+        let sockets = bind_shared(settings.udp_listen, threads)
             .map_err(|e| StartError::Bind(settings.udp_listen, e))?;
-        socket
-            .set_nonblocking(true)
+        let bound = sockets[0]
+            .local_addr()
             .map_err(|e| StartError::Bind(settings.udp_listen, e))?;
         let addresses = advertised(settings, bound)?;
         let crypto = engine::Crypto::standard();
@@ -211,89 +249,173 @@ impl Sfu {
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| StartError::Setup("cannot create a DTLS certificate".into()))?;
-        let random = ring::rand::SystemRandom::new();
-        let next_id = Box::new(move || {
-            let mut bytes = [0u8; 8];
-            // A failing system RNG leaves zeros; ids only need to differ, and Engine
-            // retries on a collision.
-            let _ = ring::rand::SecureRandom::fill(&random, &mut bytes);
-            u64::from_le_bytes(bytes)
-        });
-        let engine = Engine::new(addresses, crypto, cert, next_id)
-            .with_idle_limit(settings.idle_timeout)
-            .with_relay_timeout(settings.relay_timeout);
-        let (commands, receiver) = mpsc::channel(256);
         let send_batch = settings.send_batch.clamp(1, outbox::BATCH);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StartError::Setup(e.to_string()))?;
-        std::thread::Builder::new()
-            .name("whipgate-sfu".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match tokio::net::UdpSocket::from_std(socket) {
-                        Ok(socket) => run(socket, engine, receiver, send_batch).await,
-                        Err(error) => tracing::error!(%error, "built-in SFU cannot use its socket"),
-                    }
-                });
-            })
-            .map_err(|e| StartError::Setup(e.to_string()))?;
-        tracing::info!(udp = %bound, "built-in SFU listening");
+        let mut mailboxes = Vec::with_capacity(threads);
+        let mut inboxes = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (media, media_inbox) = mpsc::channel(MAILBOX_MEDIA);
+            let (control, control_inbox) = mpsc::unbounded_channel();
+            mailboxes.push(Mailbox { media, control });
+            inboxes.push((media_inbox, control_inbox));
+        }
+        let mailboxes: Arc<[Mailbox]> = mailboxes.into();
+        let mut engines = Vec::with_capacity(threads);
+        for (shard, (socket, (media_inbox, control_inbox))) in
+            sockets.into_iter().zip(inboxes).enumerate()
+        {
+            let random = ring::rand::SystemRandom::new();
+            let next_id = Box::new(move || {
+                let mut bytes = [0u8; 8];
+                // A failing system RNG leaves zeros; ids only need to differ, and Engine
+                // retries on a collision.
+                let _ = ring::rand::SecureRandom::fill(&random, &mut bytes);
+                u64::from_le_bytes(bytes)
+            });
+            let engine = Engine::new(addresses.clone(), crypto.clone(), cert.clone(), next_id)
+                .with_idle_limit(settings.idle_timeout)
+                .with_relay_timeout(settings.relay_timeout)
+                .with_shard(shard, threads);
+            let (commands, receiver) = mpsc::channel(256);
+            let peers = Arc::new(AtomicUsize::new(0));
+            let runner = Runner {
+                engine,
+                commands: receiver,
+                media_inbox,
+                control_inbox,
+                mailboxes: mailboxes.clone(),
+                peers: peers.clone(),
+                send_batch,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| StartError::Setup(e.to_string()))?;
+            std::thread::Builder::new()
+                .name(format!("whipgate-sfu-{shard}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        match tokio::net::UdpSocket::from_std(socket) {
+                            Ok(socket) => runner.run(socket).await,
+                            Err(error) => {
+                                tracing::error!(%error, "built-in SFU cannot use its socket")
+                            }
+                        }
+                    });
+                })
+                .map_err(|e| StartError::Setup(e.to_string()))?;
+            engines.push(EngineHandle { commands, peers });
+        }
+        tracing::info!(udp = %bound, threads, "built-in SFU listening");
         Ok(Self {
-            commands,
+            engines: engines.into(),
             udp: bound,
         })
     }
 
-    pub async fn publish(&self, stream: &str, offer: String) -> Result<(PeerId, String), SfuError> {
-        self.create(PeerRole::Publisher, stream, offer).await
+    fn home(&self, stream: &str) -> &EngineHandle {
+        &self.engines[home_shard(stream, self.engines.len())]
     }
 
+    /// The engine peer `id` lives on; ids of another process's layout name none.
+    fn owner(&self, id: PeerId) -> Result<&EngineHandle, SfuError> {
+        self.engines.get(shard_of(id)).ok_or(SfuError::NoSession)
+    }
+
+    pub async fn publish(&self, stream: &str, offer: String) -> Result<(PeerId, String), SfuError> {
+        self.create(self.home(stream), PeerRole::Publisher, stream, offer)
+            .await
+    }
+
+    /// A viewer joins the least busy engine (the publisher's own on a tie, where its
+    /// frames need no hop), once the publisher's engine says the stream is live.
     pub async fn play(&self, stream: &str, offer: String) -> Result<(PeerId, String), SfuError> {
-        self.create(PeerRole::Viewer, stream, offer).await
+        let home = home_shard(stream, self.engines.len());
+        let chosen = (0..self.engines.len())
+            .min_by_key(|shard| {
+                (
+                    self.engines[*shard].peers.load(Ordering::Relaxed),
+                    *shard != home,
+                )
+            })
+            .unwrap_or(home);
+        if chosen != home {
+            let (reply, live) = oneshot::channel();
+            send(
+                &self.engines[home],
+                Command::IsLive {
+                    stream: stream.to_owned(),
+                    reply,
+                },
+            )
+            .await?;
+            if !live.await.map_err(|_| SfuError::Stopped)? {
+                return Err(SfuError::NoPublisher);
+            }
+        }
+        self.create(&self.engines[chosen], PeerRole::Viewer, stream, offer)
+            .await
     }
 
     async fn create(
         &self,
+        engine: &EngineHandle,
         role: PeerRole,
         stream: &str,
         offer: String,
     ) -> Result<(PeerId, String), SfuError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Create {
-            role,
-            stream: stream.to_owned(),
-            offer,
-            reply,
-        })
+        send(
+            engine,
+            Command::Create {
+                role,
+                stream: stream.to_owned(),
+                offer,
+                reply,
+            },
+        )
         .await?;
         answer.await.map_err(|_| SfuError::Stopped)?
     }
 
     pub async fn trickle(&self, id: PeerId, fragment: String) -> Result<(), SfuError> {
         let (reply, done) = oneshot::channel();
-        self.send(Command::Trickle {
-            id,
-            fragment,
-            reply,
-        })
+        send(
+            self.owner(id)?,
+            Command::Trickle {
+                id,
+                fragment,
+                reply,
+            },
+        )
         .await?;
         done.await.map_err(|_| SfuError::Stopped)?
     }
 
     pub async fn end(&self, id: PeerId) -> Result<(), SfuError> {
         let (reply, done) = oneshot::channel();
-        self.send(Command::End { id, reply }).await?;
+        send(self.owner(id)?, Command::End { id, reply }).await?;
         done.await.map_err(|_| SfuError::Stopped)?
     }
 
+    /// Live streams across the engines: a stream's publisher is on one, its viewers on any.
     pub async fn status(&self) -> Vec<StreamStatus> {
-        let (reply, status) = oneshot::channel();
-        if self.send(Command::Status { reply }).await.is_err() {
-            return Vec::new();
+        let mut merged: std::collections::BTreeMap<String, StreamStatus> =
+            std::collections::BTreeMap::new();
+        for engine in self.engines.iter() {
+            let (reply, status) = oneshot::channel();
+            if send(engine, Command::Status { reply }).await.is_err() {
+                continue;
+            }
+            for part in status.await.unwrap_or_default() {
+                match merged.get_mut(&part.stream) {
+                    Some(whole) => whole.absorb(part),
+                    None => {
+                        merged.insert(part.stream.clone(), part);
+                    }
+                }
+            }
         }
-        status.await.unwrap_or_default()
+        merged.into_values().collect()
     }
 
     /// A viewer's simulcast layer choice (see `Engine::select_layer`).
@@ -304,21 +426,26 @@ impl Sfu {
         rid: Option<&str>,
     ) -> Result<(), SfuError> {
         let (reply, done) = oneshot::channel();
-        self.send(Command::SelectLayer {
-            id,
-            media_id: media_id.to_owned(),
-            rid: rid.map(str::to_owned),
-            reply,
-        })
+        send(
+            self.owner(id)?,
+            Command::SelectLayer {
+                id,
+                media_id: media_id.to_owned(),
+                rid: rid.map(str::to_owned),
+                reply,
+            },
+        )
         .await?;
         done.await.map_err(|_| SfuError::Stopped)?
     }
 
     /// The layers a viewer can choose from, per its video m-line.
     pub async fn viewer_layers(&self, id: PeerId) -> Vec<(String, Vec<String>)> {
+        let Ok(engine) = self.owner(id) else {
+            return Vec::new();
+        };
         let (reply, layers) = oneshot::channel();
-        if self
-            .send(Command::ViewerLayers { id, reply })
+        if send(engine, Command::ViewerLayers { id, reply })
             .await
             .is_err()
         {
@@ -335,11 +462,14 @@ impl Sfu {
         events: PeerEvents,
     ) -> Result<(PeerId, String), SfuError> {
         let (reply, offer) = oneshot::channel();
-        self.send(Command::RelayOffer {
-            stream: stream.to_owned(),
-            events,
-            reply,
-        })
+        send(
+            self.home(stream),
+            Command::RelayOffer {
+                stream: stream.to_owned(),
+                events,
+                reply,
+            },
+        )
         .await?;
         offer.await.map_err(|_| SfuError::Stopped)?
     }
@@ -347,8 +477,7 @@ impl Sfu {
     /// The target's answer to a relay leg's offer.
     pub async fn relay_answer(&self, id: PeerId, answer: String) -> Result<(), SfuError> {
         let (reply, done) = oneshot::channel();
-        self.send(Command::RelayAnswer { id, answer, reply })
-            .await?;
+        send(self.owner(id)?, Command::RelayAnswer { id, answer, reply }).await?;
         done.await.map_err(|_| SfuError::Stopped)?
     }
 
@@ -360,11 +489,14 @@ impl Sfu {
         events: PeerEvents,
     ) -> Result<(PeerId, String), SfuError> {
         let (reply, offer) = oneshot::channel();
-        self.send(Command::PullOffer {
-            stream: stream.to_owned(),
-            events,
-            reply,
-        })
+        send(
+            self.home(stream),
+            Command::PullOffer {
+                stream: stream.to_owned(),
+                events,
+                reply,
+            },
+        )
         .await?;
         offer.await.map_err(|_| SfuError::Stopped)?
     }
@@ -377,12 +509,15 @@ impl Sfu {
         events: PeerEvents,
     ) -> Result<(PeerId, String), SfuError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::PullAccept {
-            stream: stream.to_owned(),
-            offer,
-            events,
-            reply,
-        })
+        send(
+            self.home(stream),
+            Command::PullAccept {
+                stream: stream.to_owned(),
+                offer,
+                events,
+                reply,
+            },
+        )
         .await?;
         answer.await.map_err(|_| SfuError::Stopped)?
     }
@@ -390,37 +525,74 @@ impl Sfu {
     /// Reports when peer `id` (a publisher) has connected and when it ends on `events`, at
     /// once for what already happened.
     pub async fn watch(&self, id: PeerId, events: PeerEvents) -> Result<(), SfuError> {
-        self.send(Command::Watch { id, events }).await
+        send(self.owner(id)?, Command::Watch { id, events }).await
     }
 
     /// The peers it holds now (sessions that ended on their own are not among them).
     pub async fn live_peers(&self) -> Result<std::collections::HashSet<PeerId>, SfuError> {
-        let (reply, peers) = oneshot::channel();
-        self.send(Command::LivePeers { reply }).await?;
-        peers.await.map_err(|_| SfuError::Stopped)
-    }
-
-    async fn send(&self, command: Command) -> Result<(), SfuError> {
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| SfuError::Stopped)
+        let mut all = std::collections::HashSet::new();
+        for engine in self.engines.iter() {
+            let (reply, peers) = oneshot::channel();
+            send(engine, Command::LivePeers { reply }).await?;
+            all.extend(peers.await.map_err(|_| SfuError::Stopped)?);
+        }
+        Ok(all)
     }
 }
 
-/// Every session's media shares this socket, so its kernel buffers must absorb bursts (a
-/// hundred viewers joining at once send a hundred DTLS flights): ask for 4 MiB each way
-/// (the kernel caps it at net.core.rmem_max / wmem_max).
-fn bind(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    let _ = socket.set_send_buffer_size(4 << 20);
-    socket.bind(&address.into())?;
-    Ok(socket.into())
+async fn send(engine: &EngineHandle, command: Command) -> Result<(), SfuError> {
+    engine
+        .commands
+        .send(command)
+        .await
+        .map_err(|_| SfuError::Stopped)
+}
+
+impl StreamStatus {
+    /// Adds another engine's view of the same stream (its viewers there).
+    fn absorb(&mut self, other: StreamStatus) {
+        self.publishing |= other.publishing;
+        self.viewers += other.viewers;
+        self.packets_in += other.packets_in;
+        self.frames_in += other.frames_in;
+        self.frames_out += other.frames_out;
+        self.layers.extend(other.layers);
+        self.layers.sort();
+        self.layers.dedup();
+        self.legs.extend(other.legs);
+    }
+}
+
+/// One socket per engine on the same address (`SO_REUSEPORT`: the kernel spreads remote
+/// addresses over them). A port another socket holds is refused first, since a second
+/// whipgate with reuse on would otherwise share it silently. Each socket's kernel buffers
+/// must absorb bursts (a hundred viewers joining at once send a hundred DTLS flights): ask
+/// for 4 MiB each way (the kernel caps it at net.core.rmem_max / wmem_max).
+fn bind_shared(address: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    if address.port() != 0 {
+        drop(std::net::UdpSocket::bind(address)?);
+    }
+    let mut sockets: Vec<std::net::UdpSocket> = Vec::with_capacity(count);
+    for _ in 0..count {
+        // An ephemeral port is chosen by the first bind; the others join it.
+        let at = sockets
+            .first()
+            .map_or(Ok(address), std::net::UdpSocket::local_addr)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(at),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(4 << 20);
+        if count > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        socket.bind(&at.into())?;
+        socket.set_nonblocking(true)?;
+        sockets.push(socket.into());
+    }
+    Ok(sockets)
 }
 
 /// The candidates to advertise: the configured ones, else the bound address when it is a
@@ -455,59 +627,97 @@ fn advertised(settings: &SfuSettings, bound: SocketAddr) -> Result<Addresses, St
     Ok(Addresses { local, candidates })
 }
 
-async fn run(
-    socket: tokio::net::UdpSocket,
-    mut engine: Engine,
-    mut commands: mpsc::Receiver<Command>,
+/// One engine's thread: its socket, its requests and the other engines' messages.
+struct Runner {
+    engine: Engine,
+    commands: mpsc::Receiver<Command>,
+    media_inbox: mpsc::Receiver<ShardMessage>,
+    control_inbox: mpsc::UnboundedReceiver<ShardMessage>,
+    mailboxes: Arc<[Mailbox]>,
+    peers: Arc<AtomicUsize>,
     send_batch: usize,
-) {
-    let mut buffer = vec![0u8; 2048];
-    let mut watchers: std::collections::HashMap<PeerId, PeerEvents> =
-        std::collections::HashMap::new();
-    let socket = &socket;
-    let mut outbox = outbox::Outbox::with_batch(send_batch);
-    loop {
-        let deadline = engine.next_timeout(Instant::now());
-        let mut send =
-            |destination: SocketAddr, datagram: Vec<u8>| outbox.push(destination, datagram);
-        tokio::select! {
-            biased;
-            command = commands.recv() => {
-                let Some(command) = command else { break };
-                handle(&mut engine, command, &mut send, &mut watchers);
-            }
-            received = socket.recv_from(&mut buffer) => {
-                if let Ok((length, source)) = received {
-                    let now = Instant::now();
-                    engine.receive(now, source, &buffer[..length], &mut send);
-                    // Drain what else is queued before the timers, under load most of it.
+}
+
+impl Runner {
+    async fn run(mut self, socket: tokio::net::UdpSocket) {
+        let mut buffer = vec![0u8; 2048];
+        let mut watchers: std::collections::HashMap<PeerId, PeerEvents> =
+            std::collections::HashMap::new();
+        let socket = &socket;
+        let mut outbox = outbox::Outbox::with_batch(self.send_batch);
+        let engine = &mut self.engine;
+        loop {
+            let deadline = engine.next_timeout(Instant::now());
+            let mut send =
+                |destination: SocketAddr, datagram: Vec<u8>| outbox.push(destination, datagram);
+            // Other engines' messages come before the socket: an address they claimed must
+            // be known before the datagrams from it are looked at.
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    handle(engine, command, &mut send, &mut watchers);
+                }
+                Some(message) = self.control_inbox.recv() => {
+                    engine.on_shard_message(Instant::now(), message, &mut send);
+                }
+                Some(message) = self.media_inbox.recv() => {
+                    engine.on_shard_message(Instant::now(), message, &mut send);
                     for _ in 0..64 {
-                        match socket.try_recv_from(&mut buffer) {
-                            Ok((length, source)) => {
-                                engine.receive(Instant::now(), source, &buffer[..length], &mut send);
-                            }
+                        match self.media_inbox.try_recv() {
+                            Ok(message) => engine.on_shard_message(Instant::now(), message, &mut send),
                             Err(_) => break,
                         }
                     }
                 }
+                received = socket.recv_from(&mut buffer) => {
+                    if let Ok((length, source)) = received {
+                        let now = Instant::now();
+                        engine.receive(now, source, &buffer[..length], &mut send);
+                        // Drain what else is queued before the timers, under load most of it.
+                        for _ in 0..64 {
+                            match socket.try_recv_from(&mut buffer) {
+                                Ok((length, source)) => {
+                                    engine.receive(Instant::now(), source, &buffer[..length], &mut send);
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.into()) => {}
             }
-            () = tokio::time::sleep_until(deadline.into()) => {}
+            engine.tick(Instant::now(), &mut send);
+            // Before the socket's batch: a claim must reach the other engines before the
+            // answer to the check that made it reaches the peer.
+            for (shard, message) in engine.take_shard_messages() {
+                let Some(mailbox) = self.mailboxes.get(shard) else {
+                    continue;
+                };
+                if message.is_media() {
+                    if mailbox.media.try_send(message).is_err() {
+                        tracing::debug!(shard, "built-in SFU engine behind: media dropped");
+                    }
+                } else {
+                    let _ = mailbox.control.send(message);
+                }
+            }
+            outbox.flush(socket);
+            for (id, event) in engine.take_leg_events() {
+                let ended = matches!(event, LegEvent::Ended(_));
+                if let Some(events) = watchers.get(&id) {
+                    let _ = events.send((id, event));
+                }
+                if ended {
+                    watchers.remove(&id);
+                }
+            }
+            // A supervisor that stopped listening releases its entries.
+            watchers.retain(|_, events| !events.is_closed());
+            self.peers.store(engine.peer_count(), Ordering::Relaxed);
         }
-        engine.tick(Instant::now(), &mut send);
-        outbox.flush(socket);
-        for (id, event) in engine.take_leg_events() {
-            let ended = matches!(event, LegEvent::Ended(_));
-            if let Some(events) = watchers.get(&id) {
-                let _ = events.send((id, event));
-            }
-            if ended {
-                watchers.remove(&id);
-            }
-        }
-        // A supervisor that stopped listening releases its entries.
-        watchers.retain(|_, events| !events.is_closed());
+        tracing::debug!("built-in SFU engine stopped");
     }
-    tracing::debug!("built-in SFU stopped");
 }
 
 fn handle(
@@ -548,6 +758,9 @@ fn handle(
         }
         Command::LivePeers { reply } => {
             let _ = reply.send(engine.live_peers());
+        }
+        Command::IsLive { stream, reply } => {
+            let _ = reply.send(engine.is_live(&stream));
         }
         Command::SelectLayer {
             id,
@@ -611,5 +824,7 @@ fn handle(
     }
 }
 
+#[cfg(test)]
+mod shard_tests;
 #[cfg(test)]
 mod tests;
