@@ -1,14 +1,26 @@
-//! The built-in SFU on real UDP sockets over loopback: one 2 Mbit/s publisher (30 fps VP8 in
-//! ~8.3 KB frames, 50 fps Opus) to N viewers, all str0m peers in this process on sockets of
-//! their own. The SFU runs on its own thread as in `whipgate serve`; its CPU time is read
-//! from /proc for that thread only, so the simulated peers' work is not counted.
+//! The built-in SFU on real UDP sockets over loopback, as `whipgate serve` runs it: one
+//! publisher (30 fps VP8 and 50 fps Opus) to N viewers, every peer a str0m peer connection
+//! on a socket of its own in this process, with DTLS-SRTP. The SFU's CPU is read from /proc
+//! for its engine threads only (`whipgate-sfu-*`), so the simulated peers' work is not
+//! counted.
 //!
-//! Run: `cargo bench --bench sfu_udp` (under `cargo test` it runs one short round).
-//! Prints, per N: the SFU thread's CPU share of one core, CPU per viewer per media second,
-//! and the share of frames the viewers received (real time holds while it stays near 100%
-//! and the CPU share below one core).
+//! The viewers are light: once connected they count the SRTP packets that arrive (the RTP
+//! header is not encrypted: a video packet with the marker bit ends a frame) instead of
+//! decrypting them, and hand everything else (STUN, DTLS, RTCP) to their peer connection.
+//! So the one thread that simulates hundreds of viewers keeps up with what the SFU sends.
+//!
+//! Run: `cargo bench --bench sfu_udp` (under `cargo test` it runs one short round). Modes:
+//! - (default) viewers × threads × bitrate: egress, CPU, frames delivered;
+//! - `batch`: one datagram per send call against sendmmsg batches, in one run;
+//! - `join`: time from a viewer's POST to its first frame, and keyframe latency, 1 and 2
+//!   threads.
 
-use std::net::{SocketAddr, UdpSocket};
+// As `whipgate serve` allocates: the allocator is a large part of the per-packet cost.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,213 +29,212 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
 use whipgate::sfu::{Sfu, SfuSettings};
 
-const FRAME_BYTES: usize = 2_000_000 / 8 / 30;
-
-struct Peer {
-    rtc: Rtc,
-    socket: UdpSocket,
-    addr: SocketAddr,
-    video: Mid,
-    audio: Mid,
-    frames: u64,
-    connected: bool,
+/// What the viewers saw, all together.
+#[derive(Default)]
+struct Seen {
+    connected: AtomicUsize,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    /// Viewers that have their first video frame.
+    first_frames: AtomicUsize,
 }
 
-fn peer(
-    crypto: &Arc<str0m::config::CryptoProvider>,
-    cert: &str0m::config::DtlsCert,
-    direction: Direction,
-) -> (Peer, String, str0m::change::SdpPendingOffer) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.set_nonblocking(true).expect("nonblocking");
-    let addr = socket.local_addr().expect("addr");
-    let mut rtc = RtcConfig::new()
-        .set_crypto_provider(crypto.clone())
-        .set_dtls_cert(cert.clone())
-        .build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-    let mut change = rtc.sdp_api();
-    let video = change.add_media(MediaKind::Video, direction, None, None, None);
-    let audio = change.add_media(MediaKind::Audio, direction, None, None, None);
-    let (offer, pending) = change.apply().expect("offer");
-    (
-        Peer {
-            rtc,
-            socket,
-            addr,
-            video,
-            audio,
-            frames: 0,
-            connected: false,
-        },
-        offer.to_sdp_string(),
-        pending,
-    )
+struct Round {
+    viewers: usize,
+    seconds: u64,
+    bits_per_second: usize,
+    threads: usize,
+    send_batch: usize,
 }
 
-/// Feeds every peer what arrived on its socket and sends what it wants sent.
-fn pump(peers: &mut [Peer], buffer: &mut [u8]) {
-    let now = Instant::now();
-    for p in peers.iter_mut() {
-        while let Ok((n, source)) = p.socket.recv_from(buffer) {
-            if let Ok(contents) = buffer[..n].try_into() {
-                let _ = p.rtc.handle_input(Input::Receive(
-                    now,
-                    Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: p.addr,
-                        contents,
-                    },
-                ));
-            }
-        }
-        let _ = p.rtc.handle_input(Input::Timeout(now));
-        loop {
-            match p.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    let _ = p.socket.send_to(&t.contents, t.destination);
-                }
-                Ok(Output::Timeout(_)) | Err(_) => break,
-                Ok(Output::Event(Event::Connected)) => p.connected = true,
-                Ok(Output::Event(Event::MediaData(d))) if d.mid == p.video => p.frames += 1,
-                Ok(Output::Event(_)) => {}
-            }
-        }
+struct Outcome {
+    /// SFU engine threads' CPU, in cores.
+    cpu: f64,
+    /// What reached the viewers, bits per second.
+    egress: f64,
+    frames_ratio: f64,
+}
+
+impl Outcome {
+    fn cpu_per_viewer_ms(&self, viewers: usize) -> f64 {
+        self.cpu * 1000.0 / viewers as f64
+    }
+
+    /// Egress per core of SFU CPU, Gbit/s.
+    fn gbps_per_core(&self) -> f64 {
+        self.egress / self.cpu.max(1e-9) / 1e9
     }
 }
 
-/// CPU seconds the SFU's thread has used so far.
-fn sfu_thread_cpu() -> f64 {
+/// CPU seconds the SFU's engine threads have used so far.
+fn sfu_threads_cpu() -> f64 {
     let ticks = 100.0; // USER_HZ on Linux
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return 0.0;
     };
+    let mut total = 0.0;
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "whipgate-sfu" {
+        if comm.trim().starts_with("whipgate-sfu") {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
             let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
             let fields: Vec<&str> = after.split_whitespace().collect();
             let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
             let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            return (utime + stime) / ticks;
+            total += (utime + stime) / ticks;
         }
     }
-    0.0
+    total
 }
 
-struct Result {
-    cpu_share: f64,
-    frames_ratio: f64,
+fn new_rtc(crypto: &Arc<str0m::config::CryptoProvider>, cert: &str0m::config::DtlsCert) -> Rtc {
+    RtcConfig::new()
+        .set_crypto_provider(crypto.clone())
+        .set_dtls_cert(cert.clone())
+        .build(Instant::now())
 }
 
-async fn round(viewers: usize, seconds: u64) -> Result {
-    round_with(viewers, seconds, SfuSettings::default().send_batch).await
+/// A peer's offer: video then audio in `direction`.
+fn offer(
+    rtc: &mut Rtc,
+    direction: Direction,
+) -> (String, str0m::change::SdpPendingOffer, Mid, Mid) {
+    let mut change = rtc.sdp_api();
+    let video = change.add_media(MediaKind::Video, direction, None, None, None);
+    let audio = change.add_media(MediaKind::Audio, direction, None, None, None);
+    let (offer, pending) = change.apply().expect("offer");
+    (offer.to_sdp_string(), pending, video, audio)
 }
 
-/// `send_batch`: datagrams per send syscall (1: one sendto-like call each).
-async fn round_with(viewers: usize, seconds: u64, send_batch: usize) -> Result {
-    let sfu = Sfu::start(&SfuSettings {
-        udp_listen: "127.0.0.1:0".parse().expect("addr"),
-        send_batch,
-        ..SfuSettings::default()
-    })
-    .expect("sfu");
-    let crypto = Arc::new(str0m::crypto::from_feature_flags());
-    // One certificate for all simulated peers: generating one each would dominate set-up.
-    let cert = crypto
-        .dtls_provider
-        .generate_certificate()
-        .expect("certificate");
-    let mut peers = Vec::new();
-    let (publisher, offer, pending) = peer(&crypto, &cert, Direction::SendOnly);
-    let (_, answer) = sfu.publish("bench", offer).await.expect("publish");
-    let mut publisher = publisher;
-    publisher
-        .rtc
-        .sdp_api()
-        .accept_answer(
-            pending,
-            SdpAnswer::from_sdp_string(&answer).expect("answer"),
-        )
-        .expect("accept");
-    peers.push(publisher);
+async fn bind() -> (UdpSocket, SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
+}
+
+/// Sends what the peer wants sent; returns its next timeout.
+fn flush(rtc: &mut Rtc, socket: &UdpSocket, seen: &Seen, connected: &mut bool) -> Instant {
+    loop {
+        match rtc.poll_output() {
+            Ok(Output::Transmit(t)) => {
+                let _ = socket.try_send_to(&t.contents, t.destination);
+            }
+            Ok(Output::Timeout(at)) => return at,
+            Ok(Output::Event(Event::Connected)) => {
+                if !*connected {
+                    *connected = true;
+                    seen.connected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(Output::Event(_)) => {}
+            Err(_) => return Instant::now() + Duration::from_secs(1),
+        }
+    }
+}
+
+/// A light viewer: counts SRTP video packets and bytes, gives the rest to its peer.
+async fn view(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    addr: SocketAddr,
+    video_pt: u8,
+    seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+) {
     let mut buffer = vec![0u8; 2048];
-    // Viewers join in waves of 20, as an audience does, rather than all in one instant.
-    for wave in 0..viewers.div_ceil(20) {
-        for _ in 0..20.min(viewers - wave * 20) {
-            let (mut viewer, offer, pending) = peer(&crypto, &cert, Direction::RecvOnly);
-            let (_, answer) = sfu.play("bench", offer).await.expect("play");
-            viewer
-                .rtc
-                .sdp_api()
-                .accept_answer(
-                    pending,
-                    SdpAnswer::from_sdp_string(&answer).expect("answer"),
-                )
-                .expect("accept");
-            peers.push(viewer);
+    let mut connected = false;
+    let mut first = true;
+    let mut next = flush(&mut rtc, &socket, &seen, &mut connected);
+    while !stop.load(Ordering::Relaxed) {
+        tokio::select! {
+            received = socket.recv_from(&mut buffer) => {
+                let Ok((n, source)) = received else { continue };
+                let datagram = &buffer[..n];
+                // RTP, not RTCP (RFC 5761: RTCP's packet types 64 to 95 with the marker bit).
+                let rtp = n > 12 && (128..=191).contains(&datagram[0])
+                    && !(64..=95).contains(&(datagram[1] & 0x7f));
+                if rtp && connected {
+                    seen.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    if datagram[1] & 0x7f == video_pt && datagram[1] & 0x80 != 0 {
+                        seen.frames.fetch_add(1, Ordering::Relaxed);
+                        if first {
+                            first = false;
+                            seen.first_frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    continue;
+                }
+                if let Ok(contents) = datagram.try_into() {
+                    let _ = rtc.handle_input(Input::Receive(Instant::now(), Receive {
+                        proto: Protocol::Udp, source, destination: addr, contents,
+                    }));
+                }
+            }
+            () = tokio::time::sleep_until(next.into()) => {
+                let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            }
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !peers.iter().all(|p| p.connected) && Instant::now() < deadline {
-            pump(&mut peers, &mut buffer);
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let connected = peers.iter().filter(|p| p.connected).count();
-        assert!(
-            connected == peers.len(),
-            "{connected} of {} peers connected",
-            peers.len()
-        );
+        next = flush(&mut rtc, &socket, &seen, &mut connected);
     }
+}
+
+/// The publisher: `frame_bytes` VP8 frames at 30 fps (a keyframe every 2 s, and one at
+/// once when asked) and Opus at 50 fps, until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    mut rtc: Rtc,
+    socket: UdpSocket,
+    addr: SocketAddr,
+    video: Mid,
+    audio: Mid,
+    frame_bytes: usize,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut buffer = vec![0u8; 2048];
     let start = Instant::now();
-    let mut cpu_start = None;
-    let mut sent = 0u64;
-    let mut frames_at_measure = 0u64;
     let (mut next_video, mut next_audio) = (start, start);
-    let warmup = Duration::from_secs(1);
-    let end = start + warmup + Duration::from_secs(seconds);
-    while Instant::now() < end {
+    let mut frame = 0u64;
+    let mut keyframe_asked = false;
+    let seen = Seen::default();
+    let mut connected = false;
+    while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        if cpu_start.is_none() && now >= start + warmup {
-            cpu_start = Some((sfu_thread_cpu(), now));
-            frames_at_measure = peers[1..].iter().map(|p| p.frames).sum();
-            sent = 0;
-        }
-        let elapsed = now.duration_since(start);
-        if now >= next_video {
-            let frame = (elapsed.as_millis() / 33) as u64;
-            let mut data = vec![0x01u8; FRAME_BYTES];
-            if frame % 60 == 0 {
+        if connected && now >= next_video {
+            let mut data = vec![0x01u8; frame_bytes];
+            if frame % 60 == 0 || std::mem::take(&mut keyframe_asked) {
                 data[0] = 0x00;
             }
-            let publisher = &mut peers[0];
-            if let Some(writer) = publisher.rtc.writer(publisher.video) {
+            if let Some(writer) = rtc.writer(video) {
                 let pt = writer
                     .payload_params()
                     .find(|p| p.spec().codec == Codec::Vp8)
                     .map(|p| p.pt());
                 if let Some(pt) = pt {
-                    let ticks = elapsed.as_micros() as u64 * 9 / 100;
-                    let _ = writer.write(pt, now, MediaTime::from_90khz(ticks), data);
-                    sent += 1;
+                    let ticks = now.duration_since(start).as_micros() as u64 * 9 / 100;
+                    if writer
+                        .write(pt, now, MediaTime::from_90khz(ticks), data)
+                        .is_ok()
+                    {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
+            frame += 1;
             next_video += Duration::from_micros(33_333);
         }
-        if now >= next_audio {
-            let publisher = &mut peers[0];
-            if let Some(writer) = publisher.rtc.writer(publisher.audio) {
+        if connected && now >= next_audio {
+            if let Some(writer) = rtc.writer(audio) {
                 let pt = writer
                     .payload_params()
                     .find(|p| p.spec().codec == Codec::Opus)
                     .map(|p| p.pt());
                 if let Some(pt) = pt {
                     let t = MediaTime::new(
-                        elapsed.as_micros() as u64 * 48 / 1000,
+                        now.duration_since(start).as_micros() as u64 * 48 / 1000,
                         str0m::media::Frequency::FORTY_EIGHT_KHZ,
                     );
                     let _ = writer.write(pt, now, t, vec![0xfc; 120]);
@@ -231,70 +242,347 @@ async fn round_with(viewers: usize, seconds: u64, send_batch: usize) -> Result {
             }
             next_audio += Duration::from_millis(20);
         }
-        pump(&mut peers, &mut buffer);
-        tokio::time::sleep(Duration::from_micros(500)).await;
-    }
-    let (cpu0, t0) = cpu_start.expect("measured");
-    let cpu = sfu_thread_cpu() - cpu0;
-    let wall = t0.elapsed().as_secs_f64();
-    let received: u64 = peers[1..].iter().map(|p| p.frames).sum::<u64>() - frames_at_measure;
-    Result {
-        cpu_share: cpu / wall,
-        frames_ratio: received as f64 / (sent.max(1) * viewers as u64) as f64,
+        // Output first: a keyframe request must be seen before the next frame.
+        loop {
+            match rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(_)) | Err(_) => break,
+                Ok(Output::Event(Event::Connected)) => {
+                    connected = true;
+                    seen.connected.fetch_add(1, Ordering::Relaxed);
+                    next_video = Instant::now();
+                    next_audio = next_video;
+                }
+                Ok(Output::Event(Event::KeyframeRequest(_))) => keyframe_asked = true,
+                Ok(Output::Event(_)) => {}
+            }
+        }
+        let wake = next_video
+            .min(next_audio)
+            .max(Instant::now() + Duration::from_micros(200));
+        tokio::select! {
+            received = socket.recv_from(&mut buffer) => {
+                if let Ok((n, source)) = received {
+                    if let Ok(contents) = buffer[..n].try_into() {
+                        let _ = rtc.handle_input(Input::Receive(Instant::now(), Receive {
+                            proto: Protocol::Udp, source, destination: addr, contents,
+                        }));
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let benching = std::env::args().any(|a| a == "--bench");
-    if !benching {
-        let r = round(2, 1).await;
-        println!(
-            "sfu udp smoke: 2 viewers, SFU thread {:.1}% of a core, {:.0}% of frames received",
-            r.cpu_share * 100.0,
-            r.frames_ratio * 100.0
-        );
-        return;
+struct Setup {
+    sfu: Sfu,
+    crypto: Arc<str0m::config::CryptoProvider>,
+    cert: str0m::config::DtlsCert,
+    seen: Arc<Seen>,
+    sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Setup {
+    async fn start(threads: usize, send_batch: usize, frame_bytes: usize) -> Self {
+        let sfu = Sfu::start(&SfuSettings {
+            udp_listen: "127.0.0.1:0".parse().expect("addr"),
+            send_batch,
+            threads,
+            ..SfuSettings::default()
+        })
+        .expect("sfu");
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        // One certificate for all simulated peers: generating one each would dominate set-up.
+        let cert = crypto
+            .dtls_provider
+            .generate_certificate()
+            .expect("certificate");
+        let setup = Self {
+            sfu,
+            crypto,
+            cert,
+            seen: Arc::new(Seen::default()),
+            sent: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (socket, addr) = bind().await;
+        let mut rtc = new_rtc(&setup.crypto, &setup.cert);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let (sdp, pending, video, audio) = offer(&mut rtc, Direction::SendOnly);
+        let (_, answer) = setup.sfu.publish("bench", sdp).await.expect("publish");
+        rtc.sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer"),
+            )
+            .expect("accept");
+        tokio::spawn(publish(
+            rtc,
+            socket,
+            addr,
+            video,
+            audio,
+            frame_bytes,
+            setup.sent.clone(),
+            setup.stop.clone(),
+        ));
+        setup
     }
-    if std::env::args().any(|a| a == "batch") {
-        batched_against_single_sends().await;
-        return;
+
+    /// Adds one viewer; returns when its answer is in (its first frame comes later).
+    async fn viewer(&self) {
+        let (socket, addr) = bind().await;
+        let mut rtc = new_rtc(&self.crypto, &self.cert);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let (sdp, pending, _, _) = offer(&mut rtc, Direction::RecvOnly);
+        let video_pt = rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == Codec::Vp8)
+            .map(|p| *p.pt())
+            .expect("VP8 offered");
+        let (_, answer) = self.sfu.play("bench", sdp).await.expect("play");
+        rtc.sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer"),
+            )
+            .expect("accept");
+        tokio::spawn(view(
+            rtc,
+            socket,
+            addr,
+            video_pt,
+            self.seen.clone(),
+            self.stop.clone(),
+        ));
     }
-    println!("built-in SFU on UDP loopback: one 2 Mbit/s publisher to N viewers (10 s each)");
-    println!(
-        "{:>8} {:>20} {:>26} {:>18}",
-        "viewers", "SFU thread CPU", "CPU per viewer per media s", "frames received"
+
+    async fn wait(&self, what: &str, done: impl Fn() -> bool, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn round(r: Round) -> Outcome {
+    let frame_bytes = r.bits_per_second / 8 / 30;
+    let setup = Setup::start(r.threads, r.send_batch, frame_bytes).await;
+    setup
+        .wait(
+            "the publisher connects",
+            || setup.sent.load(Ordering::Relaxed) > 0,
+            Duration::from_secs(10),
+        )
+        .await;
+    // Viewers join in waves of 50, as an audience does, rather than all in one instant.
+    for wave in 0..r.viewers.div_ceil(50) {
+        for _ in 0..50.min(r.viewers - wave * 50) {
+            setup.viewer().await;
+        }
+        let want = (wave * 50 + 50).min(r.viewers);
+        setup
+            .wait(
+                "viewers connect",
+                || setup.seen.connected.load(Ordering::Relaxed) >= want,
+                Duration::from_secs(30),
+            )
+            .await;
+    }
+    setup
+        .wait(
+            "every viewer's first frame",
+            || setup.seen.first_frames.load(Ordering::Relaxed) >= r.viewers,
+            Duration::from_secs(10),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (cpu0, t0) = (sfu_threads_cpu(), Instant::now());
+    let (frames0, bytes0, sent0) = (
+        setup.seen.frames.load(Ordering::Relaxed),
+        setup.seen.bytes.load(Ordering::Relaxed),
+        setup.sent.load(Ordering::Relaxed),
     );
-    for viewers in [1usize, 10, 50, 100, 200, 300] {
-        let r = round(viewers, 10).await;
-        println!(
-            "{viewers:>8} {:>17.1} % {:>23.2} ms {:>17.1} %",
-            r.cpu_share * 100.0,
-            r.cpu_share * 1000.0 / viewers as f64,
-            r.frames_ratio * 100.0
-        );
+    tokio::time::sleep(Duration::from_secs(r.seconds)).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = sfu_threads_cpu() - cpu0;
+    let frames = setup.seen.frames.load(Ordering::Relaxed) - frames0;
+    let bytes = setup.seen.bytes.load(Ordering::Relaxed) - bytes0;
+    let sent = setup.sent.load(Ordering::Relaxed) - sent0;
+    Outcome {
+        cpu: cpu / wall,
+        egress: bytes as f64 * 8.0 / wall,
+        frames_ratio: frames as f64 / (sent.max(1) * r.viewers as u64) as f64,
     }
 }
 
-/// Sends batched with sendmmsg (64 per call) against one datagram per call, side by side:
-/// the SFU thread's CPU per viewer for the same workload.
+fn main() {
+    // The simulated peers run on one thread, as a separate machine's would not share the
+    // SFU's: the SFU's threads get the rest.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let args: Vec<String> = std::env::args().collect();
+        if !args.iter().any(|a| a == "--bench") {
+            let r = round(Round { viewers: 2, seconds: 1, bits_per_second: 2_000_000, threads: 2, send_batch: 64 }).await;
+            println!(
+                "sfu udp smoke: 2 viewers on 2 engine threads, {:.1}% of a core, {:.0}% of frames received",
+                r.cpu * 100.0,
+                r.frames_ratio * 100.0
+            );
+            assert!(r.frames_ratio > 0.5, "viewers received frames");
+            return;
+        }
+        if args.iter().any(|a| a == "batch") {
+            batched_against_single_sends().await;
+        } else if args.iter().any(|a| a == "join") {
+            join_and_keyframe().await;
+        } else {
+            scaling(&args).await;
+        }
+    });
+}
+
+/// Viewers × engine threads × bitrate, side by side in one run.
+async fn scaling(args: &[String]) {
+    let viewer_counts: Vec<usize> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("viewers="))
+        .map(|list| list.split(',').filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 300, 600, 1000]);
+    println!("built-in SFU on UDP loopback: one publisher to N viewers, 10 s each, 1 and 2 engine threads");
+    println!(
+        "{:>9} {:>8} {:>7} {:>10} {:>14} {:>16} {:>15} {:>9}",
+        "bitrate",
+        "viewers",
+        "threads",
+        "SFU CPU",
+        "egress",
+        "CPU/viewer/s",
+        "egress/core",
+        "frames"
+    );
+    for bits in [600_000usize, 2_000_000] {
+        for &viewers in &viewer_counts {
+            for threads in [1usize, 2] {
+                let r = round(Round {
+                    viewers,
+                    seconds: 10,
+                    bits_per_second: bits,
+                    threads,
+                    send_batch: 64,
+                })
+                .await;
+                println!(
+                    "{:>6} k {:>8} {:>7} {:>7.2} c {:>9.0} Mb/s {:>13.3} ms {:>9.2} Gb/s {:>8.1}%",
+                    bits / 1000,
+                    viewers,
+                    threads,
+                    r.cpu,
+                    r.egress / 1e6,
+                    r.cpu_per_viewer_ms(viewers),
+                    r.gbps_per_core(),
+                    r.frames_ratio * 100.0
+                );
+            }
+        }
+    }
+}
+
+/// Sends batched with sendmmsg (64 per call) against one datagram per call, side by side.
 async fn batched_against_single_sends() {
-    println!("built-in SFU on UDP loopback, 2 Mbit/s to N viewers (10 s each): one datagram per");
-    println!("send call against sendmmsg batches of 64, in one run");
+    println!("built-in SFU on UDP loopback, 2 Mbit/s to N viewers (10 s each), one engine thread:");
+    println!("one datagram per send call against sendmmsg batches of 64, in one run");
     println!(
         "{:>8} {:>16} {:>16} {:>8} {:>18}",
         "viewers", "1 per call", "64 per call", "ratio", "frames received"
     );
-    for viewers in [50usize, 100, 200] {
-        let single = round_with(viewers, 10, 1).await;
-        let batched = round_with(viewers, 10, 64).await;
+    for viewers in [100usize, 300] {
+        let single = round(Round {
+            viewers,
+            seconds: 10,
+            bits_per_second: 2_000_000,
+            threads: 1,
+            send_batch: 1,
+        })
+        .await;
+        let batched = round(Round {
+            viewers,
+            seconds: 10,
+            bits_per_second: 2_000_000,
+            threads: 1,
+            send_batch: 64,
+        })
+        .await;
         println!(
-            "{viewers:>8} {:>13.2} ms {:>13.2} ms {:>8.2} {:>8.1} % {:>7.1} %",
-            single.cpu_share * 1000.0 / viewers as f64,
-            batched.cpu_share * 1000.0 / viewers as f64,
-            batched.cpu_share / single.cpu_share,
+            "{viewers:>8} {:>13.3} ms {:>13.3} ms {:>8.2} {:>8.1} % {:>7.1} %",
+            single.cpu_per_viewer_ms(viewers),
+            batched.cpu_per_viewer_ms(viewers),
+            batched.cpu / single.cpu,
             single.frames_ratio * 100.0,
             batched.frames_ratio * 100.0,
+        );
+    }
+}
+
+/// Small rooms: a viewer's time from its POST to its first frame (the SFU asks the
+/// publisher for a keyframe at once), with 1 and 2 engine threads. With two, half the
+/// viewers land on the engine that does not hold the publisher, so their keyframe request
+/// and their frames cross engines.
+async fn join_and_keyframe() {
+    println!(
+        "small rooms: a viewer's POST to its first video frame, 2 Mbit/s, 20 viewers one by one"
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>10}",
+        "threads", "median", "p90", "worst"
+    );
+    for threads in [1usize, 2] {
+        let setup = Setup::start(threads, 64, 2_000_000 / 8 / 30).await;
+        setup
+            .wait(
+                "the publisher connects",
+                || setup.sent.load(Ordering::Relaxed) > 0,
+                Duration::from_secs(10),
+            )
+            .await;
+        let mut times = Vec::new();
+        for n in 1..=20 {
+            let started = Instant::now();
+            setup.viewer().await;
+            setup
+                .wait(
+                    "the viewer's first frame",
+                    || setup.seen.first_frames.load(Ordering::Relaxed) >= n,
+                    Duration::from_secs(10),
+                )
+                .await;
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            // Past the publisher's keyframe-request limit, so each join asks anew.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "{threads:>8} {:>7.1} ms {:>7.1} ms {:>7.1} ms",
+            times[times.len() / 2],
+            times[times.len() * 9 / 10],
+            times[times.len() - 1]
         );
     }
 }

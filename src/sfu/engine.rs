@@ -3,7 +3,8 @@
 //! caller feeds datagrams and `now`, and receives datagrams to send (str0m's sans-IO style,
 //! one level up), so tests can run publishers and viewers in memory.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,9 @@ mod shards;
 use shards::Mirror;
 pub use shards::{home_shard, shard_of, ShardMessage, MAX_SHARDS};
 
+/// How often every peer is checked for an end (silence, a missed deadline): often enough
+/// for the seconds those limits are, rarely enough that a big audience costs nothing.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// A connected peer from which nothing at all arrived for this long is gone (RFC 7675's
@@ -128,6 +132,12 @@ pub struct Engine {
     shard_messages: Vec<(usize, ShardMessage)>,
     /// Remote addresses whose peers live on another engine, as those engines claimed them.
     foreign: HashMap<SocketAddr, usize>,
+    /// Peers' timers, earliest first. An entry whose time is not its peer's `scheduled` is
+    /// stale and skipped: a turn of the engine touches only the peers that are due, not
+    /// all of them (thousands, with a big audience).
+    timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
+    /// When every peer is next checked for an end (silence, a missed connect deadline).
+    next_sweep: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -170,6 +180,8 @@ struct Peer {
     /// indications. This, not str0m's ICE-lite state, decides whether a peer is still there.
     last_heard: Instant,
     next_timeout: Instant,
+    /// When its entry in the engine's timers is due (`None`: it has none).
+    scheduled: Option<Instant>,
     /// m-lines in SDP order, as str0m reported them.
     media: Vec<(Mid, MediaKind)>,
     /// Publisher: per incoming track, the simulcast layers seen and their byte counts.
@@ -210,6 +222,7 @@ impl Peer {
             connected: false,
             last_heard: now,
             next_timeout: now,
+            scheduled: None,
             media: Vec::new(),
             layers: HashMap::new(),
             last_keyframe_request: HashMap::new(),
@@ -283,6 +296,8 @@ impl Engine {
             shards: 1,
             shard_messages: Vec::new(),
             foreign: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_sweep: None,
         }
     }
 
@@ -382,11 +397,17 @@ impl Engine {
             .accept_offer(offer)
             .map_err(|e| SfuError::Offer(format!("the offer cannot be accepted: {e}")))?;
         let id = self.new_id();
-        self.peers
-            .insert(id, Peer::new(stream, role, rtc, now, None));
+        self.add_peer(id, Peer::new(stream, role, rtc, now, None));
         // Drain the events negotiation produced (MediaAdded) before any packet arrives.
         self.drive(now, id, &mut |_, _| {});
         Ok((id, answer.to_sdp_string()))
+    }
+
+    /// Holds a new peer, its timer due at once.
+    fn add_peer(&mut self, id: PeerId, mut peer: Peer) {
+        peer.scheduled = Some(peer.next_timeout);
+        self.timers.push(Reverse((peer.next_timeout, id)));
+        self.peers.insert(id, peer);
     }
 
     /// A fresh id that names this engine (see [`shard_of`]).
@@ -433,7 +454,7 @@ impl Engine {
             );
         }
         leg.media = media;
-        self.peers.insert(id, leg);
+        self.add_peer(id, leg);
         self.streams
             .entry(stream.to_owned())
             .or_default()
@@ -458,7 +479,7 @@ impl Engine {
         let mut peer = Peer::new(stream, PeerRole::Publisher, rtc, now, Some(pending));
         peer.media = media;
         peer.pulled = true;
-        self.peers.insert(id, peer);
+        self.add_peer(id, peer);
         self.streams.entry(stream.to_owned()).or_default().publisher = Some(id);
         Ok((id, offer))
     }
@@ -890,31 +911,44 @@ impl Engine {
 
     /// The earliest moment [`Engine::tick`] has work.
     pub fn next_timeout(&self, now: Instant) -> Instant {
-        self.peers
-            .values()
-            .map(|p| p.next_timeout)
-            .min()
-            .unwrap_or(now + Duration::from_secs(1))
-            .min(now + Duration::from_secs(1))
+        let mut next = now + Duration::from_secs(1);
+        if let Some(Reverse((at, _))) = self.timers.peek() {
+            next = next.min(*at);
+        }
+        if let Some(sweep) = self.next_sweep {
+            next = next.min(sweep);
+        }
+        if !self.closing.is_empty() {
+            next = next.min(now + Duration::from_millis(20));
+        }
+        next
     }
 
-    /// Advances every peer whose timer is due, and drops dead or never-connected ones.
+    /// Advances every peer whose timer is due, and (every [`SWEEP_INTERVAL`]) drops dead
+    /// or never-connected ones.
     pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, Vec<u8>)) {
         self.drain_closing(now, send);
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.next_timeout <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if let Some(peer) = self.peers.get_mut(&id) {
-                if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
-                    peer.rtc.disconnect();
-                }
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            if peer.scheduled != Some(at) {
+                continue;
+            }
+            peer.scheduled = None;
+            if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+                peer.rtc.disconnect();
             }
             self.drive(now, id, send);
         }
+        if self.next_sweep.is_some_and(|at| at > now) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_INTERVAL);
         let dead: Vec<(PeerId, &'static str)> = self
             .peers
             .iter()
@@ -969,6 +1003,7 @@ impl Engine {
             };
             loop {
                 if !peer.rtc.is_alive() {
+                    // The next sweep removes it.
                     peer.next_timeout = now;
                     break;
                 }
@@ -980,6 +1015,10 @@ impl Engine {
                     }
                     Ok(Output::Timeout(at)) => {
                         peer.next_timeout = at;
+                        if peer.scheduled.is_none_or(|scheduled| at < scheduled) {
+                            peer.scheduled = Some(at);
+                            self.timers.push(Reverse((at, id)));
+                        }
                         break;
                     }
                     Ok(Output::Event(event)) => events.push(event),
