@@ -48,6 +48,7 @@ struct Round {
     bits_per_second: usize,
     threads: usize,
     send_batch: usize,
+    gso: bool,
 }
 
 struct Outcome {
@@ -288,11 +289,12 @@ struct Setup {
 }
 
 impl Setup {
-    async fn start(threads: usize, send_batch: usize, frame_bytes: usize) -> Self {
+    async fn start(threads: usize, send_batch: usize, gso: bool, frame_bytes: usize) -> Self {
         let sfu = Sfu::start(&SfuSettings {
             udp_listen: "127.0.0.1:0".parse().expect("addr"),
             send_batch,
             threads,
+            gso,
             ..SfuSettings::default()
         })
         .expect("sfu");
@@ -381,7 +383,7 @@ impl Drop for Setup {
 
 async fn round(r: Round) -> Outcome {
     let frame_bytes = r.bits_per_second / 8 / 30;
-    let setup = Setup::start(r.threads, r.send_batch, frame_bytes).await;
+    let setup = Setup::start(r.threads, r.send_batch, r.gso, frame_bytes).await;
     setup
         .wait(
             "the publisher connects",
@@ -440,7 +442,7 @@ fn main() {
     runtime.block_on(async {
         let args: Vec<String> = std::env::args().collect();
         if !args.iter().any(|a| a == "--bench") {
-            let r = round(Round { viewers: 2, seconds: 1, bits_per_second: 2_000_000, threads: 2, send_batch: 64 }).await;
+            let r = round(Round { viewers: 2, seconds: 1, bits_per_second: 2_000_000, threads: 2, send_batch: 64, gso: true }).await;
             println!(
                 "sfu udp smoke: 2 viewers on 2 engine threads, {:.1}% of a core, {:.0}% of frames received",
                 r.cpu * 100.0,
@@ -451,6 +453,8 @@ fn main() {
         }
         if args.iter().any(|a| a == "batch") {
             batched_against_single_sends().await;
+        } else if args.iter().any(|a| a == "gso") {
+            segmented_against_plain().await;
         } else if args.iter().any(|a| a == "join") {
             join_and_keyframe().await;
         } else {
@@ -487,6 +491,7 @@ async fn scaling(args: &[String]) {
                     bits_per_second: bits,
                     threads,
                     send_batch: 64,
+                    gso: true,
                 })
                 .await;
                 println!(
@@ -520,6 +525,7 @@ async fn batched_against_single_sends() {
             bits_per_second: 2_000_000,
             threads: 1,
             send_batch: 1,
+            gso: false,
         })
         .await;
         let batched = round(Round {
@@ -528,6 +534,7 @@ async fn batched_against_single_sends() {
             bits_per_second: 2_000_000,
             threads: 1,
             send_batch: 64,
+            gso: false,
         })
         .await;
         println!(
@@ -538,6 +545,44 @@ async fn batched_against_single_sends() {
             single.frames_ratio * 100.0,
             batched.frames_ratio * 100.0,
         );
+    }
+}
+
+/// UDP GSO (a frame's packets to one viewer as one message) against one message per
+/// datagram, both in sendmmsg batches of 64, side by side on one engine thread.
+async fn segmented_against_plain() {
+    println!(
+        "built-in SFU on UDP loopback, one engine thread, 10 s each: sendmmsg batches without"
+    );
+    println!("and with UDP GSO, in one run");
+    println!(
+        "{:>9} {:>8} {:>14} {:>14} {:>8} {:>16} {:>16}",
+        "bitrate", "viewers", "without GSO", "with GSO", "ratio", "egress/core", "frames"
+    );
+    for bits in [600_000usize, 2_000_000] {
+        for viewers in [300usize, 600] {
+            let round_with = |gso| Round {
+                viewers,
+                seconds: 10,
+                bits_per_second: bits,
+                threads: 1,
+                send_batch: 64,
+                gso,
+            };
+            let plain = round(round_with(false)).await;
+            let segmented = round(round_with(true)).await;
+            println!(
+                "{:>6} k {viewers:>8} {:>11.3} ms {:>11.3} ms {:>8.2} {:>6.2} / {:.2} Gb/s {:>6.1} / {:.1} %",
+                bits / 1000,
+                plain.cpu_per_viewer_ms(viewers),
+                segmented.cpu_per_viewer_ms(viewers),
+                segmented.cpu / plain.cpu,
+                plain.gbps_per_core(),
+                segmented.gbps_per_core(),
+                plain.frames_ratio * 100.0,
+                segmented.frames_ratio * 100.0,
+            );
+        }
     }
 }
 
@@ -554,7 +599,7 @@ async fn join_and_keyframe() {
         "threads", "median", "p90", "worst"
     );
     for threads in [1usize, 2] {
-        let setup = Setup::start(threads, 64, 2_000_000 / 8 / 30).await;
+        let setup = Setup::start(threads, 64, true, 2_000_000 / 8 / 30).await;
         setup
             .wait(
                 "the publisher connects",

@@ -53,6 +53,8 @@ pub struct RawBuiltin {
     pub send_batch: Option<usize>,
     /// Engine threads, 1 to 64 (default: one per core).
     pub threads: Option<usize>,
+    /// Send a frame's packets to one peer as one UDP GSO message (default true).
+    pub gso: Option<bool>,
 }
 
 /// `[server]`: every limit has a safe default.

@@ -220,6 +220,9 @@ impl Loader<'_> {
             }
             settings.threads = threads;
         }
+        if let Some(gso) = raw.gso {
+            settings.gso = gso;
+        }
         if let Some(timeout) = raw.relay_timeout {
             // Below the target's 3 s check interval a healthy leg would be taken as failed.
             settings.relay_timeout = timeout.max(Duration::from_secs(4));

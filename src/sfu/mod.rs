@@ -38,6 +38,9 @@ pub struct SfuSettings {
     pub send_batch: usize,
     /// Engine threads, each owning its peers (1 to [`MAX_SHARDS`]).
     pub threads: usize,
+    /// A frame's packets to one peer leave as one UDP GSO message (Linux), when the kernel
+    /// takes it.
+    pub gso: bool,
 }
 
 /// One engine per core the process may use.
@@ -57,6 +60,7 @@ impl Default for SfuSettings {
             relay_timeout: engine::DEFAULT_RELAY_TIMEOUT,
             send_batch: outbox::BATCH,
             threads: default_threads(),
+            gso: true,
         }
     }
 }
@@ -285,6 +289,7 @@ impl Sfu {
                 mailboxes: mailboxes.clone(),
                 peers: peers.clone(),
                 send_batch,
+                gso: settings.gso,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -636,6 +641,7 @@ struct Runner {
     mailboxes: Arc<[Mailbox]>,
     peers: Arc<AtomicUsize>,
     send_batch: usize,
+    gso: bool,
 }
 
 impl Runner {
@@ -644,7 +650,7 @@ impl Runner {
         let mut watchers: std::collections::HashMap<PeerId, PeerEvents> =
             std::collections::HashMap::new();
         let socket = &socket;
-        let mut outbox = outbox::Outbox::with_batch(self.send_batch);
+        let mut outbox = outbox::Outbox::new(self.send_batch, self.gso);
         let engine = &mut self.engine;
         loop {
             let deadline = engine.next_timeout(Instant::now());
