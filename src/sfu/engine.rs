@@ -939,6 +939,12 @@ impl Engine {
             if peer.scheduled != Some(at) {
                 continue;
             }
+            if peer.next_timeout > now && peer.rtc.is_alive() {
+                // Its timer moved later since this entry was made: wait for it.
+                peer.scheduled = Some(peer.next_timeout);
+                self.timers.push(Reverse((peer.next_timeout, id)));
+                continue;
+            }
             peer.scheduled = None;
             if peer.rtc.handle_input(Input::Timeout(now)).is_err() {
                 peer.rtc.disconnect();
