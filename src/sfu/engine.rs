@@ -928,11 +928,17 @@ impl Engine {
     /// or never-connected ones.
     pub fn tick(&mut self, now: Instant, send: &mut dyn FnMut(SocketAddr, Vec<u8>)) {
         self.drain_closing(now, send);
+        // Those due now, taken first: a peer whose timer says "now" again waits for the next
+        // turn rather than keeping this one going.
+        let mut due = Vec::new();
         while let Some(Reverse((at, id))) = self.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.timers.pop();
+            due.push((at, id));
+        }
+        for (at, id) in due {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };

@@ -22,7 +22,10 @@ NAME_X="FFmpeg 9 with -whip_flags dtls_active publishes to the built-in SFU; aio
 NAME_Y="FFmpeg 9 publishes through whipgate to Janus (simple-whip-server) and through every vendor kind (livekit, livekit ingress, ivs, cloudflare, millicast, webhook fakes fronting the SFU); its media reaches Janus, and a player decodes each vendor stream"
 NAME_OB="OBS-like publisher (aiortc with a candidate-less offer, never trickling) gets a complete answer and publishes to the built-in SFU (aiortc decodes it) and to Janus through whipgate (Janus receives its packets)"
 NAME_Z="built-in SFU: simple-whip-client (libnice keepalives: media and binding indications, no binding requests) publishes for ${E2E_LONG_SECONDS:-60} s; an aiortc viewer keeps receiving its packets to the end"
-FFMPEG_LOGS=(obs-sfu.log obs-janus.log play-obs.log ffmpeg-w.log ffmpeg-x.log ffmpeg-y-janus.log ffmpeg-y-lk.log ffmpeg-y-lki.log ffmpeg-y-ivs.log
+NAME_GS="GStreamer's whipclientsink (gst-plugins-rs 0.15.4 on webrtcbin) publishes VP8 + Opus to the built-in SFU (aiortc decodes its video and audio; its DELETE ends the stream) and through whipgate to Janus (Janus receives its packets)"
+GST_WHIP_PLUGINS=$DEPS/gst-whipclientsink/plugins   # built by scripts/install-test-deps
+STREAM_GS=e2e-gst-whipclientsink                   # GS's Janus endpoint
+FFMPEG_LOGS=(gs-sfu.log gs-janus.log play-gs.log obs-sfu.log obs-janus.log play-obs.log ffmpeg-w.log ffmpeg-x.log ffmpeg-y-janus.log ffmpeg-y-lk.log ffmpeg-y-lki.log ffmpeg-y-ivs.log
   ffmpeg-y-cf.log ffmpeg-y-dolby.log ffmpeg-y-hook.log whip-client-z.log aiortc-play-z.log)
 STREAM_Y=e2e-ffmpeg   # Y's Janus endpoint
 STREAM_OB=e2e-obs     # OB's Janus endpoint
@@ -236,4 +239,59 @@ test_ob() {
   if [ "$DIRECT" = 1 ]; then echo "# OB needs whipgate: skipped in direct mode"; return; fi
   FAIL=
   if test_ob_steps; then ok "$name"; else not_ok "$name" "$FAIL"; fi
+}
+
+# ------------------------------------------------------------------ GS: whipclientsink
+# gs_pub TAG URL TOKEN: whipclientsink publishes a test pattern (VP8) and a tone (Opus) as a
+# user's gst-launch would; -e makes SIGINT an EOS, on which it sends its DELETE. Log in
+# $TMP/TAG.log, pid in LAST_PID. stun-server=NULL: its default is Google's STUN server, and it
+# posts its offer only once candidate gathering is over.
+gs_pub() {
+  local tag=$1 url=$2 token=$3
+  (exec env GST_PLUGIN_PATH="$GST_WHIP_PLUGINS" GST_DEBUG_NO_COLOR=1 GST_DEBUG='whip*:5' \
+    ip netns exec "$NS" gst-launch-1.0 -e whipclientsink name=ws \
+      signaller::whip-endpoint="$url" signaller::auth-token="$token" \
+      video-caps=video/x-vp8 audio-caps=audio/x-opus congestion-control=disabled stun-server=NULL \
+      videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+        ! videoconvert ! queue ! ws. \
+      audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! queue ! ws.) \
+    >"$TMP/$tag.log" 2>&1 &
+  LAST_PID=$!; PIDS+=("$LAST_PID")
+}
+# gs_stop PID: SIGINT (EOS, then its DELETE), and wait for it to exit.
+gs_stop() {
+  kill -INT "$1" 2>/dev/null
+  local end=$((SECONDS + 10))
+  while kill -0 "$1" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.1; done
+  kill "$1" 2>/dev/null
+  wait "$1" 2>/dev/null || true
+}
+gs_why() { grep -E 'ERROR|WARN' "$TMP/$1.log" | tail -1; }
+
+test_gs() {
+  local name=$NAME_GS stream=live-gs gs
+  if ! GST_PLUGIN_PATH="$GST_WHIP_PLUGINS" gst-inspect-1.0 whipclientsink >/dev/null 2>&1; then
+    not_ok "$name" "whipclientsink is not in $GST_WHIP_PLUGINS (scripts/install-test-deps builds it)"; return
+  fi
+  note "GS: whipclientsink -> built-in SFU ($stream)"
+  FAIL= FFMPEG_T0=$(date +%s.%N)
+  gs_pub gs-sfu "$GW/whip/$stream" "$CLIENT_TOKEN"; gs=$LAST_PID
+  if ! ff_play "$GW/whep/$stream" gs; then
+    not_ok "$name" "$FAIL; whipclientsink: $(gs_why gs-sfu)"; gs_stop "$gs"; return
+  fi
+  note "GS: player $(check_line play-gs)"
+  gs_stop "$gs"
+  if ! wait_for 5 "" "stream gone" sfu_gone "$stream"; then
+    not_ok "$name" "whipclientsink's EOS did not end $stream (no DELETE?): $(sfu_stream "$stream")"; return
+  fi
+  note "GS: whipclientsink -> whipgate -> Janus ($STREAM_GS)"
+  local label=label-$STREAM_GS
+  gs_pub gs-janus "$(url_for "$STREAM_GS")" "$TOKEN"; gs=$LAST_PID
+  if ! wait_media "$label" 40 10; then
+    not_ok "$name" "Janus admin: no VP8/Opus packets from whipclientsink for $label (got '${STATS}'); whipclientsink: $(gs_why gs-janus)"
+    gs_stop "$gs"; return
+  fi
+  note "GS: Janus handle in packets (session handle audio video): $STATS"
+  gs_stop "$gs"
+  ok "$name"
 }

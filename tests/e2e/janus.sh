@@ -144,6 +144,7 @@ matrix_rows() {
          "$ff|ivs|aiortc" "$ff|cloudflare|aiortc" "$ff|millicast|aiortc" "$ff|webhook|aiortc" ;;
     Z) echo "$gst|builtin|aiortc" ;;
     OB) printf '%s\n' "$obs|builtin|aiortc" "$obs|whip (Janus)|-" ;;
+    GS) printf '%s\n' "GStreamer (whipclientsink)|builtin|aiortc" "GStreamer (whipclientsink)|whip (Janus)|-" ;;
     JN) printf '%s\n' "aiortc|janus|aiortc" "aiortc|janus|Chromium" ;;
     JK) echo "aiortc|janus|aiortc" ;;
     SL) echo "Chromium|builtin|aiortc" ;;
@@ -187,7 +188,7 @@ NAME_H="route forcing H264: a VP8-only offer (whip-client, GStreamer corpus offe
 # Added in gateway mode unless E2E_TESTS picks tests:
 NAME_I="hot reload: move-* moved from janus-a to janus-b (janus-a removed) while a publisher is live; an invalid file is refused; the old session keeps its media and its DELETE reaches janus-a"
 # F G H test whipgate's per-route SDP policy, I its routes.toml hot reload.
-if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB PG DR JN JK SL RL RF RA PL AG"; fi
+if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K L M N O P Q R S T U V W X Y Z OB GS PG DR JN JK SL RL RF RA PL AG"; fi
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_PG="pages: an embedded <whep-player> on another origin plays; the publish page opened at localhost (session URLs on 127.0.0.1) shows the WHIP URL for OBS and live send stats, stops cleanly (DELETE 200, camera and microphone released), the play page says the stream ended within 2 s, and closing a publishing tab ends its session"
 NAME_DR="drain: POST /admin/drain ends the drained backend's publisher (close_notify), the aiortc publisher re-publishes and lands on the route's next backend; an aiortc player and Chromium's play page follow their WHEP reconnect event there; the seconds without frames at each player are counted"
@@ -218,7 +219,7 @@ for t in $TESTS; do
     F) ALL_NAMES+=("$NAME_F");; G) ALL_NAMES+=("$NAME_G");; H) ALL_NAMES+=("$NAME_H");;
     I) ALL_NAMES+=("$NAME_I");; J) ALL_NAMES+=("$NAME_J");; K) ALL_NAMES+=("$NAME_K");;
     L) ALL_NAMES+=("$NAME_L");; M) ALL_NAMES+=("$NAME_M");; N) ALL_NAMES+=("$NAME_N");;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RF | RA | PL | AG) n=NAME_$t; ALL_NAMES+=("${!n}");;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | GS | PG | DR | JN | JK | SL | RL | RF | RA | PL | AG) n=NAME_$t; ALL_NAMES+=("${!n}");;
   esac
 done
 setup_failed() {
@@ -330,7 +331,7 @@ STREAM_A=e2e-whipclient STREAM_B=e2e-aiortc STREAM_C=e2e-mdns
 # Streams named h264-* take the route whose SDP policy allows only H264 for video (F G H).
 STREAM_F=h264-aiortc STREAM_G=h264-whipclient STREAM_H=h264-vp8only
 STREAM_M=e2e-mixed   # test M's Janus side
-for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H $STREAM_M $STREAM_Y $STREAM_OB; do
+for id in $STREAM_A $STREAM_B $STREAM_C $STREAM_F $STREAM_G $STREAM_H $STREAM_M $STREAM_Y $STREAM_OB $STREAM_GS; do
   code=$(nsx curl -s -o /dev/null -w '%{http_code}' -m 3 -H 'Content-Type: application/json' \
     -X POST http://127.0.0.1:7080/whip/create \
     -d "{\"id\":\"$id\",\"room\":$ROOM,\"label\":\"label-$id\",\"token\":\"$BACKEND_TOKEN\"}")
@@ -1037,8 +1038,8 @@ for t in $TESTS; do
     L) test_l ;;
     M) test_m ;;
     N) test_n ;;
-    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | PG | DR | JN | JK | SL | RL | RF | RA | PL | AG) "test_${t,,}" ;;
-    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z, OB, PG, DR, JN, JK, SL, RL, RF, RA, PL and AG" ;;
+    O | P | Q | R | S | T | U | V | W | X | Y | Z | OB | GS | PG | DR | JN | JK | SL | RL | RF | RA | PL | AG) "test_${t,,}" ;;
+    *) not_ok "unknown test name $t" "E2E_TESTS names tests A to Z, OB, GS, PG, DR, JN, JK, SL, RL, RF, RA, PL and AG" ;;
   esac
 done
 
