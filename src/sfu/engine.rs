@@ -720,10 +720,12 @@ impl Engine {
             }
             !theirs
         });
-        self.tell_others(|owner| ShardMessage::Release {
-            addresses: addresses.clone(),
-            owner,
-        });
+        if !addresses.is_empty() {
+            self.tell_others(|owner| ShardMessage::Release {
+                addresses: addresses.clone(),
+                owner,
+            });
+        }
         let mut released = Vec::new();
         if let Some(stream) = self.streams.get_mut(&peer.stream) {
             match peer.role {
