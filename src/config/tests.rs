@@ -354,3 +354,29 @@ fn a_pull_origin_must_be_a_remote_whep_backend() {
         assert!(message.contains("backend `edge`"), "{message}");
     }
 }
+
+#[test]
+fn sfu_engine_threads_and_gso_are_read_and_bounded() {
+    let config = load(&format!("{RELAY}[[route]]\nbackends = [\"sfu\"]\n")).expect("valid");
+    let settings = config.builtin.expect("[builtin]");
+    assert_eq!(settings.threads, crate::sfu::default_threads());
+    assert!(settings.gso);
+    let with = |extra: &str| {
+        format!(
+            "{}[[route]]\nbackends = [\"sfu\"]\n",
+            RELAY.replace(
+                "udp_listen = \"127.0.0.1:0\"",
+                &format!("udp_listen = \"127.0.0.1:0\"\n{extra}")
+            )
+        )
+    };
+    let settings = load(&with("threads = 3\ngso = false"))
+        .expect("valid")
+        .builtin
+        .expect("[builtin]");
+    assert_eq!((settings.threads, settings.gso), (3, false));
+    for bad in ["threads = 0", "threads = 65"] {
+        let message = error(&with(bad));
+        assert!(message.contains("threads must be 1 to 64"), "{message}");
+    }
+}
