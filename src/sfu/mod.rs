@@ -632,6 +632,22 @@ fn advertised(settings: &SfuSettings, bound: SocketAddr) -> Result<Addresses, St
     Ok(Addresses { local, candidates })
 }
 
+/// Carries an engine's messages to the others' mailboxes.
+fn deliver(engine: &mut Engine, mailboxes: &[Mailbox]) {
+    for (shard, message) in engine.take_shard_messages() {
+        let Some(mailbox) = mailboxes.get(shard) else {
+            continue;
+        };
+        if message.is_media() {
+            if mailbox.media.try_send(message).is_err() {
+                tracing::debug!(shard, "built-in SFU engine behind: media dropped");
+            }
+        } else {
+            let _ = mailbox.control.send(message);
+        }
+    }
+}
+
 /// One engine's thread: its socket, its requests and the other engines' messages.
 struct Runner {
     engine: Engine,
@@ -656,16 +672,17 @@ impl Runner {
             let deadline = engine.next_timeout(Instant::now());
             let mut send =
                 |destination: SocketAddr, datagram: Vec<u8>| outbox.push(destination, datagram);
-            // Other engines' messages come before the socket: an address they claimed must
-            // be known before the datagrams from it are looked at.
+            // Other engines' control messages come first: what they say happened before
+            // (a publisher's end, an address claimed) must be known here before a request or
+            // a datagram that follows it is looked at.
             tokio::select! {
                 biased;
-                command = self.commands.recv() => {
-                    let Some(command) = command else { break };
-                    handle(engine, command, &mut send, &mut watchers);
-                }
                 Some(message) = self.control_inbox.recv() => {
                     engine.on_shard_message(Instant::now(), message, &mut send);
+                }
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    handle(engine, command, &mut send, &mut watchers, &self.mailboxes);
                 }
                 Some(message) = self.media_inbox.recv() => {
                     engine.on_shard_message(Instant::now(), message, &mut send);
@@ -696,18 +713,7 @@ impl Runner {
             engine.tick(Instant::now(), &mut send);
             // Before the socket's batch: a claim must reach the other engines before the
             // answer to the check that made it reaches the peer.
-            for (shard, message) in engine.take_shard_messages() {
-                let Some(mailbox) = self.mailboxes.get(shard) else {
-                    continue;
-                };
-                if message.is_media() {
-                    if mailbox.media.try_send(message).is_err() {
-                        tracing::debug!(shard, "built-in SFU engine behind: media dropped");
-                    }
-                } else {
-                    let _ = mailbox.control.send(message);
-                }
-            }
+            deliver(engine, &self.mailboxes);
             outbox.flush(socket);
             for (id, event) in engine.take_leg_events() {
                 let ended = matches!(event, LegEvent::Ended(_));
@@ -731,6 +737,7 @@ fn handle(
     command: Command,
     send: &mut dyn FnMut(SocketAddr, Vec<u8>),
     watchers: &mut std::collections::HashMap<PeerId, PeerEvents>,
+    mailboxes: &[Mailbox],
 ) {
     let now = Instant::now();
     match command {
@@ -757,6 +764,9 @@ fn handle(
         Command::End { id, reply } => {
             let result = engine.end(now, id);
             engine.tick(now, send);
+            // Before the reply: whoever asks any engine next (its live peers, say) must find
+            // a publisher's viewers there ended too.
+            deliver(engine, mailboxes);
             let _ = reply.send(result);
         }
         Command::Status { reply } => {
