@@ -91,29 +91,70 @@ fn sfu_threads_cpu() -> f64 {
     total
 }
 
-fn new_rtc(crypto: &Arc<str0m::config::CryptoProvider>, cert: &str0m::config::DtlsCert) -> Rtc {
-    RtcConfig::new()
-        .set_crypto_provider(crypto.clone())
-        .set_dtls_cert(cert.clone())
-        .build(Instant::now())
+/// A simulated peer before the SFU's answer: its socket, its connection, and its offer of
+/// video then audio in one direction.
+struct NewPeer {
+    socket: UdpSocket,
+    addr: SocketAddr,
+    rtc: Rtc,
+    offer: String,
+    pending: Option<str0m::change::SdpPendingOffer>,
+    video: Mid,
+    audio: Mid,
 }
 
-/// A peer's offer: video then audio in `direction`.
-fn offer(
-    rtc: &mut Rtc,
-    direction: Direction,
-) -> (String, str0m::change::SdpPendingOffer, Mid, Mid) {
-    let mut change = rtc.sdp_api();
-    let video = change.add_media(MediaKind::Video, direction, None, None, None);
-    let audio = change.add_media(MediaKind::Audio, direction, None, None, None);
-    let (offer, pending) = change.apply().expect("offer");
-    (offer.to_sdp_string(), pending, video, audio)
+impl NewPeer {
+    async fn new(
+        crypto: &Arc<str0m::config::CryptoProvider>,
+        cert: &str0m::config::DtlsCert,
+        direction: Direction,
+    ) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let mut rtc = RtcConfig::new()
+            .set_crypto_provider(crypto.clone())
+            .set_dtls_cert(cert.clone())
+            .build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+        let mut change = rtc.sdp_api();
+        let video = change.add_media(MediaKind::Video, direction, None, None, None);
+        let audio = change.add_media(MediaKind::Audio, direction, None, None, None);
+        let (offer, pending) = change.apply().expect("offer");
+        Self {
+            socket,
+            addr,
+            rtc,
+            offer: offer.to_sdp_string(),
+            pending: Some(pending),
+            video,
+            audio,
+        }
+    }
+
+    /// Takes the SFU's answer.
+    fn answered(mut self, answer: &str) -> Self {
+        let pending = self.pending.take().expect("one answer");
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(answer).expect("answer"))
+            .expect("accept");
+        self
+    }
 }
 
-async fn bind() -> (UdpSocket, SocketAddr) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let addr = socket.local_addr().expect("addr");
-    (socket, addr)
+/// Hands a datagram that arrived at `addr` to the peer.
+fn feed(rtc: &mut Rtc, source: SocketAddr, addr: SocketAddr, datagram: &[u8]) {
+    if let Ok(contents) = datagram.try_into() {
+        let _ = rtc.handle_input(Input::Receive(
+            Instant::now(),
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: addr,
+                contents,
+            },
+        ));
+    }
 }
 
 /// Sends what the peer wants sent; returns its next timeout.
@@ -137,14 +178,13 @@ fn flush(rtc: &mut Rtc, socket: &UdpSocket, seen: &Seen, connected: &mut bool) -
 }
 
 /// A light viewer: counts SRTP video packets and bytes, gives the rest to its peer.
-async fn view(
-    mut rtc: Rtc,
-    socket: UdpSocket,
-    addr: SocketAddr,
-    video_pt: u8,
-    seen: Arc<Seen>,
-    stop: Arc<AtomicBool>,
-) {
+async fn view(peer: NewPeer, video_pt: u8, seen: Arc<Seen>, stop: Arc<AtomicBool>) {
+    let NewPeer {
+        mut rtc,
+        socket,
+        addr,
+        ..
+    } = peer;
     let mut buffer = vec![0u8; 2048];
     let mut connected = false;
     let mut first = true;
@@ -168,11 +208,7 @@ async fn view(
                     }
                     continue;
                 }
-                if let Ok(contents) = datagram.try_into() {
-                    let _ = rtc.handle_input(Input::Receive(Instant::now(), Receive {
-                        proto: Protocol::Udp, source, destination: addr, contents,
-                    }));
-                }
+                feed(&mut rtc, source, addr, datagram);
             }
             () = tokio::time::sleep_until(next.into()) => {
                 let _ = rtc.handle_input(Input::Timeout(Instant::now()));
@@ -184,17 +220,15 @@ async fn view(
 
 /// The publisher: `frame_bytes` VP8 frames at 30 fps (a keyframe every 2 s, and one at
 /// once when asked) and Opus at 50 fps, until `stop`.
-#[allow(clippy::too_many_arguments)]
-async fn publish(
-    mut rtc: Rtc,
-    socket: UdpSocket,
-    addr: SocketAddr,
-    video: Mid,
-    audio: Mid,
-    frame_bytes: usize,
-    sent: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-) {
+async fn publish(peer: NewPeer, frame_bytes: usize, sent: Arc<AtomicU64>, stop: Arc<AtomicBool>) {
+    let NewPeer {
+        mut rtc,
+        socket,
+        addr,
+        video,
+        audio,
+        ..
+    } = peer;
     let mut buffer = vec![0u8; 2048];
     let start = Instant::now();
     let (mut next_video, mut next_audio) = (start, start);
@@ -266,11 +300,7 @@ async fn publish(
         tokio::select! {
             received = socket.recv_from(&mut buffer) => {
                 if let Ok((n, source)) = received {
-                    if let Ok(contents) = buffer[..n].try_into() {
-                        let _ = rtc.handle_input(Input::Receive(Instant::now(), Receive {
-                            proto: Protocol::Udp, source, destination: addr, contents,
-                        }));
-                    }
+                    feed(&mut rtc, source, addr, &buffer[..n]);
                 }
             }
             () = tokio::time::sleep_until(wake.into()) => {}
@@ -312,23 +342,13 @@ impl Setup {
             sent: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let (socket, addr) = bind().await;
-        let mut rtc = new_rtc(&setup.crypto, &setup.cert);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-        let (sdp, pending, video, audio) = offer(&mut rtc, Direction::SendOnly);
-        let (_, answer) = setup.sfu.publish("bench", sdp).await.expect("publish");
-        rtc.sdp_api()
-            .accept_answer(
-                pending,
-                SdpAnswer::from_sdp_string(&answer).expect("answer"),
-            )
-            .expect("accept");
+        let publisher = NewPeer::new(&setup.crypto, &setup.cert, Direction::SendOnly).await;
+        let (_, answer) = (setup.sfu)
+            .publish("bench", publisher.offer.clone())
+            .await
+            .expect("publish");
         tokio::spawn(publish(
-            rtc,
-            socket,
-            addr,
-            video,
-            audio,
+            publisher.answered(&answer),
             frame_bytes,
             setup.sent.clone(),
             setup.stop.clone(),
@@ -338,28 +358,21 @@ impl Setup {
 
     /// Adds one viewer; returns when its answer is in (its first frame comes later).
     async fn viewer(&self) {
-        let (socket, addr) = bind().await;
-        let mut rtc = new_rtc(&self.crypto, &self.cert);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
-        let (sdp, pending, _, _) = offer(&mut rtc, Direction::RecvOnly);
-        let video_pt = rtc
+        let viewer = NewPeer::new(&self.crypto, &self.cert, Direction::RecvOnly).await;
+        let video_pt = viewer
+            .rtc
             .codec_config()
             .params()
             .iter()
             .find(|p| p.spec().codec == Codec::Vp8)
             .map(|p| *p.pt())
             .expect("VP8 offered");
-        let (_, answer) = self.sfu.play("bench", sdp).await.expect("play");
-        rtc.sdp_api()
-            .accept_answer(
-                pending,
-                SdpAnswer::from_sdp_string(&answer).expect("answer"),
-            )
-            .expect("accept");
+        let (_, answer) = (self.sfu)
+            .play("bench", viewer.offer.clone())
+            .await
+            .expect("play");
         tokio::spawn(view(
-            rtc,
-            socket,
-            addr,
+            viewer.answered(&answer),
             video_pt,
             self.seen.clone(),
             self.stop.clone(),

@@ -256,6 +256,22 @@ struct LayerSeen {
 /// Per publisher track, the simulcast layers seen on it.
 type Layers = HashMap<Mid, HashMap<Option<Rid>, LayerSeen>>;
 
+impl LayerSeen {
+    /// Counts one frame of a publisher in its track's and layer's entry.
+    fn record(layers: &mut Layers, data: &MediaData, now: Instant) {
+        let seen = layers
+            .entry(data.mid)
+            .or_default()
+            .entry(data.rid)
+            .or_insert(LayerSeen {
+                bytes: 0,
+                last: now,
+            });
+        seen.bytes += data.data.len() as u64;
+        seen.last = now;
+    }
+}
+
 /// One viewer m-line's forwarding state.
 #[derive(Default)]
 struct Forwarding {
@@ -355,11 +371,7 @@ impl Engine {
         stream: &str,
         offer: &str,
     ) -> Result<(PeerId, String), SfuError> {
-        let live = self
-            .streams
-            .get(stream)
-            .and_then(|s| s.publisher)
-            .is_some_and(|p| self.peers.get(&p).is_some_and(|p| p.rtc.is_alive()));
+        let live = self.is_live(stream);
         let home = home_shard(stream, self.shards);
         // On another engine than the publisher's, the runner asked that one first: the
         // viewer joins here and the frames come from there.
@@ -1118,17 +1130,7 @@ impl Engine {
                 peer.frames_in += 1;
                 let (first, last) = (**data.seq_range.start(), **data.seq_range.end());
                 peer.packets_in += last.saturating_sub(first) + 1;
-                let seen = peer
-                    .layers
-                    .entry(data.mid)
-                    .or_default()
-                    .entry(data.rid)
-                    .or_insert(LayerSeen {
-                        bytes: 0,
-                        last: now,
-                    });
-                seen.bytes += data.data.len() as u64;
-                seen.last = now;
+                LayerSeen::record(&mut peer.layers, &data, now);
                 if peer.sent_params.get(&data.mid) != Some(&data.params) {
                     peer.sent_params.insert(data.mid, data.params);
                 }
@@ -1488,10 +1490,15 @@ impl Engine {
 
     /// Whether `stream` has a live publisher on this engine.
     pub fn is_live(&self, stream: &str) -> bool {
+        self.live_publisher(stream).is_some()
+    }
+
+    /// The stream's publisher on this engine, while its connection lives.
+    fn live_publisher(&self, stream: &str) -> Option<PeerId> {
         self.streams
             .get(stream)
             .and_then(|s| s.publisher)
-            .is_some_and(|p| self.peers.get(&p).is_some_and(|p| p.rtc.is_alive()))
+            .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.is_alive()))
     }
 
     /// The peers held now.

@@ -69,7 +69,7 @@ impl Outbox {
     /// Sends everything queued. UDP: what a full send buffer refuses is dropped, and NACK
     /// and RTX repair it, as with any loss.
     pub fn flush(&mut self, socket: &tokio::net::UdpSocket) {
-        let mut messages = messages(&self.queue, 0, self.gso);
+        let mut messages = group(&self.queue, 0, self.gso);
         let mut next = 0;
         while next < messages.len() {
             let segment = messages[next].segment;
@@ -95,7 +95,7 @@ impl Outbox {
                     );
                     self.gso = false;
                     let from = messages[next].datagrams.start;
-                    messages = messages_from(&self.queue, from);
+                    messages = group(&self.queue, from, false);
                     next = 0;
                 }
                 // One destination refused (unreachable, say): skip it, send the rest.
@@ -106,14 +106,9 @@ impl Outbox {
     }
 }
 
-/// The queue from `from` on, one datagram per message.
-fn messages_from(queue: &[(SocketAddr, Vec<u8>)], from: usize) -> Vec<Message> {
-    messages(queue, from, false)
-}
-
 /// Groups the queue (from `from` on) into messages: with `gso`, runs to one destination
 /// whose datagrams all have the first one's size but the last, which may be shorter.
-fn messages(queue: &[(SocketAddr, Vec<u8>)], from: usize, gso: bool) -> Vec<Message> {
+fn group(queue: &[(SocketAddr, Vec<u8>)], from: usize, gso: bool) -> Vec<Message> {
     let mut messages = Vec::new();
     let mut start = from;
     while start < queue.len() {
@@ -269,26 +264,26 @@ mod tests {
             (2, 100),
         ]);
         assert_eq!(
-            shapes(&messages(&q, 0, true)),
+            shapes(&group(&q, 0, true)),
             [(3, Some(1200)), (3, Some(1200))]
         );
         let q = queue(&[(1, 700), (1, 1200), (1, 100), (1, 100), (3, 50)]);
         assert_eq!(
-            shapes(&messages(&q, 0, true)),
+            shapes(&group(&q, 0, true)),
             [(1, None), (2, Some(1200)), (1, None), (1, None)]
         );
         // Without GSO, or from a later position, one datagram each.
-        assert_eq!(messages(&q, 0, false).len(), 5);
-        assert_eq!(messages_from(&q, 3).len(), 2);
+        assert_eq!(group(&q, 0, false).len(), 5);
+        assert_eq!(group(&q, 3, false).len(), 2);
         // At most 64 segments, and at most 65,000 bytes, in one message.
         let q = queue(&[(1, 100); 100]);
         assert_eq!(
-            shapes(&messages(&q, 0, true)),
+            shapes(&group(&q, 0, true)),
             [(64, Some(100)), (36, Some(100))]
         );
         let q = queue(&[(1, 1200); 60]);
         assert_eq!(
-            shapes(&messages(&q, 0, true)),
+            shapes(&group(&q, 0, true)),
             [(54, Some(1200)), (6, Some(1200))]
         );
     }

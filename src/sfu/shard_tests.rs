@@ -7,39 +7,9 @@ use std::time::Duration;
 
 use super::engine::{home_shard, shard_of};
 use super::loopback::{Loopback, Received};
+use super::tests::{media, video};
 use super::{LegEvent, SfuError};
 use str0m::media::MediaKind;
-
-const STEP: Duration = Duration::from_millis(5);
-
-/// `seconds` of 30 fps video (keyframe every `gop`, first frame a keyframe when
-/// `key_first`) and 50 fps audio; returns the video frames sent.
-fn media(lb: &mut Loopback, publisher: usize, seconds: u32, gop: u32, key_first: bool) -> u32 {
-    let mut frames = 0;
-    for step in 0..seconds * 200 {
-        if step % 4 == 0 {
-            lb.send_audio(publisher, 80);
-        }
-        if step % 7 == 0 {
-            let keyframe = if key_first {
-                frames % gop == 0
-            } else {
-                frames % gop == gop - 1
-            };
-            lb.send_video(publisher, None, keyframe, 1500, (frames % 251) as u8);
-            frames += 1;
-        }
-        lb.advance(STEP);
-    }
-    frames
-}
-
-fn video(received: &[Received]) -> Vec<&Received> {
-    received
-        .iter()
-        .filter(|r| r.kind == MediaKind::Video)
-        .collect()
-}
 
 /// Two engines; the stream's home and the other one. The first client's datagrams (the
 /// publisher's, or the origin's) reach the other engine's socket, and so on in turn, so
@@ -64,7 +34,7 @@ fn viewers_on_either_engine_get_every_frame() {
         viewers.push(viewer);
     }
     assert!(lb.connect_all(Duration::from_secs(5)), "peers connect");
-    let sent = media(&mut lb, publisher, 3, 30, true);
+    let sent = media(&mut lb, publisher, 3, 30, 1500, true);
     for viewer in &viewers {
         let got = video(&lb.clients[*viewer].received);
         assert!(got.len() as u32 + 5 >= sent, "got {} of {sent}", got.len());
@@ -88,23 +58,23 @@ fn a_viewer_on_another_engine_gets_its_keyframe_from_the_publisher() {
     let (mut lb, _, other) = two_engines("s");
     let publisher = lb.publish("s", &[]).expect("publish");
     assert!(lb.connect_all(Duration::from_secs(5)));
-    media(&mut lb, publisher, 1, 1000, true);
+    media(&mut lb, publisher, 1, 1000, 1500, true);
     let before = lb.clients[publisher].keyframe_requests;
     lb.next_viewer_shard = Some(other);
     let viewer = lb.play("s").expect("play");
     assert!(lb.connect_all(Duration::from_secs(5)));
-    media(&mut lb, publisher, 1, 1000, false);
+    media(&mut lb, publisher, 1, 1000, 1500, false);
     assert!(video(&lb.clients[viewer].received).is_empty());
     assert!(
         lb.clients[publisher].keyframe_requests > before,
         "the join's PLI crossed engines"
     );
-    media(&mut lb, publisher, 1, 30, true);
+    media(&mut lb, publisher, 1, 30, 1500, true);
     let got = video(&lb.clients[viewer].received);
     assert!(got.len() >= 25 && got[0].keyframe, "got {}", got.len());
     let before = lb.clients[publisher].keyframe_requests;
     lb.request_keyframe(viewer);
-    media(&mut lb, publisher, 1, 1000, false);
+    media(&mut lb, publisher, 1, 1000, 1500, false);
     assert!(
         lb.clients[publisher].keyframe_requests > before,
         "the viewer's own PLI"
@@ -118,11 +88,11 @@ fn a_frame_lost_between_engines_resumes_at_a_keyframe() {
     lb.next_viewer_shard = Some(other);
     let viewer = lb.play("s").expect("play");
     assert!(lb.connect_all(Duration::from_secs(5)));
-    media(&mut lb, publisher, 1, 30, true);
+    media(&mut lb, publisher, 1, 30, 1500, true);
     let before = video(&lb.clients[viewer].received).len();
     let requests = lb.clients[publisher].keyframe_requests;
     lb.drop_shared_frames = 1;
-    media(&mut lb, publisher, 1, 1000, false);
+    media(&mut lb, publisher, 1, 1000, 1500, false);
     let after = video(&lb.clients[viewer].received).len() - before;
     // Audio frames are shared too: one of them may have been the one dropped.
     assert!(
@@ -132,7 +102,7 @@ fn a_frame_lost_between_engines_resumes_at_a_keyframe() {
     if after == 0 {
         assert!(lb.clients[publisher].keyframe_requests > requests);
     }
-    media(&mut lb, publisher, 1, 30, true);
+    media(&mut lb, publisher, 1, 30, 1500, true);
     let resumed: Vec<&Received> = video(&lb.clients[viewer].received)
         .into_iter()
         .skip(before + after)
@@ -149,7 +119,7 @@ fn the_publisher_leaving_ends_viewers_on_every_engine() {
     lb.next_viewer_shard = Some(home);
     let near = lb.play("s").expect("play");
     assert!(lb.connect_all(Duration::from_secs(5)));
-    media(&mut lb, publisher, 1, 30, true);
+    media(&mut lb, publisher, 1, 30, 1500, true);
     let session = lb.clients[publisher].session;
     lb.end(session).expect("end");
     lb.advance(Duration::from_secs(1));
@@ -171,7 +141,7 @@ fn a_new_viewer_after_the_last_one_left_subscribes_again() {
     lb.next_viewer_shard = Some(other);
     let first = lb.play("s").expect("play");
     assert!(lb.connect_all(Duration::from_secs(5)));
-    media(&mut lb, publisher, 1, 30, true);
+    media(&mut lb, publisher, 1, 30, 1500, true);
     let session = lb.clients[first].session;
     lb.end(session).expect("end");
     assert_eq!(
@@ -182,7 +152,7 @@ fn a_new_viewer_after_the_last_one_left_subscribes_again() {
     lb.next_viewer_shard = Some(other);
     let second = lb.play("s").expect("play");
     assert!(lb.connect_all(Duration::from_secs(5)));
-    let sent = media(&mut lb, publisher, 2, 30, true);
+    let sent = media(&mut lb, publisher, 2, 30, 1500, true);
     let got = video(&lb.clients[second].received);
     assert!(got.len() as u32 + 5 >= sent, "got {} of {sent}", got.len());
 }
@@ -195,12 +165,12 @@ fn a_pull_lives_while_any_engine_has_a_viewer() {
     lb.next_viewer_shard = Some(other);
     let far = lb.play("s").expect("play");
     assert!(lb.connect_all(Duration::from_secs(5)));
-    let sent = media(&mut lb, origin, 2, 30, true);
+    let sent = media(&mut lb, origin, 2, 30, 1500, true);
     let got = video(&lb.clients[far].received);
     assert!(got.len() as u32 + 5 >= sent, "got {} of {sent}", got.len());
     // Past the unwatched limit, the far viewer still holds the pull.
     for _ in 0..25 {
-        media(&mut lb, origin, 1, 30, true);
+        media(&mut lb, origin, 1, 30, 1500, true);
     }
     assert!(lb.engine_at(home).live_peers().contains(&pull));
     let _ = lb.engine_at(home).take_leg_events();

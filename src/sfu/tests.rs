@@ -11,7 +11,7 @@ const STEP: Duration = Duration::from_millis(5);
 
 /// Sends `seconds` of 30 fps video (a keyframe every `gop` frames, the first one a
 /// keyframe when `key_first`) and 50 fps audio from `publisher`; returns the video frames sent.
-fn media(
+pub(super) fn media(
     lb: &mut Loopback,
     publisher: usize,
     seconds: u32,
@@ -52,7 +52,7 @@ fn media_layers(
     frames
 }
 
-fn video(received: &[Received]) -> Vec<&Received> {
+pub(super) fn video(received: &[Received]) -> Vec<&Received> {
     received
         .iter()
         .filter(|r| r.kind == MediaKind::Video)

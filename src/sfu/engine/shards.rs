@@ -226,40 +226,33 @@ impl Engine {
                 seq,
                 data,
             } => self.mirror_frame(now, &stream, publisher, seq, &data, send),
-            ShardMessage::Subscribe { stream, from } => {
-                let live = self
-                    .streams
-                    .get(&stream)
-                    .and_then(|s| s.publisher)
-                    .filter(|id| self.peers.get(id).is_some_and(|p| p.rtc.is_alive()));
-                match live {
-                    Some(publisher) => {
-                        if let Some(entry) = self.streams.get_mut(&stream) {
-                            entry.subscribers.insert(from);
-                        }
-                        let media = self
-                            .peers
-                            .get(&publisher)
-                            .map(|p| p.media.clone())
-                            .unwrap_or_default();
-                        self.shard_messages.push((
-                            from,
-                            ShardMessage::Source {
-                                stream,
-                                publisher,
-                                media,
-                            },
-                        ));
+            ShardMessage::Subscribe { stream, from } => match self.live_publisher(&stream) {
+                Some(publisher) => {
+                    if let Some(entry) = self.streams.get_mut(&stream) {
+                        entry.subscribers.insert(from);
                     }
-                    None => self.shard_messages.push((
+                    let media = self
+                        .peers
+                        .get(&publisher)
+                        .map(|p| p.media.clone())
+                        .unwrap_or_default();
+                    self.shard_messages.push((
                         from,
-                        ShardMessage::SourceEnded {
+                        ShardMessage::Source {
                             stream,
-                            publisher: None,
+                            publisher,
+                            media,
                         },
-                    )),
+                    ));
                 }
-            }
+                None => self.shard_messages.push((
+                    from,
+                    ShardMessage::SourceEnded {
+                        stream,
+                        publisher: None,
+                    },
+                )),
+            },
             ShardMessage::Unsubscribe { stream, from } => {
                 let Some(entry) = self.streams.get_mut(&stream) else {
                     return;
@@ -345,17 +338,7 @@ impl Engine {
         if mirror.publisher != Some(publisher) {
             return;
         }
-        let seen = mirror
-            .layers
-            .entry(data.mid)
-            .or_default()
-            .entry(data.rid)
-            .or_insert(LayerSeen {
-                bytes: 0,
-                last: now,
-            });
-        seen.bytes += data.data.len() as u64;
-        seen.last = now;
+        LayerSeen::record(&mut mirror.layers, data, now);
         let dropped = mirror.next_seq.is_some_and(|next| next != seq);
         mirror.next_seq = Some(seq + 1);
         if dropped {
