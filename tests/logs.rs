@@ -4,7 +4,12 @@
 
 mod support;
 
-use support::{corpus, send, whip_server, FakeBackend};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use support::{
+    corpus, send, talk_answer, talk_offer, whip_server, ConfigDir, FakeBackend, Reply, Seen,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_lines_carry_ids_but_no_secrets() {
@@ -127,6 +132,88 @@ async fn request_lines_carry_ids_but_no_secrets() {
         assert!(
             !logs.contains(secret),
             "{secret:?} leaked into the logs:\n{logs}"
+        );
+    }
+}
+
+/// A vendor's keys stay out of the logs too: OpenAI's server key and the client secret
+/// minted with it, through a session's whole life and a refused mint, at trace level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vendor_keys_and_minted_secrets_never_reach_the_logs() {
+    let mints = Arc::new(AtomicUsize::new(0));
+    let counted = mints.clone();
+    let openai = FakeBackend::start(move |req: &Seen| match req.path.as_str() {
+        "/v1/realtime/client_secrets" => {
+            // The second mint is refused, echoing the key as the API does (masked there,
+            // whole here: whipgate must not repeat it either way).
+            if counted.fetch_add(1, Ordering::SeqCst) == 1 {
+                return Reply::new(401).body(format!(
+                    r#"{{"error":{{"message":"Incorrect API key provided: {}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#,
+                    req.header("authorization").unwrap_or("")
+                ));
+            }
+            Reply::new(200)
+                .header("content-type", "application/json")
+                .body(r#"{"value":"ek_minted-SECRET-0007","expires_at":1756310470}"#)
+        }
+        "/v1/realtime/calls" => Reply::new(201)
+            .header("content-type", "application/sdp")
+            .header("location", "/v1/realtime/calls/rtc_call0008")
+            .body(talk_answer(&String::from_utf8_lossy(&req.body))),
+        _ => Reply::new(200),
+    })
+    .await;
+    let dir = ConfigDir::new("logs-vendor");
+    dir.write(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [[backend]]\nid = \"agent\"\nkind = \"openai-realtime\"\nurl = \"{}\"\napi_key_env = \"WG_TEST_OPENAI\"\n\
+         [[route]]\nbackends = [\"agent\"]\n",
+        openai.url("")
+    ));
+    let served = support::spawn_serve(
+        &dir.path(),
+        &["--log-format", "json"],
+        &[
+            ("RUST_LOG", "trace"),
+            ("WG_TEST_OPENAI", "sk-server-SECRET-0006"),
+        ],
+    );
+    let address = served.address;
+    let post = || async move {
+        send(
+            address,
+            "POST",
+            "/whip/talk",
+            &[("content-type", "application/sdp")],
+            talk_offer(),
+        )
+        .await
+    };
+    let created = post().await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let refused = post().await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    let deleted = send(address, "DELETE", &created.location_path(), &[], "").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert!(
+        openai.seen().iter().any(|r| r.path.ends_with("/hangup")),
+        "the session was hung up"
+    );
+    let metrics = send(address, "GET", "/metrics", &[], "").await;
+    let (_, lines) = served.finish();
+    let logs = lines.join("\n");
+    assert!(
+        logs.contains("vendor API refused"),
+        "the refusal is logged:\n{logs}"
+    );
+    let mut shown = logs.clone();
+    for got in [&created, &refused, &deleted, &metrics] {
+        shown.push_str(&format!("{:?}\n{}\n", got.headers, got.body));
+    }
+    for secret in ["SECRET-0006", "SECRET-0007", "rtc_call0008"] {
+        assert!(
+            !shown.contains(secret),
+            "{secret:?} leaked into logs, responses or metrics:\n{shown}"
         );
     }
 }

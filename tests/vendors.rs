@@ -6,7 +6,9 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 
-use support::{corpus, gateway, post_offer, send, FakeBackend, Reply, Seen};
+use support::{
+    corpus, gateway, post_offer, send, talk_answer, talk_offer, FakeBackend, Reply, Seen,
+};
 
 const LIVEKIT_SECRET: &str = "livekit-secret-0123456789abcdef0123";
 
@@ -469,84 +471,132 @@ async fn cloudflare_replicas_settle_on_the_oldest_input() {
     );
 }
 
-/// A two-way talk offer as voice agents want it: aiortc's sendrecv audio, plus the data
-/// channel an agent's control events travel on.
-fn talk_offer() -> String {
-    let offer = corpus("aiortc116-whip-offer.sdp").replace("\r\n", "\n");
-    let video = offer.find("m=video").expect("video section");
-    let audio = offer.find("m=audio").expect("audio section");
-    let ice: String = offer[video..audio]
-        .lines()
-        .filter(|l| {
-            l.starts_with("a=ice-")
-                || l.starts_with("a=fingerprint:sha-256")
-                || l.starts_with("a=setup")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let mut talk = format!("{}{}", &offer[..video], &offer[audio..]);
-    talk = talk.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 1 2");
-    talk.push_str("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\nc=IN IP4 0.0.0.0\na=mid:2\na=sctp-port:5000\n");
-    talk.push_str(&ice);
-    talk.replace('\n', "\r\n")
+/// What the OpenAI fake does besides its happy path: a refusal of the next mint, calls
+/// arriving late (to see an expired secret refused), a call already gone.
+#[derive(Default)]
+struct OpenAiFake {
+    log: Vec<String>,
+    /// Minted secrets and when each expires (epoch seconds on the fake's clock).
+    secrets: Vec<(String, u64)>,
+    refuse_mint: Option<(u16, &'static str)>,
+    /// How late calls arrive after their mint, on the fake's clock: past a secret's life,
+    /// the call is refused.
+    clock_ahead: u64,
+    calls_gone: bool,
 }
 
-/// The answer a talk offer gets: the same sections, whipgate checks their shape only.
-fn talk_answer(offer: &str) -> String {
-    offer.replace("a=setup:actpass", "a=setup:active")
+fn openai_error(status: u16, kind: &str, code: &str) -> Reply {
+    Reply::new(status)
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"error":{{"message":"refused: {code}","type":"{kind}","param":null,"code":"{code}"}}}}"#
+        ))
 }
 
-/// OpenAI Realtime's contract: a client secret minted with the server key (model and
-/// session settings in it, 10-7200 s), the call made with that secret only, the call id
-/// from the Location, the hangup with the server key; the server key never reaches the
-/// client and the secret never the session URL.
-#[tokio::test]
-async fn openai_realtime_mints_a_secret_per_call_and_hangs_up_on_delete() {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let log = seen.clone();
-    let openai = FakeBackend::start(move |req: &Seen| {
+fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// OpenAI Realtime as its reference documents it: a client secret minted with the server
+/// key (model and session settings in it, 10-7200 s, `ek_` value and `expires_at`), the call
+/// made with an unexpired secret only, `{"error":{..}}` refusals, the hangup with the server
+/// key and no body.
+fn openai_fake(state: Arc<Mutex<OpenAiFake>>) -> impl Fn(&Seen) -> Reply + Send + Sync + 'static {
+    move |req: &Seen| {
         let auth = req.header("authorization").unwrap_or("");
-        let mut log = log.lock().expect("lock");
+        let mut fake = state.lock().expect("lock");
+        let now = epoch_now();
         match (req.method.as_str(), req.path.as_str()) {
             ("POST", "/v1/realtime/client_secrets") => {
-                let body: serde_json::Value =
-                    serde_json::from_slice(&req.body).unwrap_or_default();
+                if auth != "Bearer sk-server-key" {
+                    return openai_error(401, "invalid_request_error", "invalid_api_key");
+                }
+                if let Some((status, code)) = fake.refuse_mint.take() {
+                    let reply = openai_error(status, "requests", code);
+                    return if status == 429 {
+                        reply.header("retry-after", "7")
+                    } else {
+                        reply
+                    };
+                }
+                let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
                 let seconds = body["expires_after"]["seconds"].as_u64().unwrap_or(0);
-                let ok = auth == "Bearer sk-server-key"
+                let ok = req.header("content-type") == Some("application/json")
+                    && body["expires_after"]["anchor"] == "created_at"
                     && body["session"]["type"] == "realtime"
                     && body["session"]["model"] == "gpt-realtime-mini"
                     && body["session"]["audio"]["output"]["voice"] == "marin"
                     && (10..=7200).contains(&seconds);
                 if !ok {
-                    return Reply::new(401).body(
-                        r#"{"error":{"message":"bad secret request","type":"invalid_request_error","param":null,"code":null}}"#,
-                    );
+                    return openai_error(400, "invalid_request_error", "invalid_value");
                 }
-                log.push("secret".into());
+                let value = format!("ek_test_{}", fake.secrets.len() + 1);
+                fake.secrets.push((value.clone(), now + seconds));
+                fake.log.push(format!("secret {value}"));
                 Reply::new(200)
                     .header("content-type", "application/json")
-                    .body(r#"{"value":"ek_test_123","expires_at":1756310470,"session":{"type":"realtime","model":"gpt-realtime-mini"}}"#)
+                    .body(format!(
+                        r#"{{"value":"{value}","expires_at":{},"session":{{"type":"realtime","model":"gpt-realtime-mini"}}}}"#,
+                        now + seconds
+                    ))
             }
             ("POST", "/v1/realtime/calls") => {
+                let secret = auth.strip_prefix("Bearer ").unwrap_or("");
+                let valid = fake
+                    .secrets
+                    .iter()
+                    .any(|(value, expires)| value == secret && now + fake.clock_ahead < *expires);
+                if !valid {
+                    return openai_error(401, "invalid_request_error", "invalid_api_key");
+                }
                 let sdp = String::from_utf8_lossy(&req.body).into_owned();
-                if auth != "Bearer ek_test_123"
-                    || req.header("content-type") != Some("application/sdp")
+                if req.header("content-type") != Some("application/sdp")
                     || !sdp.contains("m=application")
                 {
-                    return Reply::new(401).body("{}");
+                    return openai_error(400, "invalid_request_error", "invalid_offer");
                 }
-                log.push("call".into());
+                let n = fake.log.len();
+                fake.log.push(format!("call {secret}"));
                 Reply::new(201)
                     .header("content-type", "application/sdp")
-                    .header("location", "/v1/realtime/calls/rtc_u1_abc")
+                    .header("location", &format!("/v1/realtime/calls/rtc_u{n}_abc"))
                     .body(talk_answer(&sdp))
             }
-            ("POST", "/v1/realtime/calls/rtc_u1_abc/hangup") if auth == "Bearer sk-server-key" => {
-                log.push("hangup".into());
+            ("POST", path) if path.ends_with("/hangup") => {
+                if auth != "Bearer sk-server-key" {
+                    return openai_error(401, "invalid_request_error", "invalid_api_key");
+                }
+                if !req.body.is_empty() || req.header("content-type").is_some() {
+                    return openai_error(400, "invalid_request_error", "unexpected_body");
+                }
+                if fake.calls_gone {
+                    return openai_error(404, "invalid_request_error", "call_not_found");
+                }
+                fake.log.push(format!("hangup {path}"));
                 Reply::new(200)
             }
-            _ => Reply::new(404).body(r#"{"error":{"message":"not found"}}"#),
+            _ => openai_error(404, "invalid_request_error", "not_found"),
         }
+    }
+}
+
+/// OpenAI Realtime's contract: a secret minted per call, the call made with it alone, the
+/// call id from the Location and the hangup with the server key; neither key reaches the
+/// client nor the session URL. Its refusals become whipgate's: a spent rate or a 5xx lets
+/// the route's next backend try, a refused key or an expired secret is a 502, a call
+/// already gone a 404.
+#[tokio::test]
+async fn openai_realtime_mints_a_secret_per_call_and_hangs_up_on_delete() {
+    let state: Arc<Mutex<OpenAiFake>> = Arc::default();
+    let openai = FakeBackend::start(openai_fake(state.clone())).await;
+    let spare = FakeBackend::start(|req: &Seen| match req.method.as_str() {
+        "POST" => Reply::new(201)
+            .header("location", "/resource/spare")
+            .body(talk_answer(&String::from_utf8_lossy(&req.body))),
+        _ => Reply::new(200),
     })
     .await;
     let gw = gateway(&format!(
@@ -563,20 +613,33 @@ api_key_env = "OPENAI_API_KEY"
 model = "gpt-realtime-mini"
 session = {{ instructions = "Be brief.", audio = {{ output = {{ voice = "marin" }} }} }}
 
+[[backend]]
+id = "spare"
+kind = "whip"
+whip_url = "{}"
+
+[[route]]
+match = {{ stream = "talk-or-spare" }}
+backends = ["agent", "spare"]
+
 [[route]]
 backends = ["agent"]
 "#,
-        openai.addr
+        openai.addr,
+        spare.url("/whip/{stream}")
     ))
     .await;
-    let created = send(
-        gw.local_addr,
-        "POST",
-        "/whip/talk",
-        &[("content-type", "application/sdp")],
-        talk_offer(),
-    )
-    .await;
+    let post = |stream: &'static str, offer: String| async move {
+        send(
+            gw.local_addr,
+            "POST",
+            &format!("/whip/{stream}"),
+            &[("content-type", "application/sdp")],
+            offer,
+        )
+        .await
+    };
+    let created = post("talk", talk_offer()).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert!(created.body.contains("m=application"), "{}", created.body);
     assert!(
@@ -584,35 +647,110 @@ backends = ["agent"]
         "the agent's audio comes back"
     );
     let location = created.header("location").expect("Location").to_owned();
-    for secret in ["sk-server-key", "ek_test_123", "rtc_u1_abc"] {
+    for secret in ["sk-server-key", "ek_test", "rtc_u"] {
         assert!(!location.contains(secret), "{location}");
         assert!(!format!("{:?}", created.headers).contains(secret));
+        assert!(!created.body.contains(secret));
     }
     assert!(
         created.header("accept-patch").is_none(),
         "no trickle: the API has no PATCH"
     );
+    let second = post("talk", talk_offer()).await;
+    assert_eq!(second.status, 201, "{}", second.body);
     let deleted = send(gw.local_addr, "DELETE", &created.location_path(), &[], "").await;
     assert_eq!(deleted.status, 200, "{}", deleted.body);
     assert_eq!(
-        *seen.lock().expect("lock"),
-        vec!["secret".to_owned(), "call".into(), "hangup".into()]
+        state.lock().expect("lock").log,
+        vec![
+            "secret ek_test_1".to_owned(),
+            "call ek_test_1".into(),
+            "secret ek_test_2".into(),
+            "call ek_test_2".into(),
+            "hangup /v1/realtime/calls/rtc_u1_abc/hangup".into(),
+        ],
+        "a secret of its own per call; the hangup names the first call"
     );
+
+    state.lock().expect("lock").calls_gone = true;
+    let gone = send(gw.local_addr, "DELETE", &second.location_path(), &[], "").await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
+
+    state.lock().expect("lock").clock_ahead = 120;
+    let expired = post("talk", talk_offer()).await;
+    assert_eq!(expired.status, 502, "{}", expired.body);
+    assert!(expired.body.contains("credential"), "{}", expired.body);
+    state.lock().expect("lock").clock_ahead = 0;
+
     let audio_only = talk_offer()
         .split("m=application")
         .next()
         .expect("audio part")
         .to_owned();
-    let refused = send(
-        gw.local_addr,
-        "POST",
-        "/whip/talk",
-        &[("content-type", "application/sdp")],
+    let before = state.lock().expect("lock").log.len();
+    let refused = post(
+        "talk",
         audio_only.replace("a=group:BUNDLE 1 2", "a=group:BUNDLE 1"),
     )
     .await;
     assert_eq!(refused.status, 422, "{}", refused.body);
     assert!(refused.body.contains("data channel"), "{}", refused.body);
+    assert_eq!(
+        state.lock().expect("lock").log.len(),
+        before,
+        "refused before any API call"
+    );
+
+    // Last: a backend that refused for want of capacity rests a while.
+    state.lock().expect("lock").refuse_mint = Some((429, "rate_limit_exceeded"));
+    let limited = post("talk", talk_offer()).await;
+    assert_eq!(limited.status, 503, "{}", limited.body);
+    assert_eq!(limited.header("retry-after"), Some("7"));
+    state.lock().expect("lock").refuse_mint = Some((429, "rate_limit_exceeded"));
+    let moved = post("talk-or-spare", talk_offer()).await;
+    assert_eq!(moved.status, 201, "{}", moved.body);
+    assert_eq!(spare.count(), 1, "a spent rate lets the next backend try");
+    state.lock().expect("lock").refuse_mint = Some((500, "server_error"));
+    let broken = post("talk", talk_offer()).await;
+    assert_eq!(broken.status, 503, "{}", broken.body);
+}
+
+/// A wrong server key: the mint's 401 is whipgate's 502, and says whose credential failed.
+#[tokio::test]
+async fn openai_realtime_refusing_the_server_key_is_a_bad_gateway() {
+    let openai = FakeBackend::start(openai_fake(Arc::default())).await;
+    let gw = gateway(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[backend]]
+id = "agent"
+kind = "openai-realtime"
+url = "http://{}"
+api_key_env = "OPENAI_WRONG_KEY"
+
+[[route]]
+backends = ["agent"]
+"#,
+        openai.addr
+    ))
+    .await;
+    let refused = send(
+        gw.local_addr,
+        "POST",
+        "/whip/talk",
+        &[("content-type", "application/sdp")],
+        talk_offer(),
+    )
+    .await;
+    assert_eq!(refused.status, 502, "{}", refused.body);
+    assert!(
+        refused.body.contains("refused whipgate's credential"),
+        "{}",
+        refused.body
+    );
+    assert!(!refused.body.contains("sk-"), "{}", refused.body);
 }
 
 /// Pipecat's runner: the offer wrapped in its JSON, the JSON answer unwrapped into a 201,
@@ -739,5 +877,27 @@ backends = ["bot"]
     assert!(
         bot.seen().iter().all(|s| s.method != "DELETE"),
         "the runner never gets a DELETE"
+    );
+    // The runner would answer an offer without m-lines with an empty answer: it never
+    // gets one.
+    let posts_before = bot.seen().iter().filter(|s| s.method == "POST").count();
+    let session_part = talk_offer()
+        .split("m=audio")
+        .next()
+        .expect("session part")
+        .replace("a=group:BUNDLE 1 2\r\n", "");
+    let empty = send(
+        gw.local_addr,
+        "POST",
+        "/whip/talk",
+        &[("content-type", "application/sdp")],
+        session_part,
+    )
+    .await;
+    assert_eq!(empty.status, 422, "{}", empty.body);
+    assert_eq!(
+        bot.seen().iter().filter(|s| s.method == "POST").count(),
+        posts_before,
+        "an offer without m-lines never reaches the bot"
     );
 }

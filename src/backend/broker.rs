@@ -139,7 +139,17 @@ pub(super) async fn call(
         }
     }
     match last {
-        Some(Ok(response)) => Ok(response),
+        Some(Ok(mut response)) => {
+            if !response.status.is_success() {
+                // Refusals are logged (expect_success): never with the credential in them.
+                let detail = super::exchange::refusal_detail(
+                    &response.body,
+                    headers.get(http::header::AUTHORIZATION),
+                );
+                response.body = Bytes::from(detail);
+            }
+            Ok(response)
+        }
         Some(Err(error)) => Err(api_transport_error(backend, operation, error)),
         None => Err(AttemptError::fatal(GatewayError::Internal(
             "no API call was made".into(),
@@ -158,15 +168,8 @@ pub(super) fn expect_success(
     if (200..300).contains(&status) {
         return Ok(());
     }
-    let text = String::from_utf8_lossy(&response.body);
-    let detail: String = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .chars()
-        .take(200)
-        .collect();
+    // `call` left only the refusal's first line, without the credential.
+    let detail = String::from_utf8_lossy(&response.body);
     tracing::warn!(backend = %id, operation, status, detail = %detail, "vendor API refused");
     Err(match status {
         // 402: IVS's ServiceQuotaExceededException (a full stage): another backend may not be.
@@ -241,11 +244,17 @@ pub(super) fn log_cleanup_failure(backend: &BackendDef, operation: &str, error: 
 
 /// The JSON `Content-Type` most vendor APIs want.
 pub(super) fn json_headers(authorization: Option<http::HeaderValue>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    let mut headers = bodiless_headers(authorization);
     headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    headers
+}
+
+/// For a call that sends no body but wants a JSON answer.
+pub(super) fn bodiless_headers(authorization: Option<http::HeaderValue>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
     headers.insert(
         http::header::ACCEPT,
         http::HeaderValue::from_static("application/json"),

@@ -99,7 +99,7 @@ pub(super) async fn post_offer(
             created(backend, target, response, true)
         }
         status => {
-            log_refusal(backend, "POST", &response);
+            log_refusal(backend, "POST", &response, target.authorization.as_ref());
             Err(create_refused(
                 backend,
                 kind,
@@ -286,7 +286,7 @@ pub(super) async fn patch(
             body: Some(response.body.clone()),
         }),
         status => {
-            log_refusal(backend, "PATCH", &response);
+            log_refusal(backend, "PATCH", &response, target.authorization.as_ref());
             Err(session_refused(
                 backend,
                 status,
@@ -344,7 +344,12 @@ async fn send_expecting_success(
     match response.status.as_u16() {
         200..=299 => Ok(()),
         status => {
-            log_refusal(backend, name.as_str(), &response);
+            log_refusal(
+                backend,
+                name.as_str(),
+                &response,
+                target.authorization.as_ref(),
+            );
             Err(session_refused(
                 backend,
                 status,
@@ -398,10 +403,13 @@ fn credential_refused(backend: &BackendDef, status: u16, passthrough: bool) -> G
 
 /// Vendors explain refusals in their bodies (Millicast's `text/plain`, LiveKit's JSON): ops
 /// see the first line in the log; the client gets whipgate's own one-line error.
-fn log_refusal(backend: &BackendDef, method: &str, response: &UpstreamResponse) {
-    let text = String::from_utf8_lossy(&response.body);
-    let first = text.lines().next().unwrap_or("").trim();
-    let reason: String = first.chars().take(200).collect();
+fn log_refusal(
+    backend: &BackendDef,
+    method: &str,
+    response: &UpstreamResponse,
+    credential: Option<&HeaderValue>,
+) {
+    let reason = refusal_detail(&response.body, credential);
     tracing::info!(
         backend = %backend.id,
         method,
@@ -409,6 +417,20 @@ fn log_refusal(backend: &BackendDef, method: &str, response: &UpstreamResponse) 
         reason = %reason,
         "backend refused"
     );
+}
+
+/// The first line of a vendor's refusal, short, and without the credential whipgate sent:
+/// APIs quote a refused key back ("Incorrect API key provided: ...").
+pub(super) fn refusal_detail(body: &[u8], credential: Option<&HeaderValue>) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut first = text.lines().next().unwrap_or("").trim().to_owned();
+    if let Some(value) = credential.and_then(|v| v.to_str().ok()) {
+        let secret = value.split_once(' ').map_or(value, |(_, rest)| rest).trim();
+        if !secret.is_empty() {
+            first = first.replace(secret, "[redacted]");
+        }
+    }
+    first.chars().take(200).collect()
 }
 
 fn base_headers(target: &Target<'_>) -> HeaderMap {
@@ -470,6 +492,18 @@ pub(super) fn retry_after(headers: &HeaderMap) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_quoting_the_credential_is_logged_without_it() {
+        let sent = HeaderValue::from_static("Bearer ek_abc123");
+        let body = b"{\"error\":{\"message\":\"Invalid key ek_abc123, or Bearer ek_abc123\"}}\nsecond line";
+        let detail = refusal_detail(body, Some(&sent));
+        assert!(!detail.contains("ek_abc123"), "{detail}");
+        assert!(detail.contains("Invalid key [redacted]"), "{detail}");
+        assert!(!detail.contains("second line"));
+        let long = "x".repeat(500);
+        assert_eq!(refusal_detail(long.as_bytes(), None).len(), 200);
+    }
 
     fn with(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -159,6 +159,8 @@ impl Adapter for OpenAiRealtime {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                 })
+                // Without an id there is nothing to hang up; the call dies on its own since
+                // the client, refused here, never connects to it.
                 .ok_or_else(|| {
                     AttemptError::fatal(GatewayError::BadGateway(format!(
                         "backend {}: the call's Location names no call",
@@ -191,7 +193,8 @@ impl Adapter for OpenAiRealtime {
                 "hangup",
                 Method::POST,
                 hangup,
-                broker::json_headers(self.server_key()),
+                // The hangup takes no body, so no Content-Type either.
+                broker::bodiless_headers(self.server_key()),
                 Bytes::new(),
                 Retry::Idempotent,
             )

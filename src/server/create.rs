@@ -32,6 +32,8 @@ pub(super) const ANSWER_EXPECTED: &str = "whipgate.answer";
 struct Misses {
     /// Refused, timed out, 5xx: another backend may do.
     unavailable: Option<GatewayError>,
+    /// The soonest any of those backends said it may serve again (its `Retry-After`).
+    soonest_retry: Option<std::time::Duration>,
     /// Skipped without a request: circuit open, full, resting.
     skipped: Vec<String>,
     /// The backend's SDP policy leaves nothing acceptable.
@@ -393,6 +395,9 @@ impl Gateway {
                     GatewayError::GatewayTimeout(_) => "timeout",
                     _ => "unavailable",
                 };
+                if let Some(wait) = failure.error.retry_after().filter(|w| !w.is_zero()) {
+                    misses.soonest_retry = Some(misses.soonest_retry.map_or(wait, |w| w.min(wait)));
+                }
                 misses.unavailable = Some(failure.error);
                 misses.last_skip = Some((backend.id.0.clone(), reason));
                 Ok(None)
@@ -562,7 +567,13 @@ fn final_error(config: &Config, kind: EndpointKind, misses: Misses) -> GatewayEr
     if let Some(error) = misses.unavailable {
         return GatewayError::Unavailable {
             reason: format!("no backend could serve this stream (last: {error})"),
-            retry_after: config.server.retry_after,
+            // A client told to come back before every backend said it may serve would
+            // only find them resting.
+            retry_after: misses
+                .soonest_retry
+                .map_or(config.server.retry_after, |wait| {
+                    wait.max(config.server.retry_after)
+                }),
         };
     }
     if let Some(GatewayError::NotLive { reason, .. }) = misses.not_live {

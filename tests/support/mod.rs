@@ -212,6 +212,7 @@ impl SecretSource for TestSecrets {
             "MILLICAST_SUBSCRIBE_TOKEN" => Some("mc-subscribe-token".into()),
             "WEBHOOK_SECRET" => Some("webhook-secret-example".into()),
             "OPENAI_API_KEY" => Some("sk-server-key".into()),
+            "OPENAI_WRONG_KEY" => Some("sk-revoked-key".into()),
             _ => None,
         }
     }
@@ -331,6 +332,33 @@ pub fn corpus(name: &str) -> String {
         .join("../shared/sdp-corpus")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A two-way talk offer as voice agents want it: aiortc's sendrecv audio, plus the data
+/// channel an agent's control events travel on.
+pub fn talk_offer() -> String {
+    let offer = corpus("aiortc116-whip-offer.sdp").replace("\r\n", "\n");
+    let video = offer.find("m=video").expect("video section");
+    let audio = offer.find("m=audio").expect("audio section");
+    let ice: String = offer[video..audio]
+        .lines()
+        .filter(|l| {
+            l.starts_with("a=ice-")
+                || l.starts_with("a=fingerprint:sha-256")
+                || l.starts_with("a=setup")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut talk = format!("{}{}", &offer[..video], &offer[audio..]);
+    talk = talk.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 1 2");
+    talk.push_str("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\nc=IN IP4 0.0.0.0\na=mid:2\na=sctp-port:5000\n");
+    talk.push_str(&ice);
+    talk.replace('\n', "\r\n")
+}
+
+/// The answer a talk offer gets: the same sections, whipgate checks their shape only.
+pub fn talk_answer(offer: &str) -> String {
+    offer.replace("a=setup:actpass", "a=setup:active")
 }
 
 /// A directory with a routes.toml (and a session key file) that tests rewrite.
