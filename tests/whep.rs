@@ -319,7 +319,9 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
         "no reconnect while the stream is live nowhere: {}",
         events.text
     );
-    // The publisher comes back (as OBS does) and lands on the spare: now players are told.
+    // The publisher comes back (as OBS does) and lands on the spare: now players are told,
+    // at once (not when the fallback wait runs out).
+    let republished = std::time::Instant::now();
     let moved = post_sdp(
         gw.local_addr,
         "/whip/show",
@@ -339,6 +341,12 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
         "reconnect sent once the stream is live again: {}",
         events.text
     );
+    assert!(
+        republished.elapsed() < std::time::Duration::from_secs(3),
+        "reconnect {:?} after the publisher came back: the stream going live sent it, not the {}-s fallback",
+        republished.elapsed(),
+        10
+    );
     assert!(events.ended().await, "the stream ends after a reconnect");
     let unknown = send(
         gw.local_addr,
@@ -352,4 +360,121 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
     )
     .await;
     assert_eq!(unknown.status, 404);
+}
+
+/// A backend with WHEP events of its own: whipgate subscribes with the session's backend
+/// credential to the events the player wants that the backend offers (never whipgate's own
+/// `reconnect` to a backend without it), relays them, and turns the backend's `reconnect`
+/// into one back to whipgate.
+#[tokio::test]
+async fn a_backends_own_events_are_relayed_with_its_credential() {
+    let subscriptions: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = subscriptions.clone();
+    let backend = FakeBackend::start(move |req: &Seen| {
+        if req.header("authorization") != Some("Bearer backend-secret-token") {
+            return Reply::new(401);
+        }
+        let offered = offered_for(&req.path);
+        match (req.method.as_str(), req.path.as_str()) {
+            ("POST", path) if path.starts_with("/whep/") => Reply::new(201)
+                .header("location", "/resource/p1")
+                .header(
+                    "link",
+                    &format!(
+                        "</events/{}>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"; events=\"{offered}\"",
+                        if path.contains("quiet") { "quiet" } else { "loud" }
+                    ),
+                )
+                .body(corpus("pion-whep-answer.sdp")),
+            ("POST", path) if path.starts_with("/events/") => {
+                let names: Vec<String> = serde_json::from_slice(&req.body).unwrap_or_default();
+                seen.lock().expect("lock").push(format!("{path} {}", names.join(",")));
+                // WHEP-04: a subscription naming an event not offered is refused whole.
+                if names.is_empty() || names.iter().any(|n| !offered.split(',').any(|o| o == n)) {
+                    return Reply::new(400);
+                }
+                Reply::new(201).header("location", &format!("{path}/stream"))
+            }
+            ("GET", "/events/quiet/stream") => Reply::new(200)
+                .header("content-type", "text/event-stream")
+                .body("event: active\ndata: {}\n\n"),
+            ("GET", "/events/loud/stream") => Reply::new(200)
+                .header("content-type", "text/event-stream")
+                .body("event: active\ndata: {}\n\nevent: reconnect\ndata: {\"url\":\"http://backend.internal/whep/other\"}\n\n"),
+            _ => Reply::new(200),
+        }
+    })
+    .await;
+    fn offered_for(path: &str) -> &'static str {
+        if path.contains("quiet") {
+            "active"
+        } else {
+            "active,reconnect"
+        }
+    }
+    let config = format!(
+        "{SERVER}[[backend]]\nid = \"origin\"\nkind = \"whip\"\nwhep_url = \"{e}\"\n\
+         auth = {{ bearer_env = \"BACKEND_TOKEN\" }}\n\
+         [[route]]\nbackends = [\"origin\"]\n",
+        e = backend.url("/whep/{stream}"),
+    );
+    let gw = gateway(&config).await;
+    for (stream, relayed) in [
+        ("quiet", "event: active\ndata: {}"),
+        (
+            "loud",
+            "event: reconnect\ndata: {\"url\":\"https://gw.example.com/whep/loud\"}",
+        ),
+    ] {
+        let player = post_sdp(
+            gw.local_addr,
+            &format!("/whep/{stream}"),
+            corpus("chromium-whep-offer.sdp"),
+        )
+        .await;
+        assert_eq!(player.status, 201, "{}", player.body);
+        let link = player
+            .all("link")
+            .into_iter()
+            .find(|l| l.contains("server-sent-events"))
+            .expect("the events Link");
+        let events_url = link
+            .split('<')
+            .nth(1)
+            .and_then(|rest| rest.split('>').next())
+            .expect("URL in the Link")
+            .to_owned();
+        let subscribed = send(
+            gw.local_addr,
+            "POST",
+            &path_of(&events_url),
+            &[("content-type", "application/json")],
+            r#"["active","reconnect"]"#,
+        )
+        .await;
+        assert_eq!(subscribed.status, 201, "{}", subscribed.body);
+        let mut events = EventStream::open(
+            gw.local_addr,
+            &path_of(subscribed.header("location").expect("Location")),
+        )
+        .await;
+        assert!(
+            events.next(relayed).await,
+            "{stream}: the backend's events reach the player: {}",
+            events.text
+        );
+        assert!(
+            !events.text.contains("backend.internal"),
+            "the backend's own URL never reaches the player: {}",
+            events.text
+        );
+    }
+    assert_eq!(
+        *subscriptions.lock().expect("lock"),
+        vec![
+            "/events/quiet active".to_owned(),
+            "/events/loud active,reconnect".to_owned()
+        ],
+        "each backend is asked for what it offers, with its credential"
+    );
 }

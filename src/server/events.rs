@@ -207,7 +207,8 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut outcome = super::handlers::Outcome::default();
-        let (claims, backend, _) = self.open(config, token, request.headers(), &mut outcome)?;
+        let (claims, backend, resource) =
+            self.open(config, token, request.headers(), &mut outcome)?;
         if claims.kind != crate::kind::EndpointKind::Whep {
             return Err(GatewayError::NotFound(
                 "events are offered on WHEP sessions".into(),
@@ -235,7 +236,28 @@ impl Gateway {
                 let (parts, _) = request.into_parts();
                 let reconnect_url =
                     format!("{}/whep/{}", public_base(config, &parts), claims.stream);
-                self.event_stream(config, claims, wanted, reconnect_url)
+                // A backend's own event stream wants the credential its session's other
+                // requests carry.
+                let backend_authorization = claims
+                    .state
+                    .get(BACKEND_EVENTS)
+                    .and_then(|_| {
+                        let request = self.session_request(
+                            config,
+                            &claims,
+                            &resource,
+                            &parts.headers,
+                            &parts.extensions,
+                            "",
+                        );
+                        backend.adapter.session_target(&request).ok()
+                    })
+                    .and_then(|target| target.authorization)
+                    .map(|mut value| {
+                        value.set_sensitive(true);
+                        value
+                    });
+                self.event_stream(config, claims, wanted, reconnect_url, backend_authorization)
             }
             // The stream ends when its reader goes; a DELETE only says so explicitly.
             (Some(list), Method::DELETE) => {
@@ -311,6 +333,7 @@ impl Gateway {
         claims: SessionClaims,
         wanted: Vec<&'static str>,
         reconnect_url: String,
+        backend_authorization: Option<HeaderValue>,
     ) -> Result<Response<Body>, GatewayError> {
         let limit = config.server.max_event_streams;
         if self.event_streams.fetch_add(1, Ordering::SeqCst) >= limit {
@@ -342,7 +365,14 @@ impl Gateway {
         let gateway = self.clone();
         tokio::spawn(async move {
             gateway
-                .feed_events(&claims, &wanted, &reconnect_url, keepalive, sender)
+                .feed_events(
+                    &claims,
+                    &wanted,
+                    &reconnect_url,
+                    keepalive,
+                    sender,
+                    backend_authorization,
+                )
                 .await;
             gateway.event_streams.fetch_sub(1, Ordering::SeqCst);
             let mut per_session = gateway
@@ -367,8 +397,9 @@ impl Gateway {
     }
 
     /// Subscribes to the backend's own event stream for the events the player wants and
-    /// passes them on as they come; the backend's `reconnect` becomes whipgate's own (the
-    /// player re-joins through whipgate). Ends with the backend's stream.
+    /// the backend offers, and passes them on as they come; the backend's `reconnect`
+    /// becomes whipgate's own (the player re-joins through whipgate). Ends with the
+    /// backend's stream.
     async fn relay_backend_events(
         &self,
         claims: &SessionClaims,
@@ -376,18 +407,39 @@ impl Gateway {
         wanted: &[&'static str],
         reconnect_url: &str,
         sender: mpsc::Sender<Bytes>,
+        authorization: Option<HeaderValue>,
     ) -> Result<(), String> {
         let config = self.config();
         let backend = self
             .backend_for_session(&config, &claims.backend)
             .ok_or("the session's backend is gone")?;
-        let names: Vec<&str> = wanted.to_vec();
+        // WHEP-04: a subscription naming an event the server does not offer is refused
+        // whole, so the player's `reconnect` (whipgate's own) must not reach a backend
+        // that never offered one.
+        let offered: Vec<&str> = claims
+            .state
+            .get(BACKEND_EVENT_NAMES)
+            .map(|names| names.split(',').collect())
+            .unwrap_or_default();
+        let names: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|name| offered.contains(name))
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
         let url = url::Url::parse(url).map_err(|e| e.to_string())?;
+        // Its credential goes only to its own hosts (a reload may have re-pointed the id).
+        let authorization = authorization.filter(|_| backend.allows_host(&url));
         let mut headers = http::HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(value) = &authorization {
+            headers.insert(header::AUTHORIZATION, value.clone());
+        }
         let body = serde_json::to_vec(&names).map_err(|e| e.to_string())?;
         let subscribed = self
             .upstreams
@@ -417,6 +469,9 @@ impl Gateway {
             header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
         );
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, value);
+        }
         let response = self
             .upstreams
             .client
@@ -482,6 +537,7 @@ impl Gateway {
         reconnect_url: &str,
         keepalive: Duration,
         sender: mpsc::Sender<Bytes>,
+        backend_authorization: Option<HeaderValue>,
     ) {
         let wants = |name: &str| wanted.contains(&name);
         // The stream opens with a comment so that a player sees it is up at once.
@@ -505,10 +561,17 @@ impl Gateway {
             let (sender, reconnect_url) = (sender.clone(), reconnect_url.to_owned());
             tokio::spawn(async move {
                 if let Err(error) = gateway
-                    .relay_backend_events(&claims, &url, &wanted, &reconnect_url, sender)
+                    .relay_backend_events(
+                        &claims,
+                        &url,
+                        &wanted,
+                        &reconnect_url,
+                        sender,
+                        backend_authorization,
+                    )
                     .await
                 {
-                    tracing::debug!(backend = %claims.backend, %error, "the backend's event stream is not relayed");
+                    tracing::warn!(backend = %claims.backend, %error, "the backend's event stream is not relayed");
                 }
             })
         });

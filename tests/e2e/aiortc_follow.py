@@ -87,6 +87,7 @@ async def publish(args):
                 await asyncio.sleep(0.2)
                 continue
             location = urljoin(args.url, raw_location)
+            log("check: session %d answered at %.3f" % (sessions + 1, time.time()))
             await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
             try:
                 await asyncio.wait_for(connected.wait(), 10)

@@ -311,6 +311,17 @@ test_dr() {
   if [ -z "$fail" ] && ! grep -q '^check: session 2 connected' "$TMP/dr-publish.log"; then
     fail="the publisher did not publish again: $(grep '^check:' "$TMP/dr-publish.log" | tr '\n' ';')"
   fi
+  # whipgate sends reconnect once the stream is live again (the publisher's second session
+  # answered), not before and not when its 10 s fallback runs out. Both scripts log
+  # wall-clock times on this machine; 0.2 s of slack for the two answers' race.
+  if [ -z "$fail" ]; then
+    local reconnect_at republished_at
+    reconnect_at=$(grep -oE '^check: reconnect event at [0-9.]+' "$TMP/dr-play.log" | head -1 | grep -oE '[0-9.]+$')
+    republished_at=$(grep -oE 'session 2 answered at [0-9.]+' "$TMP/dr-publish.log" | grep -oE '[0-9.]+$')
+    if ! awk -v r="$reconnect_at" -v p="$republished_at" 'BEGIN { exit !(r != "" && p != "" && r + 0.2 >= p && r - p < 5) }'; then
+      fail="reconnect at $reconnect_at, the publisher's second session answered at $republished_at: not sent when the stream went live again"
+    fi
+  fi
   if [ -z "$fail" ] && [ -z "$(sfu_stream "moved-$stream")" ]; then
     fail="the stream is not on the route's next backend (no moved-$stream on the SFU)"
   fi
