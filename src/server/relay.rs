@@ -32,10 +32,12 @@ pub(super) struct RelayStart {
     pub captures: Vec<(String, String)>,
 }
 
-/// Every relayed stream of this replica, for `/api/status` and the status page.
+/// Every relayed stream of this replica, for `/api/status` and the status page. Keyed by
+/// publisher: a stream re-published at once has a new supervisor before the old one has
+/// finished, and the old one's last words must not erase the new one's status.
 #[derive(Debug, Default)]
 pub(super) struct Relays {
-    streams: Mutex<HashMap<String, RelayStatus>>,
+    streams: Mutex<HashMap<PeerId, RelayStatus>>,
 }
 
 impl Relays {
@@ -49,16 +51,29 @@ impl Relays {
         all
     }
 
-    fn set(&self, status: RelayStatus) {
+    fn set(&self, publisher: PeerId, status: RelayStatus) {
         if let Ok(mut streams) = self.streams.lock() {
-            streams.insert(status.stream.clone(), status);
+            streams.insert(publisher, status);
         }
     }
 
-    fn remove(&self, stream: &str) {
+    fn remove(&self, publisher: PeerId) {
         if let Ok(mut streams) = self.streams.lock() {
-            streams.remove(stream);
+            streams.remove(&publisher);
         }
+    }
+
+    /// Every status but `publisher`'s.
+    fn others(&self, publisher: PeerId) -> Vec<RelayStatus> {
+        self.streams
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(id, _)| **id != publisher)
+                    .map(|(_, status)| status.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -308,7 +323,7 @@ async fn supervise(
         }
     }
     supervisor.close_all("publisher_left");
-    gateway.relays.remove(&stream);
+    gateway.relays.remove(supervisor.start.publisher);
 }
 
 impl Supervisor {
@@ -556,23 +571,26 @@ impl Supervisor {
 
     fn publish_status(&self, plan: &RelayPlan) {
         self.publish_gauges();
-        self.gateway.relays.set(RelayStatus {
-            stream: self.start.stream.as_str().to_owned(),
-            route: self.start.route.clone(),
-            mode: plan.mode.as_str(),
-            legs: self
-                .legs
-                .iter()
-                .map(|leg| LegReport {
-                    target: leg.target.as_str().to_owned(),
-                    state: leg.state.as_str(),
-                    since: leg.since,
-                    bytes: leg.bytes,
-                })
-                .collect(),
-            switches: self.switches,
-            last_end: self.last_end.clone(),
-        });
+        self.gateway.relays.set(
+            self.start.publisher,
+            RelayStatus {
+                stream: self.start.stream.as_str().to_owned(),
+                route: self.start.route.clone(),
+                mode: plan.mode.as_str(),
+                legs: self
+                    .legs
+                    .iter()
+                    .map(|leg| LegReport {
+                        target: leg.target.as_str().to_owned(),
+                        state: leg.state.as_str(),
+                        since: leg.since,
+                        bytes: leg.bytes,
+                    })
+                    .collect(),
+                switches: self.switches,
+                last_end: self.last_end.clone(),
+            },
+        );
     }
 
     /// The legs gauge, recomputed from every relayed stream of this replica.
@@ -580,10 +598,7 @@ impl Supervisor {
         let gateway = &self.gateway;
         // Every other stream's last published view, plus this one's as it is now.
         let mut counts: HashMap<(String, &'static str), i64> = HashMap::new();
-        for status in gateway.relays.snapshot() {
-            if status.stream == self.start.stream.as_str() {
-                continue;
-            }
+        for status in gateway.relays.others(self.start.publisher) {
             for leg in status.legs {
                 *counts.entry((leg.target, leg.state)).or_default() += 1;
             }
@@ -629,6 +644,16 @@ async fn open_leg(
             reason: "closed",
             detail: error.to_string(),
         })?;
+    // The target's own SDP policy shapes the leg as it would a client's session (an
+    // H264-only vendor gets only H264). Not the route's: that one already shaped what the
+    // publisher sends to the SFU.
+    let (offer, checked) = match shape_for_target(&offer, &backend) {
+        Ok(shaped) => shaped,
+        Err(failure) => {
+            let _ = sfu.end(peer).await;
+            return Err(failure);
+        }
+    };
     let sid = super::hex(&gateway.random_bytes::<12>());
     let request_id = own_request_id(EndpointKind::Whip, &sid);
     let created = backend
@@ -686,17 +711,30 @@ async fn open_leg(
             detail: "the target answered with an offer of its own".into(),
         })
     } else {
-        let answer = String::from_utf8_lossy(&created.answer).into_owned();
-        match sfu.relay_answer(peer, answer).await {
-            Ok(()) => None,
-            Err(error @ SfuError::Codec(_)) => Some(OpenFailure {
-                reason: "codec",
-                detail: error.to_string(),
-            }),
-            Err(error) => Some(OpenFailure {
-                reason: "refused",
-                detail: error.to_string(),
-            }),
+        let answer = String::from_utf8_lossy(&created.answer);
+        let answer = match &checked {
+            Some(offer) => offer
+                .accept_answer(&answer, &backend.sdp)
+                .map(|a| a.into_owned())
+                .map_err(|error| OpenFailure {
+                    reason: "refused",
+                    detail: format!("the target's answer: {error}"),
+                }),
+            None => Ok(answer.into_owned()),
+        };
+        match answer {
+            Err(failure) => Some(failure),
+            Ok(answer) => match sfu.relay_answer(peer, answer).await {
+                Ok(()) => None,
+                Err(error @ SfuError::Codec(_)) => Some(OpenFailure {
+                    reason: "codec",
+                    detail: error.to_string(),
+                }),
+                Err(error) => Some(OpenFailure {
+                    reason: "refused",
+                    detail: error.to_string(),
+                }),
+            },
         }
     };
     match refused {
@@ -730,4 +768,29 @@ pub(super) fn start_if_relayed(
         publisher,
         captures: captures.to_vec(),
     });
+}
+
+/// The SFU's offer for a leg as `backend`'s SDP policy wants it, and the checked offer its
+/// answer is held against (none without a policy: the SFU checks its answers itself).
+fn shape_for_target(
+    offer: &str,
+    backend: &BackendDef,
+) -> Result<(String, Option<crate::sdp::Offer>), OpenFailure> {
+    if backend.sdp.is_empty() {
+        return Ok((offer.to_owned(), None));
+    }
+    let refused = |error: crate::sdp::SdpError| OpenFailure {
+        reason: if error.reason() == "no_acceptable_codec" {
+            "codec"
+        } else {
+            "refused"
+        },
+        detail: format!("the target's SDP policy: {error}"),
+    };
+    let prepared = crate::sdp::prepare_offer(EndpointKind::Whip, offer).map_err(refused)?;
+    let shaped = prepared
+        .rewrite(&backend.sdp)
+        .map_err(refused)?
+        .into_owned();
+    Ok((shaped.text(), Some(shaped)))
 }

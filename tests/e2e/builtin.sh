@@ -388,6 +388,22 @@ test_jn() {
       --timeout 20 >"$TMP/jn-chromium.log" 2>&1; then
     fail="Chromium's play page: $(result_line jn-chromium)"
   fi
+  # Through the SFU: it pulls the stream from Janus (Janus offers, the SFU answers) and
+  # answers the player's own offer with a 201; the pull ends with its last viewer.
+  local asked
+  asked=$(date +%s.%N)
+  if [ -z "$fail" ] && ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream?via=sfu" --min-frames 30 \
+      --min-audio 20 --timeout 30 >"$TMP/jn-play-pull.log" 2>&1; then
+    fail="player through the SFU's pull from Janus: $(result_line jn-play-pull)"
+  elif [ -z "$fail" ] && grep -q '406 counter-offer' "$TMP/jn-play-pull.log"; then
+    fail="the SFU's player got a counter-offer: the pull's should have answered its offer"
+  elif [ -z "$fail" ] && ! wait_for 10 "" "the pull from Janus dropped" \
+      grep -q "pull ended stream=$stream origin=janus-api" "$TMP/whipgate.log"; then
+    fail="the SFU's pull of $stream outlived its viewer"
+  fi
+  [ -n "$fail" ] || note "JN: through the SFU's pull from Janus, first video frame $(awk -v a="$asked" \
+    -v b="$(grep -oE 'first video frame at [0-9.]+' "$TMP/jn-play-pull.log" | grep -oE '[0-9.]+$')" \
+    'BEGIN { printf "%.1f", b - a }') s after the POST; $(check_line jn-play-pull)"
   release_publisher jn-pub "$pub" || true
   [ -n "$fail" ] || [ "$(result_line jn-pub)" = "RESULT ok" ] || fail="publisher: $(result_line jn-pub)"
   if [ -z "$fail" ] && ! wait_for 5 "" "room destroyed" test "$(jn_rooms)" = 0; then
@@ -612,7 +628,7 @@ test_rl() {
     elif ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "http://127.0.0.1:8085/whep/$stream" \
         --min-frames 30 --min-audio 20 >"$TMP/rl-play-c.log" 2>&1; then
       fail="player on C: $(result_line rl-play-c)"
-    elif grep -qv '^connected$\|^connecting$\|^new$' "$TMP/rl-pub.state"; then
+    elif [ ! -s "$TMP/rl-pub.state" ] || grep -qv '^connected$\|^connecting$\|^new$' "$TMP/rl-pub.state"; then
       fail="the publisher's connection changed state: $(tr '\n' ' ' <"$TMP/rl-pub.state")"
     elif [ "$(switches_b_to_c)" != $((switches_before + 1)) ]; then
       fail="the metrics count $(switches_b_to_c) relay switches B -> C, not $((switches_before + 1))"
@@ -652,6 +668,11 @@ test_ra() {
   elif ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "http://127.0.0.1:8084/whep/$stream" \
       --min-frames 30 --min-audio 20 >"$TMP/ra-play-b.log" 2>&1; then
     fail="player on B: $(result_line ra-play-b)"
+  elif ! wait_for 10 "" "the AV1-only target skipped" eval \
+      'nsx curl -s -m 1 "$GW/metrics" | grep "^whipgate_relay_leg_ends_total{" | grep "reason=\"codec\"" | grep -q "target=\"av1-only\""'; then
+    fail="no codec skip of av1-only in /metrics: $(nsx curl -s -m 1 "$GW/metrics" | grep relay_leg_ends | tr '\n' ';')"
+  elif ! grep -q 'relay leg not opened.*av1-only\|av1-only.*relay leg not opened' "$TMP/whipgate.log"; then
+    fail="no log line says why av1-only was skipped"
   fi
   release_publisher ra-pub "$pub" || true
   [ -n "$fail" ] || [ "$(result_line ra-pub)" = "RESULT ok" ] || fail="publisher's DELETE: $(result_line ra-pub)"
@@ -776,7 +797,7 @@ test_rf() {
       elif [ -z "$fail" ] && ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "http://127.0.0.1:8084/whep/$stream" \
           --min-frames 30 --min-audio 20 >"$TMP/rf-play-b.log" 2>&1; then
         fail="player on B after the failback: $(result_line rf-play-b)"
-      elif [ -z "$fail" ] && grep -qv '^connected$\|^connecting$\|^new$' "$TMP/rf-pub.state"; then
+      elif [ -z "$fail" ] && { [ ! -s "$TMP/rf-pub.state" ] || grep -qv '^connected$\|^connecting$\|^new$' "$TMP/rf-pub.state"; }; then
         fail="the publisher's connection changed state: $(tr '\n' ' ' <"$TMP/rf-pub.state")"
       fi
       [ -n "$fail" ] || note "RF: back on B $(awk -v a="$back" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s after it restarted; player $(check_line rf-play-b)"

@@ -192,10 +192,10 @@ if [ "$DIRECT" != 1 ] && [ -z "${E2E_TESTS:-}" ]; then TESTS="$TESTS F G H I J K
 NAME_N="TURN: aiortc and Chromium get coturn credentials minted by whipgate (OPTIONS, use-auth-secret) and carry media through the relay only; Chromium plays relay-only too"
 NAME_PG="pages: an embedded <whep-player> on another origin plays; the publish page opened at localhost (session URLs on 127.0.0.1) shows the WHIP URL for OBS and live send stats, stops cleanly (DELETE 200, camera and microphone released), the play page says the stream ended within 2 s, and closing a publishing tab ends its session"
 NAME_DR="drain: POST /admin/drain ends the drained backend's publisher (close_notify), the aiortc publisher re-publishes and lands on the route's next backend; an aiortc player and Chromium's play page follow their WHEP reconnect event there; the seconds without frames at each player are counted"
-NAME_JN="kind janus (Janus's own HTTP API, no WHIP server): aiortc publishes into a VideoRoom room created for its stream, aiortc and Chromium's play page play through the 406 counter-offer made of Janus's subscriber offer (PATCH application/sdp 204), frames decoded; simple-whip-client publishes with trickle; rooms and Janus sessions are gone after the DELETEs"
+NAME_JN="kind janus (Janus's own HTTP API, no WHIP server): aiortc publishes into a VideoRoom room created for its stream, aiortc and Chromium's play page play through the 406 counter-offer made of Janus's subscriber offer (PATCH application/sdp 204), frames decoded; aiortc plays it through the SFU too, which pulls it from Janus (pull = "janus-api", Janus offering) and drops the pull when the player leaves; simple-whip-client publishes with trickle; rooms and Janus sessions are gone after the DELETEs"
 NAME_JK="kind janus: a publisher whose replica is killed stays in its room past Janus's 60 s session timeout (another replica keeps its session alive), plays through the other replica, and is ended by DELETE through a restarted replica"
 NAME_RL="relay, failover: aiortc publishes on the SFU, which republishes to whipgate B; a player decodes on B; B is killed (SIGKILL) and the copy moves to whipgate C, where frames flow again (seconds counted) and a player decodes; the publisher's connection never changes state; its DELETE ends the copy on C"
-NAME_RA="relay, all: one aiortc publisher on the SFU, copies on Janus (through simple-whip-server) and on whipgate B at once; a player decodes on B; the publisher's DELETE ends both copies"
+NAME_RA="relay, all: one aiortc publisher on the SFU, copies on Janus (through simple-whip-server) and on whipgate B at once; a player decodes on B; a third target whose SDP policy takes only AV1, a codec the publisher never negotiated, is skipped (log line, metric reason codec); the publisher's DELETE ends both copies"
 NAME_RF="relay failback: the copy moves from whipgate B (killed) to C, and back to B once B has restarted and rested failback = 3s (make before break: frames on B, then the copy on C closed); a player decodes on B; the publisher never notices"
 NAME_PL="pull: an edge whipgate's SFU (pull = \"origin\") serves two aiortc players of a stream published on the main gateway's SFU through one WHEP pull (the origin counts one viewer), and drops the pull when both players have left"
 NAME_SL="built-in SFU, WHEP layer extension: Chromium publishes simulcast (q h f); an aiortc player that chooses q decodes the small picture, one that chooses nothing the highest layer"
@@ -417,6 +417,17 @@ kind = "janus"
 url = "http://127.0.0.1:8088/janus"
 room_admin_key_env = "JANUS_ROOM_KEY"
 
+# JN: the same Janus stream played through the SFU, which pulls it over Janus's own API (a
+# subscriber: Janus makes the offer) once and serves its viewers.
+[[backend]]
+id = "sfu-pull-janus"
+kind = "builtin"
+pull = "janus-api"
+
+[[route]]
+match = { kind = "whep", stream = "jn-*", query = { via = "sfu" } }
+backends = ["sfu-pull-janus"]
+
 [[route]]
 match = { stream = "jn-*" }
 backends = ["janus-api"]
@@ -460,10 +471,18 @@ match = { stream = "rf-*" }
 backends = ["sfu"]
 relay = { to = ["edge-b", "edge-c"], mode = "failover", failback = "3s" }
 
+# RA: a target whose SDP policy takes only AV1, which the publisher (aiortc: VP8, H264) never
+# negotiated: the leg is skipped (metric reason "codec") before any request reaches it.
+[[backend]]
+id = "av1-only"
+kind = "whip"
+whip_url = "http://127.0.0.1:8085/whip/{stream}"
+sdp = { video_codecs = ["AV1"] }
+
 [[route]]
 match = { stream = "ra-*" }
 backends = ["sfu"]
-relay = { to = ["janus", "edge-b"], mode = "all" }
+relay = { to = ["janus", "edge-b", "av1-only"], mode = "all" }
 
 [[route]]
 match = { kind = "whip", stream = "*" }
