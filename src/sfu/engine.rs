@@ -1358,6 +1358,18 @@ impl Engine {
             return false;
         }
         *last = now;
+        if publisher.pulled && kind == KeyframeRequestKind::Pli {
+            // Janus before 1.3 files a feedback packet under the m-line of its sender SSRC
+            // (or of an RR's), never of a PLI's media SSRC. A receive-only peer's sender SSRC
+            // is in no SDP, so its PLI lands on the audio m-line and is dropped: a pull from
+            // Janus waited for the publisher's next keyframe of its own (10 s and more).
+            // Signed with the video stream's own SSRC, Janus finds the video m-line.
+            let mut direct = publisher.rtc.direct_api();
+            if let Some(ssrc) = direct.stream_rx_by_mid(mid, rid).map(|s| s.ssrc()) {
+                direct.send_pli_feedback(ssrc, ssrc);
+                return true;
+            }
+        }
         let Some(mut writer) = publisher.rtc.writer(mid) else {
             return false;
         };

@@ -393,7 +393,7 @@ test_jn() {
   local asked
   asked=$(date +%s.%N)
   if [ -z "$fail" ] && ! nsx "$VENV_PY" "$HERE/aiortc_play.py" "$GW/whep/$stream?via=sfu" --min-frames 30 \
-      --min-audio 20 --timeout 30 >"$TMP/jn-play-pull.log" 2>&1; then
+      --min-audio 20 >"$TMP/jn-play-pull.log" 2>&1; then
     fail="player through the SFU's pull from Janus: $(result_line jn-play-pull)"
   elif [ -z "$fail" ] && grep -q '406 counter-offer' "$TMP/jn-play-pull.log"; then
     fail="the SFU's player got a counter-offer: the pull's should have answered its offer"
@@ -401,9 +401,15 @@ test_jn() {
       grep -q "pull ended stream=$stream origin=janus-api" "$TMP/whipgate.log"; then
     fail="the SFU's pull of $stream outlived its viewer"
   fi
-  [ -n "$fail" ] || note "JN: through the SFU's pull from Janus, first video frame $(awk -v a="$asked" \
-    -v b="$(grep -oE 'first video frame at [0-9.]+' "$TMP/jn-play-pull.log" | grep -oE '[0-9.]+$')" \
-    'BEGIN { printf "%.1f", b - a }') s after the POST; $(check_line jn-play-pull)"
+  # The SFU asks Janus for a keyframe in a way Janus 1.1 files under the video m-line (see
+  # the engine's request_keyframe): before, the first frame waited 3 to 15 s and more.
+  local first_video
+  first_video=$(awk -v a="$asked" -v b="$(grep -oE 'first video frame at [0-9.]+' "$TMP/jn-play-pull.log" | grep -oE '[0-9.]+$')" \
+    'BEGIN { if (b == "") print "never"; else printf "%.1f", b - a }')
+  if [ -z "$fail" ] && ! awk -v t="$first_video" 'BEGIN { exit !(t != "never" && t < 3) }'; then
+    fail="through the SFU's pull from Janus the first video frame came $first_video s after the POST (want < 3 s)"
+  fi
+  [ -n "$fail" ] || note "JN: through the SFU's pull from Janus, first video frame $first_video s after the POST; $(check_line jn-play-pull)"
   release_publisher jn-pub "$pub" || true
   [ -n "$fail" ] || [ "$(result_line jn-pub)" = "RESULT ok" ] || fail="publisher: $(result_line jn-pub)"
   if [ -z "$fail" ] && ! wait_for 5 "" "room destroyed" test "$(jn_rooms)" = 0; then
