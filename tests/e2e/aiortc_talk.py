@@ -198,12 +198,19 @@ def dominant_coarse(samples):
 
 
 def zero_crossing_freq(samples):
-    """Frequency from rising zero crossings, interpolated between samples; None if too few."""
-    crossings = []
+    """Frequency from rising zero crossings, interpolated between samples; None if too few.
+    A crossing counts only after the signal has been below -10% of its peak, so that noise
+    near zero (a concealed packet, codec artefacts) adds no crossings."""
+    peak = max((abs(x) for x in samples), default=0)
+    armed_below = -0.1 * peak
+    crossings, armed = [], False
     for i in range(1, len(samples)):
         a, b = samples[i - 1], samples[i]
-        if a < 0 <= b:
+        if a < armed_below:
+            armed = True
+        if armed and a < 0 <= b:
             crossings.append(i - 1 + (-a) / (b - a))
+            armed = False
     if len(crossings) < 3:
         return None, 0.0
     span = (crossings[-1] - crossings[0]) / RATE
@@ -246,13 +253,10 @@ def analyse(rec, track, args):
     total = sum(len(r) for r in runs)
     level = dbfs(math.sqrt(sum(x * x for r in runs for x in r) / total))
     coarse = dominant_coarse(runs[0])
-    weighted, spans = 0.0, 0.0
-    for r in runs:
-        f, span = zero_crossing_freq(r)
-        if f is not None:
-            weighted += f * span
-            spans += span
-    fine = weighted / spans if spans else None
+    # One burst's glitch (a lost packet concealed) must not move the answer: the median of
+    # the bursts' own frequencies.
+    per_burst = sorted(f for f, _ in map(zero_crossing_freq, runs) if f is not None)
+    fine = per_burst[len(per_burst) // 2] if per_burst else None
     # A clean tone: the crossings agree with the loudest Goertzel bin; else report the bin.
     freq = fine if fine is not None and abs(fine - coarse) <= 30 else coarse
     return freq, level, total // FRAME, round_trips
