@@ -162,13 +162,16 @@ class Player:
             raise Fail("WHEP POST to %s answered %d: %s" % (url, status, body.strip()[:120]))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
         self.pc, self.location = pc, urljoin(url, headers["Location"])
-        events = None
+        events, offered = None, []
         for link in headers.getall("Link", []):
             if EVENTS_REL in link:
                 events = re.search(r"<([^>]+)>", link).group(1)
-        if not events:
-            raise Fail("the WHEP session advertises no events Link")
-        async with self.http.post(events, json=["reconnect"]) as r:
+                listed = re.search(r'events="([^"]*)"', link)
+                offered = [e for e in (listed.group(1) if listed else "").split(",") if e]
+        if not events or "reconnect" not in offered:
+            raise Fail("the WHEP session advertises no events Link with reconnect")
+        # Every event offered: each one's first occurrence is logged ("check: event NAME").
+        async with self.http.post(events, json=offered) as r:
             if r.status != 201:
                 raise Fail("events POST answered %d" % r.status)
             stream_url = urljoin(events, r.headers["Location"])
@@ -180,10 +183,14 @@ class Player:
             timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
             async with self.http.get(stream_url, timeout=timeout) as r:
                 name = None
+                seen = set()
                 async for raw in r.content:
                     line = raw.decode().rstrip("\r\n")
                     if line.startswith("event:"):
                         name = line[6:].strip()
+                    elif line.startswith("data:") and name != "reconnect" and name not in seen:
+                        seen.add(name)
+                        log("check: event %s %s" % (name, line[5:].strip()[:100]))
                     elif line.startswith("data:") and name == "reconnect" and self.pc is pc:
                         m = re.search(r'"url"\s*:\s*"([^"]+)"', line)
                         self.move_to = m.group(1) if m else self.args.url

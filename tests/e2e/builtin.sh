@@ -308,6 +308,14 @@ test_dr() {
   if [ -z "$fail" ] && ! grep -q '^check: reconnect event' "$TMP/dr-play.log"; then
     fail="the player re-joined without a reconnect event: $(grep '^check:' "$TMP/dr-play.log" | tr '\n' ';')"
   fi
+  # The player subscribed to every event the SFU offers: besides reconnect, it heard the
+  # stream go live, its viewer count and its layers.
+  local event
+  for event in active viewercount layers; do
+    if [ -z "$fail" ] && ! grep -q "^check: event $event " "$TMP/dr-play.log"; then
+      fail="the player never got a $event event: $(grep '^check: event' "$TMP/dr-play.log" | tr '\n' ';')"
+    fi
+  done
   if [ -z "$fail" ] && ! grep -q '^check: session 2 connected' "$TMP/dr-publish.log"; then
     fail="the publisher did not publish again: $(grep '^check:' "$TMP/dr-publish.log" | tr '\n' ';')"
   fi
