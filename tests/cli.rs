@@ -81,6 +81,44 @@ fn serve_starts_answers_and_stops_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
 }
 
+/// A route with `relay` says where its publishers' copies go, in the words the README uses.
+#[test]
+fn explain_shows_a_routes_relay_plan() {
+    let path = temp_file(
+        "explain-relay.toml",
+        "[builtin]\n[[backend]]\nid = \"sfu\"\nkind = \"builtin\"\n\
+         [[backend]]\nid = \"b\"\nkind = \"whip\"\nwhip_url = \"http://b/{stream}\"\n\
+         [[backend]]\nid = \"c\"\nkind = \"whip\"\nwhip_url = \"http://c/{stream}\"\n\
+         [[route]]\nid = \"shows\"\nmatch = { stream = \"show-*\" }\nbackends = [\"sfu\"]\n\
+         relay = { to = [\"b\", \"c\"], mode = \"failover\", failback = \"60s\" }\n\
+         [[route]]\nid = \"copies\"\nbackends = [\"sfu\"]\nrelay = { to = [\"b\", \"c\"], mode = \"all\" }\n",
+    );
+    let explain = |stream: &str| {
+        let output = whipgate()
+            .args(["explain", "--config"])
+            .arg(&path)
+            .args(["--kind", "whip", "--stream", stream])
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let show = explain("show-1");
+    assert!(
+        show.contains("relay (publishers on the built-in SFU): one copy, on the first that works of b, c; back to an earlier target once it has rested 60 s"),
+        "{show}"
+    );
+    let other = explain("cam");
+    assert!(
+        other.contains("relay (publishers on the built-in SFU): a copy on each of b, c"),
+        "{other}"
+    );
+}
+
 #[test]
 fn explain_prints_the_route_and_candidate_order() {
     let path = temp_file(

@@ -119,7 +119,7 @@ test_l() {
     not_ok "$name" "publisher: $(result_line chromium-publish || echo 'not publishing within 40 s')"; return
   fi
   local fail=
-  if ! nsx node "$HERE/chromium.mjs" play "$GW" "$stream" --min-frames 30 --timeout 40 \
+  if ! nsx node "$HERE/chromium.mjs" play "$GW" "$stream" --min-frames 30 --timeout 40 --expect-viewers \
       --screenshot "$ARTIFACTS/play-$stream.png" >"$TMP/chromium-play.log" 2>&1; then
     fail="Chromium player: $(result_line chromium-play)"
   fi

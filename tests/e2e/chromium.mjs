@@ -5,7 +5,9 @@
 //   node chromium.mjs publish BASE STREAM [--hold S] [--ready-file F] [--release-file F]
 //                                         [--simulcast] [--relay] [--token T] [--timeout S]
 //   node chromium.mjs play BASE STREAM [--min-frames N] [--screenshot FILE] [--timeout S]
-//                                      [--token T] [--relay]
+//                                      [--token T] [--relay] [--expect-viewers]
+// --expect-viewers: the page must show, from the stream's WHEP events, that it is live and
+// how many watch ("N watching", N >= 1), within 5 s of the first frames.
 // --relay: the page gets TURN servers by OPTIONS and sends only through the relay; the
 // selected candidate pair must then be a relayed one.
 //
@@ -84,6 +86,7 @@ function parseArgs(argv) {
     const a = rest[i];
     if (a === "--simulcast") { opts.simulcast = true; continue; }
     if (a === "--relay") { opts.relay = true; continue; }
+    if (a === "--expect-viewers") { opts.expectViewers = true; continue; }
     const key = valued[a];
     if (!key) usage(`unknown argument ${a}`);
     if (i + 1 >= rest.length) usage(`${a} needs a value`);
@@ -256,6 +259,17 @@ async function play(page, o) {
   check(`decoded ${last.framesDecoded} frames, ${last.packetsReceived} packets received ` +
     `(first frame at t=${firstFrame} s), Location ${location}`);
   if (o.relay) await checkRelayed(page, "window.player.pc");
+  if (o.expectViewers) {
+    const shown = () => page.evaluate(() => [window.playState,
+      document.getElementById("viewers")?.textContent || ""]);
+    const live = await until(async () => {
+      const [state, viewers] = await shown();
+      return state === "playing: live" && /^[1-9][0-9]* watching$/.test(viewers);
+    }, 5000, 100);
+    const [state, viewers] = await shown();
+    if (!live) throw new Fail(`the page does not show the events: state ${JSON.stringify(state)}, viewers ${JSON.stringify(viewers)}`);
+    check(`the page shows "${state}" and "${viewers}" from the stream's events`);
+  }
 
   // What the <video> element paints: draw it on a canvas and measure.
   const ready = await until(() => page.evaluate(() => {

@@ -201,7 +201,7 @@ NAME_PL="pull: an edge whipgate's SFU (pull = \"origin\") serves two aiortc play
 NAME_SL="built-in SFU, WHEP layer extension: Chromium publishes simulcast (q h f); an aiortc player that chooses q decodes the small picture, one that chooses nothing the highest layer"
 NAME_J="built-in SFU: WHEP before any publisher is 409 + Retry-After; aiortc publishes, aiortc plays (frames decoded); DELETE ends both"
 NAME_K="built-in SFU: whip-client (GStreamer, trickle via PATCH) publishes, aiortc plays; when the publisher's DELETE comes, its viewers are released"
-NAME_L="built-in SFU: Chromium publishes from /publish, Chromium plays /play (frames decoded, pixels not black, screenshot) and aiortc plays too"
+NAME_L="built-in SFU: Chromium publishes from /publish, Chromium plays /play (frames decoded, pixels not black, screenshot; the page shows live and the viewer count from WHEP events) and aiortc plays too"
 NAME_M="routes.toml sends one publisher to Janus (remote backend) and another to the built-in SFU at the same time; both carry media"
 NAME_E="the backend tokens and the TURN secret never show in whipgate's log or in what clients received"
 if [ "$DIRECT" != 1 ] && [[ " $TESTS " != *" E "* ]]; then TESTS="$TESTS E"; fi
