@@ -216,6 +216,7 @@ struct Opened {
 }
 
 /// Why opening a leg failed, as a metric reason and a log line.
+#[derive(Debug)]
 struct OpenFailure {
     reason: &'static str,
     detail: String,
@@ -647,7 +648,7 @@ async fn open_leg(
     // The target's own SDP policy shapes the leg as it would a client's session (an
     // H264-only vendor gets only H264). Not the route's: that one already shaped what the
     // publisher sends to the SFU.
-    let (offer, checked) = match shape_for_target(&offer, &backend) {
+    let (offer, checked) = match shape_for_target(&offer, &backend.sdp) {
         Ok(shaped) => shaped,
         Err(failure) => {
             let _ = sfu.end(peer).await;
@@ -770,13 +771,13 @@ pub(super) fn start_if_relayed(
     });
 }
 
-/// The SFU's offer for a leg as `backend`'s SDP policy wants it, and the checked offer its
-/// answer is held against (none without a policy: the SFU checks its answers itself).
+/// The SFU's offer for a leg as the target's SDP `policy` wants it, and the checked offer
+/// its answer is held against (none without a policy: the SFU checks its answers itself).
 fn shape_for_target(
     offer: &str,
-    backend: &BackendDef,
+    policy: &crate::sdp::Policy,
 ) -> Result<(String, Option<crate::sdp::Offer>), OpenFailure> {
-    if backend.sdp.is_empty() {
+    if policy.is_empty() {
         return Ok((offer.to_owned(), None));
     }
     let refused = |error: crate::sdp::SdpError| OpenFailure {
@@ -788,9 +789,53 @@ fn shape_for_target(
         detail: format!("the target's SDP policy: {error}"),
     };
     let prepared = crate::sdp::prepare_offer(EndpointKind::Whip, offer).map_err(refused)?;
-    let shaped = prepared
-        .rewrite(&backend.sdp)
-        .map_err(refused)?
-        .into_owned();
+    let shaped = prepared.rewrite(policy).map_err(refused)?.into_owned();
     Ok((shaped.text(), Some(shaped)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the SFU offers a leg for a VP8 + Opus publisher that also negotiated H264.
+    const LEG_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+        a=ice-ufrag:abcd\r\na=ice-pwd:aaaaaaaaaaaaaaaaaaaaaaaa\r\n\
+        a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB\r\n\
+        a=setup:passive\r\na=sendonly\r\na=rtpmap:111 opus/48000/2\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+        a=ice-ufrag:abcd\r\na=ice-pwd:aaaaaaaaaaaaaaaaaaaaaaaa\r\n\
+        a=fingerprint:sha-256 AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB:AB\r\n\
+        a=setup:passive\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n\
+        a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+    fn policy(text: &str) -> crate::sdp::Policy {
+        toml::from_str(text).expect("policy")
+    }
+
+    #[test]
+    fn a_leg_is_shaped_by_the_targets_policy_or_skipped_for_its_codecs() {
+        let (same, checked) = shape_for_target(LEG_OFFER, &policy("")).expect("no policy");
+        assert_eq!(same, LEG_OFFER);
+        assert!(checked.is_none(), "the SFU checks the answer itself");
+
+        let (h264, checked) =
+            shape_for_target(LEG_OFFER, &policy("video_codecs = [\"H264\"]")).expect("H264 kept");
+        assert!(
+            h264.contains("H264/90000") && !h264.contains("VP8/90000"),
+            "{h264}"
+        );
+        assert!(checked.is_some());
+
+        let Err(failure) = shape_for_target(LEG_OFFER, &policy("video_codecs = [\"AV1\"]")) else {
+            panic!("an AV1-only target takes none of the publisher's codecs");
+        };
+        assert_eq!(failure.reason, "codec");
+        assert!(failure.detail.contains("SDP policy"), "{}", failure.detail);
+
+        let Err(garbage) = shape_for_target("not sdp", &policy("video_codecs = [\"VP8\"]")) else {
+            panic!("not an offer");
+        };
+        assert_eq!(garbage.reason, "refused");
+    }
 }
