@@ -106,28 +106,14 @@ async fn publish_answer_trickle_play_and_delete() {
     assert_eq!(json["streams"][0]["stream"], "cam");
     assert_eq!(json["backends"][0]["kind"], "builtin");
     // WHEP events: the built-in SFU tells whether the stream is live and how many watch.
-    let link = viewer
-        .all("link")
-        .into_iter()
-        .find(|l| l.contains("server-sent-events"))
-        .expect("the events Link");
+    let (link, events_url) = viewer.link("server-sent-events");
     assert!(
         link.contains("events=\"active,inactive,layers,viewercount,reconnect\""),
         "{link}"
     );
-    let events_url = link
-        .split('<')
-        .nth(1)
-        .and_then(|rest| rest.split('>').next())
-        .expect("URL in the Link");
     // The layer extension: the player picks a simulcast layer of its video m-line (before it
     // connects, the choice waits for its m-lines; engine tests check the m-line rules).
-    let layer_url = viewer
-        .all("link")
-        .into_iter()
-        .find(|l| l.contains("urn:ietf:params:whep:ext:core:layer"))
-        .and_then(|l| Some(l.split('<').nth(1)?.split('>').next()?.to_owned()))
-        .expect("the layer Link");
+    let (_, layer_url) = viewer.link("urn:ietf:params:whep:ext:core:layer");
     let json = ("content-type", "application/json");
     for (choice, status) in [
         (r#"{"mediaId":"1","rid":"h"}"#, 200),
@@ -138,7 +124,7 @@ async fn publish_answer_trickle_play_and_delete() {
         let got = send(gw.local_addr, "POST", &path_of(&layer_url), &[json], choice).await;
         assert_eq!(got.status, status, "{choice}: {}", got.body);
     }
-    let subscribed = send(gw.local_addr, "POST", &path_of(events_url), &[], "").await;
+    let subscribed = send(gw.local_addr, "POST", &path_of(&events_url), &[], "").await;
     assert_eq!(subscribed.status, 201, "{}", subscribed.body);
     let mut events = EventStream::open(
         gw.local_addr,
@@ -487,21 +473,11 @@ backends = ["other-whipgate"]
     )
     .await;
     assert_eq!(played.status, 201, "{}", played.body);
-    let link = played
-        .all("link")
-        .into_iter()
-        .find(|l| l.contains("server-sent-events"))
-        .expect("an events Link");
+    let (link, events_url) = played.link("server-sent-events");
     assert!(
         link.contains("events=\"active,inactive,layers,viewercount,reconnect\""),
         "the backend's events are offered: {link}"
     );
-    let events_url = link
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .expect("a URI")
-        .to_owned();
     let subscribed = send(
         front.local_addr,
         "POST",

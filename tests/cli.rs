@@ -81,6 +81,22 @@ fn serve_starts_answers_and_stops_on_sigterm() {
     assert!(exit.success(), "{exit:?}");
 }
 
+/// `whipgate explain --config PATH ARGS...`, which must succeed; its standard output.
+fn explain(path: &std::path::Path, args: &[&str]) -> String {
+    let output = whipgate()
+        .args(["explain", "--config"])
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// A route with `relay` says where its publishers' copies go, in the words the README uses.
 #[test]
 fn explain_shows_a_routes_relay_plan() {
@@ -93,26 +109,12 @@ fn explain_shows_a_routes_relay_plan() {
          relay = { to = [\"b\", \"c\"], mode = \"failover\", failback = \"60s\" }\n\
          [[route]]\nid = \"copies\"\nbackends = [\"sfu\"]\nrelay = { to = [\"b\", \"c\"], mode = \"all\" }\n",
     );
-    let explain = |stream: &str| {
-        let output = whipgate()
-            .args(["explain", "--config"])
-            .arg(&path)
-            .args(["--kind", "whip", "--stream", stream])
-            .output()
-            .expect("runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    let show = explain("show-1");
+    let show = explain(&path, &["--kind", "whip", "--stream", "show-1"]);
     assert!(
         show.contains("relay (publishers on the built-in SFU): one copy, on the first that works of b, c; back to an earlier target once it has rested 60 s"),
         "{show}"
     );
-    let other = explain("cam");
+    let other = explain(&path, &["--kind", "whip", "--stream", "cam"]);
     assert!(
         other.contains("relay (publishers on the built-in SFU): a copy on each of b, c"),
         "{other}"
@@ -130,19 +132,11 @@ fn explain_prints_the_route_and_candidate_order() {
          [[route]]\nid = \"never\"\nbackends = [\"janus\"]\n",
     );
     let run = |extra: &[&str]| {
-        let output = whipgate()
-            .args(["explain", "--config"])
-            .arg(&path)
-            .args(["--kind", "whip", "--stream", "cam-1"])
-            .args(extra)
-            .output()
-            .expect("runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let args: Vec<&str> = ["--kind", "whip", "--stream", "cam-1"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        explain(&path, &args)
     };
     let premium = run(&["--header", "x-tier=premium"]);
     assert!(premium.contains("route premium: MATCH"), "{premium}");

@@ -257,22 +257,13 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
     )
     .await;
     assert_eq!(player.status, 201);
-    let link = player
-        .all("link")
-        .into_iter()
-        .find(|l| l.contains("urn:ietf:params:whep:ext:core:server-sent-events"))
-        .expect("the events Link");
+    let (link, events_url) = player.link("urn:ietf:params:whep:ext:core:server-sent-events");
     assert!(link.contains("events=\"reconnect\""), "{link}");
-    let events_url = link
-        .split('<')
-        .nth(1)
-        .and_then(|rest| rest.split('>').next())
-        .expect("URL in the Link");
     for refused in [r#"["active"]"#, r#"["bogus"]"#, "nonsense"] {
         let got = send(
             gw.local_addr,
             "POST",
-            &path_of(events_url),
+            &path_of(&events_url),
             &[("content-type", "application/json")],
             refused,
         )
@@ -282,7 +273,7 @@ async fn a_drain_ends_publishers_and_tells_players_to_reconnect() {
     let subscribed = send(
         gw.local_addr,
         "POST",
-        &path_of(events_url),
+        &path_of(&events_url),
         &[("content-type", "application/json")],
         r#"["reconnect"]"#,
     )
@@ -433,17 +424,7 @@ async fn a_backends_own_events_are_relayed_with_its_credential() {
         )
         .await;
         assert_eq!(player.status, 201, "{}", player.body);
-        let link = player
-            .all("link")
-            .into_iter()
-            .find(|l| l.contains("server-sent-events"))
-            .expect("the events Link");
-        let events_url = link
-            .split('<')
-            .nth(1)
-            .and_then(|rest| rest.split('>').next())
-            .expect("URL in the Link")
-            .to_owned();
+        let (_, events_url) = player.link("server-sent-events");
         let subscribed = send(
             gw.local_addr,
             "POST",

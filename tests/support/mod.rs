@@ -270,6 +270,22 @@ impl Got {
             .collect()
     }
 
+    /// The `Link` whose rel contains `rel` (e.g. "server-sent-events"), whole, and its URI.
+    pub fn link(&self, rel: &str) -> (String, String) {
+        let link = self
+            .all("link")
+            .into_iter()
+            .find(|l| l.contains(rel))
+            .unwrap_or_else(|| panic!("no Link with rel {rel}: {:?}", self.all("link")));
+        let uri = link
+            .split('<')
+            .nth(1)
+            .and_then(|rest| rest.split('>').next())
+            .expect("URI in the Link")
+            .to_owned();
+        (link, uri)
+    }
+
     /// The path of the Location (which is on the public origin, not the test's address).
     pub fn location_path(&self) -> String {
         let location = self.header("location").expect("Location");
