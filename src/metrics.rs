@@ -56,6 +56,7 @@ pub struct Metrics {
     pub relay_leg_ends: IntCounterVec,
     pub relay_switches: IntCounterVec,
     pub relay_bytes: IntCounterVec,
+    pub worker_connections: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,6 +117,7 @@ impl Metrics {
             relay_leg_ends: counter("whipgate_relay_leg_ends_total", "Relay legs ended, by target and reason (silent, ice_dtls, closed, refused, codec, vendor_error, replaced, removed, publisher_left).", &["target", "reason"]),
             relay_switches: counter("whipgate_relay_switches_total", "Failover relays that moved their copy from one target to another.", &["from", "to"]),
             relay_bytes: counter("whipgate_relay_bytes_total", "Media payload bytes sent on relay legs, by target.", &["target"]),
+            worker_connections: gauge("whipgate_worker_connections", "Open connections of the main listener, by the worker thread serving them (0 .. workers-1).", &["worker"]),
             registry,
         }
     }
@@ -131,7 +133,7 @@ impl Metrics {
     /// Every metric's name (used or not yet), for `whipgate metrics` and deploy checks.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 21] = [
+        let collectors: [&dyn Collector; 22] = [
             &self.requests,
             &self.request_duration,
             &self.upstream_requests,
@@ -153,6 +155,7 @@ impl Metrics {
             &self.relay_leg_ends,
             &self.relay_switches,
             &self.relay_bytes,
+            &self.worker_connections,
         ];
         let mut names: Vec<String> = collectors
             .iter()
@@ -201,7 +204,7 @@ mod tests {
             "whipgate_requests_total{endpoint=\"whip\",method=\"POST\",status=\"201\"} 1"
         ));
         assert!(text.contains("whipgate_config_generation 1"));
-        assert_eq!(metrics.names().len(), 21);
+        assert_eq!(metrics.names().len(), 22);
         assert!(metrics.names().iter().all(|n| n.starts_with("whipgate_")));
     }
 }

@@ -4,6 +4,7 @@
 //! in `handlers`.
 
 mod admin;
+mod balance;
 mod conn;
 mod cors;
 mod create;
@@ -875,18 +876,23 @@ pub async fn start(
             listener,
             Listener::Metrics,
             None,
+            None,
             gateway.clone(),
             stopped.clone(),
             ConnectionLimits::of(&config),
         ))
     });
     // One worker per thread: a single-threaded event loop, so that a connection, the request
-    // it carries and the backend connection serving that request never hop threads. A new
-    // connection goes to whichever worker accepts it first, usually the least busy one
-    // (connections opened in one burst may all land on one worker). Each event loop is built
-    // and given the listener here, so that a worker that cannot start fails the start.
+    // it carries and the backend connection serving that request never hop threads. Whichever
+    // worker accepts a connection hands it to the one serving the fewest (balance.rs). Each
+    // event loop is built and given the listener here, so that a worker that cannot start
+    // fails the start.
+    let seats = balance::Workers::seats(
+        config.server.workers,
+        gateway.metrics.worker_connections.clone(),
+    );
     let mut workers = Vec::with_capacity(config.server.workers);
-    for index in 0..config.server.workers {
+    for (index, seat) in seats.into_iter().enumerate() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -901,6 +907,7 @@ pub async fn start(
         let serve = accept_loop(
             worker_listener,
             Listener::Main,
+            Some(seat),
             tls.clone(),
             gateway.clone(),
             stopped.clone(),
@@ -990,9 +997,11 @@ macro_rules! serve_until_stopped {
 /// them). Every connection serves the request it was opened for, even one whose bytes have
 /// not arrived yet, and closes after it, within `shutdown_grace` of the drain's end: a
 /// shutdown takes at most `shutdown_drain` + `shutdown_grace` (and a moment for the backlog).
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     kind: Listener,
+    mut seat: Option<balance::WorkerSeat>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     gateway: Arc<Gateway>,
     mut stopped: watch::Receiver<bool>,
@@ -1015,21 +1024,40 @@ async fn accept_loop(
     };
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        let accepted = match drain_until {
-            None => tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stopped.wait_for(|stop| *stop) => {
-                    drain_until = Some(tokio::time::Instant::now() + limits.drain);
-                    continue;
+        let handed = async {
+            match seat.as_mut() {
+                Some(seat) => seat.inbox.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let until = drain_until;
+        let drained = async move {
+            match until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => Ok(accepted),
+            Some(handed) = handed => Err(Some(handed)),
+            _ = stopped.wait_for(|stop| *stop), if until.is_none() => Err(None),
+            _ = drained => break,
+        };
+        let accepted = match accepted {
+            Ok(accepted) => accepted,
+            Err(Some((stream, peer))) => {
+                if let Some(seat) = &seat {
+                    connection.adopt(stream, peer, seat);
                 }
-            },
-            Some(until) => match tokio::time::timeout_at(until, listener.accept()).await {
-                Ok(accepted) => accepted,
-                Err(_) => break,
-            },
+                continue;
+            }
+            Err(None) => {
+                drain_until = Some(tokio::time::Instant::now() + limits.drain);
+                continue;
+            }
         };
         match accepted {
-            Ok((stream, peer)) => connection.spawn(stream, peer),
+            Ok((stream, peer)) => connection.place(stream, peer, seat.as_ref()),
             Err(error) => {
                 // Out of file descriptors and the like: back off rather than spin.
                 tracing::warn!(%error, "accept failed");
@@ -1046,7 +1074,15 @@ async fn accept_loop(
     )
     .await
     {
-        connection.spawn(stream, peer);
+        let load = seat.as_ref().map(balance::WorkerSeat::here);
+        connection.spawn(stream, peer, load);
+    }
+    // Connections other workers handed over just before this one stopped taking them.
+    if let Some(seat) = seat.as_mut() {
+        seat.inbox.close();
+        while let Ok((stream, peer)) = seat.inbox.try_recv() {
+            connection.adopt(stream, peer, seat);
+        }
     }
     drop(listener);
     connection.gateway.probes.stop();
@@ -1071,7 +1107,33 @@ struct Connection {
 }
 
 impl Connection {
-    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    /// Serves a connection this worker accepted, or hands it to a less busy worker.
+    fn place(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        seat: Option<&balance::WorkerSeat>,
+    ) {
+        match seat {
+            None => self.spawn(stream, peer, None),
+            Some(seat) => {
+                if let Some((stream, load)) = seat.place(stream, peer) {
+                    self.spawn(stream, peer, Some(load));
+                }
+            }
+        }
+    }
+
+    /// Serves a connection another worker handed to this one.
+    fn adopt(&self, stream: std::net::TcpStream, peer: SocketAddr, seat: &balance::WorkerSeat) {
+        let load = seat.adopt();
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => self.spawn(stream, peer, Some(load)),
+            Err(error) => tracing::debug!(%error, %peer, "connection lost adopting it"),
+        }
+    }
+
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr, load: Option<balance::Load>) {
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(conn::Activity::default());
         let gateway = self.gateway.clone();
@@ -1101,6 +1163,7 @@ impl Connection {
         let open = self.open.clone();
         tokio::spawn(async move {
             let _open = open;
+            let _load = load;
             // hyper waits for a connection's first bytes without a timer (it reads them to
             // tell HTTP/1.1 from HTTP/2): a connection that never sends one would stay open
             // forever, and enough of them starve the process of file descriptors.
