@@ -138,11 +138,20 @@ pub fn ice_servers<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<IceServ
         .collect()
 }
 
+const EVENTS_REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
+
+/// Built once: `str::contains` would set up a searcher for the 48-byte relation per call.
+static EVENTS_REL_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(EVENTS_REL));
+
 /// A backend's WHEP events link (`rel="urn:ietf:params:whep:ext:core:server-sent-events"`)
 /// among its `Link` header lines: its URI reference and the events it offers.
 pub fn events_link<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<(String, Vec<String>)> {
     values
         .into_iter()
+        // The relation is matched exactly below; a line without it (an ice-server link,
+        // on every WHIP answer) is not worth splitting.
+        .filter(|line| EVENTS_REL_FINDER.find(line.as_bytes()).is_some())
         .flat_map(split_top_level)
         .find_map(|value| {
             let rest = value.trim().strip_prefix('<')?;
@@ -154,9 +163,7 @@ pub fn events_link<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<(Str
                 let value = unquote(raw.trim())?;
                 match name.trim().to_ascii_lowercase().as_str() {
                     "rel" => {
-                        is_events = value
-                            .split_ascii_whitespace()
-                            .any(|r| r == "urn:ietf:params:whep:ext:core:server-sent-events");
+                        is_events = value.split_ascii_whitespace().any(|r| r == EVENTS_REL);
                     }
                     "events" => {
                         events = value
@@ -172,28 +179,29 @@ pub fn events_link<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<(Str
         })
 }
 
-/// Splits one header value at commas that are outside `<...>` and quoted strings.
+/// Splits one header value at commas that are outside `<...>` and quoted strings. Bytewise:
+/// every delimiter is ASCII, and no byte of a multi-byte character is one.
 fn split_top_level(value: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut in_uri, mut in_quotes, mut escaped, mut start) = (false, false, false, 0);
-    for (i, c) in value.char_indices() {
+    for (i, b) in value.bytes().enumerate() {
         if escaped {
             escaped = false;
             continue;
         }
-        match c {
-            '\\' if in_quotes => escaped = true,
-            '"' if !in_uri => in_quotes = !in_quotes,
-            '<' if !in_quotes => in_uri = true,
-            '>' if !in_quotes => in_uri = false,
-            ',' if !in_uri && !in_quotes => {
-                parts.push(&value[start..i]);
+        match b {
+            b'\\' if in_quotes => escaped = true,
+            b'"' if !in_uri => in_quotes = !in_quotes,
+            b'<' if !in_quotes => in_uri = true,
+            b'>' if !in_quotes => in_uri = false,
+            b',' if !in_uri && !in_quotes => {
+                parts.push(value.get(start..i).unwrap_or(""));
                 start = i + 1;
             }
             _ => {}
         }
     }
-    parts.push(&value[start..]);
+    parts.push(value.get(start..).unwrap_or(""));
     parts
 }
 
@@ -202,8 +210,11 @@ fn parse_link_value(value: &str) -> Option<IceServer> {
     let rest = value.strip_prefix('<')?;
     let (uri, params) = rest.split_once('>')?;
     let uri = uri.trim();
-    let scheme = uri.split_once(':')?.0.to_ascii_lowercase();
-    if !matches!(scheme.as_str(), "stun" | "stuns" | "turn" | "turns") || !is_clean(uri) {
+    let scheme = uri.split_once(':')?.0;
+    let is_ice_scheme = ["stun", "stuns", "turn", "turns"]
+        .iter()
+        .any(|known| scheme.eq_ignore_ascii_case(known));
+    if !is_ice_scheme || !is_clean(uri) {
         return None;
     }
     let mut server = IceServer {
@@ -215,14 +226,16 @@ fn parse_link_value(value: &str) -> Option<IceServer> {
     let mut is_ice_server = false;
     for param in split_params(params) {
         let (name, raw) = param.split_once('=').unwrap_or((param, ""));
-        let name = name.trim().to_ascii_lowercase();
+        let name = name.trim();
         let value = unquote(raw.trim())?;
-        match name.as_str() {
-            "rel" => is_ice_server = value.split_ascii_whitespace().any(|r| r == "ice-server"),
-            "username" => server.username = Some(value),
-            "credential" => server.credential = Some(value),
-            "credential-type" => server.credential_type = Some(value),
-            _ => {}
+        if name.eq_ignore_ascii_case("rel") {
+            is_ice_server = value.split_ascii_whitespace().any(|r| r == "ice-server");
+        } else if name.eq_ignore_ascii_case("username") {
+            server.username = Some(value);
+        } else if name.eq_ignore_ascii_case("credential") {
+            server.credential = Some(value);
+        } else if name.eq_ignore_ascii_case("credential-type") {
+            server.credential_type = Some(value);
         }
     }
     is_ice_server.then_some(server)
@@ -231,22 +244,22 @@ fn parse_link_value(value: &str) -> Option<IceServer> {
 fn split_params(params: &str) -> impl Iterator<Item = &str> {
     let mut parts = Vec::new();
     let (mut in_quotes, mut escaped, mut start) = (false, false, 0);
-    for (i, c) in params.char_indices() {
+    for (i, b) in params.bytes().enumerate() {
         if escaped {
             escaped = false;
             continue;
         }
-        match c {
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            ';' if !in_quotes => {
-                parts.push(&params[start..i]);
+        match b {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b';' if !in_quotes => {
+                parts.push(params.get(start..i).unwrap_or(""));
                 start = i + 1;
             }
             _ => {}
         }
     }
-    parts.push(&params[start..]);
+    parts.push(params.get(start..).unwrap_or(""));
     parts.into_iter().map(str::trim).filter(|p| !p.is_empty())
 }
 

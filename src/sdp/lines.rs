@@ -458,6 +458,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_attribute_name_whipgate_reads_is_recognised_and_no_other() {
+        let known = [
+            ("rtpmap", Attr::Rtpmap),
+            ("fmtp", Attr::Fmtp),
+            ("rtcp-fb", Attr::RtcpFb),
+            ("candidate", Attr::Candidate),
+            ("fingerprint", Attr::Fingerprint),
+            ("setup", Attr::Setup),
+            ("mid", Attr::Mid),
+            ("ice-ufrag", Attr::IceUfrag),
+            ("ice-pwd", Attr::IcePwd),
+            ("extmap", Attr::Extmap),
+            ("rid", Attr::Rid),
+            ("simulcast", Attr::Simulcast),
+            ("ssrc", Attr::Ssrc),
+            ("group", Attr::Group),
+            ("sendrecv", Attr::SendRecv),
+            ("sendonly", Attr::SendOnly),
+            ("recvonly", Attr::RecvOnly),
+            ("inactive", Attr::Inactive),
+            ("rtcp-mux", Attr::RtcpMux),
+            ("rtcp-mux-only", Attr::RtcpMuxOnly),
+            ("rtcp-rsize", Attr::RtcpRsize),
+            ("bundle-only", Attr::BundleOnly),
+            ("end-of-candidates", Attr::EndOfCandidates),
+            ("extmap-allow-mixed", Attr::ExtmapAllowMixed),
+        ];
+        for (name, attr) in known {
+            assert_eq!(Attr::of(name), attr, "{name}");
+            assert_eq!(
+                Attr::of(&name.to_uppercase()),
+                Attr::Other,
+                "{name} is case-sensitive"
+            );
+        }
+        for other in [
+            "",
+            "msid",
+            "rtcp",
+            "ice-options",
+            "rtcp-xr",
+            "mids",
+            "candidates",
+        ] {
+            assert_eq!(Attr::of(other), Attr::Other, "{other}");
+        }
+    }
+
+    #[test]
     fn round_trips_mixed_line_endings_byte_for_byte() {
         let text = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\ns=-\r\n\r\nt=0 0";
         let lines = Lines::parse(text).expect("valid");
