@@ -149,9 +149,12 @@ static EVENTS_REL_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
 pub fn events_link<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<(String, Vec<String>)> {
     values
         .into_iter()
-        // The relation is matched exactly below; a line without it (an ice-server link,
-        // on every WHIP answer) is not worth splitting.
-        .filter(|line| EVENTS_REL_FINDER.find(line.as_bytes()).is_some())
+        // The relation is matched exactly below, once unquoted: a line naming it neither
+        // plainly nor with backslash escapes (the ice-server link of every WHIP answer) is
+        // not worth splitting.
+        .filter(|line| {
+            line.as_bytes().contains(&b'\\') || EVENTS_REL_FINDER.find(line.as_bytes()).is_some()
+        })
         .flat_map(split_top_level)
         .find_map(|value| {
             let rest = value.trim().strip_prefix('<')?;
@@ -412,5 +415,8 @@ mod tests {
             ))
         );
         assert_eq!(events_link(["<stun:a>; rel=\"ice-server\""]), None);
+        // A quoted relation may escape any character; unquoted, it is the same relation.
+        let escaped = "</e>; rel=\"urn:ietf:params:whep:ext:core:server-sent-\\events\"";
+        assert_eq!(events_link([escaped]), Some(("/e".into(), vec![])));
     }
 }
