@@ -11,9 +11,13 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use url::Url;
+use url::{Position, Url};
 
+use super::h1pool::Http1Pool;
 use super::{AllowedHost, BackendDef};
+
+/// How long an idle backend connection is kept for the next exchange.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Limits of the upstream client, from `[server]`.
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ type PooledClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 #[derive(Clone)]
 pub struct UpstreamClient {
     pools: Arc<thread_local::ThreadLocal<PooledClient>>,
+    /// Plain-HTTP backends' connections, kept apart from hyper's pool (see `h1pool`).
+    plain: Arc<Http1Pool>,
     connector: HttpsConnector<HttpConnector>,
     settings: ClientSettings,
     metrics: Arc<crate::metrics::Metrics>,
@@ -96,6 +102,7 @@ impl UpstreamClient {
             .wrap_connector(http);
         Ok(Self {
             pools: Arc::new(thread_local::ThreadLocal::new()),
+            plain: Arc::new(Http1Pool::new(settings.connect_timeout, POOL_IDLE_TIMEOUT)),
             connector: https,
             settings,
             metrics,
@@ -105,7 +112,7 @@ impl UpstreamClient {
     fn pool(&self) -> &PooledClient {
         self.pools.get_or(|| {
             Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                 .build(self.connector.clone())
         })
     }
@@ -268,6 +275,9 @@ impl UpstreamClient {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        if url.scheme() == "http" {
+            return self.once_plain(method, url, headers, body).await;
+        }
         let mut request = http::Request::builder()
             .method(method)
             .uri(url.as_str())
@@ -282,11 +292,7 @@ impl UpstreamClient {
             }
         })?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, self.settings.max_response_bytes)
-            .collect()
-            .await
-            .map_err(|_| UpstreamError::Protocol("backend response body too large or cut".into()))?
-            .to_bytes();
+        let body = self.read_body(body).await?;
         Ok(UpstreamResponse {
             status: parts.status,
             headers: parts.headers,
@@ -294,11 +300,61 @@ impl UpstreamClient {
             url: url.clone(),
         })
     }
+
+    /// [`Self::once`] over plain HTTP/1.1, on this worker's own keep-alive connections.
+    async fn once_plain(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let invalid = || UpstreamError::Protocol("backend URL is not a valid URI".into());
+        // The URL crate leaves a scheme's default port out, as a Host header must.
+        let authority = &url[Position::BeforeHost..Position::AfterPort];
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(&url[Position::BeforePath..Position::AfterQuery])
+            .body(Full::new(body))
+            .map_err(|_| invalid())?;
+        *request.headers_mut() = headers.clone();
+        if !request.headers().contains_key(http::header::HOST) {
+            let host = http::HeaderValue::from_str(authority).map_err(|_| invalid())?;
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        let (response, lease) = self
+            .plain
+            .send(authority, || url.as_str().parse().ok(), request)
+            .await?;
+        let (parts, body) = response.into_parts();
+        let body = self.read_body(body).await?;
+        self.plain.release(lease);
+        Ok(UpstreamResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            url: url.clone(),
+        })
+    }
+
+    async fn read_body(&self, body: hyper::body::Incoming) -> Result<Bytes, UpstreamError> {
+        Ok(Limited::new(body, self.settings.max_response_bytes)
+            .collect()
+            .await
+            .map_err(|_| UpstreamError::Protocol("backend response body too large or cut".into()))?
+            .to_bytes())
+    }
 }
 
 /// A short cause without the URL (which may hold a vendor secret).
 fn connect_reason(error: &hyper_util::client::legacy::Error) -> String {
-    let mut source = std::error::Error::source(error);
+    innermost_reason(error)
+}
+
+/// The innermost cause of `error`, the one that says what failed (refused, unreachable, a
+/// TLS alert) without the wrappers' context, which may name the URL.
+pub(super) fn innermost_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = error.source();
     let mut last = None;
     while let Some(cause) = source {
         last = Some(cause.to_string());

@@ -11,6 +11,7 @@ mod builtin;
 mod client;
 mod cloudflare;
 mod exchange;
+mod h1pool;
 mod health;
 mod ivs;
 mod janus;
