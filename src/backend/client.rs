@@ -16,9 +16,6 @@ use url::{Position, Url};
 use super::h1pool::Http1Pool;
 use super::{AllowedHost, BackendDef};
 
-/// How long an idle backend connection is kept for the next exchange.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
 /// Limits of the upstream client, from `[server]`.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
@@ -27,6 +24,11 @@ pub struct ClientSettings {
     pub request_timeout: Duration,
     pub max_redirects: usize,
     pub max_response_bytes: usize,
+    /// How long a keep-alive connection to a backend stays open unused.
+    pub idle_timeout: Duration,
+    /// Idle keep-alive connections one worker keeps: all plain-HTTP backends together, and
+    /// per host for the others.
+    pub max_idle: usize,
     /// Trusted besides the system's roots.
     pub extra_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
@@ -102,7 +104,11 @@ impl UpstreamClient {
             .wrap_connector(http);
         Ok(Self {
             pools: Arc::new(thread_local::ThreadLocal::new()),
-            plain: Arc::new(Http1Pool::new(settings.connect_timeout, POOL_IDLE_TIMEOUT)),
+            plain: Arc::new(Http1Pool::new(
+                settings.connect_timeout,
+                settings.idle_timeout,
+                settings.max_idle,
+            )),
             connector: https,
             settings,
             metrics,
@@ -112,7 +118,8 @@ impl UpstreamClient {
     fn pool(&self) -> &PooledClient {
         self.pools.get_or(|| {
             Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_idle_timeout(self.settings.idle_timeout)
+                .pool_max_idle_per_host(self.settings.max_idle)
                 .build(self.connector.clone())
         })
     }

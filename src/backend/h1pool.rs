@@ -21,15 +21,14 @@ use tower::Service;
 
 use super::UpstreamError;
 
-/// Idle connections one worker keeps, all backends together; beyond it the oldest is closed.
-/// A burst of concurrent exchanges opens as many connections as it needs; this only bounds
-/// what stays open after it.
-pub const MAX_IDLE_PER_WORKER: usize = 128;
-
 pub struct Http1Pool {
     idle: ThreadLocal<RefCell<Vec<Idle>>>,
     connector: HttpConnector,
     idle_timeout: Duration,
+    /// Idle connections one worker keeps, all backends together; beyond it the oldest is
+    /// closed. A burst of concurrent exchanges opens as many connections as it needs; this
+    /// only bounds what stays open after it. Zero: every connection closes after its answer.
+    max_idle: usize,
 }
 
 struct Idle {
@@ -45,7 +44,7 @@ pub struct Lease {
 }
 
 impl Http1Pool {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -53,6 +52,7 @@ impl Http1Pool {
             idle: ThreadLocal::new(),
             connector,
             idle_timeout,
+            max_idle,
         }
     }
 
@@ -91,7 +91,7 @@ impl Http1Pool {
     /// Keeps a connection whose answer was read whole for this worker's next exchange, and
     /// closes idle ones past the timeout (checked here, so a quiet worker reads no clock).
     pub fn release(&self, lease: Lease) {
-        if lease.sender.is_closed() {
+        if lease.sender.is_closed() || self.max_idle == 0 {
             return;
         }
         let now = Instant::now();
@@ -100,8 +100,9 @@ impl Http1Pool {
             .iter()
             .take_while(|c| now.saturating_duration_since(c.since) >= self.idle_timeout)
             .count();
-        let over = (idle.len() + 1).saturating_sub(MAX_IDLE_PER_WORKER);
-        idle.drain(..expired.max(over));
+        let over = (idle.len() + 1).saturating_sub(self.max_idle);
+        let closing = expired.max(over).min(idle.len());
+        idle.drain(..closing);
         idle.push(Idle {
             authority: lease.authority,
             sender: lease.sender,
@@ -223,7 +224,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_exchanges_share_one_connection() {
         let (authority, accepted) = backend(usize::MAX).await;
-        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90));
+        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90), 128);
         for _ in 0..5 {
             assert_eq!(
                 exchange(&pool, &authority).await,
@@ -236,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_backend_closed_is_replaced_not_reported() {
         let (authority, accepted) = backend(1).await;
-        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90));
+        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90), 128);
         for _ in 0..3 {
             assert_eq!(
                 exchange(&pool, &authority).await,
@@ -249,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_past_the_timeout_are_closed_on_the_next_release() {
         let (authority, _) = backend(usize::MAX).await;
-        let pool = Http1Pool::new(Duration::from_secs(1), Duration::ZERO);
+        let pool = Http1Pool::new(Duration::from_secs(1), Duration::ZERO, 128);
         let uri = format!("http://{authority}/x");
         let mut leases = Vec::new();
         for _ in 0..2 {
@@ -271,22 +272,21 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let authority = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90));
+        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90), 128);
         assert!(matches!(
             exchange(&pool, &authority).await,
             Err(UpstreamError::Connect(_))
         ));
     }
 
-    #[tokio::test]
-    async fn the_idle_list_is_bounded() {
-        let (authority, _) = backend(usize::MAX).await;
-        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90));
+    /// Opens `count` connections at once (each lease held until all are open), then hands
+    /// them all back, and says how many the worker kept.
+    async fn kept_after_a_burst(pool: &Http1Pool, authority: &str, count: usize) -> usize {
         let mut leases = Vec::new();
-        for _ in 0..MAX_IDLE_PER_WORKER + 3 {
+        for _ in 0..count {
             let uri = format!("http://{authority}/x");
             let (response, lease) = pool
-                .send(&authority, || uri.parse().ok(), request(&authority))
+                .send(authority, || uri.parse().ok(), request(authority))
                 .await
                 .expect("exchange");
             response.into_body().collect().await.expect("body");
@@ -295,9 +295,26 @@ mod tests {
         for lease in leases {
             pool.release(lease);
         }
+        let kept = pool.idle.get_or_default().borrow().len();
+        kept
+    }
+
+    #[tokio::test]
+    async fn the_idle_list_is_bounded() {
+        let (authority, _) = backend(usize::MAX).await;
+        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90), 8);
+        assert_eq!(kept_after_a_burst(&pool, &authority, 11).await, 8);
+    }
+
+    #[tokio::test]
+    async fn no_idle_connections_are_kept_when_the_bound_is_zero() {
+        let (authority, accepted) = backend(usize::MAX).await;
+        let pool = Http1Pool::new(Duration::from_secs(1), Duration::from_secs(90), 0);
+        assert_eq!(kept_after_a_burst(&pool, &authority, 3).await, 0);
         assert_eq!(
-            pool.idle.get_or_default().borrow().len(),
-            MAX_IDLE_PER_WORKER
+            exchange(&pool, &authority).await,
+            Ok(Bytes::from_static(b"ok"))
         );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 }

@@ -87,6 +87,12 @@ pub struct RawServer {
     /// Bound on opening a TCP connection to a backend (default 3 s).
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// How long a keep-alive connection to a backend stays open unused (default 90 s).
+    #[serde(default, with = "humantime_serde")]
+    pub backend_idle_timeout: Option<Duration>,
+    /// Idle keep-alive connections to backends one worker keeps (default 128; 0 closes each
+    /// connection after its answer).
+    pub backend_max_idle_connections: Option<usize>,
     /// Largest request head (request line and headers) accepted, in bytes (default 16 KiB,
     /// at least 8 KiB); larger heads are refused.
     pub max_header_bytes: Option<usize>,

@@ -59,6 +59,9 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
+    pub backend_idle_timeout: Duration,
+    /// Per worker: all plain-HTTP backends together, and per host for HTTPS ones.
+    pub backend_max_idle_connections: usize,
     pub header_read_timeout: Duration,
     /// Largest request head accepted.
     pub max_header_bytes: usize,
@@ -300,6 +303,8 @@ impl Loader<'_> {
             request_timeout: raw.request_timeout.unwrap_or(Duration::from_secs(20)),
             upstream_timeout: raw.upstream_timeout.unwrap_or(Duration::from_secs(8)),
             connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(3)),
+            backend_idle_timeout: raw.backend_idle_timeout.unwrap_or(Duration::from_secs(90)),
+            backend_max_idle_connections: raw.backend_max_idle_connections.unwrap_or(128),
             header_read_timeout: raw.header_read_timeout.unwrap_or(Duration::from_secs(10)),
             max_header_bytes: raw.max_header_bytes.unwrap_or(16 * 1024).max(8192),
             body_read_timeout: raw.body_read_timeout.unwrap_or(Duration::from_secs(10)),

@@ -275,6 +275,8 @@ impl Gateway {
                 request_timeout: config.server.upstream_timeout,
                 max_redirects: config.server.max_redirects,
                 max_response_bytes: config.server.max_body_bytes.max(256 * 1024),
+                idle_timeout: config.server.backend_idle_timeout,
+                max_idle: config.server.backend_max_idle_connections,
                 extra_roots: config.server.upstream_roots.clone(),
             },
             metrics.clone(),
