@@ -100,9 +100,9 @@ impl Http1Pool {
             .iter()
             .take_while(|c| now.saturating_duration_since(c.since) >= self.idle_timeout)
             .count();
+        // With max_idle >= 1 (zero returned above) both counts are at most idle.len().
         let over = (idle.len() + 1).saturating_sub(self.max_idle);
-        let closing = expired.max(over).min(idle.len());
-        idle.drain(..closing);
+        idle.drain(..expired.max(over));
         idle.push(Idle {
             authority: lease.authority,
             sender: lease.sender,
