@@ -3,8 +3,12 @@
 //! the line model itself — no second parse, no copy. Unknown attributes are fine (they are
 //! forwarded untouched); a known one must be well formed, so a backend never receives a line
 //! whipgate's own policies would misread.
+//!
+//! The checks read bytes, not `str`s: every field separator and digit the grammar names is
+//! ASCII, and a `str` slice or `str::parse` pays for UTF-8 boundaries and signs the grammar
+//! never has. This is the gateway's hottest pure code: a Chromium offer has some 160 lines.
 
-use super::lines::Attr;
+use super::lines::{Attr, RawLine};
 use super::{Line, Lines, SdpError};
 
 /// What the grammar check noticed on its way, so later steps can skip a pass.
@@ -20,10 +24,14 @@ pub fn well_formed(lines: &Lines) -> Result<Noticed, SdpError> {
     let mut seen_s = false;
     let mut seen_t = false;
     let mut in_media = false;
-    let mut mids: Vec<&str> = Vec::new();
-    let mut bundle: Vec<&str> = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
+    let mut mids: Vec<&[u8]> = Vec::new();
+    let mut bundle: Vec<&[u8]> = Vec::new();
+    // The few lines read as text (and a line that fails) are looked up again by index:
+    // making a `Line` of every line cost about a third of the check of a typical one.
+    let line_at = |index: usize| lines.get(index).unwrap_or_default();
+    for (index, line) in lines.raw().enumerate() {
         let fail = |reason: &str| {
+            let line = line_at(index);
             let what = match (line.kind(), line.attribute_name()) {
                 (Some(b'a'), Some(name)) => format!("a={name}"),
                 (Some(kind), _) => format!("{}=", kind as char),
@@ -36,7 +44,30 @@ pub fn well_formed(lines: &Lines) -> Result<Noticed, SdpError> {
         };
         let value = line.value();
         match kind {
-            b'v' if index == 0 && value == "0" => {}
+            b'a' => {
+                attribute(line, || line_at(index)).map_err(fail)?;
+                match line.attr() {
+                    Attr::Candidate => {
+                        noticed.mdns_candidates |= super::is_mdns_candidate(&line_at(index));
+                    }
+                    Attr::Mid if in_media => mids.push(
+                        // Trimmed as the outline trims it, so the two agree on every mid.
+                        line_at(index)
+                            .attribute_value()
+                            .unwrap_or("")
+                            .trim()
+                            .as_bytes(),
+                    ),
+                    Attr::Group => {
+                        let mut parts = Fields::new(line.attribute_value());
+                        if parts.next() == Some(b"BUNDLE") {
+                            bundle.extend(parts);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            b'v' if index == 0 && value == b"0" => {}
             b'v' => return Err(fail("the version line must be the first and say v=0")),
             b'o' if !in_media => {
                 if Fields::new(value).count() != 6 {
@@ -47,8 +78,8 @@ pub fn well_formed(lines: &Lines) -> Result<Noticed, SdpError> {
             b's' if !in_media => seen_s = true,
             b't' if !in_media => {
                 let mut fields = Fields::new(value);
-                let start = number::<u64>(fields.next());
-                let stop = number::<u64>(fields.next());
+                let start = fields.next().and_then(|f| number(f, u64::MAX));
+                let stop = fields.next().and_then(|f| number(f, u64::MAX));
                 if start.is_none() || stop.is_none() || fields.has_more() {
                     return Err(fail("timing needs two numbers"));
                 }
@@ -61,30 +92,11 @@ pub fn well_formed(lines: &Lines) -> Result<Noticed, SdpError> {
                 in_media = true;
                 media_line(value).map_err(fail)?;
             }
-            b'c' => connection(value).map_err(fail)?,
+            b'c' => connection(line_at(index).value()).map_err(fail)?,
             b'b' => {
                 let (_, amount) =
                     cut(value, b':').ok_or_else(|| fail("bandwidth needs type:value"))?;
-                amount
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|_| fail("bandwidth is not a number"))?;
-            }
-            b'a' => {
-                attribute(&line).map_err(fail)?;
-                match line.attr() {
-                    Attr::Candidate => {
-                        noticed.mdns_candidates |= super::is_mdns_candidate(&line);
-                    }
-                    Attr::Mid if in_media => mids.push(line.attribute_value().unwrap_or("").trim()),
-                    Attr::Group => {
-                        let mut parts = Fields::new(line.attribute_value().unwrap_or(""));
-                        if parts.next() == Some("BUNDLE") {
-                            bundle.extend(parts);
-                        }
-                    }
-                    _ => {}
-                }
+                number(trim(amount), u64::MAX).ok_or_else(|| fail("bandwidth is not a number"))?;
             }
             b'o' | b's' | b't' => return Err(fail("a session line inside a media section")),
             _ => {}
@@ -97,13 +109,14 @@ pub fn well_formed(lines: &Lines) -> Result<Noticed, SdpError> {
     }
     if let Some(stray) = bundle.iter().find(|mid| !mids.contains(mid)) {
         return Err(SdpError::Malformed(format!(
-            "BUNDLE names mid {stray}, which no m-section has"
+            "BUNDLE names mid {}, which no m-section has",
+            String::from_utf8_lossy(stray)
         )));
     }
     Ok(noticed)
 }
 
-fn media_line(value: &str) -> Result<(), &'static str> {
+fn media_line(value: &[u8]) -> Result<(), &'static str> {
     let mut fields = Fields::new(value);
     let (Some(media), Some(port), Some(_proto)) = (fields.next(), fields.next(), fields.next())
     else {
@@ -112,8 +125,9 @@ fn media_line(value: &str) -> Result<(), &'static str> {
     if media.is_empty() {
         return Err("m= has no media type");
     }
-    let (port, count) = cut(port, b'/').unwrap_or((port, "1"));
-    if port.parse::<u16>().is_err() || count.parse::<u16>().is_err() {
+    let (port, count) = cut(port, b'/').unwrap_or((port, b"1"));
+    let max = u64::from(u16::MAX);
+    if number(port, max).is_none() || number(count, max).is_none() {
         return Err("m= port is not a number");
     }
     if !fields.has_more() {
@@ -123,13 +137,10 @@ fn media_line(value: &str) -> Result<(), &'static str> {
 }
 
 fn connection(value: &str) -> Result<(), &'static str> {
-    let mut fields = Fields::new(value);
-    let (Some(network), Some(family), Some(address), false) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.has_more(),
-    ) else {
+    let mut fields = value.split_ascii_whitespace();
+    let (Some(network), Some(family), Some(address), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
         return Err("connection needs network, address type and address");
     };
     let address = address.split('/').next().unwrap_or("");
@@ -154,25 +165,42 @@ fn is_hostname(text: &str) -> bool {
         && text.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
+/// The ASCII whitespace `str::split_ascii_whitespace` splits on.
+fn is_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\x0c' | b'\r')
+}
+
+fn trim(text: &[u8]) -> &[u8] {
+    let start = text
+        .iter()
+        .position(|&b| !is_space(b))
+        .unwrap_or(text.len());
+    let end = text
+        .iter()
+        .rposition(|&b| !is_space(b))
+        .map_or(start, |i| i + 1);
+    text.get(start..end).unwrap_or(b"")
+}
+
 /// ASCII-whitespace-separated fields, like `split_ascii_whitespace` but with a cheap
 /// `has_more`: the last field of most attributes (fmtp parameters, extmap URIs) only needs
-/// to exist, not to be scanned to its end (about 8% of the grammar check's instructions).
+/// to exist, not to be scanned to its end.
 struct Fields<'a> {
-    rest: &'a str,
+    rest: &'a [u8],
 }
 
 impl<'a> Fields<'a> {
-    fn new(text: &'a str) -> Self {
+    fn new(text: &'a [u8]) -> Self {
         Self { rest: text }
     }
 
     fn skip_space(&mut self) {
-        let start = self
-            .rest
-            .bytes()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(self.rest.len());
-        self.rest = self.rest.get(start..).unwrap_or("");
+        while let [first, rest @ ..] = self.rest {
+            if !is_space(*first) {
+                break;
+            }
+            self.rest = rest;
+        }
     }
 
     fn has_more(&mut self) -> bool {
@@ -182,17 +210,17 @@ impl<'a> Fields<'a> {
 }
 
 impl<'a> Iterator for Fields<'a> {
-    type Item = &'a str;
+    type Item = &'a [u8];
 
-    fn next(&mut self) -> Option<&'a str> {
+    fn next(&mut self) -> Option<&'a [u8]> {
         self.skip_space();
         if self.rest.is_empty() {
             return None;
         }
         let end = self
             .rest
-            .bytes()
-            .position(|b| b.is_ascii_whitespace())
+            .iter()
+            .position(|&b| is_space(b))
             .unwrap_or(self.rest.len());
         let (field, rest) = self.rest.split_at(end);
         self.rest = rest;
@@ -200,46 +228,76 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-fn number<T: std::str::FromStr>(text: Option<&str>) -> Option<T> {
-    text?.parse().ok()
+/// A decimal number of at most `max`: digits only (RFC 8866's integers have no sign).
+fn number(digits: &[u8], max: u64) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &digit in digits {
+        let digit = digit.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+    }
+    (value <= max).then_some(value)
 }
 
-fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
-    let value = line.attribute_value().unwrap_or("");
+/// An RTP payload type, 0-127.
+fn payload_type(field: Option<&[u8]>) -> Option<u64> {
+    number(field?, 127)
+}
+
+/// Checks one `a=` line; `text` gives it as a `Line` for the checks that read Unicode.
+fn attribute<'a>(line: RawLine<'a>, text: impl Fn() -> Line<'a>) -> Result<(), &'static str> {
+    let value = line.attribute_value();
     let mut fields = Fields::new(value);
     match line.attr() {
-        Attr::Rtpmap => {
-            number::<u8>(fields.next())
-                .filter(|pt| *pt < 128)
-                .ok_or("rtpmap payload type is not 0-127")?;
-            let encoding = fields.next().ok_or("rtpmap has no encoding")?;
-            let (name, rest) = cut(encoding, b'/').unwrap_or((encoding, ""));
-            let clock = cut(rest, b'/').map_or(rest, |(clock, _)| clock);
-            if name.is_empty() || number::<u32>(Some(clock)).is_none() {
-                return Err("rtpmap needs name/clock-rate");
-            }
-            Ok(())
-        }
-        Attr::Fmtp | Attr::RtcpFb => {
+        Attr::RtcpFb | Attr::Fmtp => {
             let pt = fields.next().ok_or("names no payload type")?;
-            if pt != "*" && number::<u8>(Some(pt)).is_none_or(|pt| pt >= 128) {
+            if pt != b"*" && number(pt, 127).is_none() {
                 return Err("payload type is not 0-127");
             }
             fields.has_more().then_some(()).ok_or("has no parameters")
         }
+        Attr::Rtpmap => {
+            payload_type(fields.next()).ok_or("rtpmap payload type is not 0-127")?;
+            let encoding = fields.next().ok_or("rtpmap has no encoding")?;
+            let (name, rest) = cut(encoding, b'/').unwrap_or((encoding, b""));
+            let clock = cut(rest, b'/').map_or(rest, |(clock, _)| clock);
+            if name.is_empty() || number(clock, u64::from(u32::MAX)).is_none() {
+                return Err("rtpmap needs name/clock-rate");
+            }
+            Ok(())
+        }
+        Attr::Extmap => {
+            let id = fields.next().ok_or("extmap has no id")?;
+            let (id, direction) = cut(id, b'/').unwrap_or((id, b"sendrecv"));
+            if number(id, 255).is_none_or(|id| id == 0) {
+                return Err("extmap id is not 1-255");
+            }
+            if !matches!(
+                direction,
+                b"sendrecv" | b"sendonly" | b"recvonly" | b"inactive"
+            ) {
+                return Err("extmap direction is not a direction");
+            }
+            fields.has_more().then_some(()).ok_or("extmap has no URI")
+        }
         Attr::Candidate => {
             let _foundation = fields.next();
-            let component = number::<u16>(fields.next());
+            let component = fields.next().and_then(|f| number(f, u64::from(u16::MAX)));
             let _transport = fields.next();
-            let priority = number::<u32>(fields.next());
+            let priority = fields.next().and_then(|f| number(f, u64::from(u32::MAX)));
             let _address = fields.next();
-            let port = number::<u16>(fields.next());
+            let port = fields.next().and_then(|f| number(f, u64::from(u16::MAX)));
             let typ = fields.next();
             let kind = fields.next();
             if component.is_none()
                 || priority.is_none()
                 || port.is_none()
-                || typ != Some("typ")
+                || typ != Some(b"typ")
                 || kind.is_none()
             {
                 return Err("candidate is not foundation component transport priority address port typ type");
@@ -256,45 +314,37 @@ fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
                 Err("fingerprint is not colon-separated hex pairs")
             }
         }
-        Attr::Setup => match value.trim() {
-            "actpass" | "active" | "passive" | "holdconn" => Ok(()),
+        Attr::Setup => match trim(value) {
+            b"actpass" | b"active" | b"passive" | b"holdconn" => Ok(()),
             _ => Err("setup is not actpass, active, passive or holdconn"),
         },
         Attr::Mid | Attr::IceUfrag | Attr::IcePwd => {
-            let trimmed = value.trim();
+            let trimmed = text().attribute_value().unwrap_or("").trim();
             if trimmed.is_empty() || trimmed.len() > 256 || has_whitespace(trimmed) {
                 Err("needs a value of 1-256 characters without spaces")
             } else {
                 Ok(())
             }
         }
-        Attr::Extmap => {
-            let id = fields.next().ok_or("extmap has no id")?;
-            let (id, direction) = cut(id, b'/').unwrap_or((id, "sendrecv"));
-            if number::<u16>(Some(id)).is_none_or(|id| id == 0 || id > 255) {
-                return Err("extmap id is not 1-255");
-            }
-            if !matches!(direction, "sendrecv" | "sendonly" | "recvonly" | "inactive") {
-                return Err("extmap direction is not a direction");
-            }
-            fields.has_more().then_some(()).ok_or("extmap has no URI")
-        }
         Attr::Rid => {
             let (Some(_id), Some(direction)) = (fields.next(), fields.next()) else {
                 return Err("rid needs an id and a direction");
             };
-            matches!(direction, "send" | "recv")
+            matches!(direction, b"send" | b"recv")
                 .then_some(())
                 .ok_or("rid direction is not send or recv")
         }
         Attr::Simulcast => {
             let direction = fields.next().ok_or("simulcast is empty")?;
-            matches!(direction, "send" | "recv")
+            matches!(direction, b"send" | b"recv")
                 .then_some(())
                 .ok_or("simulcast must start with send or recv")
         }
         Attr::Ssrc => {
-            number::<u32>(fields.next()).ok_or("ssrc is not a 32-bit number")?;
+            fields
+                .next()
+                .and_then(|f| number(f, u64::from(u32::MAX)))
+                .ok_or("ssrc is not a 32-bit number")?;
             Ok(())
         }
         Attr::SendRecv
@@ -311,17 +361,15 @@ fn attribute(line: &Line<'_>) -> Result<(), &'static str> {
         {
             Err("this flag takes no value")
         }
-        Attr::Other if line.attribute_name().is_none_or(str::is_empty) => {
-            Err("attribute has no name")
-        }
+        Attr::Other if line.has_no_name() => Err("attribute has no name"),
         _ => Ok(()),
     }
 }
 
 /// `AB:CD:...`: two hex digits, then pairs each after a colon.
-fn is_hex_pairs(print: &str) -> bool {
+fn is_hex_pairs(print: &[u8]) -> bool {
     print.len() % 3 == 2
-        && print.as_bytes().chunks(3).all(|chunk| match chunk {
+        && print.chunks(3).all(|chunk| match chunk {
             [high, low] => high.is_ascii_hexdigit() && low.is_ascii_hexdigit(),
             [high, low, colon] => {
                 high.is_ascii_hexdigit() && low.is_ascii_hexdigit() && *colon == b':'
@@ -330,12 +378,9 @@ fn is_hex_pairs(print: &str) -> bool {
         })
 }
 
-/// `text` split around the first `separator`, an ASCII byte, so both halves are whole
-/// characters. `str::split_once(char)` goes through the generic char searcher, about a
-/// hundred instructions even on a three-byte field, and the grammar splits some sixty
-/// fields per offer.
-fn cut(text: &str, separator: u8) -> Option<(&str, &str)> {
-    let at = text.bytes().position(|b| b == separator)?;
+/// `text` split around the first `separator`.
+fn cut(text: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
+    let at = text.iter().position(|&b| b == separator)?;
     Some((text.get(..at)?, text.get(at + 1..)?))
 }
 
@@ -413,11 +458,24 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn the_bytewise_helpers_agree_with_the_str_methods(text in "\\PC{0,24}|[0-9a-fA-F:/ \t\x0b]{0,24}") {
-            proptest::prop_assert_eq!(cut(&text, b'/'), text.split_once('/'));
+            proptest::prop_assert_eq!(
+                cut(text.as_bytes(), b'/'),
+                text.split_once('/').map(|(a, b)| (a.as_bytes(), b.as_bytes()))
+            );
             proptest::prop_assert_eq!(has_whitespace(&text), text.contains(char::is_whitespace));
             let pairs = text.len() % 3 == 2
                 && text.char_indices().all(|(i, c)| if i % 3 == 2 { c == ':' } else { c.is_ascii_hexdigit() });
-            proptest::prop_assert_eq!(is_hex_pairs(&text), pairs);
+            proptest::prop_assert_eq!(is_hex_pairs(text.as_bytes()), pairs);
+            let fields: Vec<&[u8]> = Fields::new(text.as_bytes()).collect();
+            let split: Vec<&[u8]> = text.split_ascii_whitespace().map(str::as_bytes).collect();
+            proptest::prop_assert_eq!(fields, split);
+            proptest::prop_assert_eq!(trim(text.as_bytes()), text.trim_matches(|c: char| c.is_ascii_whitespace() && c != '\x0b').as_bytes());
+        }
+
+        #[test]
+        fn numbers_are_unsigned_decimal_within_their_bound(text in "[0-9]{0,22}|[+-]?[0-9]{1,4}|[0-9a ]{1,5}", max in proptest::prelude::any::<u64>()) {
+            let expected = text.parse::<u64>().ok().filter(|n| *n <= max && !text.starts_with('+'));
+            proptest::prop_assert_eq!(number(text.as_bytes(), max), expected);
         }
     }
 }

@@ -8,8 +8,9 @@ use std::fmt;
 use std::sync::Arc;
 
 /// How one line ended on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Eol {
+    #[default]
     CrLf,
     Lf,
     /// The last line of a body with no terminator.
@@ -28,7 +29,7 @@ impl Eol {
 
 /// The attribute names whipgate reads, recognised once when a line is parsed, so that the
 /// checks after it compare a byte instead of strings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Attr {
     Rtpmap,
     Fmtp,
@@ -55,43 +56,51 @@ pub enum Attr {
     EndOfCandidates,
     ExtmapAllowMixed,
     /// Any other name, including none (`a=` alone).
+    #[default]
     Other,
 }
 
 impl Attr {
-    fn of(name: &str) -> Self {
-        match name {
-            "rtpmap" => Attr::Rtpmap,
-            "fmtp" => Attr::Fmtp,
-            "rtcp-fb" => Attr::RtcpFb,
-            "candidate" => Attr::Candidate,
-            "fingerprint" => Attr::Fingerprint,
-            "setup" => Attr::Setup,
-            "mid" => Attr::Mid,
-            "ice-ufrag" => Attr::IceUfrag,
-            "ice-pwd" => Attr::IcePwd,
-            "extmap" => Attr::Extmap,
-            "rid" => Attr::Rid,
-            "simulcast" => Attr::Simulcast,
-            "ssrc" => Attr::Ssrc,
-            "group" => Attr::Group,
-            "sendrecv" => Attr::SendRecv,
-            "sendonly" => Attr::SendOnly,
-            "recvonly" => Attr::RecvOnly,
-            "inactive" => Attr::Inactive,
-            "rtcp-mux" => Attr::RtcpMux,
-            "rtcp-mux-only" => Attr::RtcpMuxOnly,
-            "rtcp-rsize" => Attr::RtcpRsize,
-            "bundle-only" => Attr::BundleOnly,
-            "end-of-candidates" => Attr::EndOfCandidates,
-            "extmap-allow-mixed" => Attr::ExtmapAllowMixed,
-            _ => Attr::Other,
+    fn of(name: &[u8]) -> Self {
+        // The length and the first byte leave at most one candidate, so each line costs one
+        // comparison; a `match` on the names compares arm after arm.
+        let (known, attr): (&[u8], Attr) = match (name.len(), name.first()) {
+            (6, Some(b'r')) => (b"rtpmap", Attr::Rtpmap),
+            (4, Some(b'f')) => (b"fmtp", Attr::Fmtp),
+            (7, Some(b'r')) => (b"rtcp-fb", Attr::RtcpFb),
+            (9, Some(b'c')) => (b"candidate", Attr::Candidate),
+            (11, Some(b'f')) => (b"fingerprint", Attr::Fingerprint),
+            (5, Some(b's')) => (b"setup", Attr::Setup),
+            (3, Some(b'm')) => (b"mid", Attr::Mid),
+            (9, Some(b'i')) => (b"ice-ufrag", Attr::IceUfrag),
+            (7, Some(b'i')) => (b"ice-pwd", Attr::IcePwd),
+            (6, Some(b'e')) => (b"extmap", Attr::Extmap),
+            (3, Some(b'r')) => (b"rid", Attr::Rid),
+            (9, Some(b's')) => (b"simulcast", Attr::Simulcast),
+            (4, Some(b's')) => (b"ssrc", Attr::Ssrc),
+            (5, Some(b'g')) => (b"group", Attr::Group),
+            (8, Some(b's')) if name.get(4) == Some(&b'r') => (b"sendrecv", Attr::SendRecv),
+            (8, Some(b's')) => (b"sendonly", Attr::SendOnly),
+            (8, Some(b'r')) if name.get(1) == Some(&b'e') => (b"recvonly", Attr::RecvOnly),
+            (8, Some(b'r')) => (b"rtcp-mux", Attr::RtcpMux),
+            (8, Some(b'i')) => (b"inactive", Attr::Inactive),
+            (13, Some(b'r')) => (b"rtcp-mux-only", Attr::RtcpMuxOnly),
+            (10, Some(b'r')) => (b"rtcp-rsize", Attr::RtcpRsize),
+            (11, Some(b'b')) => (b"bundle-only", Attr::BundleOnly),
+            (17, Some(b'e')) => (b"end-of-candidates", Attr::EndOfCandidates),
+            (18, Some(b'e')) => (b"extmap-allow-mixed", Attr::ExtmapAllowMixed),
+            _ => return Attr::Other,
+        };
+        if name == known {
+            attr
+        } else {
+            Attr::Other
         }
     }
 }
 
 /// A view of one `<type>=<value>` line (or a blank line kept for byte fidelity).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Line<'a> {
     text: &'a str,
     eol: Eol,
@@ -99,7 +108,7 @@ pub struct Line<'a> {
 }
 
 /// What is known of a line's text without reading it again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Shape {
     kind: Option<u8>,
     /// For `a=` lines; `Other` for every other line.
@@ -109,25 +118,24 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(text: &str) -> Self {
-        let bytes = text.as_bytes();
-        let kind = (bytes.len() >= 2 && bytes[1] == b'=').then(|| bytes[0]);
+    fn of(bytes: &[u8]) -> Self {
+        let kind = match bytes {
+            [kind, b'=', ..] => Some(*kind),
+            _ => None,
+        };
         if kind != Some(b'a') {
             return Self {
                 kind,
                 attr: Attr::Other,
-                name_end: text.len(),
+                name_end: bytes.len(),
             };
         }
-        let name_end = bytes
-            .iter()
-            .skip(2)
-            .position(|&b| b == b':')
-            .map_or(text.len(), |i| i + 2);
+        let name = bytes.get(2..).unwrap_or(b"");
+        let name_len = name.iter().position(|&b| b == b':').unwrap_or(name.len());
         Self {
             kind,
-            attr: Attr::of(text.get(2..name_end).unwrap_or("")),
-            name_end,
+            attr: Attr::of(name.get(..name_len).unwrap_or(b"")),
+            name_end: 2 + name_len,
         }
     }
 }
@@ -170,6 +178,39 @@ impl<'a> Line<'a> {
 
     pub fn is_blank(&self) -> bool {
         self.text.trim().is_empty()
+    }
+}
+
+/// A line as the grammar check reads it: its bytes and what the parse learnt of them. Every
+/// byte the grammar names is ASCII, so it needs no `str` and pays no UTF-8 boundary checks.
+#[derive(Debug, Clone, Copy)]
+pub struct RawLine<'a> {
+    bytes: &'a [u8],
+    shape: Shape,
+}
+
+impl<'a> RawLine<'a> {
+    pub fn kind(&self) -> Option<u8> {
+        self.shape.kind
+    }
+
+    pub fn attr(&self) -> Attr {
+        self.shape.attr
+    }
+
+    /// Everything after `<type>=`.
+    pub fn value(&self) -> &'a [u8] {
+        self.bytes.get(2..).unwrap_or(b"")
+    }
+
+    /// For an `a=` line, whether it has no name (`a=` or `a=:value`).
+    pub fn has_no_name(&self) -> bool {
+        self.shape.name_end <= 2
+    }
+
+    /// For an `a=name:value` line, the bytes after the first colon; empty for a flag.
+    pub fn attribute_value(&self) -> &'a [u8] {
+        self.bytes.get(self.shape.name_end + 1..).unwrap_or(b"")
     }
 }
 
@@ -261,10 +302,10 @@ impl Lines {
         eol: Eol,
         number: usize,
     ) -> Result<Slot, SyntaxError> {
-        let body = text.get(start..end).unwrap_or("");
+        let body = text.as_bytes().get(start..end).unwrap_or(b"");
         let shape = Shape::of(body);
         let typed = shape.kind.is_some_and(|k| k.is_ascii_lowercase());
-        if !typed && !body.trim().is_empty() {
+        if !typed && !text.get(start..end).unwrap_or("").trim().is_empty() {
             return Err(SyntaxError {
                 line: number,
                 reason: "not a <type>=<value> line",
@@ -293,6 +334,24 @@ impl Lines {
         self.slots.iter().map(|slot| self.view(slot))
     }
 
+    /// Each line's bytes and shape, for the grammar check.
+    pub fn raw(&self) -> impl Iterator<Item = RawLine<'_>> + '_ {
+        self.slots.iter().map(|slot| RawLine {
+            bytes: match &slot.text {
+                Text::Span(start, end) => self.source.as_bytes().get(*start..*end).unwrap_or(b""),
+                Text::Owned(text) => text.as_bytes(),
+            },
+            shape: slot.shape,
+        })
+    }
+
+    /// Each line's type letter and attribute, without looking at its text.
+    pub fn shapes(&self) -> impl Iterator<Item = (Option<u8>, Attr)> + '_ {
+        self.slots
+            .iter()
+            .map(|slot| (slot.shape.kind, slot.shape.attr))
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -308,7 +367,7 @@ impl Lines {
     /// Replaces the text of line `index`, keeping its terminator.
     pub fn set_text(&mut self, index: usize, text: String) {
         if let Some(slot) = self.slots.get_mut(index) {
-            slot.shape = Shape::of(&text);
+            slot.shape = Shape::of(text.as_bytes());
             slot.text = Text::Owned(text.into_boxed_str());
             self.pristine = false;
         }
@@ -337,7 +396,7 @@ impl Lines {
             }
         }
         let slot = Slot {
-            shape: Shape::of(&text),
+            shape: Shape::of(text.as_bytes()),
             text: Text::Owned(text.into_boxed_str()),
             eol,
         };
@@ -486,9 +545,9 @@ mod tests {
             ("extmap-allow-mixed", Attr::ExtmapAllowMixed),
         ];
         for (name, attr) in known {
-            assert_eq!(Attr::of(name), attr, "{name}");
+            assert_eq!(Attr::of(name.as_bytes()), attr, "{name}");
             assert_eq!(
-                Attr::of(&name.to_uppercase()),
+                Attr::of(name.to_uppercase().as_bytes()),
                 Attr::Other,
                 "{name} is case-sensitive"
             );
@@ -502,7 +561,7 @@ mod tests {
             "mids",
             "candidates",
         ] {
-            assert_eq!(Attr::of(other), Attr::Other, "{other}");
+            assert_eq!(Attr::of(other.as_bytes()), Attr::Other, "{other}");
         }
     }
 
@@ -584,7 +643,59 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    const KNOWN: [&str; 24] = [
+        "rtpmap",
+        "fmtp",
+        "rtcp-fb",
+        "candidate",
+        "fingerprint",
+        "setup",
+        "mid",
+        "ice-ufrag",
+        "ice-pwd",
+        "extmap",
+        "rid",
+        "simulcast",
+        "ssrc",
+        "group",
+        "sendrecv",
+        "sendonly",
+        "recvonly",
+        "inactive",
+        "rtcp-mux",
+        "rtcp-mux-only",
+        "rtcp-rsize",
+        "bundle-only",
+        "end-of-candidates",
+        "extmap-allow-mixed",
+    ];
+
     proptest! {
+        /// Names one byte away from a known one (and any short name) are told apart exactly.
+        #[test]
+        fn attribute_names_are_recognised_exactly(
+            pick in 0..KNOWN.len(),
+            at in 0usize..18,
+            byte in proptest::sample::select(b"abcdefilmnoprstuvxy-:".to_vec()),
+            other in "[a-z-]{0,19}",
+        ) {
+            let mut name = KNOWN[pick].as_bytes().to_vec();
+            if let Some(slot) = name.get_mut(at) {
+                *slot = byte;
+            }
+            for candidate in [name.as_slice(), other.as_bytes(), KNOWN[pick].as_bytes()] {
+                let expected = KNOWN
+                    .iter()
+                    .position(|known| known.as_bytes() == candidate)
+                    .map_or(Attr::Other, |_| Attr::of(candidate));
+                prop_assert_eq!(Attr::of(candidate), expected);
+                prop_assert_eq!(
+                    Attr::of(candidate) != Attr::Other,
+                    KNOWN.iter().any(|known| known.as_bytes() == candidate)
+                );
+            }
+        }
+
         #[test]
         fn parse_then_write_is_the_identity(
             lines in proptest::collection::vec(("[a-z]", "[ -~]{0,40}", prop_oneof!["\r\n", "\n"]), 0..30),

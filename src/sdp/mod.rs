@@ -264,9 +264,13 @@ pub fn outline(lines: &Lines) -> Outline {
     let mut session_direction = None;
     let mut sections: Vec<Open> = Vec::new();
     let mut bundle = None;
-    for line in lines.iter() {
-        match line.kind() {
+    // Most lines are neither m= nor one of the few attributes read here: their kind and
+    // attribute are known from the parse, and only the lines read below are looked at.
+    for (index, (kind, attr)) in lines.shapes().enumerate() {
+        let line = || lines.get(index).unwrap_or_default();
+        match kind {
             Some(b'm') => {
+                let line = line();
                 let mut fields = line.value().split_ascii_whitespace();
                 let media = fields.next().unwrap_or("").to_owned();
                 let port_zero = fields
@@ -281,7 +285,6 @@ pub fn outline(lines: &Lines) -> Outline {
                 });
             }
             Some(b'a') => {
-                let attr = line.attr();
                 if let Some(direction) = Direction::of_attr(attr) {
                     match sections.last_mut() {
                         Some(open) => open.own_direction = Some(direction),
@@ -291,11 +294,11 @@ pub fn outline(lines: &Lines) -> Outline {
                 }
                 match (attr, sections.last_mut()) {
                     (Attr::Mid, Some(open)) => {
-                        open.mid = line.attribute_value().map(|v| v.trim().to_owned())
+                        open.mid = line().attribute_value().map(|v| v.trim().to_owned())
                     }
                     (Attr::BundleOnly, Some(open)) => open.bundle_only = true,
                     (Attr::Group, _) if bundle.is_none() => {
-                        let mut parts = line
+                        let mut parts = line()
                             .attribute_value()
                             .unwrap_or("")
                             .split_ascii_whitespace();
