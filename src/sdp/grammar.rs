@@ -244,11 +244,6 @@ fn number(digits: &[u8], max: u64) -> Option<u64> {
     (value <= max).then_some(value)
 }
 
-/// An RTP payload type, 0-127.
-fn payload_type(field: Option<&[u8]>) -> Option<u64> {
-    number(field?, 127)
-}
-
 /// Checks one `a=` line; `text` gives it as a `Line` for the checks that read Unicode.
 fn attribute<'a>(line: RawLine<'a>, text: impl Fn() -> Line<'a>) -> Result<(), &'static str> {
     let value = line.attribute_value();
@@ -262,7 +257,10 @@ fn attribute<'a>(line: RawLine<'a>, text: impl Fn() -> Line<'a>) -> Result<(), &
             fields.has_more().then_some(()).ok_or("has no parameters")
         }
         Attr::Rtpmap => {
-            payload_type(fields.next()).ok_or("rtpmap payload type is not 0-127")?;
+            fields
+                .next()
+                .and_then(|pt| number(pt, 127))
+                .ok_or("rtpmap payload type is not 0-127")?;
             let encoding = fields.next().ok_or("rtpmap has no encoding")?;
             let (name, rest) = cut(encoding, b'/').unwrap_or((encoding, b""));
             let clock = cut(rest, b'/').map_or(rest, |(clock, _)| clock);

@@ -62,8 +62,7 @@ pub enum Attr {
 
 impl Attr {
     fn of(name: &[u8]) -> Self {
-        // The length and the first byte leave at most one candidate, so each line costs one
-        // comparison; a `match` on the names compares arm after arm.
+        // The length and the first byte leave at most one candidate name to compare with.
         let (known, attr): (&[u8], Attr) = match (name.len(), name.first()) {
             (6, Some(b'r')) => (b"rtpmap", Attr::Rtpmap),
             (4, Some(b'f')) => (b"fmtp", Attr::Fmtp),
