@@ -235,8 +235,12 @@ const whipgate = (() => {
         let failed;
         const ended = new Promise((r) => { failed = r; });
         stop = failed;
+        // What the stream's events last said: they may arrive before ICE connects, and
+        // the connection's own states must not hide that the stream is live.
+        let live = false;
         pc.onconnectionstatechange = () => {
-          onState("playing: " + pc.connectionState);
+          const state = pc.connectionState;
+          onState(state === "connected" && live ? "playing: live" : "playing: " + state);
           if (["failed", "closed", "disconnected"].includes(pc.connectionState)) failed();
         };
         // A publisher that leaves stops the media long before ICE notices (seconds): no new
@@ -256,7 +260,10 @@ const whipgate = (() => {
           events = await follow(pc.whepEvents, tok, {
             reconnect: (to) => { if (to) url = to; moved = true; failed(); },
             viewers: (n) => { if (onViewers) onViewers(n); },
-            active: (live) => onState(live ? "playing: live" : "waiting for the stream"),
+            active: (on) => {
+              live = on;
+              onState(on ? "playing: live" : "waiting for the stream");
+            },
           });
           await ended;
           clearInterval(watch);
