@@ -1015,13 +1015,18 @@ async fn accept_loop(
     ));
     // Each connection task holds a sender: all have ended when `recv` sees none left.
     let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    // The connections watch this loop's own copy of the stop signal, which it sets when it
+    // sees the gateway's. A connection polls its stop signal on every wake-up, and polling a
+    // watch takes the lock of its waiter list: one watch for every connection of every
+    // worker would be a lock all cores take on every request.
+    let (stop_connections, stopping) = watch::channel(false);
     let connection = Connection {
         kind,
         tls,
         gateway,
         protocols,
         limits,
-        stopping: stopped.clone(),
+        stopping,
         open,
     };
     let mut drain_until: Option<tokio::time::Instant> = None;
@@ -1054,6 +1059,7 @@ async fn accept_loop(
                 continue;
             }
             Err(None) => {
+                stop_connections.send_replace(true);
                 drain_until = Some(tokio::time::Instant::now() + limits.drain);
                 continue;
             }
