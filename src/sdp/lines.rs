@@ -180,8 +180,8 @@ impl<'a> Line<'a> {
     }
 }
 
-/// A line as the grammar check reads it: its bytes and what the parse learnt of them. Every
-/// byte the grammar names is ASCII, so it needs no `str` and pays no UTF-8 boundary checks.
+/// A line as the checks read it: its bytes and what the parse learnt of them. Every
+/// byte the grammar names is ASCII, so they need no `str` and pay no UTF-8 boundary checks.
 #[derive(Debug, Clone, Copy)]
 pub struct RawLine<'a> {
     bytes: &'a [u8],
@@ -333,7 +333,7 @@ impl Lines {
         self.slots.iter().map(|slot| self.view(slot))
     }
 
-    /// Each line's bytes and shape, for the grammar check.
+    /// Each line's bytes and shape, for checks that need no `str`.
     pub fn raw(&self) -> impl Iterator<Item = RawLine<'_>> + '_ {
         self.slots.iter().map(|slot| RawLine {
             bytes: match &slot.text {
@@ -342,13 +342,6 @@ impl Lines {
             },
             shape: slot.shape,
         })
-    }
-
-    /// Each line's type letter and attribute, without looking at its text.
-    pub fn shapes(&self) -> impl Iterator<Item = (Option<u8>, Attr)> + '_ {
-        self.slots
-            .iter()
-            .map(|slot| (slot.shape.kind, slot.shape.attr))
     }
 
     pub fn len(&self) -> usize {
