@@ -153,12 +153,14 @@ impl UpstreamClient {
         };
         self.metrics
             .upstream_requests
-            .with_label_values(&[backend.id.0.as_str(), label.as_str(), status])
-            .inc();
+            .with(&[backend.id.0.as_str(), label.as_str(), status], |c| {
+                c.inc()
+            });
         self.metrics
             .upstream_duration
-            .with_label_values(&[backend.id.0.as_str(), label.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+            .with(&[backend.id.0.as_str(), label.as_str()], |h| {
+                h.observe(started.elapsed().as_secs_f64())
+            });
         result
     }
 
@@ -186,8 +188,7 @@ impl UpstreamClient {
                 .get(http::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| UpstreamError::Redirect("redirect without Location".into()))?;
-            let next = url
-                .join(location)
+            let next = super::origin::join(&url, location)
                 .map_err(|_| UpstreamError::Redirect("redirect to an invalid URL".into()))?;
             if !backend.allows_host(&next) && !extra.is_some_and(|host| host.allows(&next)) {
                 return Err(UpstreamError::Redirect(

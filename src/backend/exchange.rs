@@ -137,9 +137,7 @@ fn created(
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| bad("answered without a Location"))?;
-    let resource = response
-        .url
-        .join(location.trim())
+    let resource = super::origin::join(&response.url, location.trim())
         .map_err(|_| bad("answered with an invalid Location"))?;
     let allowed = backend.allows_host(&resource)
         || target.extra_host.is_some_and(|host| host.allows(&resource));
@@ -174,7 +172,7 @@ fn created(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     ) {
-        match response.url.join(&uri) {
+        match super::origin::join(&response.url, &uri) {
             Ok(url)
                 if matches!(url.scheme(), "http" | "https")
                     && (backend.allows_host(&url)

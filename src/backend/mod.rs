@@ -19,6 +19,7 @@ mod keys;
 mod livekit;
 mod millicast;
 mod openai;
+pub mod origin;
 mod pipecat;
 mod template;
 mod webhook;

@@ -497,11 +497,8 @@ impl Gateway {
             claims.route.as_str(),
             ctx.kind.as_str(),
         ];
-        self.metrics
-            .sessions_started
-            .with_label_values(&labels)
-            .inc();
-        self.metrics.sessions_live.with_label_values(&labels).inc();
+        self.metrics.sessions_started.with(&labels, |c| c.inc());
+        self.metrics.sessions_live.with(&labels, |g| g.inc());
         self.registry.insert(
             claims.sid.clone(),
             LiveSession {

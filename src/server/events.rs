@@ -653,7 +653,7 @@ impl Gateway {
                     }
                 }
                 if wants("layers") {
-                    if let Ok(resource) = url::Url::parse(&claims.resource) {
+                    if let Ok(resource) = crate::backend::origin::parse(&claims.resource) {
                         let now_layers = backend.adapter.layers(&self.upstreams, &resource).await;
                         if layers.as_ref() != Some(&now_layers) {
                             out.push(event("layers", &layers_data(&now_layers)));
@@ -662,7 +662,7 @@ impl Gateway {
                     }
                 }
                 // Told after the events above, so that a player learns why it ended.
-                if let Ok(resource) = url::Url::parse(&claims.resource) {
+                if let Ok(resource) = crate::backend::origin::parse(&claims.resource) {
                     let ended = backend
                         .adapter
                         .ended(&self.upstreams, backend, std::slice::from_ref(&resource))

@@ -139,10 +139,10 @@ impl Gateway {
                         origin.as_ref(),
                         &config.server.cors_allow_origins,
                     );
-                    self.metrics
-                        .requests
-                        .with_label_values(&["shed", crate::metrics::method_label(&method), "503"])
-                        .inc();
+                    self.metrics.requests.with(
+                        &["shed", crate::metrics::method_label(&method), "503"],
+                        |c| c.inc(),
+                    );
                     return response;
                 }
             }
@@ -162,18 +162,17 @@ impl Gateway {
             headers.insert("x-request-id", value);
         }
         let status = response.status();
+        let method_label = crate::metrics::method_label(&method);
         self.metrics
             .requests
-            .with_label_values(&[
-                outcome.endpoint,
-                crate::metrics::method_label(&method),
-                status.as_str(),
-            ])
-            .inc();
+            .with(&[outcome.endpoint, method_label, status.as_str()], |c| {
+                c.inc()
+            });
         self.metrics
             .request_duration
-            .with_label_values(&[outcome.endpoint, crate::metrics::method_label(&method)])
-            .observe(started.elapsed().as_secs_f64());
+            .with(&[outcome.endpoint, method_label], |h| {
+                h.observe(started.elapsed().as_secs_f64())
+            });
         tracing::info!(
             request_id = %request_id,
             method = %method,
@@ -684,7 +683,7 @@ impl Gateway {
         let backend = self
             .backend_for_session(config, &claims.backend)
             .ok_or_else(not_found)?;
-        let resource = Url::parse(&claims.resource).map_err(|_| not_found())?;
+        let resource = crate::backend::origin::parse(&claims.resource).map_err(|_| not_found())?;
         super::identity::check_owner(
             config,
             &claims,
@@ -718,7 +717,7 @@ impl Gateway {
         let request_id = request_id.to_owned();
         let now = self.clock.unix();
         tokio::spawn(async move {
-            let Ok(resource) = Url::parse(&claims.resource) else {
+            let Ok(resource) = crate::backend::origin::parse(&claims.resource) else {
                 return;
             };
             let result = backend

@@ -419,7 +419,7 @@ impl Gateway {
                 session.route.as_str(),
                 session.kind.as_str(),
             ];
-            self.metrics.sessions_live.with_label_values(&labels).dec();
+            self.metrics.sessions_live.with(&labels, |g| g.dec());
             self.count_session_time(config, &session.backend, seconds);
         }
     }
@@ -478,15 +478,16 @@ impl Gateway {
         ];
         let known = self.registry.remove(&claims.sid, now);
         if let Some((_, unaccounted)) = &known {
-            self.metrics.sessions_live.with_label_values(&labels).dec();
+            self.metrics.sessions_live.with(&labels, |g| g.dec());
             self.count_session_time(config, &claims.backend, *unaccounted);
         }
         if deleted || known.is_some() {
-            self.metrics.sessions_ended.with_label_values(&labels).inc();
+            self.metrics.sessions_ended.with(&labels, |c| c.inc());
             self.metrics
                 .session_duration
-                .with_label_values(&[claims.backend.as_str(), claims.kind.as_str()])
-                .observe(now.saturating_sub(claims.created) as f64);
+                .with(&[claims.backend.as_str(), claims.kind.as_str()], |h| {
+                    h.observe(now.saturating_sub(claims.created) as f64)
+                });
         }
     }
 
@@ -506,7 +507,7 @@ impl Gateway {
             let (sessions, resources): (Vec<_>, Vec<_>) = sessions
                 .into_iter()
                 .filter_map(|(sid, s)| {
-                    let url = url::Url::parse(&s.resource).ok()?;
+                    let url = crate::backend::origin::parse(&s.resource).ok()?;
                     Some(((sid, s), url))
                 })
                 .unzip();
@@ -580,7 +581,7 @@ impl Gateway {
                 if session.kind != crate::kind::EndpointKind::Whip || given_up.contains(&sid) {
                     continue;
                 }
-                let Ok(resource) = url::Url::parse(&session.resource) else {
+                let Ok(resource) = crate::backend::origin::parse(&session.resource) else {
                     continue;
                 };
                 let stream = session.stream.clone();
