@@ -67,7 +67,9 @@ children!(HistogramVec, Histogram);
 children!(IntGaugeVec, IntGauge);
 
 struct Kept<M> {
-    children: HashMap<Box<[u8]>, M>,
+    /// foldhash: SipHash cost more than the lock it replaces; keys come from routes.toml
+    /// and fixed sets, not from clients, so there is no flooding to resist.
+    children: HashMap<Box<[u8]>, M, foldhash::fast::RandomState>,
     /// The key being looked up: each label's length, then its bytes, built here to
     /// allocate nothing once warm. (prometheus 0.14 itself hashes the labels run together,
     /// so `["ab", "c"]` and `["a", "bc"]` share its one child: that stays as it was.)
@@ -77,7 +79,7 @@ struct Kept<M> {
 impl<M> Default for Kept<M> {
     fn default() -> Self {
         Self {
-            children: HashMap::new(),
+            children: HashMap::default(),
             key: Vec::new(),
         }
     }
