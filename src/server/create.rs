@@ -11,7 +11,7 @@ use http_body::Body as HttpBody;
 
 use super::handlers::{insert_etag, read_body, require_content_type, session_url, Outcome};
 use super::response::Body;
-use super::{hex, Gateway, PeerAddr};
+use super::{hex, Arrival, Gateway};
 use crate::backend::{AttemptError, BackendDef, CreateRequest};
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -609,7 +609,7 @@ pub(super) fn client_address(
     headers: &http::HeaderMap,
     extensions: &http::Extensions,
 ) -> Option<std::net::IpAddr> {
-    let peer = extensions.get::<PeerAddr>()?.0.ip();
+    let peer = extensions.get::<Arrival>()?.peer.ip();
     Some(client_ip(
         peer,
         headers,

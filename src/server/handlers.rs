@@ -202,9 +202,8 @@ impl Gateway {
         let path = request.uri().path().to_owned();
         let listener = request
             .extensions()
-            .get::<super::Listener>()
-            .copied()
-            .unwrap_or(super::Listener::Main);
+            .get::<super::Arrival>()
+            .map_or(super::Listener::Main, |arrival| arrival.listener);
         let target = match (listener, target(&path)) {
             (
                 super::Listener::Metrics,
@@ -948,7 +947,11 @@ pub(super) fn public_base(config: &Config, parts: &http::request::Parts) -> Stri
                         .map(str::to_owned)
                 })
                 .unwrap_or_else(|| config.server.listen.to_string());
-            let scheme = if parts.extensions.get::<super::Tls>().is_some() {
+            let scheme = if parts
+                .extensions
+                .get::<super::Arrival>()
+                .is_some_and(|arrival| arrival.tls)
+            {
                 "https"
             } else {
                 "http"

@@ -46,13 +46,15 @@ pub use response::Body;
 
 pub use crate::clock::Clock;
 
-/// The client's address as the listener saw it (a request extension).
+/// How a request reached whipgate (a request extension; one, since each is an allocation).
 #[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// Present on requests that came over TLS (a request extension).
-#[derive(Debug, Clone, Copy)]
-pub struct Tls;
+pub struct Arrival {
+    /// The client's address as the listener saw it.
+    pub peer: SocketAddr,
+    pub listener: Listener,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
 
 /// Which listener a request came in on (a request extension).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1153,11 +1155,11 @@ impl Connection {
             .service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
                 let in_flight = counted.request();
-                request.extensions_mut().insert(PeerAddr(peer));
-                request.extensions_mut().insert(kind);
-                if secure {
-                    request.extensions_mut().insert(Tls);
-                }
+                request.extensions_mut().insert(Arrival {
+                    peer,
+                    listener: kind,
+                    tls: secure,
+                });
                 async move {
                     let response = gateway.handle(request).await;
                     drop(in_flight);
