@@ -3,6 +3,13 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use http::HeaderName;
+
+/// Header names http has no constant for, made once: inserting a header by a `&str` name
+/// copies the name into a new allocation each time.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const ACCEPT_PATCH: HeaderName = HeaderName::from_static("accept-patch");
+pub const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
 
 /// The gateway's ETag for a backend's (possibly absent, unquoted, weak or `*`) ETag.
 ///

@@ -437,7 +437,7 @@ fn base_headers(target: &Target<'_>) -> HeaderMap {
         headers.insert(header::AUTHORIZATION, value.clone());
     }
     if let Ok(value) = HeaderValue::from_str(target.request_id) {
-        headers.insert("x-request-id", value);
+        headers.insert(frontdoor::X_REQUEST_ID, value);
     }
     headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     headers

@@ -138,6 +138,10 @@ impl HealthBoard {
     fn with<T>(&self, backend: &str, f: impl FnOnce(&mut State) -> T) -> T {
         // One call never leaves a state half-updated, so a poisoned lock is still sound.
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up before inserting: an `entry` would copy the id on every request.
+        if let Some(state) = states.get_mut(backend) {
+            return f(state);
+        }
         f(states.entry(backend.to_owned()).or_default())
     }
 }

@@ -541,7 +541,10 @@ impl Gateway {
             }
         }
         if backend.trickle {
-            headers.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+            headers.insert(
+                crate::frontdoor::ACCEPT_PATCH,
+                HeaderValue::from_static(SDPFRAG),
+            );
         }
         if ctx.kind == EndpointKind::Whep {
             let base = super::handlers::public_base(config, ctx.parts);

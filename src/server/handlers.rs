@@ -111,7 +111,7 @@ impl Gateway {
         let config = self.config();
         let request_id = request
             .headers()
-            .get("x-request-id")
+            .get(frontdoor::X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned)
@@ -159,7 +159,7 @@ impl Gateway {
         let headers = response.headers_mut();
         cors::decorate(headers, origin.as_ref(), &config.server.cors_allow_origins);
         if let Ok(value) = HeaderValue::from_str(&request_id) {
-            headers.insert("x-request-id", value);
+            headers.insert(frontdoor::X_REQUEST_ID, value);
         }
         let status = response.status();
         let method_label = crate::metrics::method_label(&method);
@@ -791,7 +791,7 @@ fn endpoint_options<B>(request: &Request<B>) -> Response<Body> {
     let mut response = response::empty(StatusCode::NO_CONTENT);
     let headers = response.headers_mut();
     headers.insert(header::ALLOW, HeaderValue::from_static(ENDPOINT_METHODS));
-    headers.insert("accept-post", HeaderValue::from_static(SDP));
+    headers.insert(frontdoor::ACCEPT_POST, HeaderValue::from_static(SDP));
     if is_preflight(request) {
         cors::preflight(headers, ENDPOINT_METHODS);
     }
@@ -841,7 +841,7 @@ fn endpoint_probe<B>(
     }
     response
         .headers_mut()
-        .insert("accept-post", HeaderValue::from_static(SDP));
+        .insert(frontdoor::ACCEPT_POST, HeaderValue::from_static(SDP));
     Ok(response)
 }
 

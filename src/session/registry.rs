@@ -150,12 +150,23 @@ struct Sessions {
     reserved_any: usize,
 }
 
+/// Adds one to `key`'s count; the key is copied only the first time (this runs under the
+/// registry's lock on every session created).
+fn count_up(counts: &mut HashMap<String, usize>, key: &str) {
+    match counts.get_mut(key) {
+        Some(count) => *count += 1,
+        None => {
+            counts.insert(key.to_owned(), 1);
+        }
+    }
+}
+
 impl SessionRegistry {
     pub fn insert(&self, sid: String, session: LiveSession) {
         self.with(|live| {
-            *live.per_backend.entry(session.backend.clone()).or_default() += 1;
+            count_up(&mut live.per_backend, &session.backend);
             if let Some(subject) = &session.subject {
-                *live.per_subject.entry(subject.clone()).or_default() += 1;
+                count_up(&mut live.per_subject, subject);
             }
             let since = session.created;
             if let Some((old, _)) = live.by_sid.insert(sid, (session, since)) {
@@ -274,7 +285,7 @@ impl SessionRegistry {
             if taken >= max {
                 return None;
             }
-            *reserved.entry(key.to_owned()).or_default() += 1;
+            count_up(reserved, key);
             Some(())
         })?;
         Some(Reservation {
