@@ -96,8 +96,9 @@ pub enum KeyError {
 pub const MIN_SECRET_LEN: usize = 32;
 
 const AAD_PREFIX: &[u8] = b"whipgate-session-v1.";
-/// First plaintext byte of a postcard-encoded token; a JSON one starts with `{`. Fields are
-/// positional: new ones go at the end of [`SessionClaims`], with a new version byte.
+/// First plaintext byte of a postcard-encoded token; a JSON one starts with `{`. postcard
+/// writes fields by position and enum variants by index: a new field goes at the end of
+/// [`SessionClaims`] and a new `EndpointKind` after the others, each with a new version byte.
 const POSTCARD_V2: u8 = 2;
 const HKDF_SALT: &[u8] = b"whipgate session token key v1";
 
