@@ -62,38 +62,35 @@ pub enum Attr {
 
 impl Attr {
     fn of(name: &[u8]) -> Self {
-        // The length and the first byte leave at most one candidate name to compare with.
-        let (known, attr): (&[u8], Attr) = match (name.len(), name.first()) {
-            (6, Some(b'r')) => (b"rtpmap", Attr::Rtpmap),
-            (4, Some(b'f')) => (b"fmtp", Attr::Fmtp),
-            (7, Some(b'r')) => (b"rtcp-fb", Attr::RtcpFb),
-            (9, Some(b'c')) => (b"candidate", Attr::Candidate),
-            (11, Some(b'f')) => (b"fingerprint", Attr::Fingerprint),
-            (5, Some(b's')) => (b"setup", Attr::Setup),
-            (3, Some(b'm')) => (b"mid", Attr::Mid),
-            (9, Some(b'i')) => (b"ice-ufrag", Attr::IceUfrag),
-            (7, Some(b'i')) => (b"ice-pwd", Attr::IcePwd),
-            (6, Some(b'e')) => (b"extmap", Attr::Extmap),
-            (3, Some(b'r')) => (b"rid", Attr::Rid),
-            (9, Some(b's')) => (b"simulcast", Attr::Simulcast),
-            (4, Some(b's')) => (b"ssrc", Attr::Ssrc),
-            (5, Some(b'g')) => (b"group", Attr::Group),
-            (8, Some(b's')) if name.get(4) == Some(&b'r') => (b"sendrecv", Attr::SendRecv),
-            (8, Some(b's')) => (b"sendonly", Attr::SendOnly),
-            (8, Some(b'r')) if name.get(1) == Some(&b'e') => (b"recvonly", Attr::RecvOnly),
-            (8, Some(b'r')) => (b"rtcp-mux", Attr::RtcpMux),
-            (8, Some(b'i')) => (b"inactive", Attr::Inactive),
-            (13, Some(b'r')) => (b"rtcp-mux-only", Attr::RtcpMuxOnly),
-            (10, Some(b'r')) => (b"rtcp-rsize", Attr::RtcpRsize),
-            (11, Some(b'b')) => (b"bundle-only", Attr::BundleOnly),
-            (17, Some(b'e')) => (b"end-of-candidates", Attr::EndOfCandidates),
-            (18, Some(b'e')) => (b"extmap-allow-mixed", Attr::ExtmapAllowMixed),
-            _ => return Attr::Other,
-        };
-        if name == known {
-            attr
-        } else {
-            Attr::Other
+        // The length and the first byte leave at most one candidate name; comparing with a
+        // fixed-size literal compiles to a few word compares, where a slice of unknown
+        // length (one `known` for all arms) called `memcmp` for every attribute line.
+        match (name.len(), name.first()) {
+            (6, Some(b'r')) if name == b"rtpmap" => Attr::Rtpmap,
+            (4, Some(b'f')) if name == b"fmtp" => Attr::Fmtp,
+            (7, Some(b'r')) if name == b"rtcp-fb" => Attr::RtcpFb,
+            (9, Some(b'c')) if name == b"candidate" => Attr::Candidate,
+            (11, Some(b'f')) if name == b"fingerprint" => Attr::Fingerprint,
+            (5, Some(b's')) if name == b"setup" => Attr::Setup,
+            (3, Some(b'm')) if name == b"mid" => Attr::Mid,
+            (9, Some(b'i')) if name == b"ice-ufrag" => Attr::IceUfrag,
+            (7, Some(b'i')) if name == b"ice-pwd" => Attr::IcePwd,
+            (6, Some(b'e')) if name == b"extmap" => Attr::Extmap,
+            (3, Some(b'r')) if name == b"rid" => Attr::Rid,
+            (9, Some(b's')) if name == b"simulcast" => Attr::Simulcast,
+            (4, Some(b's')) if name == b"ssrc" => Attr::Ssrc,
+            (5, Some(b'g')) if name == b"group" => Attr::Group,
+            (8, Some(b's')) if name == b"sendrecv" => Attr::SendRecv,
+            (8, Some(b's')) if name == b"sendonly" => Attr::SendOnly,
+            (8, Some(b'r')) if name == b"recvonly" => Attr::RecvOnly,
+            (8, Some(b'r')) if name == b"rtcp-mux" => Attr::RtcpMux,
+            (8, Some(b'i')) if name == b"inactive" => Attr::Inactive,
+            (13, Some(b'r')) if name == b"rtcp-mux-only" => Attr::RtcpMuxOnly,
+            (10, Some(b'r')) if name == b"rtcp-rsize" => Attr::RtcpRsize,
+            (11, Some(b'b')) if name == b"bundle-only" => Attr::BundleOnly,
+            (17, Some(b'e')) if name == b"end-of-candidates" => Attr::EndOfCandidates,
+            (18, Some(b'e')) if name == b"extmap-allow-mixed" => Attr::ExtmapAllowMixed,
+            _ => Attr::Other,
         }
     }
 }
