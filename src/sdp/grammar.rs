@@ -179,12 +179,12 @@ impl<'a> Fields<'a> {
     }
 
     fn skip_space(&mut self) {
-        while let [first, rest @ ..] = self.rest {
-            if !first.is_ascii_whitespace() {
-                break;
-            }
-            self.rest = rest;
-        }
+        let start = self
+            .rest
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(self.rest.len());
+        self.rest = self.rest.get(start..).unwrap_or_default();
     }
 
     fn has_more(&mut self) -> bool {
@@ -217,13 +217,26 @@ fn number(digits: &[u8], max: u64) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
+    // Nineteen digits always fit a u64: only longer numbers (none in a real offer) pay for
+    // overflow checks on every digit.
+    if digits.len() > 19 {
+        let mut value: u64 = 0;
+        for &digit in digits {
+            let digit = digit.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+        }
+        return (value <= max).then_some(value);
+    }
     let mut value: u64 = 0;
     for &digit in digits {
         let digit = digit.wrapping_sub(b'0');
         if digit > 9 {
             return None;
         }
-        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+        value = value * 10 + u64::from(digit);
     }
     (value <= max).then_some(value)
 }
