@@ -29,8 +29,6 @@ pub struct UrlTemplate {
     base: Url,
     /// The rest of the template, path and query as written, placeholders included.
     tail: String,
-    /// `host:port` of the template, to check expansions against.
-    host: String,
     allowed: super::AllowedHost,
     segments: usize,
     /// Placeholder names other than `stream`, filled from a route's regex captures.
@@ -84,7 +82,9 @@ impl UrlTemplate {
         if sample.fragment().is_some() {
             return Err(TemplateError::Fragment);
         }
-        let host = host_key(&sample).ok_or_else(|| TemplateError::NotAbsolute("no host".into()))?;
+        if sample.host_str().is_none() || sample.port_or_known_default().is_none() {
+            return Err(TemplateError::NotAbsolute("no host".into()));
+        }
         let segments = segment_count(&sample);
         let allowed = super::AllowedHost {
             host: sample.host_str().unwrap_or_default().to_owned(),
@@ -102,7 +102,6 @@ impl UrlTemplate {
             tail: raw[authority_end..]
                 .trim_end_matches(|c: char| c <= ' ')
                 .replace(['\t', '\n', '\r'], ""),
-            host,
             segments,
             allowed,
             captures,
@@ -184,15 +183,6 @@ fn placeholders(raw: &str) -> Result<Vec<String>, TemplateError> {
         rest = &after[close + 1..];
     }
     Ok(names)
-}
-
-/// `host:port` with the scheme's default port filled in.
-fn host_key(url: &Url) -> Option<String> {
-    Some(format!(
-        "{}:{}",
-        url.host_str()?,
-        url.port_or_known_default()?
-    ))
 }
 
 fn segment_count(url: &Url) -> usize {
