@@ -64,7 +64,7 @@ pub fn join(base: &Url, reference: &str) -> Result<Url, ParseError> {
 
 /// Replaces path, query and fragment with those of `tail` (`/path?query#fragment`, each
 /// part optional).
-fn set_tail(url: &mut Url, tail: &str) {
+pub(super) fn set_tail(url: &mut Url, tail: &str) {
     let (rest, fragment) = match tail.split_once('#') {
         Some((rest, fragment)) => (rest, Some(fragment)),
         None => (tail, None),

@@ -131,13 +131,8 @@ impl UrlTemplate {
         }
         // Encoded values hold no `?` or `#`, and parse refused a fragment: the first `?` is
         // the template's own.
-        let (path, query) = match tail.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (tail.as_str(), None),
-        };
         let mut url = self.base.clone();
-        url.set_path(path);
-        url.set_query(query);
+        super::origin::set_tail(&mut url, &tail);
         // Defence in depth: the encoding above already makes this impossible, and the
         // scheme and host are the template's own by construction.
         if segment_count(&url) != self.segments {

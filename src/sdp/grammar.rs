@@ -218,25 +218,19 @@ fn number(digits: &[u8], max: u64) -> Option<u64> {
         return None;
     }
     // Nineteen digits always fit a u64: only longer numbers (none in a real offer) pay for
-    // overflow checks on every digit.
-    if digits.len() > 19 {
-        let mut value: u64 = 0;
-        for &digit in digits {
-            let digit = digit.wrapping_sub(b'0');
-            if digit > 9 {
-                return None;
-            }
-            value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
-        }
-        return (value <= max).then_some(value);
-    }
+    // overflow checks on every digit (the branch is the same for the whole loop).
+    let checked = digits.len() > 19;
     let mut value: u64 = 0;
     for &digit in digits {
-        let digit = digit.wrapping_sub(b'0');
+        let digit = u64::from(digit.wrapping_sub(b'0'));
         if digit > 9 {
             return None;
         }
-        value = value * 10 + u64::from(digit);
+        value = if checked {
+            value.checked_mul(10)?.checked_add(digit)?
+        } else {
+            value * 10 + digit
+        };
     }
     (value <= max).then_some(value)
 }

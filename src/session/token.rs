@@ -153,13 +153,18 @@ impl Keyring {
 
     /// Seals `claims` under the first key with the caller's fresh random `nonce`.
     pub fn seal(&self, claims: &SessionClaims, nonce: [u8; NONCE_LEN]) -> String {
-        let Some(named) = self.keys.first() else {
-            return String::new();
-        };
         // Serializing plain strings, integers and a map into a Vec cannot fail.
-        let mut buffer = Vec::with_capacity(256);
-        buffer.push(POSTCARD_V2);
-        let Ok(mut buffer) = postcard::to_extend(claims, buffer) else {
+        let mut plain = Vec::with_capacity(256);
+        plain.push(POSTCARD_V2);
+        match postcard::to_extend(claims, plain) {
+            Ok(plain) => self.seal_plaintext(plain, nonce),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Encrypts `plain` under the first key: the token text for any plaintext.
+    fn seal_plaintext(&self, mut plain: Vec<u8>, nonce: [u8; NONCE_LEN]) -> String {
+        let Some(named) = self.keys.first() else {
             return String::new();
         };
         let aad = aad_for(&named.id);
@@ -169,15 +174,15 @@ impl Keyring {
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad),
-                &mut buffer,
+                &mut plain,
             )
             .is_err()
         {
             return String::new();
         }
-        let mut sealed = Vec::with_capacity(NONCE_LEN + buffer.len());
+        let mut sealed = Vec::with_capacity(NONCE_LEN + plain.len());
         sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&buffer);
+        sealed.extend_from_slice(&plain);
         format!("{}.{}", named.id, URL_SAFE_NO_PAD.encode(sealed))
     }
 
@@ -288,18 +293,7 @@ mod tests {
     /// A token as releases before the version byte sealed it: the claims as JSON, with
     /// `subject` and `state` left out when empty, as they were then.
     fn seal_as_json(keys: &Keyring, json: &str, nonce: [u8; NONCE_LEN]) -> String {
-        let named = &keys.keys[0];
-        let mut buffer = json.as_bytes().to_vec();
-        named
-            .key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad_for(&named.id)),
-                &mut buffer,
-            )
-            .expect("seal");
-        let sealed = [nonce.as_slice(), &buffer].concat();
-        format!("{}.{}", named.id, URL_SAFE_NO_PAD.encode(sealed))
+        keys.seal_plaintext(json.as_bytes().to_vec(), nonce)
     }
 
     #[test]
