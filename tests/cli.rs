@@ -9,12 +9,38 @@ fn whipgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_whipgate"))
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("whipgate-cli-{}", std::process::id()));
+/// A config file in a directory of its own, removed with it when the test ends (pass or fail),
+/// so that test runs do not leave files behind in the temp directory.
+struct TempFile(std::path::PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempFile {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> TempFile {
+    // One directory per file: tests of one process (cargo test) may run at once.
+    let dir = std::env::temp_dir().join(format!("whipgate-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
-    path
+    TempFile(path)
 }
 
 #[test]

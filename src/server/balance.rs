@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use prometheus::{IntGauge, IntGaugeVec};
+use prometheus::IntGauge;
 use tokio::sync::mpsc;
+
+use crate::metrics::IntGaugeVec;
 
 /// A connection one worker accepted and hands to another.
 pub(super) type HandedOver = (std::net::TcpStream, SocketAddr);
