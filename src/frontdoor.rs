@@ -17,7 +17,13 @@ pub const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
 /// client's `If-Match` can be turned back into exactly what the backend sent.
 pub fn gateway_etag(upstream: Option<&str>) -> String {
     match upstream {
-        Some(value) => format!("\"e{}\"", URL_SAFE_NO_PAD.encode(value.as_bytes())),
+        Some(value) => {
+            let mut etag = String::with_capacity(value.len() * 4 / 3 + 5);
+            etag.push_str("\"e");
+            URL_SAFE_NO_PAD.encode_string(value.as_bytes(), &mut etag);
+            etag.push('"');
+            etag
+        }
         None => "\"n\"".to_owned(),
     }
 }

@@ -341,6 +341,13 @@ impl Lines {
         })
     }
 
+    /// Each line's type letter and attribute, for walks that read only a few lines' text.
+    pub fn kinds(&self) -> impl Iterator<Item = (Option<u8>, Attr)> + '_ {
+        self.slots
+            .iter()
+            .map(|slot| (slot.shape.kind, slot.shape.attr))
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -632,6 +639,29 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// The lines of `text` by `str::split`, or `None` when one is neither blank nor
+    /// `<letter>=` or a carriage return stands alone.
+    fn reference_split(text: &str) -> Option<Vec<(String, Eol)>> {
+        let mut lines: Vec<&str> = text.split('\n').collect();
+        let last_unterminated = lines.pop().filter(|last| !last.is_empty());
+        let mut out = Vec::new();
+        for line in lines {
+            match line.strip_suffix('\r') {
+                Some(body) => out.push((body.to_owned(), Eol::CrLf)),
+                None => out.push((line.to_owned(), Eol::Lf)),
+            }
+        }
+        if let Some(last) = last_unterminated {
+            out.push((last.to_owned(), Eol::None));
+        }
+        let valid = out.iter().all(|(line, _)| {
+            !line.contains('\r')
+                && (line.trim().is_empty()
+                    || matches!(line.as_bytes(), [kind, b'=', ..] if kind.is_ascii_lowercase()))
+        });
+        valid.then_some(out)
+    }
+
     const KNOWN: [&str; 24] = [
         "rtpmap",
         "fmtp",
@@ -682,6 +712,21 @@ mod properties {
                     Attr::of(candidate) != Attr::Other,
                     KNOWN.iter().any(|known| known.as_bytes() == candidate)
                 );
+            }
+        }
+
+        #[test]
+        fn lines_are_split_as_a_plain_split_splits_them(
+            pieces in proptest::collection::vec(prop_oneof!["[a-z]=[ -~]{0,20}", Just("\r".to_owned()), Just("\n".to_owned()), Just("\r\n".to_owned()), Just(String::new())], 0..24),
+        ) {
+            let text: String = pieces.concat();
+            let expected = reference_split(&text);
+            match Lines::parse(&text) {
+                Ok(lines) => {
+                    let got: Vec<(String, Eol)> = lines.iter().map(|l| (l.text().to_owned(), l.eol)).collect();
+                    prop_assert_eq!(Some(got), expected);
+                }
+                Err(_) => prop_assert!(expected.is_none()),
             }
         }
 

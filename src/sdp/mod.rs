@@ -266,8 +266,7 @@ pub fn outline(lines: &Lines) -> Outline {
     let mut bundle = None;
     // Most lines are neither m= nor one of the few attributes read here: their kind and
     // attribute are known from the parse, and only the lines read below are looked at.
-    for (index, raw) in lines.raw().enumerate() {
-        let (kind, attr) = (raw.kind(), raw.attr());
+    for (index, (kind, attr)) in lines.kinds().enumerate() {
         let line = || lines.get(index).unwrap_or_default();
         match kind {
             Some(b'm') => {

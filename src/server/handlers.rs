@@ -924,8 +924,12 @@ pub(super) fn session_url(
     parts: &http::request::Parts,
     token: &str,
 ) -> Result<HeaderValue, GatewayError> {
-    let base = public_base(config, parts);
-    HeaderValue::from_str(&format!("{base}/session/{token}"))
+    // Appended, not `format!`ed: this runs for every session created.
+    let mut url = public_base(config, parts);
+    url.reserve("/session/".len() + token.len());
+    url.push_str("/session/");
+    url.push_str(token);
+    HeaderValue::try_from(url)
         .map_err(|_| GatewayError::Internal("could not build the session URL".into()))
 }
 
@@ -934,29 +938,31 @@ pub(super) fn public_base(config: &Config, parts: &http::request::Parts) -> Stri
     match &config.server.public_url {
         Some(url) => url.as_str().trim_end_matches('/').to_owned(),
         None => {
-            let authority = parts
-                .uri
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .or_else(|| {
-                    parts
-                        .headers
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| config.server.listen.to_string());
             let scheme = if parts
                 .extensions
                 .get::<super::Arrival>()
                 .is_some_and(|arrival| arrival.tls)
             {
-                "https"
+                "https://"
             } else {
-                "http"
+                "http://"
             };
-            format!("{scheme}://{authority}")
+            let authority = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+            });
+            match authority {
+                Some(authority) => {
+                    let mut base = String::with_capacity(scheme.len() + authority.len() + 64);
+                    base.push_str(scheme);
+                    base.push_str(authority);
+                    base
+                }
+                None => format!("{scheme}{}", config.server.listen),
+            }
         }
     }
 }
