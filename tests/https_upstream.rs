@@ -120,4 +120,5 @@ async fn https_backend_with_a_configured_ca() {
         2,
         "nothing reached the backend without a verified certificate"
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
