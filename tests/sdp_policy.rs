@@ -439,6 +439,43 @@ proptest! {
     }
 }
 
+/// The gateway parses bodies in place (`prepare_shared_offer`, `accept_answer_shared`):
+/// the same outcome as the copying calls, rewritten by a policy or not.
+#[test]
+fn bodies_parsed_in_place_give_what_copied_ones_give() {
+    let map = "answer = { address_map = { \"127.0.0.1\" = \"198.51.100.1\" } }";
+    let mut rewritten_answers = 0;
+    for &(offer, answer, kind) in support::OFFER_ANSWER_PAIRS {
+        let (offer_text, answer_text) = (read(offer), read(answer));
+        let copied = sdp::prepare_offer(kind, &offer_text).expect("offer");
+        let shared = sdp::prepare_shared_offer(
+            kind,
+            bytestring::ByteString::from(offer_text.clone()),
+            sdp::Validation::Standard,
+        )
+        .expect("offer");
+        assert_eq!(shared.text(), copied.text(), "{offer}");
+        assert!(shared.is_unchanged(), "{offer}");
+        for policy in [Policy::default(), policy(map)] {
+            let expected = copied
+                .accept_answer(&answer_text, &policy)
+                .unwrap_or_else(|e| panic!("{answer}: {e}"));
+            let got = shared
+                .accept_answer_shared(&bytestring::ByteString::from(answer_text.clone()), &policy)
+                .unwrap_or_else(|e| panic!("{answer}: {e}"));
+            match (&expected, got) {
+                (std::borrow::Cow::Borrowed(_), None) => {}
+                (std::borrow::Cow::Owned(rewritten), Some(ours)) => {
+                    assert_eq!(&ours, rewritten, "{answer}");
+                    rewritten_answers += 1;
+                }
+                (expected, got) => panic!("{answer}: {expected:?} against {got:?}"),
+            }
+        }
+    }
+    assert!(rewritten_answers > 0, "no answer had a 127.0.0.1 to map");
+}
+
 #[test]
 fn answer_policy_touches_only_candidates_and_connection_lines() {
     let map = "answer = { address_map = { \"127.0.0.2\" = \"198.51.100.2\", \"127.0.0.1\" = \"198.51.100.1\" }, drop_candidates = [\"ipv6\"] }";

@@ -21,6 +21,8 @@ pub use policy::{
 
 use std::borrow::Cow;
 
+use bytestring::ByteString;
+
 use crate::kind::EndpointKind;
 
 /// Why an SDP body was refused; each maps to one HTTP status.
@@ -135,7 +137,17 @@ pub fn prepare_offer_with(
     text: &str,
     validation: Validation,
 ) -> Result<Offer, SdpError> {
-    let mut lines = parse_sdp(text)?;
+    prepare_shared_offer(kind, ByteString::from(text), validation)
+}
+
+/// [`prepare_offer_with`] of a request body already checked as UTF-8: the offer's lines
+/// share it instead of copying it (an offer is some 6 KB).
+pub fn prepare_shared_offer(
+    kind: EndpointKind,
+    body: ByteString,
+    validation: Validation,
+) -> Result<Offer, SdpError> {
+    let mut lines = parse_sdp(body)?;
     let noticed = grammar::well_formed(&lines)?;
     if validation == Validation::Strict {
         strict::well_formed(&lines)?;
@@ -180,16 +192,28 @@ impl Offer {
         answer: &'a str,
         policy: &Policy,
     ) -> Result<Cow<'a, str>, SdpError> {
-        let mut lines = parse_sdp(answer)?;
+        Ok(match self.check_answer(parse_sdp(answer)?, policy)? {
+            None => Cow::Borrowed(answer),
+            Some(rewritten) => Cow::Owned(rewritten),
+        })
+    }
+
+    /// [`Offer::accept_answer`] of an answer already in memory as UTF-8 `Bytes`, parsed
+    /// without a copy: `None` when the answer goes to the client as it is.
+    pub fn accept_answer_shared(
+        &self,
+        answer: &ByteString,
+        policy: &Policy,
+    ) -> Result<Option<String>, SdpError> {
+        self.check_answer(parse_sdp(answer.clone())?, policy)
+    }
+
+    fn check_answer(&self, mut lines: Lines, policy: &Policy) -> Result<Option<String>, SdpError> {
         if let Some(answer_policy) = &policy.answer {
             policy::apply_to_answer(&mut lines, answer_policy);
         }
         answer::check_against_offer(&self.outline, &outline(&lines))?;
-        Ok(if lines.is_verbatim() {
-            Cow::Borrowed(answer)
-        } else {
-            Cow::Owned(lines.write())
-        })
+        Ok((!lines.is_verbatim()).then(|| lines.write()))
     }
 }
 
@@ -241,8 +265,8 @@ pub fn prepare_client_answer(text: &str) -> Result<String, SdpError> {
     Ok(lines.write())
 }
 
-fn parse_sdp(text: &str) -> Result<Lines, SdpError> {
-    let lines = Lines::parse(text).map_err(|e| SdpError::Malformed(e.to_string()))?;
+fn parse_sdp(text: impl Into<ByteString>) -> Result<Lines, SdpError> {
+    let lines = Lines::parse_shared(text.into()).map_err(|e| SdpError::Malformed(e.to_string()))?;
     if lines.get(0).and_then(|line| line.kind()) != Some(b'v') {
         return Err(SdpError::Malformed(
             "line 1: an SDP body starts with v=".into(),

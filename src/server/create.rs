@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -127,7 +128,8 @@ impl Gateway {
             _ => None,
         };
         let body = read_body(&parts.headers, body, config).await?;
-        let text = std::str::from_utf8(&body)
+        // Checked once; the offer's lines then share the body instead of copying it.
+        let text = ByteString::try_from(body.clone())
             .map_err(|_| GatewayError::BadRequest("malformed SDP: not UTF-8".into()))?;
         // A WHEP player that POSTs nothing asks the server to offer (draft-murillo-whep-01,
         // still used by players written for Cloudflare's first WHEP).
@@ -135,7 +137,7 @@ impl Gateway {
             None
         } else {
             Some(
-                sdp::prepare_offer_with(kind, text, config.server.sdp_validation)
+                sdp::prepare_shared_offer(kind, text, config.server.sdp_validation)
                     .inspect_err(|error| self.count_rejection(error))?,
             )
         };
@@ -300,12 +302,12 @@ impl Gateway {
                     .counter_offered(config, backend, decision, ctx, created, &policy)
                     .map(Some);
             }
-            let answer = match std::str::from_utf8(&created.answer)
+            let answer = match ByteString::try_from(created.answer.clone())
                 .map_err(|_| crate::sdp::SdpError::Malformed("the answer is not UTF-8".into()))
-                .and_then(|answer| upstream_offer.accept_answer(answer, &policy))
+                .and_then(|answer| upstream_offer.accept_answer_shared(&answer, &policy))
             {
-                Ok(Cow::Borrowed(_)) => created.answer.clone(),
-                Ok(Cow::Owned(rewritten)) => Bytes::from(rewritten),
+                Ok(None) => created.answer.clone(),
+                Ok(Some(rewritten)) => Bytes::from(rewritten),
                 Err(error) => {
                     let claims = self.claims(config, backend, decision, ctx, &created);
                     self.release(backend.clone(), claims, ctx.request_id);
