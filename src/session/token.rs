@@ -105,6 +105,8 @@ const HKDF_SALT: &[u8] = b"whipgate session token key v1";
 struct NamedKey {
     id: String,
     key: LessSafeKey,
+    /// The additional data every token of this key is sealed with, built once.
+    aad: Box<[u8]>,
 }
 
 /// The session keys of this replica; the first one seals.
@@ -143,7 +145,8 @@ impl Keyring {
                 return Err(KeyError::DuplicateId(id));
             }
             let key = derive_key(secret.as_ref(), &id);
-            named.push(NamedKey { id, key });
+            let aad = [AAD_PREFIX, id.as_bytes()].concat().into_boxed_slice();
+            named.push(NamedKey { id, key, aad });
         }
         if named.is_empty() {
             return Err(KeyError::Empty);
@@ -153,37 +156,50 @@ impl Keyring {
 
     /// Seals `claims` under the first key with the caller's fresh random `nonce`.
     pub fn seal(&self, claims: &SessionClaims, nonce: [u8; NONCE_LEN]) -> String {
-        // Serializing plain strings, integers and a map into a Vec cannot fail.
-        let mut plain = Vec::with_capacity(256);
-        plain.push(POSTCARD_V2);
-        match postcard::to_extend(claims, plain) {
-            Ok(plain) => self.seal_plaintext(plain, nonce),
+        // The claims are written after the nonce and encrypted where they lie: one buffer
+        // from serialization to the token's base64. Serializing plain strings, integers and
+        // a map into a Vec cannot fail.
+        let mut sealed = Vec::with_capacity(NONCE_LEN + 256);
+        sealed.extend_from_slice(&nonce);
+        sealed.push(POSTCARD_V2);
+        match postcard::to_extend(claims, sealed) {
+            Ok(sealed) => self.seal_after_nonce(sealed, nonce),
             Err(_) => String::new(),
         }
     }
 
     /// Encrypts `plain` under the first key: the token text for any plaintext.
-    fn seal_plaintext(&self, mut plain: Vec<u8>, nonce: [u8; NONCE_LEN]) -> String {
+    #[cfg(test)]
+    fn seal_plaintext(&self, plain: &[u8], nonce: [u8; NONCE_LEN]) -> String {
+        let mut sealed = Vec::with_capacity(NONCE_LEN + plain.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(plain);
+        self.seal_after_nonce(sealed, nonce)
+    }
+
+    /// Encrypts what follows `nonce` at the start of `sealed` under the first key, appends
+    /// the tag, and writes the token: `{key id}.{base64 of nonce, ciphertext and tag}`.
+    fn seal_after_nonce(&self, mut sealed: Vec<u8>, nonce: [u8; NONCE_LEN]) -> String {
         let Some(named) = self.keys.first() else {
             return String::new();
         };
-        let aad = aad_for(&named.id);
-        // ChaCha20-Poly1305 seals any length below 2^38 bytes; claims are far smaller.
-        if named
-            .key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut plain,
-            )
-            .is_err()
-        {
+        let Some(plain) = sealed.get_mut(NONCE_LEN..) else {
             return String::new();
-        }
-        let mut sealed = Vec::with_capacity(NONCE_LEN + plain.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&plain);
-        format!("{}.{}", named.id, URL_SAFE_NO_PAD.encode(sealed))
+        };
+        // ChaCha20-Poly1305 seals any length below 2^38 bytes; claims are far smaller.
+        let Ok(tag) = named.key.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&*named.aad),
+            plain,
+        ) else {
+            return String::new();
+        };
+        sealed.extend_from_slice(tag.as_ref());
+        let mut token = String::with_capacity(named.id.len() + 1 + sealed.len().div_ceil(3) * 4);
+        token.push_str(&named.id);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&sealed, &mut token);
+        token
     }
 
     /// Opens a token; `now` is Unix seconds.
@@ -200,12 +216,11 @@ impl Keyring {
         if sealed.len() < NONCE_LEN + CHACHA20_POLY1305.tag_len() {
             return Err(TokenError::Malformed);
         }
-        let mut ciphertext = sealed.split_off(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(&sealed).map_err(|_| TokenError::Malformed)?;
-        let aad = aad_for(&named.id);
+        let (nonce, ciphertext) = sealed.split_at_mut(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| TokenError::Malformed)?;
         let plain = named
             .key
-            .open_in_place(nonce, Aad::from(&aad), &mut ciphertext)
+            .open_in_place(nonce, Aad::from(&*named.aad), ciphertext)
             .map_err(|_| TokenError::Forged)?;
         let claims: SessionClaims = match plain {
             [POSTCARD_V2, encoded @ ..] => match postcard::take_from_bytes(encoded) {
@@ -222,10 +237,6 @@ impl Keyring {
         }
         Ok(claims)
     }
-}
-
-fn aad_for(id: &str) -> Vec<u8> {
-    [AAD_PREFIX, id.as_bytes()].concat()
 }
 
 struct KeyLen;
@@ -277,6 +288,24 @@ mod tests {
     const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
+    /// Sealed by the release before tokens were encrypted in one buffer (4e0ecf0): live
+    /// sessions must survive a rolling upgrade, and the same claims, key and nonce must
+    /// still give the same bytes.
+    const EARLIER_RELEASE_TOKEN: &str = "k1.BwcHBwcHBwcHBwcHQI_to3U_SSiHHbcLm-bHj0yf5RpZzzdDdmtVgi2nimLPg7pH4-K0jEfRzbp80CPk44ZU11vtc8aX5bJMFsEV4MO2iQ87xhvxvVM5IERHHGNoehooKFoRvsct0AnZXvW2NlPtL3K_bNonJXiqRMter5DPTbQuv8zQhNln9yZVC8Wjwg";
+
+    #[test]
+    fn tokens_of_the_earlier_release_open_and_seal_alike() {
+        let mut expected = claims();
+        expected.subject = Some("alice".into());
+        expected.state.insert("identity".into(), "p-1".into());
+        let keys = ring(&[("k1", A)]);
+        assert_eq!(
+            keys.open(EARLIER_RELEASE_TOKEN, 1_500),
+            Ok(expected.clone())
+        );
+        assert_eq!(keys.seal(&expected, [7; 12]), EARLIER_RELEASE_TOKEN);
+    }
+
     #[test]
     fn seals_and_opens_with_rotated_keys() {
         let old = ring(&[("k1", A)]);
@@ -293,7 +322,7 @@ mod tests {
     /// A token as releases before the version byte sealed it: the claims as JSON, with
     /// `subject` and `state` left out when empty, as they were then.
     fn seal_as_json(keys: &Keyring, json: &str, nonce: [u8; NONCE_LEN]) -> String {
-        keys.seal_plaintext(json.as_bytes().to_vec(), nonce)
+        keys.seal_plaintext(json.as_bytes(), nonce)
     }
 
     #[test]
