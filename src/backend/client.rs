@@ -135,10 +135,10 @@ impl UpstreamClient {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let label = method.clone();
-        let result = tokio::time::timeout(
-            self.settings.request_timeout,
+        let result = tokio::time::timeout_at(
+            started + self.settings.request_timeout,
             self.follow(backend, extra, method, url, headers, body),
         )
         .await

@@ -148,7 +148,9 @@ impl Gateway {
             }
         };
         let work = self.dispatch(&config, request, &request_id, &mut outcome);
-        let mut response = match tokio::time::timeout(config.server.request_timeout, work).await {
+        // The deadline from `started`: `timeout` would read the clock again.
+        let deadline = tokio::time::Instant::from_std(started) + config.server.request_timeout;
+        let mut response = match tokio::time::timeout_at(deadline, work).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => response::error(&error, config.server.retry_after),
             Err(_) => response::error(
