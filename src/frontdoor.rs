@@ -1,6 +1,8 @@
 //! Pure helpers for the headers clients see: ETags that carry the backend's, normalised
 //! ice-server `Link`s, content types. Backends differ in all of these; clients must not.
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::HeaderName;
@@ -247,11 +249,11 @@ fn parse_link_value(value: &str) -> Option<IceServer> {
         if name.eq_ignore_ascii_case("rel") {
             is_ice_server = value.split_ascii_whitespace().any(|r| r == "ice-server");
         } else if name.eq_ignore_ascii_case("username") {
-            server.username = Some(value);
+            server.username = Some(value.into_owned());
         } else if name.eq_ignore_ascii_case("credential") {
-            server.credential = Some(value);
+            server.credential = Some(value.into_owned());
         } else if name.eq_ignore_ascii_case("credential-type") {
-            server.credential_type = Some(value);
+            server.credential_type = Some(value.into_owned());
         }
     }
     is_ice_server.then_some(server)
@@ -280,22 +282,30 @@ fn split_params(params: &str) -> impl Iterator<Item = &str> {
 }
 
 /// A token or quoted-string parameter value; `None` when it could not be re-emitted safely.
-fn unquote(raw: &str) -> Option<String> {
+/// Borrowed unless it had escapes to undo.
+fn unquote(raw: &str) -> Option<Cow<'_, str>> {
     let value = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
         Some(inner) => {
             let mut out = String::with_capacity(inner.len());
             let mut chars = inner.chars();
             while let Some(c) = chars.next() {
                 out.push(if c == '\\' { chars.next()? } else { c });
             }
-            out
+            Cow::Owned(out)
         }
-        None => raw.to_owned(),
+        None => Cow::Borrowed(raw),
     };
     is_clean(&value).then_some(value)
 }
 
 fn is_clean(value: &str) -> bool {
+    if value.is_ascii() {
+        // char::is_control's ASCII members are C0 and DEL; no decoding needed.
+        return !value
+            .bytes()
+            .any(|b| b < 0x20 || b == 0x7f || matches!(b, b'"' | b'\\' | b'<' | b'>'));
+    }
     !value
         .chars()
         .any(|c| c.is_control() || matches!(c, '"' | '\\' | '<' | '>'))
@@ -398,6 +408,14 @@ mod tests {
                 prop_assert!(parsed.iter().all(|s| s.username.as_deref() == Some(value.as_str())));
                 prop_assert!(parsed.len() <= 1);
             }
+        }
+
+        #[test]
+        fn the_bytewise_cleanliness_check_agrees_with_the_char_one(text in "[\\x00-\\x7f]{0,20}|\\PC{0,20}|[\\x00-\\x1f\\x7f-\\u{a0}a<>\"\\\\]{0,20}") {
+            let by_chars = !text
+                .chars()
+                .any(|c| c.is_control() || matches!(c, '"' | '\\' | '<' | '>'));
+            prop_assert_eq!(is_clean(&text), by_chars);
         }
 
         #[test]
