@@ -501,15 +501,17 @@ impl Gateway {
         ];
         self.metrics.sessions_started.with(&labels, |c| c.inc());
         self.metrics.sessions_live.with(&labels, |g| g.inc());
+        // The token is sealed: the registry takes the claims' strings instead of copies,
+        // but for the two read below (the session id and the adapter's state).
         self.registry.insert(
             claims.sid.clone(),
             LiveSession {
-                resource: claims.resource.clone(),
+                resource: claims.resource,
                 state: claims.state.clone(),
-                backend: claims.backend.clone(),
-                stream: claims.stream.clone(),
+                backend: claims.backend,
+                stream: claims.stream,
                 subject: ctx.subject.map(str::to_owned),
-                route: claims.route.clone(),
+                route: claims.route,
                 kind: ctx.kind,
                 created: now,
             },
