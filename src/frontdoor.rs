@@ -200,6 +200,11 @@ pub fn events_link<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<(Str
 /// Splits one header value at commas that are outside `<...>` and quoted strings. Bytewise:
 /// every delimiter is ASCII, and no byte of a multi-byte character is one.
 fn split_top_level(value: &str) -> Vec<&str> {
+    // Most backends send one link per header line: no comma, nothing to split (one
+    // vectorised search instead of the byte-by-byte walk below).
+    if memchr::memchr(b',', value.as_bytes()).is_none() {
+        return vec![value];
+    }
     let mut parts = Vec::new();
     let (mut in_uri, mut in_quotes, mut escaped, mut start) = (false, false, false, 0);
     for (i, b) in value.bytes().enumerate() {
