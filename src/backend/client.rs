@@ -174,8 +174,9 @@ impl UpstreamClient {
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         for _ in 0..=self.settings.max_redirects {
+            // The URL moves into the response (which carries it for relative `Location`s).
             let response = self
-                .once(method.clone(), &url, &headers, body.clone())
+                .once(method.clone(), url, &headers, body.clone())
                 .await?;
             if !matches!(
                 response.status,
@@ -188,7 +189,7 @@ impl UpstreamClient {
                 .get(http::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| UpstreamError::Redirect("redirect without Location".into()))?;
-            let next = super::origin::join(&url, location)
+            let next = super::origin::join(&response.url, location)
                 .map_err(|_| UpstreamError::Redirect("redirect to an invalid URL".into()))?;
             if !backend.allows_host(&next) && !extra.is_some_and(|host| host.allows(&next)) {
                 return Err(UpstreamError::Redirect(
@@ -217,7 +218,7 @@ impl UpstreamClient {
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(
             self.settings.request_timeout,
-            self.once(method, &url, &headers, body),
+            self.once(method, url, &headers, body),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)
@@ -279,7 +280,7 @@ impl UpstreamClient {
     async fn once(
         &self,
         method: Method,
-        url: &Url,
+        url: Url,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
@@ -305,7 +306,7 @@ impl UpstreamClient {
             status: parts.status,
             headers: parts.headers,
             body,
-            url: url.clone(),
+            url,
         })
     }
 
@@ -313,7 +314,7 @@ impl UpstreamClient {
     async fn once_plain(
         &self,
         method: Method,
-        url: &Url,
+        url: Url,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
@@ -341,7 +342,7 @@ impl UpstreamClient {
             status: parts.status,
             headers: parts.headers,
             body,
-            url: url.clone(),
+            url,
         })
     }
 
