@@ -231,13 +231,25 @@ const whipgate = (() => {
         pc.addTransceiver("video", { direction: "recvonly" });
         pc.addTransceiver("audio", { direction: "recvonly" });
         const media = new MediaStream();
-        pc.ontrack = (e) => { media.addTrack(e.track); video.srcObject = media; };
         let failed;
         const ended = new Promise((r) => { failed = r; });
         stop = failed;
         // What the stream's events last said: they may arrive before ICE connects, and
         // the connection's own states must not hide that the stream is live.
-        let live = false;
+        let live = false, toldInactive = false, dtlsClosed = false;
+        // The server closes DTLS when it ends the session. With the events saying the
+        // publisher left too, the stream has ended: said at once rather than after the packet
+        // watch below. DTLS closed alone may be a drain, whose reconnect event comes later.
+        pc.ontrack = (e) => {
+          media.addTrack(e.track); video.srcObject = media;
+          const dtls = e.receiver.transport;
+          if (dtls) {
+            dtls.onstatechange = () => {
+              dtlsClosed = ["closed", "failed"].includes(dtls.state);
+              if (dtlsClosed && toldInactive) failed();
+            };
+          }
+        };
         pc.onconnectionstatechange = () => {
           const state = pc.connectionState;
           onState(state === "connected" && live ? "playing: live" : "playing: " + state);
@@ -262,7 +274,9 @@ const whipgate = (() => {
             viewers: (n) => { if (onViewers) onViewers(n); },
             active: (on) => {
               live = on;
+              toldInactive = !on;
               onState(on ? "playing: live" : "waiting for the stream");
+              if (toldInactive && dtlsClosed) failed();
             },
           });
           await ended;
