@@ -234,9 +234,9 @@ const whipgate = (() => {
         let failed;
         const ended = new Promise((r) => { failed = r; });
         stop = failed;
-        // What the stream's events last said: they may arrive before ICE connects, and
-        // the connection's own states must not hide that the stream is live.
-        let live = false, toldInactive = false, dtlsClosed = false;
+        // What the stream's events last said (null: nothing yet): they may arrive before ICE
+        // connects, and the connection's own states must not hide that the stream is live.
+        let live = null, dtlsClosed = false;
         // The server closes DTLS when it ends the session. With the events saying the
         // publisher left too, the stream has ended: said at once rather than after the packet
         // watch below. DTLS closed alone may be a drain, whose reconnect event comes later.
@@ -246,7 +246,7 @@ const whipgate = (() => {
           if (dtls) {
             dtls.onstatechange = () => {
               dtlsClosed = ["closed", "failed"].includes(dtls.state);
-              if (dtlsClosed && toldInactive) failed();
+              if (dtlsClosed && live === false) failed();
             };
           }
         };
@@ -274,9 +274,8 @@ const whipgate = (() => {
             viewers: (n) => { if (onViewers) onViewers(n); },
             active: (on) => {
               live = on;
-              toldInactive = !on;
               onState(on ? "playing: live" : "waiting for the stream");
-              if (toldInactive && dtlsClosed) failed();
+              if (!on && dtlsClosed) failed();
             },
           });
           await ended;
