@@ -100,7 +100,7 @@ impl Adapter for Builtin {
     ) -> BoxFuture<'a, Result<(), GatewayError>> {
         Box::pin(async move {
             let sfu = cx.sfu.get().ok_or_else(stopped)?;
-            let id = peer_id(session.resource)?;
+            let id = peer_id(session.resource.url())?;
             sfu.select_layer(id, media_id, rid)
                 .await
                 .map_err(gateway_error)
@@ -137,7 +137,7 @@ impl Adapter for Builtin {
         body: Bytes,
         _if_match: &'a UpstreamIfMatch,
     ) -> BoxFuture<'a, Result<Patched, GatewayError>> {
-        Box::pin(patch(cx.sfu.get(), session.resource, body))
+        Box::pin(patch(cx.sfu.get(), session.resource.url(), body))
     }
 
     fn delete<'a>(
@@ -146,7 +146,7 @@ impl Adapter for Builtin {
         _backend: &'a BackendDef,
         session: SessionRequest<'a>,
     ) -> BoxFuture<'a, Result<(), GatewayError>> {
-        Box::pin(delete(cx.sfu.get(), session.resource))
+        Box::pin(delete(cx.sfu.get(), session.resource.url()))
     }
 }
 
@@ -190,7 +190,7 @@ async fn create(
     Ok(Created {
         answer: Bytes::from(answer),
         counter_offer: false,
-        resource,
+        resource: resource.into(),
         etag: None,
         ice_servers: Vec::new(),
         state: SessionState::new(),

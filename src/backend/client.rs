@@ -11,10 +11,10 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use url::{Position, Url};
+use url::Url;
 
 use super::h1pool::Http1Pool;
-use super::{AllowedHost, BackendDef};
+use super::{AllowedHost, BackendDef, BackendUrl};
 
 /// Limits of the upstream client, from `[server]`.
 #[derive(Debug, Clone)]
@@ -54,7 +54,7 @@ pub struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub url: Url,
+    pub url: BackendUrl,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,10 +131,11 @@ impl UpstreamClient {
         backend: &BackendDef,
         extra: Option<&AllowedHost>,
         method: Method,
-        url: Url,
+        url: impl Into<BackendUrl>,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
+        let url = url.into();
         let started = tokio::time::Instant::now();
         let label = method.clone();
         let result = tokio::time::timeout_at(
@@ -169,7 +170,7 @@ impl UpstreamClient {
         backend: &BackendDef,
         extra: Option<&AllowedHost>,
         method: Method,
-        mut url: Url,
+        mut url: BackendUrl,
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
@@ -218,7 +219,7 @@ impl UpstreamClient {
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(
             self.settings.request_timeout,
-            self.once(method, url, &headers, body),
+            self.once(method, url.into(), &headers, body),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)
@@ -280,11 +281,11 @@ impl UpstreamClient {
     async fn once(
         &self,
         method: Method,
-        url: Url,
+        url: BackendUrl,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        if url.scheme() == "http" {
+        if url.as_str().starts_with("http:") {
             return self.once_plain(method, url, headers, body).await;
         }
         let mut request = http::Request::builder()
@@ -314,16 +315,15 @@ impl UpstreamClient {
     async fn once_plain(
         &self,
         method: Method,
-        url: Url,
+        url: BackendUrl,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let invalid = || UpstreamError::Protocol("backend URL is not a valid URI".into());
-        // The URL crate leaves a scheme's default port out, as a Host header must.
-        let authority = &url[Position::BeforeHost..Position::AfterPort];
+        let authority = url.authority();
         let mut request = http::Request::builder()
             .method(method)
-            .uri(&url[Position::BeforePath..Position::AfterQuery])
+            .uri(url.path_and_query())
             .body(Full::new(body))
             .map_err(|_| invalid())?;
         *request.headers_mut() = headers.clone();

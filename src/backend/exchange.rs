@@ -8,11 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
-use url::Url;
 
 use super::{
-    AllowedHost, AttemptError, BackendDef, Created, Patched, UpstreamError, UpstreamResponse,
-    Upstreams,
+    AllowedHost, AttemptError, BackendDef, BackendUrl, Created, Patched, UpstreamError,
+    UpstreamResponse, Upstreams,
 };
 use crate::error::GatewayError;
 use crate::frontdoor::{self, UpstreamIfMatch};
@@ -24,7 +23,7 @@ const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
 /// Where and how to send one WHIP/WHEP request.
 pub(super) struct Target<'a> {
-    pub url: Url,
+    pub url: BackendUrl,
     /// Whipgate's credential for this backend (or the client's, with `passthrough`).
     pub authorization: Option<HeaderValue>,
     /// The credential is the client's own: a 401/403 is the client's fault.
@@ -37,9 +36,13 @@ pub(super) struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    pub fn new(url: Url, authorization: Option<HeaderValue>, request_id: &'a str) -> Self {
+    pub fn new(
+        url: impl Into<BackendUrl>,
+        authorization: Option<HeaderValue>,
+        request_id: &'a str,
+    ) -> Self {
         Self {
-            url,
+            url: url.into(),
             authorization,
             passthrough: false,
             extra_host: None,

@@ -67,7 +67,8 @@ struct State {
 /// Per-backend health of this replica, keyed by backend id.
 #[derive(Debug, Default)]
 pub struct HealthBoard {
-    states: Mutex<HashMap<String, State>>,
+    /// foldhash: keys are routes.toml's backend ids, looked up on every session.
+    states: Mutex<HashMap<String, State, foldhash::fast::RandomState>>,
 }
 
 impl HealthBoard {

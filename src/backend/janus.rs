@@ -537,7 +537,7 @@ impl Janus {
                 if request.kind == EndpointKind::Whip {
                     resource.set_fragment(Some(PUBLISHER));
                 }
-                resource
+                resource.into()
             },
             etag: None,
             ice_servers: Vec::new(),
@@ -551,7 +551,7 @@ impl Janus {
         backend: &BackendDef,
         session: &SessionRequest<'_>,
     ) -> Result<(), GatewayError> {
-        let ids = ids(session.resource)?;
+        let ids = ids(session.resource.url())?;
         if session.claims.kind == EndpointKind::Whip {
             // `leave` is answered by an event: wait for it, so that the room no longer lists
             // this publisher when it is checked for emptiness.
@@ -849,7 +849,7 @@ impl Adapter for Janus {
                     "kind janus does not support ICE restarts yet; start a new session".into(),
                 ));
             }
-            let (janus_session, handle) = ids(session.resource)?;
+            let (janus_session, handle) = ids(session.resource.url())?;
             let candidates = trickle_candidates(&fragment);
             if candidates.is_empty() {
                 return Ok(Patched::trickled());
@@ -876,7 +876,7 @@ impl Adapter for Janus {
         answer: Bytes,
     ) -> BoxFuture<'a, Result<(), GatewayError>> {
         Box::pin(async move {
-            let ids = ids(session.resource)?;
+            let ids = ids(session.resource.url())?;
             let sdp = String::from_utf8_lossy(&answer).into_owned();
             self.room_exchange(
                 cx,

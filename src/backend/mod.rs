@@ -38,6 +38,7 @@ pub use client::{ClientSettings, UpstreamClient, UpstreamError, UpstreamResponse
 pub use exchange::{BACKEND_EVENTS, BACKEND_EVENT_NAMES};
 pub use health::{CircuitPolicy, HealthBoard, Unavailable, DEFAULT_MAX_REST};
 pub use keys::{KeyError, KindKeys};
+pub use origin::BackendUrl;
 pub use template::{TemplateError, UrlTemplate};
 
 use crate::error::GatewayError;
@@ -290,7 +291,7 @@ async fn remote_delete<A: Adapter + ?Sized>(
 /// Where a session's PATCH and DELETE go.
 #[derive(Debug, Clone)]
 pub struct SessionTarget {
-    pub url: Url,
+    pub url: BackendUrl,
     /// The credential for them (marked sensitive).
     pub authorization: Option<http::HeaderValue>,
     /// It is the client's own: a 401/403 is the client's fault.
@@ -303,9 +304,9 @@ pub struct SessionTarget {
 
 impl SessionTarget {
     /// A session URL and a credential sealed with it (or none).
-    pub fn sealed(url: Url, authorization: Option<http::HeaderValue>) -> Self {
+    pub fn sealed(url: impl Into<BackendUrl>, authorization: Option<http::HeaderValue>) -> Self {
         Self {
-            url,
+            url: url.into(),
             authorization,
             passthrough: false,
             configured: false,
@@ -379,7 +380,7 @@ impl BackendDef {
         self.adapter.serves(kind)
     }
 
-    pub fn allows_host(&self, url: &url::Url) -> bool {
+    pub fn allows_host(&self, url: &impl HostAndPort) -> bool {
         self.allowed_hosts.iter().any(|allowed| allowed.allows(url))
     }
 
@@ -438,7 +439,7 @@ impl AllowedHost {
         })
     }
 
-    pub fn allows(&self, url: &url::Url) -> bool {
+    pub fn allows(&self, url: &impl HostAndPort) -> bool {
         let Some(host) = url.host_str() else {
             return false;
         };
@@ -452,6 +453,32 @@ impl AllowedHost {
             && self
                 .port
                 .is_none_or(|port| url.port_or_known_default() == Some(port))
+    }
+}
+
+/// What a host check reads of a URL.
+pub trait HostAndPort {
+    fn host_str(&self) -> Option<&str>;
+    fn port_or_known_default(&self) -> Option<u16>;
+}
+
+impl HostAndPort for Url {
+    fn host_str(&self) -> Option<&str> {
+        Url::host_str(self)
+    }
+
+    fn port_or_known_default(&self) -> Option<u16> {
+        Url::port_or_known_default(self)
+    }
+}
+
+impl HostAndPort for BackendUrl {
+    fn host_str(&self) -> Option<&str> {
+        BackendUrl::host_str(self)
+    }
+
+    fn port_or_known_default(&self) -> Option<u16> {
+        BackendUrl::port_or_known_default(self)
     }
 }
 
@@ -531,7 +558,7 @@ pub struct CreateRequest<'a> {
 
 /// Everything a PATCH or DELETE needs besides the backend.
 pub struct SessionRequest<'a> {
-    pub resource: &'a Url,
+    pub resource: &'a BackendUrl,
     /// What the session token holds: stream, route and the adapter's own state.
     pub claims: &'a SessionClaims,
     pub client_authorization: Option<&'a http::HeaderValue>,
@@ -549,7 +576,7 @@ pub struct Created {
     /// to an empty POST): the client answers it with `PATCH application/sdp`.
     pub counter_offer: bool,
     /// Absolute, on a host the backend is allowed to use.
-    pub resource: Url,
+    pub resource: BackendUrl,
     pub etag: Option<String>,
     pub ice_servers: Vec<IceServer>,
     /// What PATCH and DELETE will need; sealed into the session token.

@@ -149,6 +149,7 @@ impl Adapter for OpenAiRealtime {
                     .await?;
             let call_id = created
                 .resource
+                .url()
                 .path_segments()
                 .and_then(|mut segments| segments.next_back())
                 // Ids are `rtc_` and letters: anything else would not be a path segment of

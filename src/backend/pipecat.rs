@@ -140,7 +140,7 @@ impl Adapter for Pipecat {
             Ok(Created {
                 answer: Bytes::from(answer.sdp),
                 counter_offer: false,
-                resource: self.offer.clone(),
+                resource: self.offer.clone().into(),
                 etag: None,
                 ice_servers: Vec::new(),
                 state,

@@ -5,9 +5,10 @@
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use url::Url;
 
+use super::origin::{BackendUrl, Origin};
 use crate::routing::StreamName;
 
-const PLACEHOLDER: &str = "{stream}";
+const STREAM_PLACEHOLDER: &str = "stream";
 /// The backend's own credential (`url_key_env` / `url_key_file`), for vendors that put a
 /// stream key in the URL rather than a header.
 pub const KEY_PLACEHOLDER: &str = "key";
@@ -23,16 +24,24 @@ const STREAM_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlTemplate {
     raw: String,
-    /// The template's scheme and authority, parsed once: an expansion clones it and sets
-    /// only the path and query. Parsing the whole URL again was most of an expansion's cost
-    /// (the url crate runs its IDNA pass even on an IP address).
-    base: Url,
-    /// The rest of the template, path and query as written, placeholders included.
-    tail: String,
+    /// The template's scheme and authority, parsed once: an expansion appends only the path
+    /// and query. Parsing the whole URL again was most of an expansion's cost (the url crate
+    /// runs its IDNA pass even on an IP address).
+    origin: Origin,
+    /// The rest of the template, path and query as written, cut at its placeholders.
+    tail: Vec<Piece>,
     allowed: super::AllowedHost,
     segments: usize,
     /// Placeholder names other than `stream`, filled from a route's regex captures.
     captures: Vec<String>,
+}
+
+/// A part of a template's path and query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Stream,
+    Capture(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,17 +100,24 @@ impl UrlTemplate {
             port: sample.port_or_known_default(),
             subdomains: false,
         };
-        let captures = names.into_iter().filter(|n| n != "stream").collect();
-        let base = Url::parse(&raw[..authority_end])
-            .map_err(|e| TemplateError::NotAbsolute(e.to_string()))?;
+        let captures = names
+            .into_iter()
+            .filter(|n| n != STREAM_PLACEHOLDER)
+            .collect();
+        let origin = Origin::of(
+            Url::parse(&raw[..authority_end])
+                .map_err(|e| TemplateError::NotAbsolute(e.to_string()))?,
+        );
         Ok(Self {
             raw: raw.to_owned(),
-            base,
+            origin,
             // As a whole-URL parse reads it: trailing spaces and controls cut, tabs and
             // newlines dropped (WHATWG URL), which setting a path and query does not do.
-            tail: raw[authority_end..]
-                .trim_end_matches(|c: char| c <= ' ')
-                .replace(['\t', '\n', '\r'], ""),
+            tail: pieces(
+                &raw[authority_end..]
+                    .trim_end_matches(|c: char| c <= ' ')
+                    .replace(['\t', '\n', '\r'], ""),
+            ),
             segments,
             allowed,
             captures,
@@ -109,7 +125,7 @@ impl UrlTemplate {
     }
 
     /// The backend URL for `stream`.
-    pub fn expand(&self, stream: &StreamName) -> Result<Url, TemplateError> {
+    pub fn expand(&self, stream: &StreamName) -> Result<BackendUrl, TemplateError> {
         self.expand_with(stream, &[])
     }
 
@@ -118,24 +134,29 @@ impl UrlTemplate {
         &self,
         stream: &StreamName,
         captures: &[(String, String)],
-    ) -> Result<Url, TemplateError> {
-        let encode = |value: &str| utf8_percent_encode(value, STREAM_ENCODE).to_string();
-        let mut tail = self.tail.replace(PLACEHOLDER, &encode(stream.as_str()));
-        for name in &self.captures {
-            let value = captures
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .ok_or_else(|| TemplateError::MissingCapture(name.clone()))?;
-            tail = tail.replace(&format!("{{{name}}}"), &encode(value));
+    ) -> Result<BackendUrl, TemplateError> {
+        let mut tail = String::with_capacity(64);
+        for piece in &self.tail {
+            match piece {
+                Piece::Text(text) => tail.push_str(text),
+                Piece::Stream => tail.extend(utf8_percent_encode(stream.as_str(), STREAM_ENCODE)),
+                Piece::Capture(name) => {
+                    let value = captures
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                        .ok_or_else(|| TemplateError::MissingCapture(name.clone()))?;
+                    tail.extend(utf8_percent_encode(value, STREAM_ENCODE));
+                }
+            }
         }
         // Encoded values hold no `?` or `#`, and parse refused a fragment: the first `?` is
         // the template's own.
-        let mut url = self.base.clone();
-        super::origin::set_tail(&mut url, &tail);
+        let url = self.origin.with_tail(&tail);
         // Defence in depth: the encoding above already makes this impossible, and the
         // scheme and host are the template's own by construction.
-        if segment_count(&url) != self.segments {
+        let path = url.path_and_query().split('?').next().unwrap_or_default();
+        if path.bytes().filter(|&b| b == b'/').count() != self.segments {
             return Err(TemplateError::Escaped);
         }
         Ok(url)
@@ -159,6 +180,30 @@ impl UrlTemplate {
     pub fn as_str(&self) -> &str {
         &self.raw
     }
+}
+
+/// `tail` cut at its placeholders, which [`placeholders`] has checked.
+fn pieces(tail: &str) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut rest = tail;
+    while let Some((text, after)) = rest.split_once('{') {
+        let Some((name, after)) = after.split_once('}') else {
+            break;
+        };
+        if !text.is_empty() {
+            pieces.push(Piece::Text(text.to_owned()));
+        }
+        pieces.push(if name == STREAM_PLACEHOLDER {
+            Piece::Stream
+        } else {
+            Piece::Capture(name.to_owned())
+        });
+        rest = after;
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_owned()));
+    }
+    pieces
 }
 
 /// The `{name}` placeholders of a template, in order.
@@ -188,6 +233,8 @@ fn segment_count(url: &Url) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const PLACEHOLDER: &str = "{stream}";
 
     fn stream(s: &str) -> StreamName {
         StreamName::new(s.into()).expect("name")
@@ -270,11 +317,9 @@ mod tests {
         ] {
             let t = UrlTemplate::parse(template).expect(template);
             let url = t.expand(&stream("cam 1")).expect("expands");
-            assert_eq!(
-                Some(url),
-                expand_by_reparsing(template, "cam 1"),
-                "{template}"
-            );
+            let expected = expand_by_reparsing(template, "cam 1").expect(template);
+            assert_eq!(url.as_str(), expected.as_str(), "{template}");
+            assert_eq!(url.url(), &expected, "{template}");
         }
     }
 
@@ -293,7 +338,12 @@ mod tests {
             let t = UrlTemplate::parse(&template).expect("template");
             let expected = expand_by_reparsing(&template, &name).expect("parses");
             match t.expand(&stream(&name)) {
-                Ok(url) => prop_assert_eq!(url, expected),
+                Ok(url) => {
+                    prop_assert_eq!(url.as_str(), expected.as_str());
+                    prop_assert_eq!(url.url(), &expected);
+                    prop_assert_eq!(url.authority(), &expected[url::Position::BeforeHost..url::Position::AfterPort]);
+                    prop_assert_eq!(url.path_and_query(), &expected[url::Position::BeforePath..url::Position::AfterQuery]);
+                }
                 // A name that makes `.` or `..` of a segment (`.{stream}` with `.`) is
                 // refused; nothing else may be.
                 Err(e) => {
@@ -307,7 +357,9 @@ mod tests {
         fn no_stream_name_leaves_its_segment(name in "\\PC{1,60}") {
             prop_assume!(name != "." && name != "..");
             let t = UrlTemplate::parse("https://vendor.example:8443/a/{stream}/b").expect("ok");
-            let url = t.expand(&stream(&name)).expect("expands");
+            let expanded = t.expand(&stream(&name)).expect("expands");
+            let url = expanded.url();
+            prop_assert_eq!(url.as_str(), expanded.as_str());
             prop_assert_eq!(url.host_str(), Some("vendor.example"));
             prop_assert_eq!(url.port(), Some(8443));
             let segments: Vec<&str> = url.path_segments().expect("path").collect();

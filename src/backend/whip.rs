@@ -9,8 +9,8 @@ use http::HeaderValue;
 use super::exchange::{self, Target};
 use super::template::{UrlTemplate, KEY_PLACEHOLDER};
 use super::{
-    Adapter, AllowedHost, AttemptError, BackendDef, BoxFuture, CreateRequest, Created, KeyError,
-    KindKeys, Secret, SessionRequest, SessionTarget, Upstreams,
+    Adapter, AllowedHost, AttemptError, BackendDef, BackendUrl, BoxFuture, CreateRequest, Created,
+    KeyError, KindKeys, Secret, SessionRequest, SessionTarget, Upstreams,
 };
 use crate::error::GatewayError;
 use crate::kind::EndpointKind;
@@ -122,7 +122,7 @@ impl Whip {
 
     fn target<'a>(
         &self,
-        url: url::Url,
+        url: BackendUrl,
         client: Option<&HeaderValue>,
         request_id: &'a str,
     ) -> Target<'a> {

@@ -28,6 +28,13 @@ pub enum IcePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId(pub String);
 
+/// The derived `Hash` hashes the string alone, so maps keyed by ids are looked up by `&str`.
+impl std::borrow::Borrow<str> for BackendId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl BackendId {
     pub fn as_str(&self) -> &str {
         &self.0

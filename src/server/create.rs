@@ -522,7 +522,7 @@ impl Gateway {
                 backend,
                 decision.route,
                 ctx.stream,
-                &created.resource,
+                created.resource.url(),
                 &decision.captures,
             );
         }

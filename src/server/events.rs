@@ -461,7 +461,7 @@ impl Gateway {
             .headers
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|location| subscribed.url.join(location).ok())
+            .and_then(|location| subscribed.url.url().join(location).ok())
             .filter(|u| backend.allows_host(u))
             .ok_or("the backend's event stream is not on its hosts")?;
         let mut headers = http::HeaderMap::new();
@@ -654,7 +654,10 @@ impl Gateway {
                 }
                 if wants("layers") {
                     if let Ok(resource) = crate::backend::origin::parse(&claims.resource) {
-                        let now_layers = backend.adapter.layers(&self.upstreams, &resource).await;
+                        let now_layers = backend
+                            .adapter
+                            .layers(&self.upstreams, resource.url())
+                            .await;
                         if layers.as_ref() != Some(&now_layers) {
                             out.push(event("layers", &layers_data(&now_layers)));
                             layers = Some(now_layers);
@@ -665,7 +668,11 @@ impl Gateway {
                 if let Ok(resource) = crate::backend::origin::parse(&claims.resource) {
                     let ended = backend
                         .adapter
-                        .ended(&self.upstreams, backend, std::slice::from_ref(&resource))
+                        .ended(
+                            &self.upstreams,
+                            backend,
+                            std::slice::from_ref(resource.url()),
+                        )
                         .await;
                     session_gone = ended.is_some_and(|gone| gone.first() == Some(&true));
                 }

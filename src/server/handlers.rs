@@ -503,7 +503,7 @@ impl Gateway {
         config: &Config,
         claims: SessionClaims,
         backend: std::sync::Arc<crate::backend::BackendDef>,
-        resource: Url,
+        resource: crate::backend::BackendUrl,
         request: Request<B>,
         request_id: &str,
     ) -> Result<Response<Body>, GatewayError>
@@ -644,7 +644,7 @@ impl Gateway {
         &self,
         config: &Config,
         claims: &'a SessionClaims,
-        resource: &'a Url,
+        resource: &'a crate::backend::BackendUrl,
         headers: &'a HeaderMap,
         extensions: &http::Extensions,
         request_id: &'a str,
@@ -671,7 +671,7 @@ impl Gateway {
         (
             SessionClaims,
             std::sync::Arc<crate::backend::BackendDef>,
-            Url,
+            crate::backend::BackendUrl,
         ),
         GatewayError,
     > {

@@ -509,7 +509,7 @@ impl Gateway {
             let (sessions, resources): (Vec<_>, Vec<_>) = sessions
                 .into_iter()
                 .filter_map(|(sid, s)| {
-                    let url = crate::backend::origin::parse(&s.resource).ok()?;
+                    let url = url::Url::parse(&s.resource).ok()?;
                     Some(((sid, s), url))
                 })
                 .unzip();
@@ -756,10 +756,9 @@ impl Gateway {
 
     /// The definition a session's backend had: the live table's, or the retired one.
     fn backend_for_session(&self, config: &Config, id: &str) -> Option<Arc<BackendDef>> {
-        let id = BackendId(id.to_owned());
-        config.backends.get(&id).cloned().or_else(|| {
+        config.backends.get(id).cloned().or_else(|| {
             let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-            retired.get(&id).map(|(def, _)| def.clone())
+            retired.get(id).map(|(def, _)| def.clone())
         })
     }
 

@@ -131,7 +131,7 @@ pub(super) fn own_request_id(kind: EndpointKind, sid: &str) -> String {
 /// later requests and its DELETE need, as a client's token would carry it.
 pub(super) struct OwnSession {
     pub backend: Arc<BackendDef>,
-    pub resource: url::Url,
+    pub resource: crate::backend::BackendUrl,
     pub claims: SessionClaims,
     /// The request id its creation was logged with, for its later requests too.
     pub request_id: String,

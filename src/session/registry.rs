@@ -6,16 +6,17 @@ use std::sync::Mutex;
 
 use crate::kind::EndpointKind;
 
+/// foldhash, randomly seeded: SipHash was most of a lookup here, on every session created
+/// and ended, and the keys are session ids the gateway made and backend ids and subjects
+/// that came authenticated.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 impl Sessions {
     /// The live counts and the reservations `held` is counted in, and its key.
     fn places<'h>(
         &mut self,
         held: &'h Held,
-    ) -> (
-        &HashMap<String, usize>,
-        &mut HashMap<String, usize>,
-        &'h str,
-    ) {
+    ) -> (&Map<String, usize>, &mut Map<String, usize>, &'h str) {
         match held {
             Held::Backend(key) => (&self.per_backend, &mut self.reserved, key),
             Held::Subject(key) => (&self.per_subject, &mut self.reserved_subjects, key),
@@ -136,23 +137,23 @@ pub struct SessionRegistry {
 #[derive(Debug, Default)]
 struct Sessions {
     /// Each session with the Unix second up to which its time has been counted.
-    by_sid: HashMap<String, (LiveSession, u64)>,
+    by_sid: Map<String, (LiveSession, u64)>,
     /// Kept alongside so that `max_sessions` checks are O(1).
-    per_backend: HashMap<String, usize>,
+    per_backend: Map<String, usize>,
     /// Likewise for `max_sessions_per_subject`.
-    per_subject: HashMap<String, usize>,
+    per_subject: Map<String, usize>,
     /// Places taken by sessions being created: counted against `max_sessions` with the live
     /// ones, so that concurrent requests cannot all pass the check before any is inserted.
-    reserved: HashMap<String, usize>,
+    reserved: Map<String, usize>,
     /// Likewise against `max_sessions_per_subject`.
-    reserved_subjects: HashMap<String, usize>,
+    reserved_subjects: Map<String, usize>,
     /// Likewise against `[server] max_live_sessions`.
     reserved_any: usize,
 }
 
 /// Adds one to `key`'s count; the key is copied only the first time (this runs under the
 /// registry's lock on every session created).
-fn count_up(counts: &mut HashMap<String, usize>, key: &str) {
+fn count_up(counts: &mut Map<String, usize>, key: &str) {
     match counts.get_mut(key) {
         Some(count) => *count += 1,
         None => {
