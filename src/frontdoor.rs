@@ -95,7 +95,7 @@ impl IceServer {
     pub fn to_header_value(&self) -> String {
         let mut out = String::with_capacity(self.uri.len() + 96);
         out.push('<');
-        out.push_str(&escape_uri(&self.uri));
+        push_escaped_uri(&mut out, &self.uri);
         out.push_str(">; rel=\"ice-server\"");
         for (name, value) in [
             ("username", &self.username),
@@ -116,6 +116,15 @@ impl IceServer {
 /// Appends `value` as an RFC 9110 quoted-string (control characters dropped).
 fn push_quoted(out: &mut String, value: &str) {
     out.push('"');
+    // The usual value (a TURN username or credential) needs no escape: copied whole.
+    if value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     for c in value.chars() {
         if c == '"' || c == '\\' {
             out.push('\\');
@@ -127,9 +136,13 @@ fn push_quoted(out: &mut String, value: &str) {
     out.push('"');
 }
 
-/// Percent-encodes what would end the `<...>` or the header line.
-fn escape_uri(url: &str) -> String {
-    let mut out = String::with_capacity(url.len());
+/// Appends `url`, percent-encoding what would end the `<...>` or the header line.
+fn push_escaped_uri(out: &mut String, url: &str) {
+    let plain = |b: u8| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"');
+    if url.bytes().all(plain) {
+        out.push_str(url);
+        return;
+    }
     for c in url.chars() {
         if c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"') {
             out.push(c);
@@ -140,7 +153,6 @@ fn escape_uri(url: &str) -> String {
             }
         }
     }
-    out
 }
 
 /// Every well-formed ice-server link in a backend's `Link` header lines; other relations
@@ -394,6 +406,33 @@ mod tests {
     }
 
     proptest! {
+        /// Copying a value that needs no escape whole gives what escaping it char by char
+        /// gives.
+        #[test]
+        fn whole_copies_are_the_escaped_text(value in "[ -~]{0,30}|\\PC{0,30}") {
+            let mut quoted = String::new();
+            push_quoted(&mut quoted, &value);
+            let mut expected = String::from('"');
+            for c in value.chars().filter(|c| !c.is_control()) {
+                if c == '"' || c == '\\' {
+                    expected.push('\\');
+                }
+                expected.push(c);
+            }
+            expected.push('"');
+            prop_assert_eq!(quoted, expected);
+            let mut uri = String::new();
+            push_escaped_uri(&mut uri, &value);
+            let expected: String = value
+                .chars()
+                .map(|c| match c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"') {
+                    true => c.to_string(),
+                    false => c.to_string().bytes().map(|b| format!("%{b:02X}")).collect(),
+                })
+                .collect();
+            prop_assert_eq!(uri, expected);
+        }
+
         /// Whatever a backend or routes.toml put in a username or credential, the Link
         /// whipgate writes parses back to it when it is clean, and never into anything else
         /// (no injected parameter or second server).

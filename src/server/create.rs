@@ -522,7 +522,7 @@ impl Gateway {
                 backend,
                 decision.route,
                 ctx.stream,
-                created.resource.url(),
+                &created.resource,
                 &decision.captures,
             );
         }

@@ -754,13 +754,13 @@ pub(super) fn start_if_relayed(
     backend: &BackendDef,
     route: &crate::routing::Route,
     stream: &StreamName,
-    resource: &url::Url,
+    resource: &crate::backend::BackendUrl,
     captures: &[(String, String)],
 ) {
     if route.relay.is_none() || backend.adapter.is_remote() {
         return;
     }
-    let Some(publisher) = crate::backend::builtin_peer(resource) else {
+    let Some(publisher) = crate::backend::builtin_peer(resource.url()) else {
         return;
     };
     let _ = gateway.relay_starts.send(RelayStart {
