@@ -135,10 +135,6 @@ impl Origin {
         }
     }
 
-    pub fn url(&self) -> &Url {
-        &self.base
-    }
-
     /// This origin with `tail` (`/path?query`) as the url crate would make it.
     pub fn with_tail(&self, tail: &str) -> BackendUrl {
         if !is_normal_tail(tail) {
