@@ -125,14 +125,16 @@ impl UpstreamClient {
     }
 
     /// Sends one request to `backend`, following 307/308 to hosts the backend allows (and
-    /// to `extra`, a host the vendor's own API handed out for this session).
+    /// to `extra`, a host the vendor's own API handed out for this session). `headers` makes
+    /// each attempt's headers: a map kept for a redirect that almost never comes was a copy
+    /// of it on every exchange.
     pub async fn send(
         &self,
         backend: &BackendDef,
         extra: Option<&AllowedHost>,
         method: Method,
         url: impl Into<BackendUrl>,
-        headers: HeaderMap,
+        headers: impl Fn() -> HeaderMap + Sync,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let url = url.into();
@@ -140,7 +142,7 @@ impl UpstreamClient {
         let label = method.clone();
         let result = tokio::time::timeout_at(
             started + self.settings.request_timeout,
-            self.follow(backend, extra, method, url, headers, body),
+            self.follow(backend, extra, method, url, &headers, body),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)
@@ -171,13 +173,13 @@ impl UpstreamClient {
         extra: Option<&AllowedHost>,
         method: Method,
         mut url: BackendUrl,
-        headers: HeaderMap,
+        headers: &(impl Fn() -> HeaderMap + Sync),
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         for _ in 0..=self.settings.max_redirects {
             // The URL moves into the response (which carries it for relative `Location`s).
             let response = self
-                .once(method.clone(), url, &headers, body.clone())
+                .once(method.clone(), url, headers(), body.clone())
                 .await?;
             if !matches!(
                 response.status,
@@ -219,7 +221,7 @@ impl UpstreamClient {
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(
             self.settings.request_timeout,
-            self.once(method, url.into(), &headers, body),
+            self.once(method, url.into(), headers, body),
         )
         .await
         .map_err(|_| UpstreamError::Timeout)
@@ -282,7 +284,7 @@ impl UpstreamClient {
         &self,
         method: Method,
         url: BackendUrl,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         if url.as_str().starts_with("http:") {
@@ -293,7 +295,7 @@ impl UpstreamClient {
             .uri(url.as_str())
             .body(Full::new(body))
             .map_err(|_| UpstreamError::Protocol("backend URL is not a valid URI".into()))?;
-        *request.headers_mut() = headers.clone();
+        *request.headers_mut() = headers;
         let response = self.pool().request(request).await.map_err(|e| {
             if e.is_connect() {
                 UpstreamError::Connect(connect_reason(&e))
@@ -316,7 +318,7 @@ impl UpstreamClient {
         &self,
         method: Method,
         url: BackendUrl,
-        headers: &HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let invalid = || UpstreamError::Protocol("backend URL is not a valid URI".into());
@@ -326,7 +328,7 @@ impl UpstreamClient {
             .uri(url.path_and_query())
             .body(Full::new(body))
             .map_err(|_| invalid())?;
-        *request.headers_mut() = headers.clone();
+        *request.headers_mut() = headers;
         if !request.headers().contains_key(http::header::HOST) {
             let host = http::HeaderValue::from_str(authority).map_err(|_| invalid())?;
             request.headers_mut().insert(http::header::HOST, host);

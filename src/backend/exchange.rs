@@ -72,9 +72,12 @@ pub(super) async fn post_offer(
     offer: Bytes,
 ) -> Result<Created, AttemptError> {
     let legacy = offer.is_empty();
-    let mut headers = base_headers(target);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
-    headers.insert(header::ACCEPT, HeaderValue::from_static(target.accept));
+    let headers = || {
+        let mut headers = base_headers(target);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+        headers.insert(header::ACCEPT, HeaderValue::from_static(target.accept));
+        headers
+    };
     let response = cx
         .client
         .send(
@@ -246,8 +249,6 @@ pub(super) async fn patch(
     body: Bytes,
     if_match: &UpstreamIfMatch,
 ) -> Result<Patched, GatewayError> {
-    let mut headers = base_headers(target);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
     let if_match_value = match if_match {
         UpstreamIfMatch::Any => Some(HeaderValue::from_static("*")),
         UpstreamIfMatch::Value(value) => Some(
@@ -256,9 +257,14 @@ pub(super) async fn patch(
         ),
         UpstreamIfMatch::Absent | UpstreamIfMatch::NoneUpstream => None,
     };
-    if let Some(value) = if_match_value {
-        headers.insert(header::IF_MATCH, value);
-    }
+    let headers = || {
+        let mut headers = base_headers(target);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDPFRAG));
+        if let Some(value) = &if_match_value {
+            headers.insert(header::IF_MATCH, value.clone());
+        }
+        headers
+    };
     let response = cx
         .client
         .send(
@@ -305,8 +311,11 @@ pub(super) async fn answer(
     target: &Target<'_>,
     answer: Bytes,
 ) -> Result<(), GatewayError> {
-    let mut headers = base_headers(target);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    let headers = || {
+        let mut headers = base_headers(target);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+        headers
+    };
     send_expecting_success(cx, backend, target, Method::PATCH, headers, answer).await
 }
 
@@ -316,7 +325,7 @@ pub(super) async fn delete(
     backend: &BackendDef,
     target: &Target<'_>,
 ) -> Result<(), GatewayError> {
-    let headers = base_headers(target);
+    let headers = || base_headers(target);
     send_expecting_success(cx, backend, target, Method::DELETE, headers, Bytes::new()).await
 }
 
@@ -326,7 +335,7 @@ async fn send_expecting_success(
     backend: &BackendDef,
     target: &Target<'_>,
     method: Method,
-    headers: HeaderMap,
+    headers: impl Fn() -> HeaderMap + Sync,
     body: Bytes,
 ) -> Result<(), GatewayError> {
     let name = method.clone();

@@ -449,7 +449,7 @@ impl Gateway {
                 None,
                 Method::POST,
                 url.clone(),
-                headers,
+                || headers.clone(),
                 Bytes::from(body),
             )
             .await

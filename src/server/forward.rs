@@ -88,7 +88,7 @@ impl Gateway {
         let answer = self
             .upstreams
             .client
-            .send(&backend, None, parts.method, to, headers, body)
+            .send(&backend, None, parts.method, to, || headers.clone(), body)
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "the replica that owns a built-in session is unreachable");

@@ -91,7 +91,7 @@ async fn probe_once(backend: &BackendDef, check: &HealthCheck, client: &Upstream
         None,
         Method::GET,
         check.url.clone(),
-        HeaderMap::new(),
+        HeaderMap::new,
         Bytes::new(),
     );
     matches!(
