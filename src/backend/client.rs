@@ -287,7 +287,7 @@ impl UpstreamClient {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        if url.as_str().starts_with("http:") {
+        if url.scheme() == "http" {
             return self.once_plain(method, url, headers, body).await;
         }
         let mut request = http::Request::builder()

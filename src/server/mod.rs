@@ -509,7 +509,10 @@ impl Gateway {
             let (sessions, resources): (Vec<_>, Vec<_>) = sessions
                 .into_iter()
                 .filter_map(|(sid, s)| {
-                    let url = url::Url::parse(&s.resource).ok()?;
+                    let url = crate::backend::origin::parse(&s.resource)
+                        .ok()?
+                        .url()
+                        .clone();
                     Some(((sid, s), url))
                 })
                 .unzip();
